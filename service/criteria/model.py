@@ -1,0 +1,280 @@
+"""The trial definition: what a trial file (trials/<id>.yaml) may say, validated on load.
+
+Each rule type is a small, protocol-shaped vocabulary; a second trial needs a new file,
+not new code, as long as its criteria are made of these. Unknown keys are refused so a
+typo in a trial file fails loudly at load instead of silently changing a verdict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["Criterion", "Rule", "TrialDefinition", "TrialError", "load_trial"]
+
+Op = Literal[">", ">=", "<", "<=", "="]
+
+
+class TrialError(ValueError):
+    """A trial file that cannot be read or does not describe a trial."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Amount(_Strict):
+    value: float
+    unit: str
+
+
+class DerivedProduct(_Strict):
+    """Derive a value as the product of other results (ANC = WBC x neutrophil % x 0.01)."""
+
+    labs: list[str] = Field(min_length=2)
+    scale: float = 1.0
+    same_day: bool = True
+
+
+class InvalidAfterMedication(_Strict):
+    """A result drawn within `within_days_before` after this medication does not decide."""
+
+    valueset: str
+    within_days_before: int
+
+
+class RaisedLimit(_Strict):
+    valueset: str
+    uln_multiple: float
+
+
+class MeasurementRule(_Strict):
+    """Latest result in the window compared with a fixed limit or a multiple of the ULN."""
+
+    type: Literal["measurement"]
+    lab: str
+    op: Op
+    value: float | None = None
+    unit: str | None = None
+    uln_multiple: float | None = None
+    default_uln: Amount | None = None
+    lookback_days: int | None = None
+    derive_product: DerivedProduct | None = None
+    invalid_after_medication: InvalidAfterMedication | None = None
+    raised_limit_if_diagnosis: RaisedLimit | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> MeasurementRule:
+        fixed = self.value is not None and self.unit is not None
+        relative = self.uln_multiple is not None and self.default_uln is not None
+        if fixed == relative:
+            raise ValueError("give either value+unit or uln_multiple+default_uln")
+        return self
+
+
+class CreatinineClearanceRule(_Strict):
+    type: Literal["creatinine_clearance"]
+    op: Op
+    value: float
+    unit: str
+    measured_lab: str
+    creatinine_lab: str
+    weight_lab: str
+    lookback_days: int | None = None
+    weight_lookback_days: int = 180
+
+
+class GradeCount(_Strict):
+    grade: str
+    at_least: int
+
+
+class GradedDomainsRule(_Strict):
+    type: Literal["graded_domains"]
+    domains: list[str] = Field(min_length=1)
+    pass_if_any: list[GradeCount] = Field(min_length=1)
+    lookback_days: int | None = None
+
+
+class TherapyComponent(_Strict):
+    name: str
+    valueset: str
+    min_prednisone_mg_per_kg_day: float | None = None
+    duration_months_more_than: int | None = None
+
+
+class TherapyHistoryRule(_Strict):
+    type: Literal["therapy_history"]
+    components: list[TherapyComponent] = Field(min_length=1)
+    weight_lab: str
+    weight_lookback_days: int = 365
+
+
+class AgeRule(_Strict):
+    type: Literal["age"]
+    min_years: int
+    max_years: int
+
+
+class DiagnosisRequiredRule(_Strict):
+    type: Literal["diagnosis_required"]
+    valueset: str
+    uncertain_valueset: str | None = None
+
+
+class TestSpec(_Strict):
+    """How one test's latest result reads as positive or negative."""
+
+    __test__ = False  # not a pytest class
+
+    lab: str
+    positive: Literal["qualitative", "detectable"] = "qualitative"
+    positive_at_or_above: Amount | None = None
+    negative_below: Amount | None = None
+    confirm_negative_after_days: int | None = None
+
+
+class TestResultsRule(_Strict):
+    """Fails when every test of any group in `fail_when` is positive (three-valued logic)."""
+
+    __test__ = False
+
+    type: Literal["test_results"]
+    tests: dict[str, TestSpec]
+    fail_when: list[list[str]] = Field(min_length=1)
+    lookback_days: int | None = None
+
+    @model_validator(mode="after")
+    def _known_tests(self) -> TestResultsRule:
+        for group in self.fail_when:
+            for name in group:
+                if name not in self.tests:
+                    raise ValueError(f"fail_when names unknown test {name!r}")
+        return self
+
+
+class DiseaseFreeException(_Strict):
+    valueset: str
+    disease_free_years_more_than: int
+
+
+class ProcedureWindow(_Strict):
+    valueset: str
+    within_days: int
+
+
+class PositiveTests(_Strict):
+    tests: dict[str, TestSpec]
+    lookback_days: int
+
+
+class DiagnosisExcludesRule(_Strict):
+    type: Literal["diagnosis_excludes"]
+    valuesets: list[str] = Field(min_length=1)
+    active_only: bool = False
+    onset_within_days: int | None = None
+    exceptions: list[DiseaseFreeException] = Field(default_factory=list)
+    procedures: ProcedureWindow | None = None
+    suspect_if_medication_active: str | None = None
+    positive_tests: PositiveTests | None = None
+
+
+class AllergyRule(_Strict):
+    type: Literal["allergy"]
+    category: Literal["medication", "food", "environment", "biologic"]
+    severe_manifestations: str
+
+
+class StudyParticipationRule(_Strict):
+    type: Literal["study_participation"]
+    within_months: int
+
+
+class ManualRule(_Strict):
+    type: Literal["manual"]
+
+
+Rule = Annotated[
+    MeasurementRule
+    | CreatinineClearanceRule
+    | GradedDomainsRule
+    | TherapyHistoryRule
+    | AgeRule
+    | DiagnosisRequiredRule
+    | TestResultsRule
+    | DiagnosisExcludesRule
+    | AllergyRule
+    | StudyParticipationRule
+    | ManualRule,
+    Field(discriminator="type"),
+]
+
+
+class AppliesTo(_Strict):
+    sex: Literal["female", "male"]
+
+
+class Criterion(_Strict):
+    id: str
+    kind: Literal["inclusion", "exclusion"]
+    number: int
+    text: str
+    assessment: Literal["automatic", "manual"]
+    rule: Rule
+    check: str
+    cost: float = Field(ge=0)
+    note: str | None = None
+    applies_to: AppliesTo | None = None
+
+
+class AbsentCriterion(_Strict):
+    number: int
+    kind: Literal["inclusion", "exclusion"]
+    note: str
+
+
+class Defaults(_Strict):
+    lookback_days: int = 90
+
+
+class TrialDefinition(_Strict):
+    id: str
+    version: str
+    title: str
+    sponsor_site: str | None = None
+    source: dict[str, str] = Field(default_factory=dict)
+    defaults: Defaults = Defaults()
+    absent_criteria: list[AbsentCriterion] = Field(default_factory=list)
+    criteria: list[Criterion] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> TrialDefinition:
+        seen: set[str] = set()
+        for criterion in self.criteria:
+            if criterion.id in seen:
+                raise ValueError(f"criterion id {criterion.id} appears twice")
+            seen.add(criterion.id)
+        return self
+
+    def criterion(self, criterion_id: str) -> Criterion:
+        for criterion in self.criteria:
+            if criterion.id == criterion_id:
+                return criterion
+        raise KeyError(criterion_id)
+
+
+def load_trial(path: Path) -> TrialDefinition:
+    """Read and validate one trial file; errors name the file and the offending field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise TrialError(f"{path}: {exc}") from exc
+    try:
+        return TrialDefinition.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise TrialError(f"{path}: {where}: {first['msg']}") from exc

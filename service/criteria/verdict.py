@@ -1,0 +1,82 @@
+"""What the engine returns: verdicts with evidence, per criterion and per patient.
+
+These are slotted dataclasses, serialized by orjson as they are (fast enough for a sweep of
+100k patients); `service/schemas.py` mirrors them as pydantic models for the published
+contract. Field names here are the contract: keep them in step with openapi/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+from service.facts import Code
+
+VerdictValue = Literal["pass", "fail", "unknown", "not_applicable"]
+Status = Literal["likely_eligible", "possibly_eligible", "ineligible"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One record (or derived value) behind a verdict."""
+
+    reference: str | None  # "Observation/o1"; None for a value derived from `inputs`
+    code: Code | None = None
+    value: float | str | None = None  # as recorded
+    unit: str | None = None  # as recorded
+    converted_value: float | None = None
+    converted_unit: str | None = None
+    date: date | None = None
+    rule: str | None = None  # the comparison or test applied, with numbers
+    note: str | None = None  # e.g. "older than the 90-day window; not used"
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    verdict: VerdictValue
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    id: str
+    kind: str
+    assessment: str
+    text: str
+    verdict: VerdictValue
+    reason: str
+    evidence: tuple[Evidence, ...]
+    check: str | None = None  # what would decide it, for unknown verdicts
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRef:
+    id: str
+    version: str
+    terminology: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientSummary:
+    reference: str
+    age: int | None
+    sex: str | None
+
+
+@dataclass(slots=True)
+class PatientResult:
+    trial: TrialRef
+    patient: PatientSummary
+    as_of: date
+    status: Status
+    score: float
+    criteria: list[CriterionResult]
+    next_steps: list[str]
+    problems: list[str] = field(default_factory=list)
+    rank: int | None = None
+
+    def verdicts(self) -> dict[str, VerdictValue]:
+        return {result.id: result.verdict for result in self.criteria}

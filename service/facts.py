@@ -1,0 +1,204 @@
+"""Normalized clinical facts: what the mappers produce and the criteria engine reads.
+
+Every fact keeps its provenance (the FHIR reference it came from and, for files, where in
+the file) and its codes exactly as recorded, so a verdict can cite them. Facts are frozen
+dataclasses with slots: a sweep builds millions of them, and they are never validated twice.
+
+`concepts` is the set of value-set names (terminology/valuesets/<name>.csv) the record's
+codes belong to, resolved once by the mapper so the engine never touches code tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+Sex = Literal["female", "male", "other", "unknown"]
+Qualitative = Literal["positive", "negative"]
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A value with the unit as recorded and, when it could be converted, the canonical one."""
+
+    value: float
+    unit: str | None
+    comparator: str | None = None
+    canonical_value: float | None = None
+    canonical_unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Demographics:
+    reference: str
+    birth_date: date | None
+    # "1980" or "1980-06" carry less than a day: the range of possible birth dates.
+    birth_date_latest: date | None
+    sex: Sex | None
+
+
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    reference: str
+    codes: tuple[Code, ...]
+    concepts: frozenset[str]
+    effective: date | None
+    status: str
+    quantity: Quantity | None = None
+    text: str | None = None  # valueString, or the text of a coded value
+    qualitative: Qualitative | None = None  # from a coded/string value or the interpretation
+    grade: str | None = None  # A-E for graded domains (BILAG)
+    ref_high: Quantity | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    reference: str
+    codes: tuple[Code, ...]
+    concepts: frozenset[str]
+    clinical_status: str | None
+    verification_status: str | None
+    onset: date | None
+    abatement: date | None
+    recorded: date | None
+    source: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Active unless the record says it resolved (status or an abatement date)."""
+        if self.clinical_status in {"inactive", "resolved", "remission"}:
+            return False
+        return self.abatement is None
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationExposure:
+    reference: str
+    codes: tuple[Code, ...]
+    concepts: frozenset[str]
+    status: str
+    start: date | None
+    end: date | None
+    dose: Quantity | None = None  # one administration, as recorded
+    doses_per_day: float | None = None
+    daily_dose_mg: float | None = None  # ingredient mg per day, when dose and timing say so
+    prednisone_factor: float | None = None  # mg prednisone per mg, for glucocorticoids
+    route: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allergy:
+    reference: str
+    codes: tuple[Code, ...]
+    category: frozenset[str]
+    criticality: str | None
+    severities: frozenset[str]
+    manifestations: frozenset[str]  # concept names of reaction manifestations
+    manifestation_codes: tuple[Code, ...]
+    recorded: date | None
+    negated: bool = False  # "no known drug allergy" style records
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureRecord:
+    reference: str
+    codes: tuple[Code, ...]
+    concepts: frozenset[str]
+    performed: date | None
+    status: str
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StudyParticipation:
+    reference: str
+    study: str  # ResearchStudy reference or identifier value
+    status: str
+    start: date | None
+    end: date | None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A record that could not be read (or fetched): which type, where, and why."""
+
+    resource_type: str
+    where: str
+    message: str
+
+
+Fact = (
+    Demographics
+    | LabResult
+    | Diagnosis
+    | MedicationExposure
+    | Allergy
+    | ProcedureRecord
+    | StudyParticipation
+    | Problem
+)
+
+
+@dataclass(slots=True)
+class PatientFacts:
+    """Everything known about one patient; built by grouping mapped facts."""
+
+    reference: str
+    demographics: Demographics | None = None
+    labs: list[LabResult] = field(default_factory=list)
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    medications: list[MedicationExposure] = field(default_factory=list)
+    allergies: list[Allergy] = field(default_factory=list)
+    procedures: list[ProcedureRecord] = field(default_factory=list)
+    studies: list[StudyParticipation] = field(default_factory=list)
+    # Records of this patient that could not be read: a criterion that would pass on the
+    # absence of such records becomes unknown instead.
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, fact: Fact) -> None:
+        match fact:
+            case Demographics():
+                self.demographics = fact
+            case LabResult():
+                self.labs.append(fact)
+            case Diagnosis():
+                self.diagnoses.append(fact)
+            case MedicationExposure():
+                self.medications.append(fact)
+            case Allergy():
+                self.allergies.append(fact)
+            case ProcedureRecord():
+                self.procedures.append(fact)
+            case StudyParticipation():
+                self.studies.append(fact)
+            case Problem():
+                self.problems.append(fact)
+
+    def problems_with(self, *resource_types: str) -> list[Problem]:
+        return [p for p in self.problems if p.resource_type in resource_types]
+
+    def extend(self, facts: Iterable[Fact]) -> None:
+        for fact in facts:
+            self.add(fact)
+
+    def labs_for(self, concept: str) -> list[LabResult]:
+        return [lab for lab in self.labs if concept in lab.concepts]
+
+    def diagnoses_for(self, concept: str) -> list[Diagnosis]:
+        return [dx for dx in self.diagnoses if concept in dx.concepts]
+
+    def medications_for(self, concept: str) -> list[MedicationExposure]:
+        return [med for med in self.medications if concept in med.concepts]

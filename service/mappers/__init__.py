@@ -1,0 +1,120 @@
+"""FHIR R4 resources (as parsed JSON) -> normalized facts. Pure functions; no I/O.
+
+    map_resource(resource, terms) -> Mapped | None
+
+returns the patient the fact belongs to and the fact, or None for a resource no criterion
+can use (most Observations of a real EHR). A resource that cannot be read raises
+`MappingError`; the caller records it as a `Problem` for that patient and goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from service.facts import Fact, Problem
+from service.mappers.allergy import map_allergy
+from service.mappers.common import MappingError, Resource, patient_reference
+from service.mappers.condition import map_condition
+from service.mappers.medication import map_medication
+from service.mappers.observation import map_observation
+from service.mappers.patient import map_patient
+from service.mappers.procedure import map_procedure
+from service.mappers.research_subject import map_research_subject
+from service.terminology import Terminology
+
+__all__ = [
+    "SUBJECT_FIELD",
+    "Mapped",
+    "MappingError",
+    "map_resource",
+    "problem_for",
+    "subject_of",
+]
+
+# Where each resource type names its patient (FHIR R4).
+SUBJECT_FIELD = {
+    "Observation": "subject",
+    "Condition": "subject",
+    "MedicationStatement": "subject",
+    "MedicationRequest": "subject",
+    "AllergyIntolerance": "patient",
+    "Procedure": "subject",
+    "ResearchSubject": "individual",
+}
+
+Mapper = Callable[[Resource, Terminology], Any]
+MAPPERS: dict[str, Mapper] = {
+    "Observation": map_observation,
+    "Condition": map_condition,
+    "MedicationStatement": map_medication,
+    "MedicationRequest": map_medication,
+    "AllergyIntolerance": map_allergy,
+    "Procedure": map_procedure,
+    "ResearchSubject": lambda resource, _terms: map_research_subject(resource),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    patient: str
+    fact: Fact
+
+
+def subject_of(resource: Resource) -> str | None:
+    """The `Patient/<id>` a resource belongs to, or None if it names none."""
+    kind = resource.get("resourceType")
+    if kind == "Patient":
+        identifier = resource.get("id")
+        return f"Patient/{identifier}" if isinstance(identifier, str) and identifier else None
+    field = SUBJECT_FIELD.get(kind) if isinstance(kind, str) else None
+    return patient_reference(resource.get(field)) if field else None
+
+
+def map_resource(
+    resource: Resource, terms: Terminology, source: str | None = None
+) -> Mapped | None:
+    """Map one resource. Raises MappingError (naming the resource) when it cannot be read."""
+    kind = resource.get("resourceType")
+    if kind == "Patient":
+        try:
+            demographics = map_patient(resource)
+        except (MappingError, TypeError, AttributeError, ValueError) as exc:
+            raise MappingError(f"Patient/{resource.get('id')}: {exc}") from exc
+        return Mapped(demographics.reference, demographics)
+    mapper = MAPPERS.get(kind) if isinstance(kind, str) else None
+    if mapper is None:
+        return None
+    patient = subject_of(resource)
+    try:
+        fact = mapper(resource, terms)
+    except (MappingError, TypeError, AttributeError, ValueError, KeyError) as exc:
+        raise MappingError(f"{kind}/{resource.get('id')}: {exc}") from exc
+    if fact is None:
+        return None
+    if patient is None:
+        raise MappingError(f"{kind}/{resource.get('id')}: names no patient")
+    if source is not None:
+        fact = _with_source(fact, source)
+    return Mapped(patient, fact)
+
+
+def problem_for(resource: Any, message: str, source: str | None) -> Mapped | None:
+    """A Problem fact for the patient of an unreadable resource, if the patient is known."""
+    if not isinstance(resource, dict):
+        return None
+    try:
+        patient = subject_of(resource)
+    except (TypeError, AttributeError):
+        return None
+    if patient is None:
+        return None
+    kind = resource.get("resourceType")
+    return Mapped(patient, Problem(str(kind), source or "", message))
+
+
+def _with_source(fact: Fact, source: str) -> Fact:
+    from dataclasses import replace
+
+    return replace(fact, source=source)  # type: ignore[type-var]

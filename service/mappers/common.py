@@ -1,0 +1,94 @@
+"""Small readers shared by the mappers: dates, codes, references. Pure; no I/O."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from service.facts import Code, Quantity
+
+__all__ = [
+    "MappingError",
+    "codes_of",
+    "parse_date",
+    "patient_reference",
+    "quantity_of",
+    "status_code",
+]
+
+Resource = dict[str, Any]
+
+
+class MappingError(ValueError):
+    """A resource that is not readable FHIR R4 for our purposes; names the resource."""
+
+
+def parse_date(value: Any) -> date | None:
+    """The calendar date of a FHIR date/dateTime/instant as written (its own time zone).
+
+    A clinician reads "2026-11-20T23:30:00+08:00" as 20 November; converting to UTC would
+    move it to the 20th/21st depending on the server. Partial dates ("2024", "2024-05")
+    resolve to their first day.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 4:
+        raise MappingError(f"not a FHIR date: {value!r}")
+    text = value[:10]
+    try:
+        if len(text) == 4:
+            return date(int(text), 1, 1)
+        if len(text) == 7:
+            return date(int(text[:4]), int(text[5:7]), 1)
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise MappingError(f"not a FHIR date: {value!r}") from exc
+
+
+def codes_of(concept: Any) -> list[Code]:
+    """The codings of a CodeableConcept (ignores codings without system or code)."""
+    if not concept:
+        return []
+    if not isinstance(concept, dict):
+        raise MappingError("CodeableConcept is not an object")
+    found = []
+    for coding in concept.get("coding") or ():
+        system, code = coding.get("system"), coding.get("code")
+        if isinstance(system, str) and isinstance(code, str) and code:
+            found.append(Code(system, code, coding.get("display")))
+    return found
+
+
+def status_code(concept: Any) -> str | None:
+    """The code of a status CodeableConcept (clinicalStatus, verificationStatus)."""
+    codes = codes_of(concept)
+    return codes[0].code if codes else None
+
+
+def patient_reference(reference: Any) -> str | None:
+    """`Patient/<id>` from a Reference, whether relative, absolute or versioned."""
+    if not isinstance(reference, dict):
+        return None
+    text = reference.get("reference")
+    if not isinstance(text, str):
+        return None
+    parts = text.split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+        return f"Patient/{parts[-1]}"
+    if text.startswith("urn:uuid:"):
+        return text  # resolved against the Bundle's fullUrls by the reader
+    return None
+
+
+def quantity_of(value: Any) -> Quantity | None:
+    """A FHIR Quantity; the UCUM `code` is preferred over the free-text `unit`."""
+    if not value:
+        return None
+    number = value.get("value")
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        if number is None:
+            return None
+        raise MappingError(f"Quantity.value is not a number: {number!r}")
+    unit = value.get("code") if value.get("system") == "http://unitsofmeasure.org" else None
+    unit = unit or value.get("unit") or value.get("code")
+    return Quantity(float(number), unit, value.get("comparator"))

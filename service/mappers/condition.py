@@ -1,0 +1,38 @@
+"""Condition -> Diagnosis."""
+
+from __future__ import annotations
+
+from service.facts import Diagnosis
+from service.mappers.common import Resource, codes_of, parse_date, status_code
+from service.terminology import Terminology
+
+# Records that assert nothing about the patient (FHIR R4 condition-ver-status).
+NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
+
+
+def map_condition(resource: Resource, terms: Terminology) -> Diagnosis | None:
+    recorded = codes_of(resource.get("code"))
+    if not recorded:
+        return None
+    codes, concepts = terms.resolve(recorded)
+    if not concepts:
+        return None
+    verification = status_code(resource.get("verificationStatus"))
+    if verification in NOT_COUNTED:
+        return None
+    return Diagnosis(
+        reference=f"Condition/{resource.get('id')}",
+        codes=codes,
+        concepts=concepts,
+        clinical_status=status_code(resource.get("clinicalStatus")),
+        verification_status=verification,
+        onset=parse_date(
+            resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
+        ),
+        abatement=parse_date(
+            resource.get("abatementDateTime")
+            or (resource.get("abatementPeriod") or {}).get("end")
+            or (resource.get("abatementPeriod") or {}).get("start")
+        ),
+        recorded=parse_date(resource.get("recordedDate")),
+    )

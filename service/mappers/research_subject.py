@@ -1,0 +1,40 @@
+"""ResearchSubject -> StudyParticipation (R4: `individual`, `study`, `status`, `period`)."""
+
+from __future__ import annotations
+
+from service.facts import StudyParticipation
+from service.mappers.common import MappingError, Resource, parse_date
+
+# R4 research-subject-status values that mean the person was enrolled in the study.
+ENROLLED = frozenset(
+    {
+        "on-study",
+        "on-study-intervention",
+        "on-study-observation",
+        "follow-up",
+        "off-study",
+        "withdrawn",
+    }
+)
+
+
+def map_research_subject(resource: Resource) -> StudyParticipation | None:
+    status = resource.get("status")
+    if status not in ENROLLED:
+        return None  # candidate, screening, eligible, ineligible, not-registered ...
+    study = resource.get("study") or {}
+    label = (
+        study.get("reference")
+        or (study.get("identifier") or {}).get("value")
+        or study.get("display")
+    )
+    if not isinstance(label, str):
+        raise MappingError("ResearchSubject.study names no study")
+    period = resource.get("period") or {}
+    return StudyParticipation(
+        reference=f"ResearchSubject/{resource.get('id')}",
+        study=label,
+        status=status,
+        start=parse_date(period.get("start")),
+        end=parse_date(period.get("end")),
+    )

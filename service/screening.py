@@ -1,0 +1,297 @@
+"""Screen a population read from files: map, group by patient, evaluate, rank.
+
+Bulk NDJSON is sorted by resource type, not by patient, so a patient's facts arrive
+scattered. Rather than hold the population in memory, stage 1 maps each resource (keeping
+only the few facts criteria use) and appends them to one of N partition files by a hash of
+the patient; stage 2 loads one partition at a time, groups, evaluates and writes each
+result as a JSON line; ranking then sorts small summaries and reads results back in order.
+Peak memory is one partition, whatever the population. Both stages run in worker
+processes when given more than one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.criteria.engine import evaluate
+from service.criteria.model import TrialDefinition
+from service.facts import Fact, PatientFacts
+from service.mappers import MappingError, map_resource, problem_for
+from service.ranking import sort_key
+from service.sources import Chunk, SourceError, chunks, read_chunk, total_bytes
+from service.terminology import Terminology
+
+__all__ = ["ScreenRun", "Summary", "screen"]
+
+log = logging.getLogger(__name__)
+BATCH = 2000
+MAX_ERRORS_KEPT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What ranking and the table need of one result; the full result stays on disk."""
+
+    reference: str
+    status: str
+    score: float
+    fails: int
+    unknowns: int
+    age: int | None
+    sex: str | None
+    next_step: str | None
+    partition: int
+    offset: int
+    length: int
+
+    def key(self) -> tuple[Any, ...]:
+        return sort_key(self.status, self.score, self.fails, self.reference)
+
+
+@dataclass
+class ScreenRun:
+    """The outcome of a screen: ranked summaries, counts, errors, and the results on disk."""
+
+    trial: TrialDefinition
+    terms: Terminology
+    as_of: date
+    summaries: list[Summary]
+    resources: int
+    errors: list[SourceError]
+    error_count: int
+    spool: Path
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    def counts(self) -> dict[str, int]:
+        counts = {
+            "patients": len(self.summaries),
+            "likely_eligible": 0,
+            "possibly_eligible": 0,
+            "ineligible": 0,
+        }
+        for summary in self.summaries:
+            counts[summary.status] += 1
+        counts["resources"] = self.resources
+        counts["errors"] = self.error_count
+        return counts
+
+    def result_bytes(self, summary: Summary) -> bytes:
+        """One patient's full result (the output contract), as JSON with its rank."""
+        with (self.spool / f"results-{summary.partition}.jsonl").open("rb") as handle:
+            handle.seek(summary.offset)
+            return handle.read(summary.length)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Full results in rank order, each with its `rank`."""
+        for rank, summary in enumerate(self.summaries, start=1):
+            result = orjson.loads(self.result_bytes(summary))
+            result["rank"] = rank
+            yield result
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# ---------------------------------------------------------------- worker side
+@lru_cache(maxsize=2)
+def _load(
+    trial_path: str, terminology_root: str, site_map: str | None
+) -> tuple[TrialDefinition, Terminology]:
+    from service.criteria.model import load_trial
+
+    terms = Terminology.load(Path(terminology_root), Path(site_map) if site_map else None)
+    return load_trial(Path(trial_path)), terms
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    trial_path: str
+    terminology_root: str
+    site_map: str | None
+    spool: str
+    partitions: int
+    as_of: date
+    only: str | None = None  # screen just this patient reference
+
+
+def _partition_of(patient: str, partitions: int) -> int:
+    return zlib.crc32(patient.encode()) % partitions if partitions > 1 else 0
+
+
+def _map_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceError], int]:
+    """Stage 1: map one chunk's resources and append the facts to partition files."""
+    _, terms = _load(job.trial_path, job.terminology_root, job.site_map)
+    buffers: list[list[tuple[str, Fact]]] = [[] for _ in range(job.partitions)]
+    errors: list[SourceError] = []
+    error_count = 0
+    resources = 0
+    handles = [
+        open(Path(job.spool) / f"facts-{p}-{index}.pickle", "wb")
+        for p in range(job.partitions)
+    ]
+    try:
+        for resource, where, error in read_chunk(chunk):
+            if resource is None:
+                error_count += 1
+                if len(errors) < MAX_ERRORS_KEPT:
+                    errors.append(SourceError(where, error or "unreadable"))
+                continue
+            resources += 1
+            try:
+                mapped = map_resource(resource, terms, where)
+            except MappingError as exc:
+                error_count += 1
+                if len(errors) < MAX_ERRORS_KEPT:
+                    errors.append(SourceError(where, str(exc)))
+                mapped = problem_for(resource, str(exc), where)
+            if mapped is None or (job.only is not None and mapped.patient != job.only):
+                continue
+            bucket = buffers[_partition_of(mapped.patient, job.partitions)]
+            bucket.append((mapped.patient, mapped.fact))
+            if len(bucket) >= BATCH:
+                pickle.dump(bucket, handles[_partition_of(mapped.patient, job.partitions)])
+                bucket.clear()
+        for partition, bucket in enumerate(buffers):
+            if bucket:
+                pickle.dump(bucket, handles[partition])
+    finally:
+        for handle in handles:
+            handle.close()
+    return resources, errors, error_count
+
+
+def _evaluate_partition(job: _Job, partition: int, chunk_count: int) -> list[Summary]:
+    """Stage 2: group one partition's facts by patient, evaluate, write results."""
+    trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)
+    patients: dict[str, PatientFacts] = {}
+    for index in range(chunk_count):
+        path = Path(job.spool) / f"facts-{partition}-{index}.pickle"
+        with path.open("rb") as handle:
+            while True:
+                try:
+                    batch = pickle.load(handle)  # noqa: S301 - our own spool files
+                except EOFError:
+                    break
+                for patient, fact in batch:
+                    group = patients.get(patient)
+                    if group is None:
+                        group = patients[patient] = PatientFacts(patient)
+                    group.add(fact)
+        path.unlink()
+    summaries = []
+    with (Path(job.spool) / f"results-{partition}.jsonl").open("wb") as out:
+        for reference in sorted(patients):
+            result = evaluate(trial, patients[reference], job.as_of, terms)
+            payload = orjson.dumps(result)
+            offset = out.tell()
+            out.write(payload + b"\n")
+            verdicts = [c.verdict for c in result.criteria]
+            summaries.append(
+                Summary(
+                    reference=reference,
+                    status=result.status,
+                    score=result.score,
+                    fails=verdicts.count("fail"),
+                    unknowns=verdicts.count("unknown"),
+                    age=result.patient.age,
+                    sex=result.patient.sex,
+                    next_step=result.next_steps[0] if result.next_steps else None,
+                    partition=partition,
+                    offset=offset,
+                    length=len(payload),
+                )
+            )
+    return summaries
+
+
+# ---------------------------------------------------------------- driver
+def screen(
+    data: Path,
+    trial_path: Path,
+    terminology_root: Path,
+    as_of: date,
+    *,
+    site_map: Path | None = None,
+    workers: int | None = None,
+    partitions: int | None = None,
+    spool: Path | None = None,
+    only_patient: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ScreenRun:
+    """Screen every patient found under `data`. Call `close()` on the run when done."""
+    work = chunks(data)
+    size = total_bytes(work)
+    if workers is None:
+        workers = 1 if size < 64 * 1024 * 1024 else max(1, os.cpu_count() or 1)
+    if partitions is None:
+        partitions = max(1, min(256, size // (48 * 1024 * 1024) + (workers if workers > 1 else 0)))
+    tmp = None
+    if spool is None:
+        tmp = tempfile.TemporaryDirectory(prefix="cohort-match-")
+        spool = Path(tmp.name)
+    job = _Job(
+        str(trial_path),
+        str(terminology_root),
+        str(site_map) if site_map else None,
+        str(spool),
+        partitions,
+        as_of,
+        only_patient,
+    )
+    trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)
+    log.info(
+        "screening %d chunk(s), %d bytes, %d worker(s), %d partition(s)",
+        len(work),
+        size,
+        workers,
+        partitions,
+    )
+
+    def run(fn: Callable[..., Any], args: list[tuple[Any, ...]], stage: str) -> list[Any]:
+        done: list[Any] = []
+        if workers == 1:
+            for item in args:
+                done.append(fn(*item))
+                if progress:
+                    progress(stage, len(done), len(args))
+            return done
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for outcome in pool.map(fn, *zip(*args, strict=True)):
+                done.append(outcome)
+                if progress:
+                    progress(stage, len(done), len(args))
+        return done
+
+    mapped = run(_map_chunk, [(job, i, c) for i, c in enumerate(work)], "read")
+    resources = sum(m[0] for m in mapped)
+    errors = [e for m in mapped for e in m[1]][:MAX_ERRORS_KEPT]
+    error_count = sum(m[2] for m in mapped)
+    evaluated = run(
+        _evaluate_partition, [(job, p, len(work)) for p in range(partitions)], "evaluate"
+    )
+    summaries = sorted((s for part in evaluated for s in part), key=Summary.key)
+    return ScreenRun(trial, terms, as_of, summaries, resources, errors, error_count, spool, tmp)
+
+
+def screen_facts(
+    trial: TrialDefinition, terms: Terminology, as_of: date, patients: dict[str, PatientFacts]
+) -> list[Any]:
+    """In-memory variant for a handful of patients (tests, the API's Bundle input)."""
+    from service.ranking import rank
+
+    return rank([evaluate(trial, facts, as_of, terms) for facts in patients.values()])

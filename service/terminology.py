@@ -1,0 +1,259 @@
+"""The code tables under terminology/, loaded once, and the questions the mappers ask of them.
+
+- Value-set membership on system + code, never display text. ICD-10, ICD-10-CM and ATC are
+  hierarchies written into the code itself, so a row `M32.1` also covers `M32.14` and a row
+  `J01` every antibacterial; SNOMED CT and LOINC codes match exactly.
+- Site code map: a hospital's local codes translated to standard ones before membership.
+- Units: aliases for the non-UCUM strings labs send, then UCUM conversion to the value set's
+  canonical unit (with its molar mass for mg/dL <-> umol/L).
+- Qualitative results ("Positive", SNOMED 10828004, "阳性") and glucocorticoid potency.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.facts import Code, Qualitative
+from service.units import UnitError, conversion_factor, normalize_unit
+
+__all__ = ["GlucocorticoidPotency", "Terminology", "TerminologyError", "ValueSetInfo"]
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ATC = "http://www.whocc.no/atc"
+# The shortest prefix that is a real level of each hierarchy (ICD-10 category; ATC group).
+HIERARCHICAL = {ICD10: 3, ICD10CM: 3, ATC: 1}
+
+
+class TerminologyError(ValueError):
+    """A code table that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSetInfo:
+    name: str
+    title: str
+    kind: str
+    canonical_unit: str | None
+    molar_mass: float | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class GlucocorticoidPotency:
+    prednisone_mg_per_mg: float
+    strength_mg: float | None
+
+
+def normalize_code(system: str, code: str) -> str:
+    """ICD codes are compared upper-case with their dot (`m3214` -> `M32.14`)."""
+    code = code.strip()
+    if system in (ICD10, ICD10CM):
+        code = code.upper()
+        if "." not in code and len(code) > 3:
+            code = f"{code[:3]}.{code[3:]}"
+    return code
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise TerminologyError(f"{path}: {exc}") from exc
+
+
+class Terminology:
+    """Read-only view of the code tables. Build with `Terminology.load(root)`."""
+
+    def __init__(
+        self,
+        valuesets: dict[str, ValueSetInfo],
+        members: dict[tuple[str, str], set[str]],
+        unit_aliases: dict[str, str],
+        qualitative_codes: dict[tuple[str, str], Qualitative],
+        qualitative_text: dict[str, Qualitative],
+        glucocorticoids: dict[tuple[str, str], GlucocorticoidPotency],
+        site_map: dict[tuple[str, str], Code],
+        version: str,
+    ) -> None:
+        self.valuesets = valuesets
+        self._members = {key: frozenset(names) for key, names in members.items()}
+        self.unit_aliases = unit_aliases
+        self._qualitative_codes = qualitative_codes
+        self._qualitative_text = qualitative_text
+        self._glucocorticoids = glucocorticoids
+        self._site_map = site_map
+        self.version = version
+        self._concept_cache: dict[tuple[str, str], frozenset[str]] = {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, root: Path, site_code_map: Path | None = None) -> Terminology:
+        """Load every table under `root` (terminology/), plus an optional site code map."""
+        digest = hashlib.sha256()
+        valuesets: dict[str, ValueSetInfo] = {}
+        members: dict[tuple[str, str], set[str]] = {}
+        for csv_path in sorted((root / "valuesets").glob("*.csv")):
+            name = csv_path.stem
+            meta_path = csv_path.with_suffix(".yaml")
+            meta = _read_yaml(meta_path)
+            rows = _read_csv(csv_path)
+            digest.update(csv_path.read_bytes() + meta_path.read_bytes())
+            for row in rows:
+                system = row["system"].strip()
+                members.setdefault((system, normalize_code(system, row["code"])), set()).add(name)
+            molar = meta.get("molar_mass_g_per_mol")
+            valuesets[name] = ValueSetInfo(
+                name=name,
+                title=str(meta.get("title", name)),
+                kind=str(meta.get("kind", "")),
+                canonical_unit=meta.get("canonical_unit"),
+                molar_mass=float(molar) if molar is not None else None,
+                size=len(rows),
+            )
+
+        def table(relative: str) -> list[dict[str, str]]:
+            path = root / relative
+            if not path.exists():
+                return []
+            digest.update(path.read_bytes())
+            return _read_csv(path)
+
+        aliases = {row["text"]: row["ucum"] for row in table("units/aliases.csv")}
+        qual_codes: dict[tuple[str, str], Qualitative] = {
+            (row["system"], row["code"]): _qualitative(row["result"], row)
+            for row in table("results/qualitative_codes.csv")
+        }
+        qual_text: dict[str, Qualitative] = {
+            row["text"].strip().lower(): _qualitative(row["result"], row)
+            for row in table("results/qualitative_text.csv")
+        }
+        potency = {
+            (row["system"], row["code"]): GlucocorticoidPotency(
+                prednisone_mg_per_mg=float(row["prednisone_mg_per_mg"]),
+                strength_mg=float(row["strength_mg"]) if row.get("strength_mg") else None,
+            )
+            for row in table("glucocorticoid_equivalents.csv")
+        }
+        site_rows = table("site_code_map.csv")
+        if site_code_map is not None:
+            digest.update(site_code_map.read_bytes())
+            site_rows += _read_csv(site_code_map)
+        site_map = {
+            (row["local_system"], row["local_code"]): Code(row["system"], row["code"])
+            for row in site_rows
+        }
+        return cls(
+            valuesets,
+            members,
+            aliases,
+            qual_codes,
+            qual_text,
+            potency,
+            site_map,
+            version=digest.hexdigest()[:12],
+        )
+
+    # ------------------------------------------------------------------ membership
+    def concepts_of_code(self, system: str, code: str) -> frozenset[str]:
+        key = (system, code)
+        cached = self._concept_cache.get(key)
+        if cached is not None:
+            return cached
+        normalized = normalize_code(system, code)
+        found = set(self._members.get((system, normalized), ()))
+        shortest = HIERARCHICAL.get(system)
+        if shortest is not None:
+            for end in range(len(normalized) - 1, shortest - 1, -1):
+                prefix = normalized[:end].rstrip(".")
+                found |= self._members.get((system, prefix), frozenset())
+        result = frozenset(found)
+        self._concept_cache[key] = result
+        return result
+
+    def translate(self, code: Code) -> Code | None:
+        """The standard code a site maps its local code to, if any."""
+        return self._site_map.get((code.system, code.code))
+
+    def resolve(self, codes: Iterable[Code]) -> tuple[tuple[Code, ...], frozenset[str]]:
+        """Codes as recorded plus site-mapped ones, ordered matching-first, and their concepts."""
+        matched: list[Code] = []
+        other: list[Code] = []
+        concepts: set[str] = set()
+        for code in codes:
+            names = self.concepts_of_code(code.system, code.code)
+            mapped = self.translate(code)
+            if mapped is not None:
+                mapped_names = self.concepts_of_code(mapped.system, mapped.code)
+                if mapped_names:
+                    note = f"mapped from {code.system}|{code.code} by the site code map"
+                    matched.append(Code(mapped.system, mapped.code, note))
+                    concepts |= mapped_names
+            (matched if names else other).append(code)
+            concepts |= names
+        return tuple(matched + other), frozenset(concepts)
+
+    # ------------------------------------------------------------------ units
+    def canonical(self, concept: str, value: float, unit: str | None) -> tuple[float, str] | None:
+        """`value unit` in the concept's canonical unit, or None if it cannot be converted."""
+        info = self.valuesets.get(concept)
+        if info is None or info.canonical_unit is None or unit is None:
+            return None
+        try:
+            factor = self.factor(unit, info.canonical_unit, info.molar_mass)
+        except UnitError:
+            return None
+        return value * factor, info.canonical_unit
+
+    def factor(self, unit: str, target: str, molar_mass: float | None = None) -> float:
+        return conversion_factor(self.ucum(unit), self.ucum(target), molar_mass)
+
+    def ucum(self, unit: str) -> str:
+        return normalize_unit(unit, self.unit_aliases)
+
+    # ------------------------------------------------------------------ results
+    def qualitative_of_code(self, system: str, code: str) -> Qualitative | None:
+        return self._qualitative_codes.get((system, code))
+
+    def qualitative_of_text(self, text: str) -> Qualitative | None:
+        return self._qualitative_text.get(text.strip().lower())
+
+    def glucocorticoid_potency(self, codes: Iterable[Code]) -> GlucocorticoidPotency | None:
+        for code in codes:
+            potency = self._glucocorticoids.get((code.system, code.code))
+            if potency is not None:
+                return potency
+        return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise TerminologyError(f"{path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise TerminologyError(f"{path}: expected a mapping")
+    return loaded
+
+
+def _qualitative(result: str, row: dict[str, str]) -> Qualitative:
+    if result == "positive":
+        return "positive"
+    if result == "negative":
+        return "negative"
+    raise TerminologyError(f"result must be positive or negative, got {result!r} in {row}")
+
+
+@lru_cache(maxsize=4)
+def load_default(root: Path, site_code_map: Path | None = None) -> Terminology:
+    """One shared Terminology per (root, site map) per process."""
+    return Terminology.load(root, site_code_map)
