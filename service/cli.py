@@ -14,7 +14,7 @@ import csv
 import logging
 import sys
 from datetime import date
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,7 +41,7 @@ MARK = {
 }
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -207,7 +207,8 @@ def _write_table(run: ScreenRun, limit: int | None) -> None:
     out.print(table)
     out.print(
         f"{counts['patients']} patients from {counts['resources']} resources: "
-        f"{counts['likely_eligible']} likely eligible, {counts['possibly_eligible']} possibly eligible, "
+        f"{counts['likely_eligible']} likely eligible, "
+        f"{counts['possibly_eligible']} possibly eligible, "
         f"{counts['ineligible']} ineligible; {counts['errors']} unreadable record(s) skipped. "
         f"Trial version {run.trial.version}, terminology {run.terms.version}.",
         highlight=False,

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from service.criteria.engine import evaluate
-from service.criteria.model import TrialDefinition
+from service.criteria.model import TrialDefinition, check_valuesets, load_trial
 from service.facts import Fact, PatientFacts
 from service.mappers import MappingError, map_resource, problem_for
 from service.ranking import sort_key
@@ -112,10 +112,10 @@ class ScreenRun:
 def _load(
     trial_path: str, terminology_root: str, site_map: str | None
 ) -> tuple[TrialDefinition, Terminology]:
-    from service.criteria.model import load_trial
-
     terms = Terminology.load(Path(terminology_root), Path(site_map) if site_map else None)
-    return load_trial(Path(trial_path)), terms
+    trial = load_trial(Path(trial_path))
+    check_valuesets(trial, frozenset(terms.valuesets))
+    return trial, terms
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +141,7 @@ def _map_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceErr
     error_count = 0
     resources = 0
     handles = [
-        open(Path(job.spool) / f"facts-{p}-{index}.pickle", "wb")
-        for p in range(job.partitions)
+        open(Path(job.spool) / f"facts-{p}-{index}.pickle", "wb") for p in range(job.partitions)
     ]
     try:
         for resource, where, error in read_chunk(chunk):

@@ -91,7 +91,14 @@ def make_observation(
         resource["referenceRange"] = [{"high": high}]
     if interpretation:
         resource["interpretation"] = [
-            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": interpretation}]}
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": interpretation,
+                    }
+                ]
+            }
         ]
     return resource
 
@@ -115,11 +122,21 @@ def make_condition(
     }
     if clinical:
         resource["clinicalStatus"] = {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": clinical,
+                }
+            ]
         }
     if verification:
         resource["verificationStatus"] = {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification}]
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": verification,
+                }
+            ]
         }
     if onset is not None:
         resource["onsetDateTime"] = _day(onset)
@@ -152,7 +169,16 @@ def make_medication(
     }
     dosage: dict[str, Any] = {}
     if dose_mg is not None:
-        dosage["doseAndRate"] = [{"doseQuantity": {"value": dose_mg, "unit": dose_unit, "system": UCUM, "code": dose_unit}}]
+        dosage["doseAndRate"] = [
+            {
+                "doseQuantity": {
+                    "value": dose_mg,
+                    "unit": dose_unit,
+                    "system": UCUM,
+                    "code": dose_unit,
+                }
+            }
+        ]
     if per_day is not None:
         dosage["timing"] = {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}
     period = {k: _day(v) for k, v in (("start", start), ("end", end)) if v is not None}
@@ -190,7 +216,12 @@ def make_allergy(
         "patient": _ref(patient),
         "code": {"coding": [{"system": system, "code": code}]},
         "clinicalStatus": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                    "code": "active",
+                }
+            ]
         },
     }
     if category:
@@ -210,7 +241,9 @@ def make_allergy(
     return resource
 
 
-def make_procedure(pid: str, patient: str, *, code: str, performed: date | str, status: str = "completed") -> Resource:
+def make_procedure(
+    pid: str, patient: str, *, code: str, performed: date | str, status: str = "completed"
+) -> Resource:
     return {
         "resourceType": "Procedure",
         "id": pid,
@@ -222,7 +255,13 @@ def make_procedure(pid: str, patient: str, *, code: str, performed: date | str, 
 
 
 def make_research_subject(
-    rid: str, patient: str, *, study: str, status: str, start: date | str, end: date | str | None = None
+    rid: str,
+    patient: str,
+    *,
+    study: str,
+    status: str,
+    start: date | str,
+    end: date | str | None = None,
 ) -> Resource:
     period = {"start": _day(start)}
     if end is not None:

@@ -71,7 +71,8 @@ def evaluate_diagnosis_required(
             )
             return Verdict(
                 "unknown",
-                f"{title(ctx.terms, rule.uncertain_valueset)} on record, which does not establish {name}",
+                f"{title(ctx.terms, rule.uncertain_valueset)} on record, "
+                f"which does not establish {name}",
                 evidence,
             )
     problem = unreadable(facts, "Condition")
@@ -117,12 +118,13 @@ def evaluate_diagnosis_excludes(
                         reference=proc.reference,
                         code=proc.codes[0] if proc.codes else None,
                         date=proc.performed,
-                        note=f"{title(ctx.terms, rule.procedures.valueset)} within {rule.procedures.within_days} days",
+                        note=f"{title(ctx.terms, rule.procedures.valueset)} "
+                        f"within {rule.procedures.within_days} days",
                     )
                 )
     if rule.positive_tests is not None:
         for spec in rule.positive_tests.tests.values():
-            state, reason, shown = test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
+            state, _, shown = test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
             if state == "positive":
                 fails.extend(shown)
     if fails:
@@ -169,7 +171,8 @@ def _judge_diagnosis(
             if dx.abatement is None:
                 return (
                     "unknown",
-                    f"{dx.reference}: excepted only if disease-free > {years} years; no end date recorded",
+                    f"{dx.reference}: excepted only if disease-free > {years} years; "
+                    "no end date recorded",
                 )
             if dx.abatement < add_months(ctx.as_of, -12 * years):
                 return "pass", f"excepted: disease-free since {dx.abatement} (> {years} years)"
@@ -285,11 +288,11 @@ def evaluate_age(rule: AgeRule, facts: PatientFacts, ctx: Context) -> Verdict:
             reference=facts.demographics.reference,
             value=str(facts.demographics.birth_date),
             date=ctx.as_of,
-            rule=f"age {youngest if youngest == oldest else f'{youngest}-{oldest}'} at {ctx.as_of}, "
+            rule=f"age {_ages(youngest, oldest)} at {ctx.as_of}, "
             f"allowed {rule.min_years}-{rule.max_years}",
         ),
     )
-    shown = str(youngest) if youngest == oldest else f"{youngest}-{oldest}"
+    shown = _ages(youngest, oldest)
     if rule.min_years <= youngest and oldest <= rule.max_years:
         return Verdict(
             "pass",
@@ -307,3 +310,7 @@ def evaluate_age(rule: AgeRule, facts: PatientFacts, ctx: Context) -> Verdict:
         f"partial date of birth: age {shown} straddles the {rule.min_years}-{rule.max_years} limit",
         evidence,
     )
+
+
+def _ages(youngest: int, oldest: int) -> str:
+    return str(youngest) if youngest == oldest else f"{youngest}-{oldest}"

@@ -30,7 +30,7 @@ from service.criteria.model import (
     TestResultsRule,
     TestSpec,
 )
-from service.criteria.verdict import Evidence, Verdict
+from service.criteria.verdict import Evidence, Verdict, VerdictValue
 from service.facts import LabResult, PatientFacts
 from service.units import UnitError
 
@@ -173,7 +173,7 @@ def _judge(
                 )
     if outcome is None:
         return Verdict("unknown", f"{test}: the reported bound cannot decide", tuple(evidence))
-    verdict = "pass" if outcome else "fail"
+    verdict: VerdictValue = "pass" if outcome else "fail"
     return Verdict(verdict, f"{test} on {day}: {'met' if outcome else 'not met'}", tuple(evidence))
 
 
@@ -215,7 +215,10 @@ def evaluate_creatinine_clearance(
             rule.unit, measured.quantity.canonical_unit or rule.unit
         )
         value = measured.quantity.canonical_value
-        test = f"creatinine clearance {fmt(value)} mL/min {rule.op} {fmt(limit)} mL/min (measured/reported)"
+        test = (
+            f"creatinine clearance {fmt(value)} mL/min {rule.op} {fmt(limit)} mL/min "
+            "(measured/reported)"
+        )
         outcome = compare(value, rule.op, limit)
         return Verdict(
             "pass" if outcome else "fail",
@@ -260,7 +263,8 @@ def evaluate_creatinine_clearance(
     values = [(140 - age) * kg * factor / (72 * mg_dl) for factor in factors]
     outcomes = {compare(value, rule.op, rule.value) for value in values}
     formula = " / ".join(
-        f"(140 - {age}) x {fmt(kg)} kg{' x 0.85' if f == 0.85 else ''} / (72 x {fmt(mg_dl)} mg/dL) = {fmt(v)} mL/min"
+        f"(140 - {age}) x {fmt(kg)} kg{' x 0.85' if f == 0.85 else ''} "
+        f"/ (72 x {fmt(mg_dl)} mg/dL) = {fmt(v)} mL/min"
         for f, v in zip(factors, values, strict=True)
     )
     test = f"{formula} {rule.op} {fmt(rule.value)} {rule.unit}"
@@ -343,11 +347,11 @@ def test_state(
         for r in history
         if r.effective is not None and r.effective >= start
     ]
-    read = [(r, state) for r, state in read if state is not None]
-    if not read:
+    decided = [(r, state) for r, state in read if state is not None]
+    if not decided:
         shown = older_evidence(history, None, days)
         return "unknown", f"{name}: no readable result in the last {days} days", shown
-    latest, state = read[0]
+    latest, state = decided[0]
     evidence = [lab_evidence(latest, rule=f"{name} read as {state}")]
     if state == "negative" and spec.confirm_negative_after_days is not None:
         gap = spec.confirm_negative_after_days
@@ -362,7 +366,8 @@ def test_state(
         if not earlier:
             return (
                 "unknown",
-                f"{name} negative on {latest.effective} needs a repeat negative at least {gap} days apart",
+                f"{name} negative on {latest.effective} needs a repeat negative "
+                f"at least {gap} days apart",
                 evidence,
             )
         evidence.append(

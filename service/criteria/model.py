@@ -13,7 +13,15 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["Criterion", "Rule", "TrialDefinition", "TrialError", "load_trial"]
+__all__ = [
+    "Criterion",
+    "Rule",
+    "TrialDefinition",
+    "TrialError",
+    "check_valuesets",
+    "load_trial",
+    "valuesets_named",
+]
 
 Op = Literal[">", ">=", "<", "<=", "="]
 
@@ -264,6 +272,51 @@ class TrialDefinition(_Strict):
             if criterion.id == criterion_id:
                 return criterion
         raise KeyError(criterion_id)
+
+
+VALUESET_KEYS = frozenset(
+    {
+        "lab",
+        "labs",
+        "valueset",
+        "valuesets",
+        "uncertain_valueset",
+        "domains",
+        "measured_lab",
+        "creatinine_lab",
+        "weight_lab",
+        "suspect_if_medication_active",
+        "severe_manifestations",
+    }
+)
+
+
+def valuesets_named(trial: TrialDefinition) -> set[str]:
+    """Every value-set name the trial's rules refer to."""
+    names: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in VALUESET_KEYS and value is not None:
+                    names.update([value] if isinstance(value, str) else value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk([criterion.rule.model_dump() for criterion in trial.criteria])
+    return names
+
+
+def check_valuesets(trial: TrialDefinition, known: set[str] | frozenset[str]) -> None:
+    """Refuse a trial that names a value set the terminology does not have."""
+    missing = sorted(valuesets_named(trial) - set(known))
+    if missing:
+        raise TrialError(
+            f"trial {trial.id} names value sets not in terminology/: {', '.join(missing)}"
+        )
 
 
 def load_trial(path: Path) -> TrialDefinition:

@@ -60,7 +60,8 @@ def _dose_component(
         assert weight.quantity is not None and weight.quantity.canonical_value is not None
         rule = (
             f"{fmt(med.daily_dose_mg or 0)} mg/day x {fmt(med.prednisone_factor or 0)} (prednisone "
-            f"equivalent) / {fmt(weight.quantity.canonical_value)} kg = {fmt(per_kg)} mg/kg/day >= {fmt(need)}"
+            f"equivalent) / {fmt(weight.quantity.canonical_value)} kg "
+            f"= {fmt(per_kg)} mg/kg/day >= {fmt(need)}"
         )
         return (
             True,

@@ -10,10 +10,10 @@ can use (most Observations of a real EHR). A resource that cannot be read raises
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from service.facts import Fact, Problem
+from service.facts import Demographics, Fact, Problem
 from service.mappers.allergy import map_allergy
 from service.mappers.common import MappingError, Resource, patient_reference
 from service.mappers.condition import map_condition
@@ -115,6 +115,6 @@ def problem_for(resource: Any, message: str, source: str | None) -> Mapped | Non
 
 
 def _with_source(fact: Fact, source: str) -> Fact:
-    from dataclasses import replace
-
-    return replace(fact, source=source)  # type: ignore[type-var]
+    if isinstance(fact, Problem | Demographics):
+        return fact
+    return replace(fact, source=source)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.facts import Allergy
+from service.facts import Allergy, Code
 from service.mappers.common import Resource, codes_of, parse_date, status_code
 from service.terminology import Terminology
 
@@ -16,7 +16,7 @@ def map_allergy(resource: Resource, terms: Terminology) -> Allergy | None:
         return None  # a resolved allergy (e.g. desensitised) is no longer a hypersensitivity
     codes, concepts = terms.resolve(codes_of(resource.get("code")))
     severities: set[str] = set()
-    manifestation_codes = []
+    manifestation_codes: list[Code] = []
     manifestations: set[str] = set()
     for reaction in resource.get("reaction") or ():
         if isinstance(reaction.get("severity"), str):

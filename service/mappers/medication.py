@@ -83,7 +83,8 @@ def _period(resource: Resource, dosage: dict[str, Any]) -> tuple[Any, Any]:
     end = parse_date(bounds.get("end") or validity.get("end"))
     supply = dispense.get("expectedSupplyDuration") or {}
     if end is None and start is not None and isinstance(supply.get("value"), int | float):
-        days = supply["value"] * DAYS_PER_UNIT.get(supply.get("code") or supply.get("unit"), 0)
+        unit = supply.get("code") or supply.get("unit")
+        days = supply["value"] * DAYS_PER_UNIT.get(unit, 0) if isinstance(unit, str) else 0
         if days:
             end = start + timedelta(days=days)
     return start, end

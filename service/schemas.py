@@ -1,0 +1,104 @@
+"""The published output contract, as pydantic models (mirrors service/criteria/verdict.py).
+
+The engine builds slotted dataclasses for speed; these models describe the same JSON for
+the published contract in openapi/ and validate results in tests, so the two cannot drift
+apart unnoticed (tests/test_contract.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CodePublic",
+    "CountsPublic",
+    "CriterionResultPublic",
+    "EvidencePublic",
+    "PatientResultPublic",
+    "RankedListPublic",
+    "TrialRefPublic",
+]
+
+VerdictValue = Literal["pass", "fail", "unknown", "not_applicable"]
+Status = Literal["likely_eligible", "possibly_eligible", "ineligible"]
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CodePublic(_Public):
+    system: str
+    code: str
+    display: str | None = None
+
+
+class EvidencePublic(_Public):
+    reference: str | None = Field(
+        description="FHIR reference, e.g. Observation/o1; null for a derived value"
+    )
+    code: CodePublic | None = None
+    value: float | str | None = Field(None, description="As recorded")
+    unit: str | None = Field(None, description="As recorded")
+    converted_value: float | None = Field(
+        None, description="In the criterion's canonical UCUM unit"
+    )
+    converted_unit: str | None = None
+    date: dt.date | None = None
+    rule: str | None = Field(None, description="The comparison or test applied, with its numbers")
+    note: str | None = None
+    inputs: list[str] = Field(default_factory=list, description="References a derived value used")
+
+
+class CriterionResultPublic(_Public):
+    id: str
+    kind: Literal["inclusion", "exclusion"]
+    assessment: Literal["automatic", "manual"]
+    text: str = Field(description="The protocol text, verbatim")
+    verdict: VerdictValue
+    reason: str
+    evidence: list[EvidencePublic]
+    check: str | None = Field(None, description="What would decide an unknown verdict")
+
+
+class TrialRefPublic(_Public):
+    id: str
+    version: str
+    terminology: str = Field(description="Version (content hash) of the code tables used")
+
+
+class PatientPublic(_Public):
+    reference: str
+    age: int | None
+    sex: str | None
+
+
+class PatientResultPublic(_Public):
+    trial: TrialRefPublic
+    patient: PatientPublic
+    as_of: dt.date
+    status: Status
+    score: float = Field(ge=0, le=1)
+    criteria: list[CriterionResultPublic]
+    next_steps: list[str]
+    problems: list[str] = Field(default_factory=list, description="Records that could not be read")
+    rank: int | None = None
+
+
+class CountsPublic(_Public):
+    patients: int
+    likely_eligible: int
+    possibly_eligible: int
+    ineligible: int
+    resources: int
+    errors: int
+
+
+class RankedListPublic(_Public):
+    trial: TrialRefPublic
+    as_of: dt.date
+    candidates: list[PatientResultPublic]
+    counts: CountsPublic
