@@ -134,7 +134,7 @@ def labs(case: Case, when: date | None = None, **override: Any) -> None:
     case.obs(d, "6301-6", value=v["inr"], unit="{INR}", ref_high=1.2)
     case.obs(d, "5902-2", value=v["pt"], unit="s", ref_high=13.5)
     if v["lvef"] is not None:
-        case.obs(days_ago(30), "10230-1", value=v["lvef"], unit="%")
+        case.obs(d - timedelta(days=20), "10230-1", value=v["lvef"], unit="%")
 
 
 def serology(case: Case, when: date | None = None, **override: Any) -> None:
@@ -153,7 +153,7 @@ def serology(case: Case, when: date | None = None, **override: Any) -> None:
         "hbcab": "16933-4",
         "hcv_ab": "16128-1",
         "hiv": "56888-1",
-        "tpha": "24110-2",
+        "tpha": "24110-9",
         "rpr": "20507-0",
     }
     for name, value in results.items():
@@ -314,7 +314,13 @@ def scenarios() -> list[Case]:
         expect={"I6.anc": "unknown"},
     )
     case(
-        "p10-alt-4x-uln", "1988-05-14", "female", "ineligible", alt=165.0, expect={"I6.alt": "fail"}
+        "p10-alt-and-ast-4x-uln",
+        "1988-05-14",
+        "female",
+        "ineligible",
+        alt=165.0,
+        ast=150.0,
+        expect={"I6.alt": "fail", "I6.ast": "fail"},
     )
     case(
         "p11-gilbert-bilirubin-2.5x-uln",
@@ -322,7 +328,7 @@ def scenarios() -> list[Case]:
         "male",
         "likely_eligible",
         tbil=52.0,
-        build=lambda c: c.dx("27503000", onset=date(2015, 1, 1)),
+        build=lambda c: c.dx("E80.4", ICD10CM, onset=date(2015, 1, 1)),
         expect={"I6.tbil": "pass"},
     )
     case(
@@ -363,7 +369,8 @@ def scenarios() -> list[Case]:
         "female",
         "ineligible",
         inr=2.0,
-        expect={"I6.inr": "fail"},
+        pt=24.0,
+        expect={"I6.inr": "fail", "I6.pt": "fail"},
     )
     case(
         "p16-lvef-45-percent",
@@ -671,7 +678,7 @@ def scenarios() -> list[Case]:
         sle(c)
         activity(c)
         therapy(c)
-        labs(c, when=days_ago(120))
+        labs(c, when=days_ago(120))  # LVEF 140 days old as well
         serology(c, when=days_ago(150))
 
     case(
@@ -689,6 +696,7 @@ def scenarios() -> list[Case]:
             c.next_id("o"), c.pid, days_ago(5), code="718-7", value=1, unit="g/L"
         )
         bad["valueQuantity"]["value"] = "1O2"  # a typo in the source system: not a number
+        bad["id"] = f"{c.pid}-broken-value"
         c.add(bad)
         wrong = make_observation(
             c.next_id("o"),
@@ -751,6 +759,65 @@ def scenarios() -> list[Case]:
         "possibly_eligible",
         build=lambda c: _replace_prednisone(c, 20),
         expect={"I4": "unknown"},
+    )
+    case(
+        "p48-neutropenia-anc-0.8",
+        "1992-12-30",
+        "female",
+        "ineligible",
+        anc=0.8,
+        expect={"I6.anc": "fail"},
+    )
+
+    def syphilis(c: Case) -> None:
+        c.resources = [
+            r
+            for r in c.resources
+            if "24110-9" not in json.dumps(r) and "20507-0" not in json.dumps(r)
+        ]
+        c.obs(days_ago(12), "24110-9", coded=POSITIVE)
+        c.obs(days_ago(12), "20507-0", text="Reactive")
+
+    case(
+        "p49-syphilis-tpha-and-rpr-positive",
+        "1983-06-21",
+        "male",
+        "ineligible",
+        build=syphilis,
+        expect={"E10.syphilis": "fail"},
+    )
+
+    def unreadable_history(c: Case) -> None:
+        broken = make_condition(c.next_id("c"), c.pid, code="55464009", onset="2020-13-45")
+        broken["id"] = f"{c.pid}-broken-onset"
+        c.add(broken)  # an impossible onset date: the record cannot be read
+        text_only = make_condition(c.next_id("c"), c.pid, code="x", onset="2021-01-01")
+        text_only["code"] = {"text": "history of thrombotic event, details at referring hospital"}
+        c.add(text_only)  # no code: could be an exclusion, so it withholds passes
+        unclear = make_allergy(c.next_id("a"), c.pid, code="2670", recorded="2019-03-03")
+        c.add(unclear)  # codeine allergy with no criticality or reaction recorded
+        study = make_research_subject(
+            c.next_id("rs"), c.pid, study="x", status="on-study", start="2026-01-01"
+        )
+        del study["study"]
+        study["id"] = f"{c.pid}-broken-study"
+        c.add(study)  # names no study: cannot be read
+
+    case(
+        "p50-uncoded-condition-and-unreadable-records",
+        "1989-02-17",
+        "female",
+        "possibly_eligible",
+        build=unreadable_history,
+        expect={
+            "I1": "pass",
+            "E2": "unknown",
+            "E8": "unknown",
+            "E3": "unknown",
+            "E12": "unknown",
+            "E13": "unknown",
+            "I6.lvef": "pass",
+        },
     )
     return cases
 

@@ -138,6 +138,12 @@ class Problem:
     resource_type: str
     where: str
     message: str
+    # Value sets the unreadable record's codes belong to, when its code could still be read;
+    # None when nothing is known (a failed fetch, a record without a readable code).
+    concepts: frozenset[str] | None = None
+
+    def concerns(self, concepts: frozenset[str] | set[str] | None) -> bool:
+        return self.concepts is None or concepts is None or bool(self.concepts & concepts)
 
 
 Fact = (
@@ -187,8 +193,13 @@ class PatientFacts:
             case Problem():
                 self.problems.append(fact)
 
-    def problems_with(self, *resource_types: str) -> list[Problem]:
-        return [p for p in self.problems if p.resource_type in resource_types]
+    def problems_with(
+        self, *resource_types: str, concepts: frozenset[str] | set[str] | None = None
+    ) -> list[Problem]:
+        """Unreadable records of these types that may concern these value sets."""
+        return [
+            p for p in self.problems if p.resource_type in resource_types and p.concerns(concepts)
+        ]
 
     def extend(self, facts: Iterable[Fact]) -> None:
         for fact in facts:

@@ -157,7 +157,7 @@ def _map_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceErr
                 error_count += 1
                 if len(errors) < MAX_ERRORS_KEPT:
                     errors.append(SourceError(where, str(exc)))
-                mapped = problem_for(resource, str(exc), where)
+                mapped = problem_for(resource, str(exc), where, terms)
             if mapped is None or (job.only is not None and mapped.patient != job.only):
                 continue
             bucket = buffers[_partition_of(mapped.patient, job.partitions)]

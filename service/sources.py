@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-__all__ = ["Chunk", "SourceError", "chunks", "read_chunk"]
+__all__ = ["Chunk", "SourceError", "bundle_entries", "chunks", "read_chunk"]
 
 SUFFIXES = (".json", ".ndjson", ".ndjson.gz", ".jsonl")
 CHUNK_BYTES = 32 * 1024 * 1024
@@ -89,10 +89,10 @@ def read_chunk(chunk: Chunk) -> Iterator[tuple[dict[str, Any] | None, str, str |
     if data["resourceType"] != "Bundle":
         yield data, name, None
         return
-    yield from _bundle(data, name)
+    yield from bundle_entries(data, name)
 
 
-def _bundle(
+def bundle_entries(
     bundle: dict[str, Any], name: str
 ) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
     """Entries of a Bundle, with `urn:uuid:` references to its Patients made relative."""

@@ -180,6 +180,15 @@ class Terminology:
         self._concept_cache[key] = result
         return result
 
+    def codes_in(self, names: set[str] | frozenset[str]) -> set[tuple[str, str]]:
+        """(system, code) of every row of these value sets, and the site's local codes that
+        map onto them: what to ask a FHIR server for."""
+        found = {key for key, members in self._members.items() if members & names}
+        for local, standard in self._site_map.items():
+            if self.concepts_of_code(standard.system, standard.code) & names:
+                found.add(local)
+        return found
+
     def translate(self, code: Code) -> Code | None:
         """The standard code a site maps its local code to, if any."""
         return self._site_map.get((code.system, code.code))

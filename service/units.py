@@ -22,6 +22,15 @@ __all__ = ["UnitError", "conversion_factor", "normalize_unit"]
 
 # A unit that is only an annotation ("{INR}", "{score}") is the unit 1 in UCUM (spec 2.5 §12).
 _ONLY_ANNOTATION = re.compile(r"^\{[^{}]*\}$")
+_ANNOTATION = re.compile(r"\{[^{}]*\}")
+
+
+def _annotations(unit: str) -> list[str]:
+    """Annotations inside a compound unit. UCUM gives them no meaning, but they carry one:
+    `{copies}/mL` is not `[IU]/mL`, and `mL/min/{1.73_m2}` (per body surface) is not `mL/min`."""
+    if _ONLY_ANNOTATION.match(unit):
+        return []
+    return sorted(_ANNOTATION.findall(unit))
 
 
 class UnitError(ValueError):
@@ -61,6 +70,8 @@ def conversion_factor(source: str, target: str, molar_mass: float | None = None)
     """
     if source == target:
         return 1.0
+    if _annotations(source) != _annotations(target):
+        raise UnitError(f"cannot convert {source} to {target}: different annotations")
     ureg = _registry()
     quantity = 1.0 * _parse(source)
     goal = _parse(target)

@@ -81,8 +81,9 @@ def compare_bounded(value: float, comparator: str | None, op: Op, limit: float) 
         low, high = value, math.inf
     else:
         return compare(value, op, limit)
-    # Probe just inside an open bound so "<5" is never taken to mean 5.
-    nudge = max(abs(value) * 1e-9, 1e-12)
+    # Probe just inside an open bound so "<5" is never taken to mean 5. The step must be
+    # wider than `compare`'s float tolerance, or the probe snaps back onto the bound.
+    nudge = max(abs(value) * 1e-6, 1e-9)
     if comparator == "<":
         high = value - nudge
     if comparator == ">":
@@ -176,9 +177,14 @@ def title(terms: Terminology, concept: str) -> str:
     return info.title if info else concept
 
 
-def unreadable(facts: PatientFacts, *resource_types: str) -> str | None:
-    """A reason to withhold a pass: records of these types that could not be read."""
-    problems = facts.problems_with(*resource_types)
+def unreadable(
+    facts: PatientFacts, *resource_types: str, concepts: Iterable[str] | None = None
+) -> str | None:
+    """A reason to withhold a verdict: records of these types, possibly about these value
+    sets, that could not be read."""
+    problems = facts.problems_with(
+        *resource_types, concepts=None if concepts is None else set(concepts)
+    )
     if not problems:
         return None
     kinds = sorted({p.resource_type for p in problems})

@@ -75,7 +75,9 @@ def evaluate_diagnosis_required(
                 f"which does not establish {name}",
                 evidence,
             )
-    problem = unreadable(facts, "Condition")
+    problem = unreadable(
+        facts, "Condition", concepts=[rule.valueset, *filter(None, [rule.uncertain_valueset])]
+    )
     if problem:
         return Verdict("unknown", f"no {name} found, but {problem}")
     return Verdict("fail", f"no {name} diagnosis on record")
@@ -145,7 +147,14 @@ def evaluate_diagnosis_excludes(
     if doubts:
         return Verdict("unknown", doubts[0][0], tuple(e for _, e in doubts) + tuple(cleared))
     types = ["Condition"] + (["Procedure"] if rule.procedures else [])
-    problem = unreadable(facts, *types)
+    types += ["Observation"] if rule.positive_tests else []
+    concerned = [
+        *rule.valuesets,
+        *(e.valueset for e in rule.exceptions),
+        *([rule.procedures.valueset] if rule.procedures else []),
+        *(t.lab for t in (rule.positive_tests.tests.values() if rule.positive_tests else [])),
+    ]
+    problem = unreadable(facts, *types, concepts=concerned)
     if problem:
         return Verdict("unknown", f"no {names} found, but {problem}", tuple(cleared))
     if cleared:
@@ -240,6 +249,7 @@ def evaluate_study_participation(
 ) -> Verdict:
     since = add_months(ctx.as_of, -rule.within_months)
     recent: list[Evidence] = []
+    undated: list[Evidence] = []
     past: list[Evidence] = []
     for study in facts.studies:
         if ctx.trial_id in study.study or (study.start is not None and study.start > ctx.as_of):
@@ -253,8 +263,11 @@ def evaluate_study_participation(
         )
         if ongoing or (study.end is not None and study.end >= since):
             recent.append(evidence)
+        elif study.end is None and study.start is not None and study.start >= since:
+            recent.append(evidence)  # off study now, but it started inside the window
         elif study.end is None:
-            recent.append(
+            # Off study on an unrecorded date: it may or may not have been within the window.
+            undated.append(
                 Evidence(
                     reference=study.reference,
                     value=study.study,
@@ -268,7 +281,13 @@ def evaluate_study_participation(
         return Verdict(
             "fail",
             f"in another study within {rule.within_months} months: {recent[0].value}",
-            tuple(recent + past),
+            tuple(recent + undated + past),
+        )
+    if undated:
+        return Verdict(
+            "unknown",
+            f"another study ended on an unrecorded date: {undated[0].value}",
+            tuple(undated + past),
         )
     problem = unreadable(facts, "ResearchSubject")
     if problem:

@@ -22,6 +22,7 @@ from service.criteria.common import (
     older_evidence,
     on_or_before,
     title,
+    unreadable,
 )
 from service.criteria.model import (
     CreatinineClearanceRule,
@@ -62,6 +63,22 @@ def evaluate_measurement(rule: MeasurementRule, facts: PatientFacts, ctx: Contex
     history = on_or_before(facts.labs_for(rule.lab), ctx.as_of)
     result = latest_in_window(_usable(history), ctx.as_of, days)
     evidence: list[Evidence] = []
+    # A newer result whose unit cannot be converted hides what the latest value is: it is
+    # shown, and an older readable result does not decide in its place.
+    newest = latest_in_window([r for r in history if r.quantity], ctx.as_of, days)
+    if newest is not None and (
+        result is None or (newest.effective or ctx.as_of) > (result.effective or ctx.as_of)
+    ):
+        unit = newest.quantity.unit if newest.quantity else None
+        return Verdict(
+            "unknown",
+            f"the latest {title(ctx.terms, rule.lab)} result ({newest.reference} on "
+            f"{newest.effective}) has unit {unit!r}, which cannot be converted",
+            (
+                lab_evidence(newest, note="unit cannot be converted; not compared"),
+                *older_evidence(history, newest, days),
+            ),
+        )
     if result is None and rule.derive_product is not None:
         derived = _derive_product(rule, facts, ctx, days)
         if derived is not None:
@@ -173,6 +190,23 @@ def _judge(
                 )
     if outcome is None:
         return Verdict("unknown", f"{test}: the reported bound cannot decide", tuple(evidence))
+    # Records that could change the verdict but could not be read withhold it.
+    if outcome and invalid is not None:
+        problem = unreadable(
+            facts, "MedicationStatement", "MedicationRequest", concepts=[invalid.valueset]
+        )
+        if problem:
+            return Verdict(
+                "unknown", f"{test}, but {problem} (G-CSF cannot be ruled out)", tuple(evidence)
+            )
+    if not outcome and rule.raised_limit_if_diagnosis is not None and not extra:
+        problem = unreadable(facts, "Condition", concepts=[rule.raised_limit_if_diagnosis.valueset])
+        if problem:
+            return Verdict(
+                "unknown",
+                f"{test}, but {problem} (a raised limit cannot be ruled out)",
+                tuple(evidence),
+            )
     verdict: VerdictValue = "pass" if outcome else "fail"
     return Verdict(verdict, f"{test} on {day}: {'met' if outcome else 'not met'}", tuple(evidence))
 
@@ -215,11 +249,19 @@ def evaluate_creatinine_clearance(
             rule.unit, measured.quantity.canonical_unit or rule.unit
         )
         value = measured.quantity.canonical_value
+        comparator = measured.quantity.comparator
         test = (
-            f"creatinine clearance {fmt(value)} mL/min {rule.op} {fmt(limit)} mL/min "
-            "(measured/reported)"
+            f"creatinine clearance {comparator or ''}{fmt(value)} mL/min {rule.op} "
+            f"{fmt(limit)} mL/min (measured/reported)"
         )
-        outcome = compare(value, rule.op, limit)
+        # A reported bound ("<60", ">90") decides only if every value it allows agrees.
+        outcome = compare_bounded(value, comparator, rule.op, limit)
+        if outcome is None:
+            return Verdict(
+                "unknown",
+                f"{test}: the reported bound cannot decide",
+                (lab_evidence(measured, rule=test),),
+            )
         return Verdict(
             "pass" if outcome else "fail",
             f"{test} on {measured.effective}",

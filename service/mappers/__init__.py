@@ -15,7 +15,7 @@ from typing import Any
 
 from service.facts import Demographics, Fact, Problem
 from service.mappers.allergy import map_allergy
-from service.mappers.common import MappingError, Resource, patient_reference
+from service.mappers.common import MappingError, Resource, codes_of, patient_reference
 from service.mappers.condition import map_condition
 from service.mappers.medication import map_medication
 from service.mappers.observation import map_observation
@@ -100,8 +100,14 @@ def map_resource(
     return Mapped(patient, fact)
 
 
-def problem_for(resource: Any, message: str, source: str | None) -> Mapped | None:
-    """A Problem fact for the patient of an unreadable resource, if the patient is known."""
+def problem_for(
+    resource: Any, message: str, source: str | None, terms: Terminology | None = None
+) -> Mapped | None:
+    """A Problem fact for the patient of an unreadable resource, if the patient is known.
+
+    When the record's code can still be read, the Problem names the value sets it belongs
+    to, so it withholds only the verdicts it could have changed.
+    """
     if not isinstance(resource, dict):
         return None
     try:
@@ -111,7 +117,15 @@ def problem_for(resource: Any, message: str, source: str | None) -> Mapped | Non
     if patient is None:
         return None
     kind = resource.get("resourceType")
-    return Mapped(patient, Problem(str(kind), source or "", message))
+    concepts: frozenset[str] | None = None
+    if terms is not None:
+        try:
+            field = "medicationCodeableConcept" if "Medication" in str(kind) else "code"
+            codes = codes_of(resource.get(field))
+            concepts = terms.resolve(codes)[1] if codes else None
+        except (MappingError, TypeError, AttributeError):
+            concepts = None
+    return Mapped(patient, Problem(str(kind), source or "", message, concepts))
 
 
 def _with_source(fact: Fact, source: str) -> Fact:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.facts import Diagnosis
-from service.mappers.common import Resource, codes_of, parse_date, status_code
+from service.mappers.common import MappingError, Resource, codes_of, parse_date, status_code
 from service.terminology import Terminology
 
 # Records that assert nothing about the patient (FHIR R4 condition-ver-status).
@@ -11,14 +11,16 @@ NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
 
 
 def map_condition(resource: Resource, terms: Terminology) -> Diagnosis | None:
-    recorded = codes_of(resource.get("code"))
-    if not recorded:
-        return None
-    codes, concepts = terms.resolve(recorded)
-    if not concepts:
-        return None
     verification = status_code(resource.get("verificationStatus"))
     if verification in NOT_COUNTED:
+        return None
+    recorded = codes_of(resource.get("code"))
+    if not recorded:
+        # A diagnosis written only as text may be exactly what a criterion excludes: it is
+        # reported (and withholds diagnosis-based passes), never silently dropped.
+        raise MappingError("diagnosis has no code (text only or empty); review it")
+    codes, concepts = terms.resolve(recorded)
+    if not concepts:
         return None
     return Diagnosis(
         reference=f"Condition/{resource.get('id')}",

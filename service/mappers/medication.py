@@ -57,6 +57,8 @@ def map_medication(resource: Resource, terms: Terminology) -> MedicationExposure
 def _medication_codes(resource: Resource) -> list[Code]:
     if "medicationCodeableConcept" in resource:
         return codes_of(resource["medicationCodeableConcept"])
+    if "medicationReference" not in resource:
+        raise MappingError("names no medication (medication[x] is required)")
     reference = (resource.get("medicationReference") or {}).get("reference")
     if not isinstance(reference, str) or not reference.startswith("#"):
         return []

@@ -26,6 +26,8 @@ GRADES = frozenset("ABCDE")
 
 def map_observation(resource: Resource, terms: Terminology) -> LabResult | None:
     """The result, or None when the code is not one the trials use or it does not count."""
+    if resource.get("code") is None:
+        raise MappingError("has no code (Observation.code is required)")
     recorded = codes_of(resource.get("code"))
     if not recorded:
         return None

@@ -1,0 +1,461 @@
+"""Single-result thresholds: I2 (SLEDAI), I6 blood counts, liver, coagulation and LVEF.
+
+Ids read "<lab>-<value as sent>-<unit as sent>[-<what it is>]-<verdict>".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import run
+from tests.factories import (
+    ALT,
+    ANC,
+    AST,
+    FILGRASTIM,
+    GILBERT,
+    HGB,
+    ICD10CM,
+    INR,
+    LUPUS,
+    LVEF,
+    NEUT_PCT,
+    PT,
+    SLEDAI,
+    TBIL,
+    WBC,
+    ago,
+    condition,
+    medication,
+    obs,
+    score,
+)
+
+
+def check(resources: list[dict[str, Any]], criterion: str, expected: str) -> None:
+    result = run(resources, criterion)
+    assert result.verdict == expected, result.reason
+
+
+# ------------------------------------------------------------------ I2 SLEDAI-2K > 6
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param([score(SLEDAI, 7)], "pass", id="sledai-7-pass"),
+        pytest.param([score(SLEDAI, 6)], "fail", id="sledai-6-is-not-more-than-6-fail"),
+        pytest.param(
+            [score(SLEDAI, 12, days=20), score(SLEDAI, 4, days=1)],
+            "fail",
+            id="latest-4-decides-fail",
+        ),
+        pytest.param([], "unknown", id="no-score-unknown"),
+        pytest.param([score(SLEDAI, 10, days=91)], "unknown", id="score-91-days-old-unknown"),
+        pytest.param([score(SLEDAI, 10, days=90)], "pass", id="score-90-days-old-pass"),
+        pytest.param(
+            [obs(SLEDAI, 10, "{score}", system=LUPUS, status="preliminary")],
+            "unknown",
+            id="preliminary-score-unknown",
+        ),
+    ],
+)
+def test_i2_sledai(resources: list[dict[str, Any]], expected: str) -> None:
+    check(resources, "I2", expected)
+
+
+def test_i2_sledai_as_value_integer() -> None:
+    resource = score(SLEDAI, 7)
+    resource["valueInteger"] = 7
+    del resource["valueQuantity"]
+    check([resource], "I2", "pass")
+
+
+def test_later_score_supersedes_earlier_even_if_earlier_passed() -> None:
+    resources = [score(SLEDAI, 12, days=30), score(SLEDAI, 6, days=2)]
+    result = run(resources, "I2")
+    assert result.verdict == "fail"
+    assert result.evidence[0].value == 6
+    assert result.evidence[1].value == 12
+    assert "not used" in (result.evidence[1].note or "")
+
+
+# ------------------------------------------------------------------ I6 WBC >= 3 x10^9/L
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        pytest.param(3.0, "10*9/L", "pass", id="wbc-3.0-10*9/L-pass"),
+        pytest.param(2.99, "10*9/L", "fail", id="wbc-2.99-10*9/L-fail"),
+        pytest.param(3000, "/uL", "pass", id="wbc-3000-/uL-is-3.0-pass"),
+        pytest.param(2990, "/uL", "fail", id="wbc-2990-/uL-is-2.99-fail"),
+        pytest.param(3.0, "10*3/uL", "pass", id="wbc-3.0-10*3/uL-pass"),
+        pytest.param(2.99, "10*3/uL", "fail", id="wbc-2.99-10*3/uL-fail"),
+        pytest.param(3000, "/mm3", "pass", id="wbc-3000-/mm3-pass"),
+    ],
+)
+def test_i6_wbc(value: float, unit: str, expected: str) -> None:
+    check([obs(WBC, value, unit)], "I6.wbc", expected)
+
+
+def test_i6_wbc_without_result_is_unknown() -> None:
+    result = run([], "I6.wbc")
+    assert result.verdict == "unknown"
+    assert result.check == "Order a complete blood count."
+
+
+# ------------------------------------------------------------------ I6 ANC >= 1 x10^9/L
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param([obs(ANC, 1.0, "10*9/L")], "pass", id="anc-1.0-10*9/L-pass"),
+        pytest.param([obs(ANC, 0.99, "10*9/L")], "fail", id="anc-0.99-10*9/L-fail"),
+        pytest.param([obs(ANC, 1000, "/uL")], "pass", id="anc-1000-/uL-pass"),
+        pytest.param([], "unknown", id="no-anc-unknown"),
+        pytest.param(
+            [obs(WBC, 4.0, "10*9/L"), obs(NEUT_PCT, 25, "%")],
+            "pass",
+            id="derived-wbc-4.0-x-25%-is-1.0-pass",
+        ),
+        pytest.param(
+            [obs(WBC, 4.0, "10*9/L"), obs(NEUT_PCT, 24.9, "%")],
+            "fail",
+            id="derived-wbc-4.0-x-24.9%-is-0.996-fail",
+        ),
+        pytest.param(
+            [obs(WBC, 4.0, "10*9/L", days=1), obs(NEUT_PCT, 50, "%", days=2)],
+            "unknown",
+            id="derived-needs-same-day-unknown",
+        ),
+        pytest.param([obs(NEUT_PCT, 50, "%")], "unknown", id="percent-without-wbc-unknown"),
+    ],
+)
+def test_i6_anc(resources: list[dict[str, Any]], expected: str) -> None:
+    check(resources, "I6.anc", expected)
+
+
+def test_i6_anc_absolute_count_preferred_over_derived() -> None:
+    resources = [obs(ANC, 0.5, "10*9/L"), obs(WBC, 4.0, "10*9/L"), obs(NEUT_PCT, 50, "%")]
+    check(resources, "I6.anc", "fail")
+
+
+def test_i6_anc_derived_shows_inputs() -> None:
+    wbc, pct = obs(WBC, 4.0, "10*9/L"), obs(NEUT_PCT, 25, "%")
+    result = run([wbc, pct], "I6.anc")
+    derived = result.evidence[0]
+    assert derived.reference is None
+    assert derived.converted_value == pytest.approx(1.0)
+    assert set(derived.inputs) == {f"Observation/{wbc['id']}", f"Observation/{pct['id']}"}
+
+
+@pytest.mark.parametrize(
+    ("gcsf_days_before_test", "expected"),
+    [
+        pytest.param(0, "unknown", id="gcsf-same-day-unknown"),
+        pytest.param(14, "unknown", id="gcsf-14-days-before-unknown"),
+        pytest.param(15, "pass", id="gcsf-15-days-before-pass"),
+    ],
+)
+def test_i6_anc_after_gcsf(gcsf_days_before_test: int, expected: str) -> None:
+    test_day = 5
+    gcsf = medication(
+        FILGRASTIM,
+        start=ago(test_day + gcsf_days_before_test),
+        end=ago(test_day + gcsf_days_before_test),
+    )
+    result = run([obs(ANC, 2.0, "10*9/L", days=test_day), gcsf], "I6.anc")
+    assert result.verdict == expected, result.reason
+    if expected == "unknown":
+        assert f"MedicationStatement/{gcsf['id']}" in result.reason
+
+
+def test_i6_anc_gcsf_after_the_test_does_not_matter() -> None:
+    gcsf = medication(FILGRASTIM, start=ago(2), end=ago(2))
+    check([obs(ANC, 2.0, "10*9/L", days=5), gcsf], "I6.anc", "pass")
+
+
+def test_i6_anc_low_count_after_gcsf_is_still_unknown() -> None:
+    """A count that would fail does not decide either when drawn too soon after G-CSF."""
+    gcsf = medication(FILGRASTIM, start=ago(10), end=ago(10))
+    check([obs(ANC, 0.5, "10*9/L", days=5), gcsf], "I6.anc", "unknown")
+
+
+def test_i6_anc_derived_after_gcsf_is_unknown() -> None:
+    gcsf = medication(FILGRASTIM, start=ago(10), end=ago(10))
+    resources = [obs(WBC, 4.0, "10*9/L", days=5), obs(NEUT_PCT, 50, "%", days=5), gcsf]
+    check(resources, "I6.anc", "unknown")
+
+
+# ------------------------------------------------------------------ I6 Hb >= 60 g/L
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        pytest.param(60, "g/L", "pass", id="hgb-60-g/L-pass"),
+        pytest.param(59.9, "g/L", "fail", id="hgb-59.9-g/L-fail"),
+        pytest.param(6.0, "g/dL", "pass", id="hgb-6.0-g/dL-is-60-g/L-pass"),
+        pytest.param(5.99, "g/dL", "fail", id="hgb-5.99-g/dL-is-59.9-g/L-fail"),
+        pytest.param(130, "g/L", "pass", id="hgb-130-g/L-pass"),
+    ],
+)
+def test_i6_hgb(value: float, unit: str, expected: str) -> None:
+    check([obs(HGB, value, unit)], "I6.hgb", expected)
+
+
+def test_i6_hgb_evidence_shows_recorded_and_converted_value() -> None:
+    result = run([obs(HGB, 6.0, "g/dL")], "I6.hgb")
+    shown = result.evidence[0]
+    assert (shown.value, shown.unit) == (6.0, "g/dL")
+    assert (shown.converted_value, shown.converted_unit) == (60.0, "g/L")
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [
+        pytest.param(0, "pass", id="drawn-on-as-of-pass"),
+        pytest.param(90, "pass", id="day-90-in-window-pass"),
+        pytest.param(91, "unknown", id="day-91-out-of-window-unknown"),
+        pytest.param(-1, "unknown", id="dated-after-as-of-unknown"),
+    ],
+)
+def test_lookback_window(days: int, expected: str) -> None:
+    check([obs(HGB, 120, "g/L", days=days)], "I6.hgb", expected)
+
+
+def test_result_outside_window_is_shown_with_a_note() -> None:
+    old = obs(HGB, 120, "g/L", days=91)
+    result = run([old], "I6.hgb")
+    assert result.verdict == "unknown"
+    assert "90 days" in result.reason
+    assert [e.reference for e in result.evidence] == [f"Observation/{old['id']}"]
+    assert "not used" in (result.evidence[0].note or "")
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["preliminary", "registered", "cancelled", "entered-in-error", "unknown"],
+)
+def test_results_that_are_not_final_never_count(status: str) -> None:
+    check([obs(HGB, 40, "g/L", status=status)], "I6.hgb", "unknown")
+
+
+@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
+def test_final_amended_corrected_results_count(status: str) -> None:
+    check([obs(HGB, 40, "g/L", status=status)], "I6.hgb", "fail")
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        pytest.param("mmol/L", id="substance-without-molar-mass"),
+        pytest.param("%", id="percent"),
+        pytest.param("g", id="mass-not-concentration"),
+        pytest.param("gram per litre", id="not-ucum"),
+        pytest.param(None, id="no-unit"),
+    ],
+)
+def test_unit_that_cannot_be_converted_is_unknown(unit: str | None) -> None:
+    result = run([obs(HGB, 40, unit)], "I6.hgb")
+    assert result.verdict == "unknown"
+    if unit is not None:
+        assert "cannot be converted" in result.reason
+
+
+def test_unconvertible_result_is_shown_but_does_not_decide() -> None:
+    odd = obs(HGB, 5, "mmol/L", days=1)
+    result = run([odd], "I6.hgb")
+    assert result.verdict == "unknown"
+    assert [e.reference for e in result.evidence] == [f"Observation/{odd['id']}"]
+
+
+def test_newer_unconvertible_result_is_not_skipped_for_an_older_one() -> None:
+    """3 mmol/L (about 48 g/L) yesterday would fail; 130 g/L two months ago must not pass."""
+    newest = obs(HGB, 3, "mmol/L", days=1)
+    result = run([newest, obs(HGB, 130, "g/L", days=60)], "I6.hgb")
+    assert result.verdict == "unknown"
+    assert f"Observation/{newest['id']}" in result.reason
+    assert result.evidence[0].note == "unit cannot be converted; not compared"
+
+
+def test_same_day_readable_result_decides_beside_an_unconvertible_one() -> None:
+    resources = [obs(HGB, 3, "mmol/L", days=1), obs(HGB, 130, "g/L", days=1)]
+    check(resources, "I6.hgb", "pass")
+
+
+# ------------------------------------------------------------------ units as labs send them
+@pytest.mark.parametrize(
+    ("code", "value", "unit", "criterion", "expected"),
+    [
+        pytest.param(WBC, 3.0, "K/uL", "I6.wbc", "pass", id="wbc-3.0-K/uL-alias-pass"),
+        pytest.param(WBC, 2.99, "K/uL", "I6.wbc", "fail", id="wbc-2.99-K/uL-alias-fail"),
+        pytest.param(WBC, 3.0, "x10^9/L", "I6.wbc", "pass", id="wbc-3.0-x10^9/L-alias-pass"),
+        pytest.param(WBC, 2.99, "x10^9/L", "I6.wbc", "fail", id="wbc-2.99-x10^9/L-alias-fail"),
+        pytest.param(ANC, 1.0, "10^9/L", "I6.anc", "pass", id="anc-1.0-10^9/L-alias-pass"),
+        pytest.param(TBIL, 31.5, "µmol/L", "I6.tbil", "pass", id="tbil-31.5-µmol/L-alias-pass"),
+        pytest.param(TBIL, 31.6, "µmol/L", "I6.tbil", "fail", id="tbil-31.6-µmol/L-alias-fail"),
+        pytest.param(HGB, 6.0, "g/dl", "I6.hgb", "pass", id="hgb-6.0-g/dl-lower-case-alias-pass"),
+    ],
+)
+def test_unit_aliases(code: str, value: float, unit: str, criterion: str, expected: str) -> None:
+    """Non-UCUM units as sent in Quantity.unit (no UCUM code), via terminology/units/aliases.csv."""
+    check([obs(code, value, unit, ucum=False)], criterion, expected)
+
+
+def test_cancelled_gcsf_order_does_not_invalidate_the_count() -> None:
+    order = medication(
+        FILGRASTIM, start=ago(10), end=ago(10), kind="MedicationRequest", status="cancelled"
+    )
+    check([obs(ANC, 2.0, "10*9/L", days=5), order], "I6.anc", "pass")
+
+
+# ------------------------------------------------------------------ I6 ALT / AST <= 3 x ULN
+@pytest.mark.parametrize(
+    ("criterion", "code"), [("I6.alt", ALT), ("I6.ast", AST)], ids=["alt", "ast"]
+)
+@pytest.mark.parametrize(
+    ("value", "unit", "ref_high", "expected"),
+    [
+        pytest.param(105, "U/L", 35, "pass", id="105-U/L-is-3x-own-uln-35-pass"),
+        pytest.param(105.1, "U/L", 35, "fail", id="105.1-U/L-over-3x-own-uln-35-fail"),
+        pytest.param(120, "U/L", None, "pass", id="120-U/L-is-3x-default-uln-40-pass"),
+        pytest.param(120.1, "U/L", None, "fail", id="120.1-U/L-over-3x-default-uln-40-fail"),
+        pytest.param(120, "U/L", 35, "fail", id="120-U/L-own-uln-35-beats-default-fail"),
+        pytest.param(150, "U/L", 50, "pass", id="150-U/L-own-uln-50-beats-default-pass"),
+        pytest.param(2.0, "ukat/L", None, "pass", id="2.0-ukat/L-is-120-U/L-pass"),
+        pytest.param(2.01, "ukat/L", None, "fail", id="2.01-ukat/L-is-120.6-U/L-fail"),
+        pytest.param(1.5, "ukat/L", 0.5, "pass", id="1.5-ukat/L-is-3x-own-uln-0.5-ukat/L-pass"),
+    ],
+)
+def test_i6_transaminases(
+    criterion: str, code: str, value: float, unit: str, ref_high: float | None, expected: str
+) -> None:
+    check([obs(code, value, unit, ref_high=ref_high)], criterion, expected)
+
+
+def test_uln_source_is_named() -> None:
+    own = run([obs(ALT, 50, "U/L", ref_high=35)], "I6.alt")
+    default = run([obs(ALT, 50, "U/L")], "I6.alt")
+    assert "reference range" in own.reason
+    assert "default" not in own.reason
+    assert "default ULN" in default.reason
+
+
+@pytest.mark.parametrize("criterion", ["I6.alt", "I6.ast"])
+def test_i6_transaminases_without_result_unknown(criterion: str) -> None:
+    check([], criterion, "unknown")
+
+
+# ------------------------------------------------------------------ I6 TBIL <= 1.5 / 3.0 x ULN
+@pytest.mark.parametrize(
+    ("value", "unit", "ref_high", "gilbert", "expected"),
+    [
+        pytest.param(30, "umol/L", 20, False, "pass", id="tbil-30-umol/L-is-1.5x-own-uln-20-pass"),
+        pytest.param(
+            30.1, "umol/L", 20, False, "fail", id="tbil-30.1-umol/L-over-1.5x-uln-20-fail"
+        ),
+        pytest.param(
+            31.5, "umol/L", None, False, "pass", id="tbil-31.5-umol/L-is-1.5x-default-21-pass"
+        ),
+        pytest.param(
+            31.6, "umol/L", None, False, "fail", id="tbil-31.6-umol/L-over-1.5x-default-fail"
+        ),
+        pytest.param(
+            1.8, "mg/dL", 1.2, False, "pass", id="tbil-1.8-mg/dL-is-1.5x-own-uln-1.2-mg/dL-pass"
+        ),
+        pytest.param(
+            1.81, "mg/dL", 1.2, False, "fail", id="tbil-1.81-mg/dL-over-1.5x-uln-1.2-mg/dL-fail"
+        ),
+        pytest.param(
+            60, "umol/L", 20, True, "pass", id="gilbert-tbil-60-umol/L-is-3.0x-uln-20-pass"
+        ),
+        pytest.param(
+            60.1, "umol/L", 20, True, "fail", id="gilbert-tbil-60.1-umol/L-over-3.0x-fail"
+        ),
+        pytest.param(45, "umol/L", 20, False, "fail", id="no-gilbert-tbil-45-umol/L-is-2.25x-fail"),
+        pytest.param(45, "umol/L", 20, True, "pass", id="gilbert-tbil-45-umol/L-is-2.25x-pass"),
+        pytest.param(
+            63, "umol/L", None, True, "pass", id="gilbert-tbil-63-umol/L-is-3.0x-default-pass"
+        ),
+        pytest.param(
+            3.6, "mg/dL", None, True, "pass", id="gilbert-tbil-3.6-mg/dL-under-3.0x-default-pass"
+        ),
+    ],
+)
+def test_i6_tbil(
+    value: float, unit: str, ref_high: float | None, gilbert: bool, expected: str
+) -> None:
+    resources = [obs(TBIL, value, unit, ref_high=ref_high)]
+    if gilbert:
+        resources.append(condition(GILBERT, ICD10CM, onset="2010-05-01"))
+    check(resources, "I6.tbil", expected)
+
+
+def test_i6_tbil_gilbert_is_shown_as_evidence() -> None:
+    gilbert = condition(GILBERT, ICD10CM, onset="2010-05-01")
+    result = run([obs(TBIL, 45, "umol/L", ref_high=20), gilbert], "I6.tbil")
+    assert f"Condition/{gilbert['id']}" in [e.reference for e in result.evidence]
+    assert "3 x ULN" in result.reason
+
+
+def test_i6_tbil_without_result_unknown() -> None:
+    check([condition(GILBERT, ICD10CM)], "I6.tbil", "unknown")
+
+
+# ------------------------------------------------------------------ I6 INR / PT <= 1.5 x ULN
+@pytest.mark.parametrize(
+    ("value", "ref_high", "expected"),
+    [
+        pytest.param(1.65, 1.1, "pass", id="inr-1.65-is-1.5x-own-uln-1.1-pass"),
+        pytest.param(1.66, 1.1, "fail", id="inr-1.66-over-1.5x-own-uln-1.1-fail"),
+        pytest.param(1.8, None, "pass", id="inr-1.8-is-1.5x-default-1.2-pass"),
+        pytest.param(1.81, None, "fail", id="inr-1.81-over-1.5x-default-1.2-fail"),
+    ],
+)
+def test_i6_inr(value: float, ref_high: float | None, expected: str) -> None:
+    """INR is unitless; labs send it with no unit or as {INR}."""
+    check([obs(INR, value, None, ref_high=ref_high)], "I6.inr", expected)
+    check([obs(INR, value, "{INR}", ref_high=ref_high)], "I6.inr", expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "ref_high", "expected"),
+    [
+        pytest.param(19.5, "s", 13.0, "pass", id="pt-19.5-s-is-1.5x-own-uln-13-pass"),
+        pytest.param(19.6, "s", 13.0, "fail", id="pt-19.6-s-over-1.5x-own-uln-13-fail"),
+        pytest.param(20.25, "s", None, "pass", id="pt-20.25-s-is-1.5x-default-13.5-pass"),
+        pytest.param(20.26, "s", None, "fail", id="pt-20.26-s-over-1.5x-default-13.5-fail"),
+    ],
+)
+def test_i6_pt(value: float, unit: str, ref_high: float | None, expected: str) -> None:
+    check([obs(PT, value, unit, ref_high=ref_high)], "I6.pt", expected)
+
+
+@pytest.mark.parametrize("criterion", ["I6.inr", "I6.pt"])
+def test_i6_coagulation_without_result_unknown(criterion: str) -> None:
+    check([], criterion, "unknown")
+
+
+# ------------------------------------------------------------------ I6 LVEF >= 55 %
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param([obs(LVEF, 55, "%")], "pass", id="lvef-55-%-pass"),
+        pytest.param([obs(LVEF, 54.9, "%")], "fail", id="lvef-54.9-%-fail"),
+        pytest.param([], "unknown", id="no-echo-unknown"),
+    ],
+)
+def test_i6_lvef(resources: list[dict[str, Any]], expected: str) -> None:
+    check(resources, "I6.lvef", expected)
+
+
+# ------------------------------------------------------------------ reported bounds
+@pytest.mark.parametrize(
+    ("comparator", "value", "expected"),
+    [
+        pytest.param(">", 10.0, "pass", id="wbc->10-pass"),
+        pytest.param("<", 2.0, "fail", id="wbc-<2-fail"),
+        pytest.param("<", 3.0, "fail", id="wbc-<3-is-below-3-fail"),
+        pytest.param("<", 5.0, "unknown", id="wbc-<5-cannot-decide-unknown"),
+        pytest.param(">=", 3.0, "pass", id="wbc->=3-pass"),
+    ],
+)
+def test_result_reported_as_a_bound(comparator: str, value: float, expected: str) -> None:
+    check([obs(WBC, value, "10*9/L", comparator=comparator)], "I6.wbc", expected)

@@ -1,0 +1,85 @@
+"""E12: participation in another clinical trial within 3 months before AS_OF (2026-11-27).
+
+Three months before AS_OF is 2026-08-27: a study that ended that day was ongoing within the
+window; one that ended the day before was not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import run
+from tests.factories import study
+
+WINDOW_START = "2026-08-27"
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [study("OTHER-1", status="on-study", start="2026-01-01")],
+            "fail",
+            id="ongoing-other-study-fail",
+        ),
+        pytest.param(
+            [study("OTHER-1", status="off-study", start="2026-01-01", end=WINDOW_START)],
+            "fail",
+            id="ended-exactly-3-months-ago-fail",
+        ),
+        pytest.param(
+            [study("OTHER-1", status="off-study", start="2026-01-01", end="2026-08-26")],
+            "pass",
+            id="ended-3-months-and-a-day-ago-pass",
+        ),
+        pytest.param(
+            [study("OTHER-1", status="follow-up", start="2025-01-01", end="2025-06-01")],
+            "pass",
+            id="ended-last-year-pass",
+        ),
+        pytest.param(
+            [study("OTHER-1", status="off-study", start="2026-10-01")],
+            "fail",
+            id="withdrawn-no-end-but-started-within-3-months-fail",
+        ),
+        pytest.param(
+            [study("NCT06946485", status="on-study", start="2026-11-01")],
+            "pass",
+            id="this-trial-is-not-another-pass",
+        ),
+        pytest.param(
+            [study("OTHER-1", status="candidate", start="2026-11-01")],
+            "pass",
+            id="candidate-never-enrolled-pass",
+        ),
+        pytest.param(
+            [study("OTHER-1", status="on-study", start="2026-12-01")],
+            "pass",
+            id="starts-after-as-of-pass",
+        ),
+        pytest.param([], "pass", id="no-record-pass"),
+    ],
+)
+def test_e12_study_participation(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run(resources, "E12")
+    assert result.verdict == expected, result.reason
+
+
+def test_e12_old_study_without_end_date_is_unknown() -> None:
+    """Off study, end not recorded, started long ago: it may have ended within 3 months."""
+    result = run([study("OTHER-1", status="off-study", start="2024-01-01")], "E12")
+    assert result.verdict == "unknown", result.reason
+
+
+def test_e12_unreadable_research_subject_is_unknown() -> None:
+    broken = study("OTHER-1", status="on-study", start="2026-01-01")
+    broken["study"] = {}
+    result = run([broken], "E12")
+    assert result.verdict == "unknown"
+    assert "ResearchSubject" in result.reason
+
+
+def test_e12_no_record_reason() -> None:
+    assert run([], "E12").reason == "no record of participation in another clinical trial"

@@ -1,0 +1,288 @@
+"""Infection serology (E10.hbv, E10.hcv, E10.hiv, E10.syphilis) and serum hCG (I7.hcg).
+
+A test exclusion needs results: with none it is `unknown`, never `pass`. Results are read as
+positive/negative from quantities, SNOMED-coded values, strings (English and Chinese) and
+interpretation codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import run
+from tests.factories import (
+    DETECTED,
+    HBCAB,
+    HBSAG,
+    HBV_DNA,
+    HCG,
+    HCV_AB,
+    HCV_RNA,
+    HIV,
+    NEGATIVE,
+    NOT_DETECTED,
+    POSITIVE,
+    RPR,
+    TPHA,
+    obs,
+    patient,
+)
+
+
+def pos(code: str, days: int = 5) -> dict[str, Any]:
+    return obs(code, coded=POSITIVE, days=days)
+
+
+def neg(code: str, days: int = 5) -> dict[str, Any]:
+    return obs(code, coded=NEGATIVE, days=days)
+
+
+def verdict_of(resources: list[dict[str, Any]], criterion: str) -> str:
+    result = run(resources, criterion)
+    return result.verdict
+
+
+# ------------------------------------------------------------------ E10 HBV
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param([pos(HBSAG)], "fail", id="hbsag-positive-fail"),
+        pytest.param([pos(HBSAG), neg(HBCAB)], "fail", id="hbsag-positive-hbcab-negative-fail"),
+        pytest.param([neg(HBSAG), neg(HBCAB)], "pass", id="hbsag-negative-hbcab-negative-pass"),
+        pytest.param(
+            [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, 350, "[IU]/mL")],
+            "fail",
+            id="hbcab-positive-dna-350-IU/mL-fail",
+        ),
+        pytest.param(
+            [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, coded=DETECTED)],
+            "fail",
+            id="hbcab-positive-dna-detected-fail",
+        ),
+        pytest.param(
+            [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, 20, "[IU]/mL", comparator="<")],
+            "pass",
+            id="hbcab-positive-dna-<20-undetectable-pass",
+        ),
+        pytest.param(
+            [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, coded=NOT_DETECTED)],
+            "pass",
+            id="hbcab-positive-dna-not-detected-pass",
+        ),
+        pytest.param([neg(HBSAG), pos(HBCAB)], "unknown", id="hbcab-positive-no-dna-unknown"),
+        pytest.param([neg(HBSAG)], "unknown", id="hbsag-negative-no-hbcab-unknown"),
+        pytest.param([neg(HBCAB)], "unknown", id="no-hbsag-unknown"),
+        pytest.param([], "unknown", id="no-results-unknown"),
+        pytest.param([pos(HBSAG, days=91)], "unknown", id="hbsag-positive-91-days-old-unknown"),
+        pytest.param(
+            [pos(HBSAG, days=30), neg(HBSAG, days=2), neg(HBCAB)],
+            "pass",
+            id="latest-hbsag-negative-decides-pass",
+        ),
+    ],
+)
+def test_e10_hbv(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run(resources, "E10.hbv")
+    assert result.verdict == expected, result.reason
+
+
+def test_e10_hbv_without_results_names_the_tests() -> None:
+    result = run([], "E10.hbv")
+    assert "no readable result" in result.reason
+    assert result.check is not None
+    assert "HBV DNA" in result.check
+
+
+# ------------------------------------------------------------------ E10 HCV
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [pos(HCV_AB), obs(HCV_RNA, 1.2e5, "[IU]/mL")],
+            "fail",
+            id="ab-positive-rna-detectable-fail",
+        ),
+        pytest.param([neg(HCV_AB)], "pass", id="ab-negative-pass"),
+        pytest.param(
+            [pos(HCV_AB), obs(HCV_RNA, 15, "[IU]/mL", comparator="<")],
+            "pass",
+            id="ab-positive-rna-<15-pass",
+        ),
+        pytest.param([pos(HCV_AB)], "unknown", id="ab-positive-no-rna-unknown"),
+        pytest.param([], "unknown", id="no-results-unknown"),
+    ],
+)
+def test_e10_hcv(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run(resources, "E10.hcv")
+    assert result.verdict == expected, result.reason
+
+
+# ------------------------------------------------------------------ E10 HIV, and result forms
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param({"coded": POSITIVE}, "fail", id="snomed-positive-fail"),
+        pytest.param({"coded": NEGATIVE}, "pass", id="snomed-negative-pass"),
+        pytest.param({"text": "Positive"}, "fail", id="string-Positive-fail"),
+        pytest.param({"text": "negative"}, "pass", id="string-negative-pass"),
+        pytest.param({"text": "Reactive"}, "fail", id="string-Reactive-fail"),
+        pytest.param({"text": "Non-reactive"}, "pass", id="string-Non-reactive-pass"),
+        pytest.param({"text": "Detected"}, "fail", id="string-Detected-fail"),
+        pytest.param({"text": "阳性"}, "fail", id="string-chinese-positive-fail"),
+        pytest.param({"text": "阴性"}, "pass", id="string-chinese-negative-pass"),
+        pytest.param({"text": "弱阳性"}, "fail", id="string-chinese-weakly-positive-fail"),
+        pytest.param({"text": "+"}, "fail", id="string-plus-fail"),
+        pytest.param({"text": "-"}, "pass", id="string-minus-pass"),
+        pytest.param({"text": "see report"}, "unknown", id="unreadable-string-unknown"),
+        pytest.param(
+            {"value": 0.2, "unit": "{s_co_ratio}", "interpretation": "NEG"},
+            "pass",
+            id="interpretation-NEG-pass",
+        ),
+        pytest.param(
+            {"value": 12.5, "unit": "{s_co_ratio}", "interpretation": "POS"},
+            "fail",
+            id="interpretation-POS-fail",
+        ),
+        pytest.param(
+            {"value": 12.5, "unit": "{s_co_ratio}"},
+            "unknown",
+            id="index-without-interpretation-unknown",
+        ),
+        pytest.param({}, "unknown", id="no-value-unknown"),
+    ],
+)
+def test_e10_hiv_result_forms(value: dict[str, Any], expected: str) -> None:
+    result = run([obs(HIV, **value)], "E10.hiv")
+    assert result.verdict == expected, result.reason
+
+
+def test_e10_hiv_no_result_unknown() -> None:
+    assert verdict_of([], "E10.hiv") == "unknown"
+
+
+@pytest.mark.parametrize("status", ["preliminary", "cancelled", "entered-in-error"])
+def test_e10_hiv_positive_that_does_not_count(status: str) -> None:
+    assert verdict_of([obs(HIV, coded=POSITIVE, status=status)], "E10.hiv") == "unknown"
+
+
+def test_coded_value_text_is_read_when_code_unknown() -> None:
+    resource = obs(HIV, coded=("http://hospital.example/results", "P"))
+    resource["valueCodeableConcept"]["text"] = "阳性"
+    assert verdict_of([resource], "E10.hiv") == "fail"
+
+
+# ------------------------------------------------------------------ E10 syphilis
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param([pos(TPHA), pos(RPR)], "fail", id="tpha-positive-rpr-positive-fail"),
+        pytest.param(
+            [neg(TPHA), pos(RPR)],
+            "pass",
+            id="tpha-negative-rpr-positive-biological-false-positive-pass",
+        ),
+        pytest.param([neg(TPHA), neg(RPR)], "pass", id="tpha-negative-rpr-negative-pass"),
+        pytest.param([neg(TPHA)], "pass", id="tpha-negative-no-rpr-pass"),
+        pytest.param([pos(TPHA), neg(RPR)], "unknown", id="tpha-positive-one-rpr-negative-unknown"),
+        pytest.param(
+            [pos(TPHA), neg(RPR, days=40), neg(RPR, days=12)],
+            "pass",
+            id="tpha-positive-two-rpr-negative-28-days-apart-pass",
+        ),
+        pytest.param(
+            [pos(TPHA), neg(RPR, days=39), neg(RPR, days=12)],
+            "unknown",
+            id="tpha-positive-two-rpr-negative-27-days-apart-unknown",
+        ),
+        pytest.param(
+            [pos(TPHA), neg(RPR, days=40), pos(RPR, days=12)],
+            "fail",
+            id="tpha-positive-latest-rpr-positive-fail",
+        ),
+        pytest.param([pos(RPR)], "unknown", id="rpr-positive-no-tpha-unknown"),
+        pytest.param([pos(TPHA)], "unknown", id="tpha-positive-no-rpr-unknown"),
+        pytest.param([], "unknown", id="no-results-unknown"),
+    ],
+)
+def test_e10_syphilis(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run(resources, "E10.syphilis")
+    assert result.verdict == expected, result.reason
+
+
+def test_e10_syphilis_confirmed_negative_shows_both_rpr() -> None:
+    first, second = neg(RPR, days=40), neg(RPR, days=12)
+    result = run([pos(TPHA), first, second], "E10.syphilis")
+    shown = {e.reference for e in result.evidence}
+    assert {f"Observation/{first['id']}", f"Observation/{second['id']}"} <= shown
+
+
+# ------------------------------------------------------------------ I7 serum hCG (manual)
+FEMALE = patient(gender="female")
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [FEMALE, obs(HCG, 30, "m[IU]/mL", days=7)], "fail", id="hcg-30-mIU/mL-day-7-fail"
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 25, "m[IU]/mL", days=2)], "fail", id="hcg-25-mIU/mL-is-positive-fail"
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 0.025, "[IU]/mL", days=2)],
+            "fail",
+            id="hcg-0.025-IU/mL-is-25-mIU/mL-fail",
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 25, "[IU]/L", days=2)], "fail", id="hcg-25-IU/L-is-25-mIU/mL-fail"
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, coded=POSITIVE, days=2)], "fail", id="hcg-snomed-positive-fail"
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 30, "m[IU]/mL", days=8)], "unknown", id="hcg-positive-day-8-unknown"
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 2, "m[IU]/mL", days=7)],
+            "unknown",
+            id="hcg-negative-day-7-never-pass-unknown",
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 5, "m[IU]/mL", comparator="<", days=1)],
+            "unknown",
+            id="hcg-<5-negative-unknown",
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 10, "m[IU]/mL", days=1)], "unknown", id="hcg-10-indeterminate-unknown"
+        ),
+        pytest.param(
+            [FEMALE, obs(HCG, 24.9, "m[IU]/mL", days=1)],
+            "unknown",
+            id="hcg-24.9-below-positive-unknown",
+        ),
+        pytest.param([FEMALE], "unknown", id="no-hcg-unknown"),
+        pytest.param(
+            [patient(gender="male"), obs(HCG, 30, "m[IU]/mL")],
+            "not_applicable",
+            id="male-not-applicable",
+        ),
+        pytest.param(
+            [patient(gender=None), obs(HCG, 30, "m[IU]/mL")],
+            "fail",
+            id="sex-unrecorded-positive-fail",
+        ),
+    ],
+)
+def test_i7_hcg(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run(resources, "I7.hcg")
+    assert result.verdict == expected, result.reason
+
+
+def test_i7_hcg_negative_reason_shows_the_record() -> None:
+    result = run([FEMALE, obs(HCG, 2, "m[IU]/mL", days=3)], "I7.hcg")
+    assert result.reason.startswith("confirmed only at the screening visit")
+    assert "negative" in result.reason

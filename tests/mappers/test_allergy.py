@@ -1,0 +1,101 @@
+"""AllergyIntolerance -> Allergy."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from service.facts import Allergy
+from service.mappers import MappingError, map_resource
+from service.terminology import Terminology
+from tests.factories import ANAPHYLAXIS, NKDA, PENICILLIN, SNOMED, allergy
+
+
+def mapped_allergy(resource: dict[str, Any], terms: Terminology) -> Allergy:
+    mapped = map_resource(resource, terms)
+    assert mapped is not None
+    assert isinstance(mapped.fact, Allergy)
+    assert mapped.patient == "Patient/p1"  # from `patient`, not `subject`
+    return mapped.fact
+
+
+def test_maps_category_criticality_and_reaction(terms: Terminology) -> None:
+    resource = allergy(
+        PENICILLIN,
+        criticality="high",
+        severity="severe",
+        manifestation=ANAPHYLAXIS,
+        recorded="2015-03-01",
+    )
+    found = mapped_allergy(resource, terms)
+    assert found.reference == f"AllergyIntolerance/{resource['id']}"
+    assert found.category == frozenset({"medication"})
+    assert found.criticality == "high"
+    assert found.severities == frozenset({"severe"})
+    assert "anaphylaxis" in found.manifestations
+    assert found.manifestation_codes[0].code == ANAPHYLAXIS
+    assert found.recorded == date(2015, 3, 1)
+    assert found.negated is False
+
+
+def test_no_known_drug_allergy_is_a_negation(terms: Terminology) -> None:
+    found = mapped_allergy(allergy(NKDA, system=SNOMED), terms)
+    assert found.negated is True
+
+
+@pytest.mark.parametrize(
+    ("field", "code"),
+    [
+        pytest.param("verificationStatus", "refuted", id="refuted"),
+        pytest.param("verificationStatus", "entered-in-error", id="entered-in-error"),
+        pytest.param("clinicalStatus", "resolved", id="resolved"),
+    ],
+)
+def test_records_that_do_not_count_are_dropped(terms: Terminology, field: str, code: str) -> None:
+    resource = allergy(PENICILLIN, criticality="high")
+    system = "http://terminology.hl7.org/CodeSystem/allergyintolerance-" + (
+        "clinical" if field == "clinicalStatus" else "verification"
+    )
+    resource[field] = {"coding": [{"system": system, "code": code}]}
+    assert map_resource(resource, terms) is None
+
+
+def test_unconfirmed_allergy_is_kept(terms: Terminology) -> None:
+    resource = allergy(PENICILLIN, criticality="high")
+    resource["verificationStatus"] = {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                "code": "unconfirmed",
+            }
+        ]
+    }
+    assert mapped_allergy(resource, terms).criticality == "high"
+
+
+def test_allergy_without_code_is_kept(terms: Terminology) -> None:
+    """AllergyIntolerance.code is optional; a severe reaction to 'something' still matters."""
+    resource = allergy(PENICILLIN, criticality="high")
+    del resource["code"]
+    assert mapped_allergy(resource, terms).codes == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param(
+            "reaction", [{"manifestation": "hives"}], id="manifestation-not-a-list-of-concepts"
+        ),
+        pytest.param("recordedDate", "last year", id="recorded-date-text"),
+        pytest.param("code", "penicillin", id="code-is-a-string"),
+    ],
+)
+def test_malformed_allergy_raises_mapping_error_naming_it(
+    terms: Terminology, field: str, value: Any
+) -> None:
+    resource = allergy(PENICILLIN)
+    resource[field] = value
+    with pytest.raises(MappingError, match=f"^AllergyIntolerance/{resource['id']}: "):
+        map_resource(resource, terms)

@@ -1,0 +1,124 @@
+"""Condition -> Diagnosis."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from service.facts import Diagnosis
+from service.mappers import MappingError, map_resource
+from service.terminology import Terminology
+from tests.factories import ICD10, ICD10CM, PNEUMONIA, SLE, TTP, condition
+
+
+def diagnosis(resource: dict[str, Any], terms: Terminology) -> Diagnosis:
+    mapped = map_resource(resource, terms)
+    assert mapped is not None
+    assert isinstance(mapped.fact, Diagnosis)
+    return mapped.fact
+
+
+def test_maps_codes_statuses_and_dates(terms: Terminology) -> None:
+    resource = condition(SLE, onset="2019-04-02T10:00:00+08:00", abatement="2020-01-05")
+    resource["recordedDate"] = "2019-04-03"
+    dx = diagnosis(resource, terms)
+    assert dx.reference == f"Condition/{resource['id']}"
+    assert "sle" in dx.concepts
+    assert (dx.clinical_status, dx.verification_status) == ("active", "confirmed")
+    assert (dx.onset, dx.abatement, dx.recorded) == (
+        date(2019, 4, 2),
+        date(2020, 1, 5),
+        date(2019, 4, 3),
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "system"),
+    [
+        pytest.param("M32.14", ICD10CM, id="icd10cm-with-dot"),
+        pytest.param("M3214", ICD10CM, id="icd10cm-without-dot"),
+        pytest.param("m32.14", ICD10CM, id="icd10cm-lower-case"),
+        pytest.param("M32.1", ICD10, id="icd10-who"),
+    ],
+)
+def test_icd_codes_are_normalized_and_hierarchical(
+    terms: Terminology, code: str, system: str
+) -> None:
+    assert "sle" in diagnosis(condition(code, system), terms).concepts
+
+
+def test_snomed_codes_are_not_hierarchical(terms: Terminology) -> None:
+    # A SNOMED code that merely starts with the SLE code is another concept.
+    assert map_resource(condition(SLE + "1"), terms) is None
+
+
+def test_code_no_trial_uses_is_dropped(terms: Terminology) -> None:
+    assert map_resource(condition("38341003"), terms) is None  # hypertension
+
+
+@pytest.mark.parametrize("status", ["refuted", "entered-in-error"])
+def test_records_that_assert_nothing_are_dropped(terms: Terminology, status: str) -> None:
+    assert map_resource(condition(TTP, verification=status), terms) is None
+
+
+@pytest.mark.parametrize("status", ["provisional", "differential", "unconfirmed"])
+def test_unconfirmed_diagnoses_are_kept_with_their_status(terms: Terminology, status: str) -> None:
+    assert diagnosis(condition(TTP, verification=status), terms).verification_status == status
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "active"),
+    [
+        pytest.param({"clinical": "active"}, True, id="active"),
+        pytest.param({"clinical": "recurrence"}, True, id="recurrence"),
+        pytest.param({"clinical": None}, True, id="no-status-no-end"),
+        pytest.param({"clinical": "resolved"}, False, id="resolved"),
+        pytest.param({"clinical": "inactive"}, False, id="inactive"),
+        pytest.param({"clinical": "remission"}, False, id="remission"),
+        pytest.param({"clinical": None, "abatement": "2025-01-01"}, False, id="abatement-date"),
+    ],
+)
+def test_active(terms: Terminology, kwargs: dict[str, Any], active: bool) -> None:
+    assert diagnosis(condition(PNEUMONIA, **kwargs), terms).active is active
+
+
+def test_onset_and_abatement_periods(terms: Terminology) -> None:
+    resource = condition(PNEUMONIA)
+    resource["onsetPeriod"] = {"start": "2026-10-01"}
+    resource["abatementPeriod"] = {"start": "2026-10-20", "end": "2026-10-25"}
+    dx = diagnosis(resource, terms)
+    assert (dx.onset, dx.abatement) == (date(2026, 10, 1), date(2026, 10, 25))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("onsetDateTime", "spring 2020", id="onset-text"),
+        pytest.param("abatementDateTime", "2020-13-01", id="abatement-month-13"),
+        pytest.param("recordedDate", 2020, id="recorded-number"),
+        pytest.param("code", ["M32.14"], id="code-is-a-list"),
+        pytest.param("clinicalStatus", "active", id="status-is-a-string"),
+    ],
+)
+def test_malformed_condition_raises_mapping_error_naming_it(
+    terms: Terminology, field: str, value: Any
+) -> None:
+    resource = condition(SLE)
+    resource[field] = value
+    with pytest.raises(MappingError, match=f"^Condition/{resource['id']}: "):
+        map_resource(resource, terms)
+
+
+@pytest.mark.parametrize("code", [None, {"text": "history of TTP"}], ids=["no-code", "text-only"])
+def test_condition_without_a_code_is_reported_not_dropped(
+    terms: Terminology, code: dict | None
+) -> None:  # type: ignore[type-arg]
+    """Condition.code is optional in R4, but an uncoded diagnosis may be an exclusion."""
+    resource = condition(SLE)
+    del resource["code"]
+    if code is not None:
+        resource["code"] = code
+    with pytest.raises(MappingError, match="has no code"):
+        map_resource(resource, terms)

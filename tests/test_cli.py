@@ -1,0 +1,133 @@
+"""The command line as a user runs it: screen, explain, trials; one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.config import get_settings
+
+runner = CliRunner(env={"COLUMNS": "220"})
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> None:
+    get_settings.cache_clear()
+
+
+def test_screen_table_on_the_bundled_demo() -> None:
+    result = runner.invoke(app, ["screen", "--trial", "NCT06946485", "--as-of", "2026-11-20"])
+    assert result.exit_code == 0, result.output
+    assert "NCT06946485 candidates as of 2026-11-20" in result.stdout
+    assert "Patient/p01" in result.stdout
+    assert "likely eligible" in result.stdout
+    # The demo's deliberately malformed result is named and skipped, not fatal.
+    assert "p41-malformed-and-entered-in-error-results.json#entry" in result.stderr
+
+
+def test_screen_json_is_the_ranked_list_contract() -> None:
+    result = runner.invoke(app, ["screen", "--as-of", "2026-11-20", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["trial"]["id"] == "NCT06946485"
+    assert body["as_of"] == "2026-11-20"
+    assert body["counts"]["patients"] == len(body["candidates"])
+    first = body["candidates"][0]
+    assert first["rank"] == 1
+    assert first["status"] == "likely_eligible"
+    assert {c["id"] for c in first["criteria"]} >= {"I1", "I6.hgb", "E10.syphilis", "E14"}
+
+
+def test_screen_csv_has_one_column_per_criterion() -> None:
+    result = runner.invoke(app, ["screen", "--as-of", "2026-11-20", "--format", "csv"])
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows[0]["rank"] == "1"
+    assert "I6.crcl" in rows[0]
+    assert "E10.hbv" in rows[0]
+    p05 = next(r for r in rows if r["patient"] == "Patient/p05")
+    assert p05["status"] == "ineligible"
+    assert p05["I6.hgb"] == "fail"
+
+
+def test_explain_prints_the_checklist_with_evidence() -> None:
+    result = runner.invoke(app, ["explain", "--patient", "p02", "--as-of", "2026-11-20"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Patient/p02" in out
+    assert "likely_eligible" in out
+    assert "Inclusion criteria" in out
+    assert "Exclusion criteria" in out
+    # US units shown as recorded and converted
+    assert "g/dL" in out
+    assert "g/L" in out
+    assert "What to check next" in out
+
+
+def test_explain_json_for_one_patient() -> None:
+    result = runner.invoke(
+        app, ["explain", "--patient", "Patient/p05", "--as-of", "2026-11-20", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    hgb = next(c for c in body["criteria"] if c["id"] == "I6.hgb")
+    assert hgb["verdict"] == "fail"
+    assert hgb["evidence"][0]["reference"].startswith("Observation/")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["screen", "--trial", "NCT00000000"], "unknown trial 'NCT00000000'"),
+        (["screen", "--as-of", "20-11-2026"], "--as-of must be a date YYYY-MM-DD"),
+        (["screen", "--data", "/nonexistent/path"], "no such file or directory"),
+        (
+            ["explain", "--patient", "nobody", "--as-of", "2026-11-20"],
+            "no records for Patient/nobody",
+        ),
+    ],
+    ids=["unknown-trial", "bad-date", "missing-data", "unknown-patient"],
+)
+def test_errors_are_one_line(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_malformed_file_is_named_and_the_rest_completes() -> None:
+    result = runner.invoke(
+        app, ["screen", "--data", str(DATA / "malformed"), "--as-of", "2026-11-27"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "truncated-bundle.json: not valid JSON" in result.stderr
+    assert "Patient/m1" in result.stdout
+    assert "Patient/m2" in result.stdout
+
+
+def test_trials_lists_the_served_trials() -> None:
+    result = runner.invoke(app, ["trials"])
+    assert result.exit_code == 0
+    assert "NCT06946485" in result.stdout
+
+
+def test_a_second_trial_needs_only_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COHORT_MATCH_TRIALS_DIR", str(DATA / "trials"))
+    get_settings.cache_clear()
+    result = runner.invoke(
+        app, ["screen", "--trial", "DEMO-LN-001", "--as-of", "2026-11-20", "--format", "csv"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0])[6:] == ["I1", "I2", "I3", "E1"]
+    p01 = next(r for r in rows if r["patient"] == "Patient/p01")
+    assert p01["status"] == "likely_eligible"

@@ -1,0 +1,129 @@
+"""UCUM conversion (service/units.py) and the aliases labs send (terminology/units/aliases.csv).
+
+Each conversion the trial relies on has its own case; the molar masses are those of the
+value-set metadata (bilirubin 584.66 g/mol, creatinine 113.12 g/mol).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from service.terminology import Terminology
+from service.units import UnitError, conversion_factor, normalize_unit
+
+BILIRUBIN = 584.66
+CREATININE = 113.12
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "molar_mass", "factor"),
+    [
+        pytest.param("g/dL", "g/L", None, 10.0, id="hgb-g/dL-to-g/L"),
+        pytest.param("mg/dL", "umol/L", BILIRUBIN, 17.104, id="bilirubin-mg/dL-to-umol/L"),
+        pytest.param("umol/L", "mg/dL", BILIRUBIN, 1 / 17.104, id="bilirubin-umol/L-to-mg/dL"),
+        pytest.param("mg/dL", "umol/L", CREATININE, 88.4017, id="creatinine-mg/dL-to-umol/L"),
+        pytest.param("umol/L", "mg/dL", CREATININE, 0.011312, id="creatinine-umol/L-to-mg/dL"),
+        pytest.param("/uL", "10*9/L", None, 0.001, id="count-per-uL-to-10*9/L"),
+        pytest.param("/mm3", "10*9/L", None, 0.001, id="count-per-mm3-to-10*9/L"),
+        pytest.param("10*3/uL", "10*9/L", None, 1.0, id="count-10*3/uL-to-10*9/L"),
+        pytest.param("ukat/L", "U/L", None, 60.0, id="enzyme-ukat/L-to-U/L"),
+        pytest.param("[lb_av]", "kg", None, 0.45359237, id="weight-lb-to-kg"),
+        pytest.param("g", "kg", None, 0.001, id="weight-g-to-kg"),
+        pytest.param("m[IU]/mL", "[IU]/L", None, 1.0, id="hcg-mIU/mL-to-IU/L"),
+        pytest.param("[IU]/L", "m[IU]/mL", None, 1.0, id="hcg-IU/L-to-mIU/mL"),
+        pytest.param("mL/s", "mL/min", None, 60.0, id="clearance-mL/s-to-mL/min"),
+        pytest.param("g", "mg", None, 1000.0, id="dose-g-to-mg"),
+        pytest.param("ug", "mg", None, 0.001, id="dose-ug-to-mg"),
+        pytest.param("{score}", "{score}", None, 1.0, id="annotation-is-unity"),
+        pytest.param("{INR}", "1", None, 1.0, id="inr-annotation-is-unity"),
+    ],
+)
+def test_conversion_factor(
+    source: str, target: str, molar_mass: float | None, factor: float
+) -> None:
+    assert conversion_factor(source, target, molar_mass) == pytest.approx(factor, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "molar_mass"),
+    [
+        pytest.param("mg/dL", "umol/L", None, id="mass-to-substance-without-molar-mass"),
+        pytest.param("mg", "g/L", None, id="mass-to-concentration"),
+        pytest.param("g/L", "10*9/L", None, id="concentration-to-count"),
+        pytest.param("s", "%", None, id="time-to-percent"),
+        pytest.param("not a unit", "g/L", None, id="not-ucum"),
+        pytest.param("mg/dL", "mL/min", CREATININE, id="molar-mass-does-not-make-flow"),
+    ],
+)
+def test_incommensurable_units_raise(source: str, target: str, molar_mass: float | None) -> None:
+    with pytest.raises(UnitError):
+        conversion_factor(source, target, molar_mass)
+
+
+def test_normalize_unit_without_aliases_only_strips() -> None:
+    assert normalize_unit("  g/dL ") == "g/dL"
+
+
+def test_normalize_unit_prefers_exact_alias_then_lower_case() -> None:
+    aliases = {"K/uL": "10*3/uL", "iu/l": "[IU]/L"}
+    assert normalize_unit("K/uL", aliases) == "10*3/uL"
+    assert normalize_unit("IU/L", aliases) == "[IU]/L"
+    assert normalize_unit("g/L", aliases) == "g/L"
+
+
+# ------------------------------------------------------------------ the tables' aliases
+@pytest.mark.parametrize(
+    ("text", "ucum"),
+    [
+        pytest.param("K/uL", "10*3/uL", id="K/uL"),
+        pytest.param("x10^9/L", "10*9/L", id="x10^9/L"),
+        pytest.param("10^9/L", "10*9/L", id="10^9/L"),
+        pytest.param("µmol/L", "umol/L", id="micro-sign-umol/L"),
+        pytest.param("IU/L", "[IU]/L", id="IU/L"),
+        pytest.param("mIU/mL", "m[IU]/mL", id="mIU/mL"),
+    ],
+)
+def test_alias_table(terms: Terminology, text: str, ucum: str) -> None:
+    assert terms.ucum(text) == ucum
+
+
+@pytest.mark.parametrize(
+    ("concept", "value", "unit", "expected"),
+    [
+        pytest.param("wbc", 4.2, "K/uL", 4.2, id="wbc-K/uL"),
+        pytest.param("wbc", 4200, "/uL", 4.2, id="wbc-per-uL"),
+        pytest.param("hemoglobin", 6.0, "g/dL", 60.0, id="hgb-g/dL"),
+        pytest.param(
+            "bilirubin_total", 1.0, "mg/dL", 17.104, id="bilirubin-mg/dL-molar-mass-584.66"
+        ),
+        pytest.param("bilirubin_total", 20, "µmol/L", 20.0, id="bilirubin-micro-sign"),
+        pytest.param("creatinine", 1.0, "mg/dL", 88.40, id="creatinine-mg/dL-molar-mass-113.12"),
+        pytest.param("alt", 1.0, "ukat/L", 60.0, id="alt-ukat/L"),
+        pytest.param("body_weight", 132.27735731092653, "[lb_av]", 60.0, id="weight-lb"),
+        pytest.param("hcg_serum", 25, "[IU]/L", 25.0, id="hcg-IU/L"),
+        pytest.param("creatinine_clearance", 1.0, "mL/s", 60.0, id="clearance-mL/s"),
+    ],
+)
+def test_canonical_uses_the_value_set_unit_and_molar_mass(
+    terms: Terminology, concept: str, value: float, unit: str, expected: float
+) -> None:
+    converted = terms.canonical(concept, value, unit)
+    assert converted is not None
+    assert converted[0] == pytest.approx(expected, rel=1e-3)
+    assert converted[1] == terms.valuesets[concept].canonical_unit
+
+
+@pytest.mark.parametrize(
+    ("concept", "unit"),
+    [
+        pytest.param("hemoglobin", "mmol/L", id="no-molar-mass-for-hemoglobin"),
+        pytest.param("wbc", "g/L", id="incommensurable"),
+        pytest.param("hemoglobin", None, id="no-unit"),
+        pytest.param("hbsag", "{index}", id="value-set-without-canonical-unit"),
+        pytest.param("no-such-value-set", "g/L", id="unknown-value-set"),
+    ],
+)
+def test_canonical_is_none_when_it_cannot_convert(
+    terms: Terminology, concept: str, unit: str | None
+) -> None:
+    assert terms.canonical(concept, 1.0, unit) is None

@@ -1,0 +1,71 @@
+"""An installed wheel works outside the checkout: trials, code tables and demo ship inside it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_wheel_screens_the_demo_outside_the_checkout(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # Borrow the dependencies from the test environment without its editable install: a
+    # plain path in a .pth file is added to sys.path, but the .pth files inside it are not run.
+    purelib = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(purelib) / "_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheel = next(wheels.glob("cohort_match-*.whl"))
+    subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--force-reinstall",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "cohort-match"), "screen", "--as-of", "2026-11-20", "--format", "csv"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    rows = done.stdout.splitlines()
+    assert rows[0].startswith("rank,patient,status,score")
+    assert len(rows) > 30
+    assert (
+        "site-packages"
+        in subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import service.paths as p; print(p.data_root())"],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
