@@ -3,6 +3,7 @@
     cohort-match screen  --trial NCT06946485 [--data PATH] [--as-of DATE] [--format table|json|csv]
     cohort-match explain --trial NCT06946485 [--data PATH] --patient ID [--as-of DATE]
     cohort-match trials
+    cohort-match serve   [--host HOST] [--port PORT]
 
 Without --data the bundled synthetic demo population is screened. Errors are one line on
 stderr; a bad file or resource is named and skipped, and the run completes.
@@ -228,7 +229,8 @@ def explain_command(
     reference = patient if patient.startswith("Patient/") else f"Patient/{patient}"
     run = _run(settings, trial, data, _parse_day(as_of), only_patient=reference)
     try:
-        _report_errors(run)
+        # Unreadable records of this patient are listed with the checklist (problems);
+        # other files' errors are not this command's business.
         match = [s for s in run.summaries if s.reference == reference]
         if not match:
             raise _fail(f"no records for {reference} in {data or settings.demo_dir}")
@@ -298,10 +300,40 @@ def trials_command() -> None:
         )
 
 
-def main() -> None:
-    logging.basicConfig(
-        level=get_settings().log_level, format="%(levelname)s %(name)s: %(message)s"
+@app.command("serve")
+def serve_command(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default COHORT_MATCH_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default COHORT_MATCH_PORT).")] = None,
+) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.main import create_app
+
+    base = get_settings()
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    try:
+        settings = Settings.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise _fail(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
     )
+
+
+def main() -> None:
+    try:
+        level = get_settings().log_level
+    except ValueError as exc:  # unsafe settings are refused before anything starts
+        err.print(f"[red]error:[/] {str(exc).splitlines()[-1]}", highlight=False)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     app()
 
 

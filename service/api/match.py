@@ -1,0 +1,263 @@
+"""POST /trials/{trial_id}/match (one patient) and /candidates (a ranked list)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import Response
+
+from service.api.deps import Caller, RequestId
+from service.api.schemas import BundleInput, CandidatesRequest, MatchRequest
+from service.api.state import AppState, State
+from service.audit import AuditRecord
+from service.criteria.engine import evaluate
+from service.criteria.model import TrialDefinition
+from service.criteria.verdict import PatientResult
+from service.errors import BadRequest, FhirNotFound, NotFound, ServiceError
+from service.facts import PatientFacts
+from service.fhir import FhirClient, fetch_patient
+from service.fhir.patient import add_resources
+from service.mappers import subject_of
+from service.ranking import rank
+from service.schemas import PatientResultPublic, RankedListPublic
+from service.security import Principal, require_scope
+from service.sources import bundle_entries
+
+router = APIRouter(tags=["screening"])
+log = logging.getLogger(__name__)
+JSON = "application/json"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/fhir+json": {}}}
+    for code, text in {
+        400: "Bad request (OperationOutcome)",
+        401: "No or invalid bearer token",
+        403: "Token lacks the scope",
+        404: "Unknown trial or patient",
+        422: "Body does not match the schema",
+        502: "FHIR server error",
+        504: "FHIR server timed out",
+    }.items()
+}
+
+
+def _trial(state: AppState, trial_id: str) -> TrialDefinition:
+    trial = state.trials.get(trial_id)
+    if trial is None:
+        raise NotFound(f"unknown trial {trial_id!r}")
+    return trial
+
+
+def _fhir(state: AppState) -> FhirClient:
+    if state.fhir is None:
+        raise ServiceError("no FHIR server configured (COHORT_MATCH_FHIR_BASE_URL)")
+    return state.fhir
+
+
+def patient_id(text: str) -> str:
+    ident = text.removeprefix("Patient/")
+    if not ident or "/" in ident or len(ident) > 64:
+        raise BadRequest(f"not a patient id or Patient reference: {text!r}")
+    return ident
+
+
+def _fhir_token(state: AppState, caller: Principal) -> str | None:
+    return caller.token if state.settings.fhir_auth == "passthrough" else None
+
+
+def _audit(
+    state: AppState,
+    request_id: str,
+    caller: Principal,
+    action: str,
+    trial_id: str,
+    patients: list[str],
+    outcome: str,
+) -> None:
+    state.audit.record(
+        AuditRecord(
+            request_id, caller.subject, caller.client_id, action, trial_id, patients, outcome
+        )
+    )
+
+
+def _json(payload: Any) -> Response:
+    return Response(orjson.dumps(payload), media_type=JSON)
+
+
+@router.post(
+    "/trials/{trial_id}/match",
+    summary="Screen one patient",
+    response_model=PatientResultPublic,
+    responses=ERRORS,
+)
+async def match(
+    trial_id: str,
+    state: State,
+    caller: Caller,
+    request_id: RequestId,
+    payload: Annotated[MatchRequest | BundleInput, Body()],
+    as_of: Annotated[
+        dt.date | None, Query(description="With a Bundle body: the as-of date")
+    ] = None,
+) -> Response:
+    """Fetch the patient from the FHIR server (body `{"patient": ...}`) or screen the
+    resources of a FHIR Bundle sent as the body; returns the patient's result."""
+    require_scope(caller, "cohort-match/match.read")
+    trial = _trial(state, trial_id)
+    reference = "-"
+    outcome = "error"
+    try:
+        if isinstance(payload, BundleInput):
+            facts = _facts_from_bundle(payload, state)
+            reference = facts.reference
+            day = as_of or dt.date.today()
+        else:
+            ident = patient_id(payload.patient)
+            reference = f"Patient/{ident}"
+            day = payload.as_of or as_of or dt.date.today()
+            try:
+                fetched = await fetch_patient(
+                    _fhir(state),
+                    ident,
+                    state.plans[trial_id],
+                    state.terms,
+                    token=_fhir_token(state, caller),
+                )
+            except FhirNotFound as exc:
+                raise NotFound(f"{reference} not found on the FHIR server") from exc
+            facts = fetched.facts
+        result = evaluate(trial, facts, day, state.terms)
+        outcome = result.status
+        return _json(result)
+    except ServiceError as exc:
+        outcome = f"error {exc.status}"
+        raise
+    finally:
+        _audit(state, request_id, caller, "match", trial_id, [reference], outcome)
+
+
+def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
+    resources = [
+        r
+        for r, _, error in bundle_entries(bundle.model_dump(), "body")
+        if r is not None and error is None
+    ]
+    patients = {subject_of(r) for r in resources} - {None}
+    if len(patients) != 1:
+        raise BadRequest(
+            f"the Bundle must hold exactly one patient's resources (found {len(patients)})"
+        )
+    reference = str(patients.pop())
+    facts = PatientFacts(reference)
+    add_resources(facts, resources, state.terms)
+    return facts
+
+
+@router.post(
+    "/trials/{trial_id}/candidates",
+    summary="Rank several patients",
+    response_model=RankedListPublic,
+    responses=ERRORS,
+)
+async def candidates(
+    trial_id: str,
+    state: State,
+    caller: Caller,
+    request_id: RequestId,
+    body: CandidatesRequest,
+) -> Response:
+    """Screen a list of patients, a Group's members, or (with neither) every patient on the
+    server, and return them ranked."""
+    require_scope(caller, "cohort-match/candidates.read")
+    trial = _trial(state, trial_id)
+    fhir = _fhir(state)
+    token = _fhir_token(state, caller)
+    day = body.as_of or dt.date.today()
+    ids: list[str] = []
+    outcome = "error"
+    try:
+        ids = await _patient_ids(fhir, body, token)
+        results, resources, errors = await _screen_many(state, trial, ids, day, token)
+        ranked = rank(results)
+        if body.limit is not None:
+            ranked = ranked[: body.limit]
+        counts = {
+            "patients": len(results),
+            "likely_eligible": sum(r.status == "likely_eligible" for r in results),
+            "possibly_eligible": sum(r.status == "possibly_eligible" for r in results),
+            "ineligible": sum(r.status == "ineligible" for r in results),
+            "resources": resources,
+            "errors": errors,
+        }
+        outcome = f"{len(results)} screened"
+        return _json(
+            {
+                "trial": {
+                    "id": trial.id,
+                    "version": trial.version,
+                    "terminology": state.terms.version,
+                },
+                "as_of": day,
+                "candidates": ranked,
+                "counts": counts,
+            }
+        )
+    except ServiceError as exc:
+        outcome = f"error {exc.status}"
+        raise
+    finally:
+        _audit(
+            state,
+            request_id,
+            caller,
+            "candidates",
+            trial_id,
+            [f"Patient/{i}" for i in ids],
+            outcome,
+        )
+
+
+async def _patient_ids(fhir: FhirClient, body: CandidatesRequest, token: str | None) -> list[str]:
+    if body.patients is not None:
+        return list(dict.fromkeys(patient_id(p) for p in body.patients))
+    if body.group is not None:
+        group_id = body.group.removeprefix("Group/")
+        try:
+            group = await fhir.read("Group", group_id, token=token)
+        except FhirNotFound as exc:
+            raise NotFound(f"Group/{group_id} not found on the FHIR server") from exc
+        members = [m.get("entity", {}).get("reference", "") for m in group.get("member") or ()]
+        return list(dict.fromkeys(patient_id(m) for m in members if m.startswith("Patient/")))
+    return [str(p["id"]) async for p in fhir.search("Patient", {}, token=token) if p.get("id")]
+
+
+async def _screen_many(
+    state: AppState, trial: TrialDefinition, ids: list[str], day: dt.date, token: str | None
+) -> tuple[list[PatientResult], int, int]:
+    fhir = _fhir(state)
+    gate = asyncio.Semaphore(state.settings.fhir_concurrency)
+    errors = 0
+    resources = 0
+
+    async def one(ident: str) -> PatientResult | None:
+        nonlocal errors, resources
+        async with gate:
+            try:
+                fetched = await fetch_patient(
+                    fhir, ident, state.plans[trial.id], state.terms, token=token
+                )
+            except FhirNotFound:
+                errors += 1
+                log.warning("candidate Patient/%s not found; skipped", ident)
+                return None
+        resources += fetched.resources
+        errors += len(fetched.problems)
+        return evaluate(trial, fetched.facts, day, state.terms)
+
+    done = await asyncio.gather(*(one(i) for i in ids))
+    return [r for r in done if r is not None], resources, errors

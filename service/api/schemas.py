@@ -1,0 +1,47 @@
+"""Request bodies of the API (responses are in service/schemas.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["BundleInput", "CandidatesRequest", "MatchRequest"]
+
+
+class MatchRequest(BaseModel):
+    """Screen one patient fetched from the configured FHIR server."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"patient": "Patient/p01", "as_of": "2026-11-20"}]},
+    )
+
+    patient: str = Field(min_length=1, max_length=200, description='"123" or "Patient/123"')
+    as_of: dt.date | None = Field(None, description="Evaluate as on this date; default today")
+
+
+class BundleInput(BaseModel):
+    """A FHIR Bundle holding one patient's resources, screened as sent (nothing is fetched)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    resourceType: Literal["Bundle"]  # the FHIR element name
+    entry: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class CandidatesRequest(BaseModel):
+    """Rank several patients: a list, a Group, or (with neither) every patient on the server."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"patients": ["p01", "Patient/p05"], "as_of": "2026-11-20", "limit": 10}]
+        },
+    )
+
+    patients: list[str] | None = Field(None, max_length=10000)
+    group: str | None = Field(None, description='"Group/x" or "x"')
+    as_of: dt.date | None = None
+    limit: int | None = Field(None, ge=1, le=100000)

@@ -1,0 +1,93 @@
+"""What the API holds for its lifetime, built once from Settings in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.audit import AuditStore
+from service.config import Settings
+from service.criteria.model import TrialDefinition, check_valuesets
+from service.fhir import FetchPlan, FhirClient, NoAuth, SmartBackendAuth, StaticBearer, plan_for
+from service.fhir.auth import Auth
+from service.security import TokenValidator
+from service.terminology import Terminology
+from service.trials import list_trials
+
+__all__ = ["AppState", "State", "build_state"]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    trials: dict[str, TrialDefinition]
+    plans: dict[str, FetchPlan]
+    terms: Terminology
+    fhir: FhirClient | None
+    validator: TokenValidator | None
+    audit: AuditStore
+
+    async def aclose(self) -> None:
+        if self.fhir is not None:
+            await self.fhir.aclose()
+        self.audit.close()
+
+
+def _fhir_auth(settings: Settings) -> Auth:
+    if settings.fhir_auth == "bearer" and settings.fhir_token is not None:
+        return StaticBearer(settings.fhir_token.get_secret_value())
+    if settings.fhir_auth == "smart-backend":
+        assert settings.fhir_token_url and settings.fhir_client_id and settings.fhir_private_key
+        return SmartBackendAuth(
+            settings.fhir_token_url,
+            settings.fhir_client_id,
+            settings.fhir_private_key.read_bytes(),
+            key_id=settings.fhir_key_id,
+            algorithm=settings.fhir_algorithm,
+            scope=settings.fhir_scope,
+        )
+    return NoAuth()  # "none", and "passthrough" (the caller's token is sent per request)
+
+
+def build_state(settings: Settings) -> AppState:
+    terms = Terminology.load(settings.terminology_dir, settings.site_code_map)
+    trials = {trial_id: trial for trial_id, (trial, _) in list_trials(settings.trials_dir).items()}
+    for trial in trials.values():
+        check_valuesets(trial, frozenset(terms.valuesets))
+    validator = None
+    if not settings.auth_disabled:
+        if not (settings.auth_jwks_file and settings.auth_issuer and settings.auth_audience):
+            raise ValueError(
+                "API authentication needs COHORT_MATCH_AUTH_JWKS_FILE, COHORT_MATCH_AUTH_ISSUER "
+                "and COHORT_MATCH_AUTH_AUDIENCE (or COHORT_MATCH_AUTH_DISABLED=true on loopback)"
+            )
+        validator = TokenValidator.from_jwks_file(
+            settings.auth_jwks_file, issuer=settings.auth_issuer, audience=settings.auth_audience
+        )
+    fhir = None
+    if settings.fhir_base_url:
+        fhir = FhirClient(
+            settings.fhir_base_url,
+            auth=_fhir_auth(settings),
+            timeout_s=settings.fhir_timeout_s,
+            page_size=settings.fhir_page_size,
+        )
+    return AppState(
+        settings=settings,
+        trials=trials,
+        plans={trial_id: plan_for(trial, terms) for trial_id, trial in trials.items()},
+        terms=terms,
+        fhir=fhir,
+        validator=validator,
+        audit=AuditStore(settings.database_url),
+    )
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.cohort
+    return state
+
+
+State = Annotated[AppState, Depends(_state)]

@@ -1,0 +1,119 @@
+"""One error tree for the whole service, rendered once as a FHIR OperationOutcome by the API.
+
+    ServiceError
+     ├── BadRequest                   400  the caller sent something we cannot use
+     ├── NotFound                     404  unknown trial, patient or run
+     ├── PayloadTooLarge              413  request body over the configured limit
+     ├── Unauthorized                 401  no or invalid bearer token
+     ├── Forbidden                    403  valid token without the needed scope
+     └── FhirError                         the FHIR server did not give us what we asked for
+          ├── FhirTemporaryError      504  timeouts, 429/502/503/504 after retries (retryable)
+          └── FhirFatalError          502  not worth retrying
+               ├── FhirAuthError           401/403 from the FHIR server
+               ├── FhirNotFound            404/410 from the FHIR server
+               ├── FhirMalformedResponse   not JSON, not FHIR, a truncated page
+               └── FhirUnsafeLink          a next link to another host, or a loop
+
+A `FhirError` during a patient fetch is never a verdict: the records it concerns become
+Problems and the criteria that would have relied on them `unknown`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadRequest",
+    "FhirAuthError",
+    "FhirError",
+    "FhirFatalError",
+    "FhirMalformedResponse",
+    "FhirNotFound",
+    "FhirTemporaryError",
+    "FhirUnsafeLink",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceError",
+    "Unauthorized",
+]
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports; `status` and `code` shape the response."""
+
+    status = 500
+    code = "exception"  # FHIR issue-type code
+
+    def __init__(self, message: str, *, outcome: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.outcome = outcome  # an OperationOutcome received from upstream, if any
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "invalid"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not-found"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "too-costly"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "login"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+class FhirError(ServiceError):
+    status = 502
+    code = "transient"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        http_status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, outcome=outcome)
+        self.url = url
+        self.http_status = http_status
+
+
+class FhirTemporaryError(FhirError):
+    status = 504
+    code = "timeout"
+
+
+class FhirFatalError(FhirError):
+    status = 502
+    code = "exception"
+
+
+class FhirAuthError(FhirFatalError):
+    code = "security"
+
+
+class FhirNotFound(FhirFatalError):
+    code = "not-found"
+
+
+class FhirMalformedResponse(FhirFatalError):
+    code = "structure"
+
+
+class FhirUnsafeLink(FhirFatalError):
+    code = "security"

@@ -1,0 +1,292 @@
+"""Async FHIR R4 search client: paging, retries, typed errors.
+
+One `httpx.AsyncClient` (connection pool) per process, shared by every request. Searches
+follow `Bundle.link[next]` to the end, refusing a next link to another host or one already
+visited. Temporary failures (timeouts, connection errors, 429/502/503/504) are retried with
+exponential backoff and full jitter, honouring `Retry-After`, a bounded number of times;
+everything else fails at once with an error that names the URL and carries the server's
+OperationOutcome when it sent one.
+
+Vendor notes: some servers return absolute next links on an internal host name behind a
+proxy; set `allow_hosts` to accept those explicitly rather than disabling the check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import orjson
+
+from service.errors import (
+    FhirAuthError,
+    FhirError,
+    FhirFatalError,
+    FhirMalformedResponse,
+    FhirNotFound,
+    FhirTemporaryError,
+    FhirUnsafeLink,
+)
+from service.fhir.auth import Auth, NoAuth
+
+__all__ = ["FhirClient", "RetryPolicy"]
+
+log = logging.getLogger(__name__)
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4  # total tries, the first included
+    base_delay_s: float = 0.25
+    max_delay_s: float = 8.0
+    max_retry_after_s: float = 30.0  # a longer Retry-After is not waited for: it fails
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        # "full jitter" (AWS architecture blog): spreads retries of many clients apart
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))  # noqa: S311
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _outcome_text(outcome: dict[str, Any] | None) -> str:
+    if not outcome:
+        return ""
+    issues = outcome.get("issue") or []
+    texts = [
+        i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code")
+        for i in issues
+    ]
+    return "; ".join(str(t) for t in texts if t)
+
+
+class FhirClient:
+    """FHIR R4 REST client for search and read. Use as `async with FhirClient(...) as fhir`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: Auth | None = None,
+        timeout_s: float = 20.0,
+        retry: RetryPolicy | None = None,
+        page_size: int = 200,
+        max_pages: int = 1000,
+        allow_hosts: frozenset[str] = frozenset(),
+        strict: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_connections: int = 50,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.auth = auth or NoAuth()
+        self.retry = retry or RetryPolicy()
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self.strict = strict
+        self._hosts = {urlsplit(self.base_url).netloc, *allow_hosts}
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> FhirClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ requests
+    async def get_json(
+        self, url: str, *, token: str | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """GET a FHIR JSON resource, retrying temporary failures. `token` overrides auth."""
+        headers = {"Accept": FHIR_JSON}
+        if self.strict:
+            # Fail loudly when the server ignores a search parameter (FHIR R4 3.1.1.5.3),
+            # instead of silently returning more (or other) resources than asked for.
+            headers["Prefer"] = "handling=strict"
+        attempt = 0
+        while True:
+            authorization = f"Bearer {token}" if token else await self.auth.header(self._http)
+            if authorization:
+                headers["Authorization"] = authorization
+            try:
+                response = await self._http.get(url, params=params, headers=headers)
+            except httpx.TimeoutException as exc:
+                error: FhirError = FhirTemporaryError(f"timed out: {url}", url=url)
+                cause: Exception = exc
+                retry_after = None
+            except httpx.TransportError as exc:
+                error = FhirTemporaryError(f"cannot reach the FHIR server: {exc}", url=url)
+                cause = exc
+                retry_after = None
+            else:
+                if response.status_code in RETRY_STATUSES:
+                    retry_after = _retry_after(response)
+                    error = FhirTemporaryError(
+                        f"FHIR server answered {response.status_code} for {url}",
+                        url=url,
+                        http_status=response.status_code,
+                        outcome=self._maybe_outcome(response),
+                    )
+                    cause = error
+                    if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+                        raise error
+                else:
+                    return self._parse(response, url)
+            attempt += 1
+            if attempt >= self.retry.attempts:
+                raise error from cause
+            delay = self.retry.delay(attempt, retry_after)
+            log.warning(
+                "FHIR GET retry %d/%d in %.2fs: %s",
+                attempt,
+                self.retry.attempts - 1,
+                delay,
+                error.message,
+            )
+            await self._sleep(delay)
+
+    def _maybe_outcome(self, response: httpx.Response) -> dict[str, Any] | None:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return None
+        return (
+            body
+            if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome"
+            else None
+        )
+
+    def _parse(self, response: httpx.Response, url: str) -> dict[str, Any]:
+        status = response.status_code
+        outcome = self._maybe_outcome(response)
+        detail = _outcome_text(outcome)
+        suffix = f": {detail}" if detail else ""
+        if status in (401, 403):
+            raise FhirAuthError(
+                f"FHIR server refused access ({status}) to {url}{suffix}",
+                url=url,
+                http_status=status,
+                outcome=outcome,
+            )
+        if status in (404, 410):
+            raise FhirNotFound(
+                f"not found ({status}): {url}{suffix}", url=url, http_status=status, outcome=outcome
+            )
+        if status >= 400:
+            raise FhirFatalError(
+                f"FHIR server answered {status} for {url}{suffix}",
+                url=url,
+                http_status=status,
+                outcome=outcome,
+            )
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise FhirMalformedResponse(
+                f"not JSON from {url} ({str(exc)[:80]})", url=url, http_status=status
+            ) from exc
+        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+            raise FhirMalformedResponse(
+                f"not a FHIR resource from {url}", url=url, http_status=status
+            )
+        return body
+
+    # ------------------------------------------------------------------ search
+    async def search(
+        self, resource_type: str, params: dict[str, str], *, token: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every resource of `resource_type` matching `params`, across all pages.
+
+        Included resources (search mode `include`) and OperationOutcomes are skipped.
+        """
+        query = {"_count": str(self.page_size), **params}
+        first = urljoin(self.base_url, resource_type)
+        url: str | None = first
+        seen: set[str] = {str(httpx.URL(first, params=query))}
+        pages = 0
+        current_params: dict[str, str] | None = query
+        while url is not None:
+            pages += 1
+            if pages > self.max_pages:
+                raise FhirUnsafeLink(
+                    f"more than {self.max_pages} pages for {resource_type}", url=url
+                )
+            bundle = await self.get_json(url, token=token, params=current_params)
+            if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
+                raise FhirMalformedResponse(f"expected a searchset Bundle from {url}", url=url)
+            entries = bundle.get("entry")
+            if entries is not None and not isinstance(entries, list):
+                raise FhirMalformedResponse(f"Bundle.entry is not a list at {url}", url=url)
+            for entry in entries or ():
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if not isinstance(resource, dict):
+                    raise FhirMalformedResponse(f"entry without resource at {url}", url=url)
+                mode = (entry.get("search") or {}).get("mode", "match")
+                if mode == "match" and resource.get("resourceType") == resource_type:
+                    yield resource
+            url = self._next_link(bundle, url, seen)
+            current_params = None  # a next link carries its own query
+
+    def _next_link(self, bundle: dict[str, Any], current: str, seen: set[str]) -> str | None:
+        for link in bundle.get("link") or ():
+            if (
+                isinstance(link, dict)
+                and link.get("relation") == "next"
+                and isinstance(link.get("url"), str)
+            ):
+                target = urljoin(current, str(link["url"]))
+                host = urlsplit(target).netloc
+                if host not in self._hosts:
+                    raise FhirUnsafeLink(f"next link to another host refused: {host}", url=current)
+                if target in seen:
+                    raise FhirUnsafeLink(
+                        f"next link loops back to a page already read: {target}", url=current
+                    )
+                seen.add(target)
+                return target
+        return None
+
+    async def search_all(
+        self, resource_type: str, params: dict[str, str], *, token: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [resource async for resource in self.search(resource_type, params, token=token)]
+
+    async def read(
+        self, resource_type: str, resource_id: str, *, token: str | None = None
+    ) -> dict[str, Any]:
+        return await self.get_json(
+            urljoin(self.base_url, f"{resource_type}/{resource_id}"), token=token
+        )
+
+    async def capability(self) -> dict[str, Any]:
+        return await self.get_json(urljoin(self.base_url, "metadata"))

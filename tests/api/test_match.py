@@ -1,0 +1,236 @@
+"""POST /trials/{id}/match and /candidates against a respx FHIR server holding the demo data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.fhir.client import RetryPolicy
+from tests.api.conftest import DEMO, FakeFhir
+
+MATCH = "/trials/NCT06946485/match"
+CANDIDATES = "/trials/NCT06946485/candidates"
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, retry_after: 0.0)
+
+
+def verdicts(body: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    return {c["id"]: c["verdict"] for c in body["criteria"]}
+
+
+def test_match_fetches_and_screens_one_patient(api: TestClient, auth: dict[str, str]) -> None:
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["patient"] == {"reference": "Patient/p01", "age": 35, "sex": "female"}
+    assert body["status"] == "likely_eligible"
+    hgb = next(c for c in body["criteria"] if c["id"] == "I6.hgb")
+    assert hgb["evidence"][0]["reference"].startswith("Observation/p01-")
+    assert response.headers["x-request-id"]
+
+
+def test_match_accepts_a_patient_reference_and_as_of_in_the_query(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    response = api.post(f"{MATCH}?as_of=2026-11-20", json={"patient": "Patient/p05"}, headers=auth)
+    assert response.status_code == 200
+    assert verdicts(response.json())["I6.hgb"] == "fail"
+    assert response.json()["as_of"] == "2026-11-20"
+
+
+def test_match_screens_a_bundle_body_without_fetching(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    fake_fhir.faults["Patient"] = lambda request: httpx.Response(500)  # would fail if fetched
+    bundle = json.loads((DEMO / "p24-hbsag-positive.json").read_text(encoding="utf-8"))
+    response = api.post(f"{MATCH}?as_of=2026-11-20", json=bundle, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["patient"]["reference"] == "Patient/p24"
+    assert verdicts(response.json())["E10.hbv"] == "fail"
+
+
+def test_a_bundle_with_two_patients_is_refused(api: TestClient, auth: dict[str, str]) -> None:
+    entries = []
+    for name in ("p01-likely-eligible-si-units.json", "p05-hemoglobin-58-g-per-l.json"):
+        entries += json.loads((DEMO / name).read_text(encoding="utf-8"))["entry"]
+    response = api.post(
+        MATCH, json={"resourceType": "Bundle", "type": "collection", "entry": entries}, headers=auth
+    )
+    assert response.status_code == 400
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert "exactly one patient" in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/trials/NCT00000000/match", {"patient": "p01"}, 404, "not-found"),
+        (MATCH, {"patient": "nobody"}, 404, "not-found"),
+        (MATCH, {"patient": "p01", "as_of": "yesterday"}, 422, "invalid"),
+        (MATCH, {"patient": "Observation/x/y"}, 400, "invalid"),
+        (MATCH, {"patients": ["p01"]}, 422, "invalid"),
+    ],
+    ids=["unknown-trial", "unknown-patient", "bad-date", "bad-reference", "wrong-body"],
+)
+def test_errors_are_operation_outcomes(
+    api: TestClient, auth: dict[str, str], path: str, body: dict, status: int, code: str
+) -> None:  # type: ignore[type-arg]
+    response = api.post(path, json=body, headers=auth)
+    assert response.status_code == status, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == code
+    assert response.headers["content-type"].startswith("application/fhir+json")
+
+
+def test_an_oversized_body_is_refused(api: TestClient, auth: dict[str, str], settings) -> None:  # type: ignore[no-untyped-def]
+    big = {
+        "resourceType": "Bundle",
+        "entry": [{"resource": {"resourceType": "Basic", "id": "x" * 1000}}] * 25000,
+    }
+    response = api.post(MATCH, json=big, headers=auth)
+    assert response.status_code == 413
+    assert response.json()["issue"][0]["code"] == "too-costly"
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        (lambda r: httpx.Response(503), "Condition"),
+        (lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("slow")), "Condition"),
+        (
+            lambda r: httpx.Response(
+                200, content=b'{"resourceType":"Bundle","type":"searchset","entry":['
+            ),
+            "Condition",
+        ),
+        (
+            lambda r: httpx.Response(
+                500,
+                json={
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": "exception", "diagnostics": "db down"}],
+                },
+            ),
+            "Condition",
+        ),
+        (
+            lambda r: httpx.Response(
+                200,
+                json={
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "link": [{"relation": "next", "url": str(r.url)}],
+                },
+            ),
+            "Condition",
+        ),
+    ],
+    ids=["503", "timeout", "truncated-page", "operation-outcome", "next-link-loop"],
+)
+def test_a_failed_condition_fetch_never_becomes_pass_or_fail(
+    api: TestClient,
+    auth: dict[str, str],
+    fake_fhir: FakeFhir,
+    fault: Callable,
+    kind: str,  # type: ignore[type-arg]
+) -> None:
+    fake_fhir.faults[kind] = fault
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    result = verdicts(body)
+    # Every criterion read from diagnoses is unknown, with the failure as its reason.
+    for criterion in ("I1", "E2", "E5", "E6", "E7", "E8", "E11"):
+        assert result[criterion] == "unknown", criterion
+    reason = next(c for c in body["criteria"] if c["id"] == "E2")["reason"]
+    assert "could not be read" in reason
+    assert body["status"] == "possibly_eligible"
+    assert any("Condition" in p and "fetch failed" in p for p in body["problems"])
+    # Criteria read from other resources are still decided.
+    assert result["I6.hgb"] == "pass"
+
+
+def test_429_with_retry_after_then_success(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    calls = {"n": 0}
+    original = fake_fhir.handle
+
+    def once_busy(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return httpx.Response(429, headers={"Retry-After": "1"})
+        del fake_fhir.faults["Condition"]
+        return original(request)
+
+    fake_fhir.faults["Condition"] = once_busy
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 200
+    assert verdicts(response.json())["I1"] == "pass"
+    assert calls["n"] == 2
+
+
+def test_candidates_ranks_a_list(api: TestClient, auth: dict[str, str]) -> None:
+    body = {"patients": ["p05", "Patient/p01", "p19", "p01"], "as_of": "2026-11-20"}
+    response = api.post(CANDIDATES, json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    ranked = response.json()
+    assert [c["patient"]["reference"] for c in ranked["candidates"]] == [
+        "Patient/p01",
+        "Patient/p19",
+        "Patient/p05",
+    ]
+    assert [c["rank"] for c in ranked["candidates"]] == [1, 2, 3]
+    assert ranked["counts"] == {
+        "patients": 3,
+        "likely_eligible": 1,
+        "possibly_eligible": 1,
+        "ineligible": 1,
+        "resources": ranked["counts"]["resources"],
+        "errors": 0,
+    }
+
+
+def test_candidates_from_a_group_and_from_everyone(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    fake_fhir.resources.append(
+        {
+            "resourceType": "Group",
+            "id": "g1",
+            "type": "person",
+            "actual": True,
+            "member": [
+                {"entity": {"reference": "Patient/p02"}},
+                {"entity": {"reference": "Patient/p07"}},
+            ],
+        }
+    )
+    group = api.post(
+        CANDIDATES, json={"group": "Group/g1", "as_of": "2026-11-20"}, headers=auth
+    ).json()
+    assert [c["patient"]["reference"] for c in group["candidates"]] == [
+        "Patient/p02",
+        "Patient/p07",
+    ]
+    everyone = api.post(CANDIDATES, json={"as_of": "2026-11-20", "limit": 5}, headers=auth).json()
+    assert everyone["counts"]["patients"] == len(list(DEMO.glob("*.json")))
+    assert len(everyone["candidates"]) == 5
+    assert all(c["status"] == "likely_eligible" for c in everyone["candidates"])
+
+
+def test_unknown_candidate_is_counted_not_fatal(api: TestClient, auth: dict[str, str]) -> None:
+    response = api.post(
+        CANDIDATES, json={"patients": ["p01", "ghost"], "as_of": "2026-11-20"}, headers=auth
+    )
+    assert response.status_code == 200
+    assert response.json()["counts"]["patients"] == 1
+    assert response.json()["counts"]["errors"] == 1
