@@ -182,8 +182,13 @@ def sle(case: Case, code: str = "55464009", system: str = SNOMED, **kw: Any) -> 
 
 
 def therapy(case: Case, *, pred_mg: float = 60, cyc: bool = True, mmf_months: int = 14) -> None:
-    """Prednisone at pred_mg/day, IV cyclophosphamide, then mycophenolate for mmf_months."""
+    """Prednisone at pred_mg/day, IV cyclophosphamide, then mycophenolate for mmf_months,
+    with the body weight taken when the steroid course began (mg/kg/day needs it)."""
     start = date(2024, 1, 10)
+    if case.style == "us":
+        case.obs(start - timedelta(days=3), "29463-7", value=130.0, unit="[lb_av]")
+    else:
+        case.obs(start - timedelta(days=3), "29463-7", value=60.0, unit="kg")
     case.med("8640", start=start, end=start + timedelta(days=42), dose_mg=pred_mg)
     if cyc:
         case.med("3002", start=date(2024, 2, 1), end=date(2024, 7, 31), dose_mg=750, per_day=None)

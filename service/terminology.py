@@ -45,6 +45,7 @@ class ValueSetInfo:
     canonical_unit: str | None
     molar_mass: float | None
     size: int
+    unit_aliases: dict[str, str] | None = None  # analyte-specific, before the global table
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,8 @@ class Terminology:
                 canonical_unit=meta.get("canonical_unit"),
                 molar_mass=float(molar) if molar is not None else None,
                 size=len(rows),
+                unit_aliases={str(k): str(v) for k, v in (meta.get("unit_aliases") or {}).items()}
+                or None,
             )
 
         def table(relative: str) -> list[dict[str, str]]:
@@ -217,6 +220,8 @@ class Terminology:
         info = self.valuesets.get(concept)
         if info is None or info.canonical_unit is None or unit is None:
             return None
+        if info.unit_aliases:
+            unit = info.unit_aliases.get(unit.strip(), unit)
         try:
             factor = self.factor(unit, info.canonical_unit, info.molar_mass)
         except UnitError:

@@ -126,9 +126,12 @@ def evaluate_diagnosis_excludes(
                 )
     if rule.positive_tests is not None:
         for spec in rule.positive_tests.tests.values():
-            state, _, shown = test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
+            state, reason, shown = test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
             if state == "positive":
                 fails.extend(shown)
+            elif state == "unknown" and any(e.note is None for e in shown):
+                # a result in the window that reads neither way (e.g. hCG 5-25 mIU/mL)
+                doubts.extend((reason, e) for e in shown)
     if fails:
         return Verdict(
             "fail",

@@ -127,7 +127,12 @@ def _judge(
         multiple = rule.uln_multiple
         raised = rule.raised_limit_if_diagnosis
         if raised is not None:
-            reasons = facts.diagnoses_for(raised.valueset)
+            reasons = [
+                dx
+                for dx in facts.diagnoses_for(raised.valueset)
+                if dx.verification_status not in ("unconfirmed", "provisional", "differential")
+                and (dx.onset is None or dx.onset <= ctx.as_of)
+            ]
             if reasons:
                 multiple = raised.uln_multiple
                 extra.append(
@@ -390,6 +395,9 @@ def test_state(
         if r.effective is not None and r.effective >= start
     ]
     decided = [(r, state) for r, state in read if state is not None]
+    if not decided and read:
+        shown = [lab_evidence(r, rule=f"{name}: neither positive nor negative") for r, _ in read]
+        return "unknown", f"{name} in the last {days} days is indeterminate", shown
     if not decided:
         shown = older_evidence(history, None, days)
         return "unknown", f"{name}: no readable result in the last {days} days", shown

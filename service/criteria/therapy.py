@@ -29,10 +29,16 @@ def _interval(med: MedicationExposure, as_of: date) -> tuple[date, date] | None:
     return med.start, min(end, as_of)
 
 
-def _weight_near(weights: list[LabResult], day: date) -> LabResult | None:
-    """The body weight recorded closest to `day` (weights only from on or before as_of)."""
+def _weight_near(weights: list[LabResult], day: date, within_days: int) -> LabResult | None:
+    """The body weight recorded closest to `day`, at most `within_days` away (weights only
+    from on or before as_of)."""
     usable = [
-        w for w in weights if w.effective is not None and w.quantity and w.quantity.canonical_value
+        w
+        for w in weights
+        if w.effective is not None
+        and w.quantity
+        and w.quantity.canonical_value
+        and abs((w.effective - day).days) <= within_days
     ]
     if not usable:
         return None
@@ -40,14 +46,17 @@ def _weight_near(weights: list[LabResult], day: date) -> LabResult | None:
 
 
 def _dose_component(
-    component: TherapyComponent, meds: list[MedicationExposure], weights: list[LabResult]
+    component: TherapyComponent,
+    meds: list[MedicationExposure],
+    weights: list[LabResult],
+    within_days: int,
 ) -> tuple[bool | None, str, list[Evidence]]:
     assert component.min_prednisone_mg_per_kg_day is not None
     need = component.min_prednisone_mg_per_kg_day
     best: tuple[float, MedicationExposure, LabResult] | None = None
     unreadable: list[MedicationExposure] = []
     for med in meds:
-        weight = _weight_near(weights, med.start) if med.start else None
+        weight = _weight_near(weights, med.start, within_days) if med.start else None
         if med.daily_dose_mg is None or med.prednisone_factor is None or weight is None:
             unreadable.append(med)
             continue
@@ -72,7 +81,9 @@ def _dose_component(
             ],
         )
     shown = [
-        medication_evidence(m, note="dose, timing or body weight not recorded in structured form")
+        medication_evidence(
+            m, note="dose, timing, or a body weight near the start, not recorded in structured form"
+        )
         for m in unreadable
     ]
     if best is not None:
@@ -134,7 +145,7 @@ def evaluate_therapy_history(
             if m.start is None or m.start <= ctx.as_of
         ]
         if component.min_prednisone_mg_per_kg_day is not None:
-            ok, text, shown = _dose_component(component, meds, weights)
+            ok, text, shown = _dose_component(component, meds, weights, rule.weight_lookback_days)
         elif component.duration_months_more_than is not None:
             ok, text, shown = _duration_component(component, meds, ctx.as_of)
         else:

@@ -57,6 +57,8 @@ def eligible(gender: str = "female") -> list[dict[str, Any]]:
         score(SLEDAI, 10),
         grade("renal", "A"),
         obs(WEIGHT, 60, "kg", days=20),
+        # weighed when the steroid course began: mg/kg/day uses the weight nearest the start
+        obs(WEIGHT, 59, "kg", days=(AS_OF - date(2024, 1, 7)).days),
         medication(PREDNISONE, start=date(2024, 1, 10), end=date(2024, 3, 10), dose_mg=60),
         medication(CYCLOPHOSPHAMIDE, start=date(2024, 2, 1), end=date(2024, 2, 1), dose_mg=500),
         medication(MYCOPHENOLATE, start=date(2024, 1, 10), end=date(2025, 1, 10), dose_mg=1000),
