@@ -97,8 +97,16 @@ class CountsPublic(_Public):
     errors: int
 
 
+class UnscreenedPublic(_Public):
+    patient: str
+    reason: str
+
+
 class RankedListPublic(_Public):
     trial: TrialRefPublic
     as_of: dt.date
     candidates: list[PatientResultPublic]
     counts: CountsPublic
+    unscreened: list[UnscreenedPublic] = Field(
+        default_factory=list, description="Patients who could not be fetched, and why"
+    )

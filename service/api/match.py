@@ -18,7 +18,7 @@ from service.audit import AuditRecord
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
-from service.errors import BadRequest, FhirNotFound, NotFound, ServiceError
+from service.errors import BadRequest, FhirError, FhirNotFound, NotFound, ServiceError
 from service.facts import PatientFacts
 from service.fhir import FhirClient, fetch_patient
 from service.fhir.patient import add_resources
@@ -182,7 +182,7 @@ async def candidates(
     outcome = "error"
     try:
         ids = await _patient_ids(fhir, body, token)
-        results, resources, errors = await _screen_many(state, trial, ids, day, token)
+        results, resources, errors, unscreened = await _screen_many(state, trial, ids, day, token)
         ranked = rank(results)
         if body.limit is not None:
             ranked = ranked[: body.limit]
@@ -205,6 +205,7 @@ async def candidates(
                 "as_of": day,
                 "candidates": ranked,
                 "counts": counts,
+                "unscreened": unscreened,
             }
         )
     except ServiceError as exc:
@@ -238,11 +239,14 @@ async def _patient_ids(fhir: FhirClient, body: CandidatesRequest, token: str | N
 
 async def _screen_many(
     state: AppState, trial: TrialDefinition, ids: list[str], day: dt.date, token: str | None
-) -> tuple[list[PatientResult], int, int]:
+) -> tuple[list[PatientResult], int, int, list[dict[str, str]]]:
+    """Fetch and evaluate each patient; one that cannot be fetched is listed as unscreened
+    (with why), never dropped silently."""
     fhir = _fhir(state)
     gate = asyncio.Semaphore(state.settings.fhir_concurrency)
     errors = 0
     resources = 0
+    unscreened: list[dict[str, str]] = []
 
     async def one(ident: str) -> PatientResult | None:
         nonlocal errors, resources
@@ -251,13 +255,14 @@ async def _screen_many(
                 fetched = await fetch_patient(
                     fhir, ident, state.plans[trial.id], state.terms, token=token
                 )
-            except FhirNotFound:
+            except FhirError as exc:
                 errors += 1
-                log.warning("candidate Patient/%s not found; skipped", ident)
+                unscreened.append({"patient": f"Patient/{ident}", "reason": exc.message})
+                log.warning("candidate Patient/%s not screened: %s", ident, type(exc).__name__)
                 return None
         resources += fetched.resources
         errors += len(fetched.problems)
         return evaluate(trial, fetched.facts, day, state.terms)
 
     done = await asyncio.gather(*(one(i) for i in ids))
-    return [r for r in done if r is not None], resources, errors
+    return [r for r in done if r is not None], resources, errors, unscreened

@@ -79,6 +79,21 @@ def _outcome_text(outcome: dict[str, Any] | None) -> str:
     return "; ".join(str(t) for t in texts if t)
 
 
+def _refused_parameter(outcome: dict[str, Any] | None) -> bool:
+    codes = {issue.get("code") for issue in (outcome or {}).get("issue") or ()}
+    return bool(codes & {"not-supported", "invalid", "processing"})
+
+
+def _refers_to(resource: dict[str, Any], reference: str) -> bool:
+    for field in ("subject", "patient", "individual"):
+        value = resource.get(field)
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            text = value["reference"].split("/_history/")[0]
+            if text == reference or text.endswith(f"/{reference}"):
+                return True
+    return False
+
+
 class FhirClient:
     """FHIR R4 REST client for search and read. Use as `async with FhirClient(...) as fhir`."""
 
@@ -96,6 +111,7 @@ class FhirClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_connections: int = 50,
+        scan_ttl_s: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.auth = auth or NoAuth()
@@ -105,6 +121,10 @@ class FhirClient:
         self.strict = strict
         self._hosts = {urlsplit(self.base_url).netloc, *allow_hosts}
         self._sleep = sleep
+        self.scan_ttl_s = scan_ttl_s
+        self._unsupported: set[tuple[str, str]] = set()
+        self._scans: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._scan_lock = asyncio.Lock()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
@@ -280,6 +300,42 @@ class FhirClient:
         self, resource_type: str, params: dict[str, str], *, token: str | None = None
     ) -> list[dict[str, Any]]:
         return [resource async for resource in self.search(resource_type, params, token=token)]
+
+    async def search_for_patient(
+        self, resource_type: str, param: str, reference: str, *, token: str | None = None
+    ) -> list[dict[str, Any]]:
+        """`resource_type?{param}={reference}`, or, where the server refuses that search
+        parameter, every resource of the type filtered here by its patient reference.
+
+        Vendor note: FHIR R4 defines `ResearchSubject?patient=`, but sekmet-fhir 0.1.1 indexes
+        no search parameter for ResearchSubject; with strict handling it answers 400
+        not-supported. The full scan is cached for `scan_ttl_s` so a ranked list of many
+        patients reads the type once.
+        """
+        if (resource_type, param) not in self._unsupported:
+            try:
+                return await self.search_all(resource_type, {param: reference}, token=token)
+            except FhirFatalError as exc:
+                if exc.http_status != 400 or not _refused_parameter(exc.outcome):
+                    raise
+                log.warning(
+                    "%s?%s refused by the server; scanning %s instead",
+                    resource_type,
+                    param,
+                    resource_type,
+                )
+                self._unsupported.add((resource_type, param))
+        everything = await self._scan(resource_type, token)
+        return [r for r in everything if _refers_to(r, reference)]
+
+    async def _scan(self, resource_type: str, token: str | None) -> list[dict[str, Any]]:
+        async with self._scan_lock:
+            cached = self._scans.get(resource_type)
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+            found = await self.search_all(resource_type, {}, token=token)
+            self._scans[resource_type] = (time.monotonic() + self.scan_ttl_s, found)
+            return found
 
     async def read(
         self, resource_type: str, resource_id: str, *, token: str | None = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.criteria.model import TrialDefinition, valuesets_named
-from service.errors import FhirError, FhirNotFound
+from service.errors import FhirError
 from service.facts import PatientFacts, Problem
 from service.fhir.client import FhirClient
 from service.mappers import MappingError, map_resource, problem_for
@@ -83,14 +83,16 @@ async def fetch_patient(
             "Observation", {"patient": reference, "code": codes}, token=token
         )
     for kind in plan.other_types:
-        tasks[kind] = fhir.search_all(kind, {PATIENT_PARAM[kind]: reference}, token=token)
+        tasks[kind] = fhir.search_for_patient(kind, PATIENT_PARAM[kind], reference, token=token)
     outcomes = await asyncio.gather(*tasks.values(), return_exceptions=True)
     facts = PatientFacts(reference)
     fetch = PatientFetch(facts)
     for key, outcome in zip(tasks, outcomes, strict=True):
         kind = key.split("#")[0]
-        if isinstance(outcome, FhirNotFound) and kind == "Patient":
-            raise outcome  # no such patient: the caller answers 404
+        if isinstance(outcome, FhirError) and kind == "Patient":
+            # Without the Patient itself there is no one to screen: the request fails
+            # (404 for an unknown patient, 502/504 for the server) instead of a result.
+            raise outcome
         if isinstance(outcome, FhirError):
             problem = Problem(kind, outcome.url or kind, f"fetch failed: {outcome.message}")
             facts.add(problem)

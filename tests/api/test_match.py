@@ -227,6 +227,20 @@ def test_candidates_from_a_group_and_from_everyone(
     assert all(c["status"] == "likely_eligible" for c in everyone["candidates"])
 
 
+def test_a_failed_patient_read_is_a_gateway_error_not_a_result(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    fake_fhir.faults["Patient"] = lambda request: httpx.Response(503)
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 504
+    assert response.json()["resourceType"] == "OperationOutcome"
+    ranked = api.post(CANDIDATES, json={"patients": ["p01"], "as_of": "2026-11-20"}, headers=auth)
+    assert ranked.status_code == 200
+    assert ranked.json()["candidates"] == []
+    assert ranked.json()["unscreened"][0]["patient"] == "Patient/p01"
+    assert "503" in ranked.json()["unscreened"][0]["reason"]
+
+
 def test_unknown_candidate_is_counted_not_fatal(api: TestClient, auth: dict[str, str]) -> None:
     response = api.post(
         CANDIDATES, json={"patients": ["p01", "ghost"], "as_of": "2026-11-20"}, headers=auth
@@ -234,3 +248,4 @@ def test_unknown_candidate_is_counted_not_fatal(api: TestClient, auth: dict[str,
     assert response.status_code == 200
     assert response.json()["counts"]["patients"] == 1
     assert response.json()["counts"]["errors"] == 1
+    assert response.json()["unscreened"][0]["patient"] == "Patient/ghost"

@@ -198,3 +198,36 @@ async def test_next_link_to_another_host_is_refused() -> None:
     async with client() as fhir:
         with pytest.raises(FhirUnsafeLink, match="another host"):
             await fhir.search_all("Patient", {})
+
+
+@respx.mock
+async def test_a_refused_patient_search_falls_back_to_one_cached_scan() -> None:
+    refused = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "patient"}],
+    }
+    by_patient = respx.get(f"{BASE}/ResearchSubject", params={"patient": "Patient/p1"}).respond(
+        400, json=refused
+    )
+    subjects = [
+        {"resourceType": "ResearchSubject", "id": "r1", "individual": {"reference": "Patient/p1"}},
+        {"resourceType": "ResearchSubject", "id": "r2", "individual": {"reference": "Patient/p2"}},
+    ]
+    scan = respx.get(f"{BASE}/ResearchSubject", params={"_count": "200"}).respond(
+        json=searchset(subjects)
+    )
+    async with client() as fhir:
+        first = await fhir.search_for_patient("ResearchSubject", "patient", "Patient/p1")
+        second = await fhir.search_for_patient("ResearchSubject", "patient", "Patient/p2")
+    assert [r["id"] for r in first] == ["r1"]
+    assert [r["id"] for r in second] == ["r2"]
+    assert by_patient.call_count == 1  # remembered as unsupported
+    assert scan.call_count == 1  # the scan is cached
+
+
+@respx.mock
+async def test_other_search_errors_are_not_mistaken_for_an_unsupported_parameter() -> None:
+    respx.get(f"{BASE}/Condition").respond(500)
+    async with client() as fhir:
+        with pytest.raises(FhirFatalError):
+            await fhir.search_for_patient("Condition", "patient", "Patient/p1")
