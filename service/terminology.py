@@ -231,6 +231,16 @@ class Terminology:
     def factor(self, unit: str, target: str, molar_mass: float | None = None) -> float:
         return conversion_factor(self.ucum(unit), self.ucum(target), molar_mass)
 
+    def warm_up(self) -> None:
+        """Build the UCUM registry and parse every canonical unit now (about a second),
+        instead of in the first request."""
+        for info in self.valuesets.values():
+            if info.canonical_unit:
+                try:
+                    conversion_factor(self.ucum(info.canonical_unit), "1")
+                except UnitError:
+                    continue  # not dimensionless: parsed all the same
+
     def ucum(self, unit: str) -> str:
         return normalize_unit(unit, self.unit_aliases)
 

@@ -53,6 +53,7 @@ def _fhir_auth(settings: Settings) -> Auth:
 
 def build_state(settings: Settings) -> AppState:
     terms = Terminology.load(settings.terminology_dir, settings.site_code_map)
+    terms.warm_up()  # parse the UCUM units now, not in the first request
     trials = {trial_id: trial for trial_id, (trial, _) in list_trials(settings.trials_dir).items()}
     for trial in trials.values():
         check_valuesets(trial, frozenset(terms.valuesets))

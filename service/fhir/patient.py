@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,8 @@ class PatientFetch:
     facts: PatientFacts
     resources: int = 0
     problems: list[Problem] = field(default_factory=list)
+    wait_s: float = 0.0  # wall time waiting for the FHIR server (all searches, concurrently)
+    map_s: float = 0.0  # our own time mapping the resources to facts
 
 
 async def fetch_patient(
@@ -84,9 +87,11 @@ async def fetch_patient(
         )
     for kind in plan.other_types:
         tasks[kind] = fhir.search_for_patient(kind, PATIENT_PARAM[kind], reference, token=token)
+    started = time.perf_counter()
     outcomes = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    waited = time.perf_counter()
     facts = PatientFacts(reference)
-    fetch = PatientFetch(facts)
+    fetch = PatientFetch(facts, wait_s=waited - started)
     for key, outcome in zip(tasks, outcomes, strict=True):
         kind = key.split("#")[0]
         if isinstance(outcome, FhirError) and kind == "Patient":
@@ -103,6 +108,7 @@ async def fetch_patient(
         resources = [outcome] if kind == "Patient" else outcome
         fetch.resources += len(resources)
         add_resources(facts, resources, terms)
+    fetch.map_s = time.perf_counter() - waited
     log.info(
         "fetched %s: %d resources, %d failed searches",
         reference,

@@ -34,6 +34,11 @@ def test_match_fetches_and_screens_one_patient(api: TestClient, auth: dict[str, 
     hgb = next(c for c in body["criteria"] if c["id"] == "I6.hgb")
     assert hgb["evidence"][0]["reference"].startswith("Observation/p01-")
     assert response.headers["x-request-id"]
+    timing = dict(
+        part.strip().split(";dur=") for part in response.headers["server-timing"].split(",")
+    )
+    assert set(timing) == {"fhir", "map", "engine"}
+    assert all(float(v) >= 0 for v in timing.values())
 
 
 def test_match_accepts_a_patient_reference_and_as_of_in_the_query(
