@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 20 * 1024 * 1024
     database_url: str = "sqlite:///cohort-match.db"
 
+    # --- sweeps (issue 4): add fields for sweeps below this line
+
+    # --- CDS Hooks (issue 5): add fields for CDS Hooks below this line
+
+    # --- SMART App Launch and pages (issue 5): add fields for SMART/pages below this line
+
     @model_validator(mode="after")
     def _safe(self) -> Settings:
         if self.auth_disabled and not is_loopback(self.host):

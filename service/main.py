@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
-from service.api import health, match, trials
+from service.api import cds_hooks, health, match, pages, smart, sweeps, trials
 from service.api.outcome import install_error_handlers, operation_outcome
 from service.api.state import AppState, build_state
 from service.config import Settings
@@ -124,6 +124,10 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(trials.router)
     app.include_router(match.router)
+    app.include_router(sweeps.router)
+    app.include_router(cds_hooks.router)
+    app.include_router(smart.router)
+    app.include_router(pages.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -1,0 +1,7 @@
+"""Placeholder router for cds_hooks (filled in by its own change); registered in main.py."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
