@@ -77,10 +77,99 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///cohort-match.db"
 
     # --- sweeps (issue 4): add fields for sweeps below this line
+    # Runs are stored in COHORT_MATCH_DATABASE_URL (tables sweep_runs, sweep_results).
+    # API and scheduled sweeps read this directory of Bundles / NDJSON when set; otherwise the
+    # FHIR server (COHORT_MATCH_FHIR_BASE_URL) by Bulk Data $export. The CLI's --data/--source
+    # override both.
+    sweep_data_dir: Path | None = None
+    # $export level. "system" is the default because some servers (sekmet-fhir) keep
+    # ResearchSubject outside the Patient compartment, so Patient/Group exports miss it.
+    sweep_export_level: Literal["system", "patient", "group"] = "system"
+    sweep_export_group: str | None = None  # the Group id for level "group"
+    # Per trial, a 5-field cron expression or an interval "every 30m|6h|1d":
+    # COHORT_MATCH_SWEEP_SCHEDULE='{"NCT06946485": "0 2 * * *"}'
+    sweep_schedule: dict[str, str] = Field(default_factory=dict)
+    sweep_timezone: str | None = None  # IANA zone for cron times and "today"; default the host's
+    sweep_workers: int | None = Field(None, ge=1)  # worker processes; default by input size
+    sweep_batch_size: int = Field(500, ge=1, le=100_000)  # results written per transaction
+    # A running sweep writes a heartbeat this often; one silent for sweep_stale_after_s (or
+    # whose process is gone, on the same host) is marked failed by the next sweep.
+    sweep_heartbeat_s: float = Field(5.0, gt=0)
+    sweep_stale_after_s: float = Field(120.0, gt=0)
+    sweep_keep_results: int = Field(30, ge=2)  # completed runs per trial that keep results
+    # After a completed run, PUT the candidates Group and ResearchSubjects to the FHIR server.
+    sweep_write_back: bool = False
+
+    @model_validator(mode="after")
+    def _sweeps_safe(self) -> Settings:
+        if self.sweep_export_level == "group" and not self.sweep_export_group:
+            raise ValueError(
+                "COHORT_MATCH_SWEEP_EXPORT_LEVEL=group needs COHORT_MATCH_SWEEP_EXPORT_GROUP"
+            )
+        if self.sweep_stale_after_s < 3 * self.sweep_heartbeat_s:
+            raise ValueError(
+                "COHORT_MATCH_SWEEP_STALE_AFTER_S must be at least 3 heartbeats "
+                f"(3 x {self.sweep_heartbeat_s} s) so a live sweep is never taken for dead"
+            )
+        if self.sweep_write_back and not self.fhir_base_url:
+            raise ValueError("COHORT_MATCH_SWEEP_WRITE_BACK=true needs COHORT_MATCH_FHIR_BASE_URL")
+        return self
 
     # --- CDS Hooks (issue 5): add fields for CDS Hooks below this line
+    # JWKS (JSON) with the public keys of the CDS clients (EHRs) trusted to call /cds-services.
+    # With API auth on and no JWKS, every CDS Hooks call is refused (401).
+    cds_jwks_file: Path | None = None
+    # Allowed `iss` of CDS client JWTs, comma-separated; empty: any issuer whose key is in the JWKS.
+    cds_client_issuers: str = ""
+    # This service's public base URL as CDS clients call it. A CDS client JWT's `aud` must be
+    # {cds_public_base_url}/cds-services[/{id}[/feedback]] (CDS Hooks 2.0, Trusting CDS Clients).
+    cds_public_base_url: str | None = None
+    # SMART app launch URL put on cards (link type "smart"); default {cds_public_base_url}/launch.
+    cds_smart_launch_url: str | None = None
+    # `fhirServer` values a CDS client may send besides COHORT_MATCH_FHIR_BASE_URL, comma-separated;
+    # any other fhirServer is refused (400) before a request is sent to it.
+    cds_fhir_servers: str = ""
+    # From receiving a hook call to answering it. Fetches still running then are abandoned and
+    # the answer is no card (the EHR would drop a late answer anyway).
+    cds_time_budget_s: float = Field(4.0, gt=0, le=60)
+    # A prefetch key sent as null means "the CDS client has no data" (CDS Hooks 2.0). "refetch"
+    # treats null as not prefetched, for clients that send null when they did not run the query.
+    cds_null_prefetch: Literal["no-data", "refetch"] = "no-data"
+
+    @model_validator(mode="after")
+    def _cds_safe(self) -> Settings:
+        servers = [s.strip() for s in self.cds_fhir_servers.split(",") if s.strip()]
+        urls = [self.cds_public_base_url, self.cds_smart_launch_url, *servers]
+        for url in urls:
+            if url is not None and not url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"CDS Hooks URLs must be http(s) URLs (got {url!r})")
+        if self.cds_jwks_file is not None and not self.cds_public_base_url:
+            raise ValueError(
+                "COHORT_MATCH_CDS_JWKS_FILE needs COHORT_MATCH_CDS_PUBLIC_BASE_URL: a CDS client "
+                "JWT's audience is this service's public endpoint URL"
+            )
+        return self
 
     # --- SMART App Launch and pages (issue 5): add fields for SMART/pages below this line
+    # FHIR base URLs (the `iss` of a launch) the app may connect to, comma-separated. A launch
+    # from any other iss is refused before a single request is sent to it.
+    smart_issuers: str = ""
+    smart_client_id: str = "cohort-match"
+    # Set for a confidential client (client_secret_basic); unset, the app is a public client.
+    smart_client_secret: SecretStr | None = None
+    # The redirect URI registered with the EHR (https://cohort.example.org/callback). Unset, it
+    # is derived from the request: fine on loopback, wrong behind a proxy, so set it there.
+    smart_redirect_uri: str | None = None
+    # `launch` (EHR launch) or `launch/patient` (standalone) is added to the patient scope.
+    smart_patient_scope: str = "openid fhirUser patient/*.rs online_access"
+    smart_cohort_scope: str = "openid fhirUser user/*.rs online_access"
+    smart_trial: str | None = None  # the trial the pages open with; unset, the first served
+    smart_session_ttl_s: int = 8 * 3600  # a page session, however often its token is refreshed
+    smart_launch_ttl_s: int = 600  # from /launch to /callback
+
+    def smart_issuer_list(self) -> list[str]:
+        """The allowlist, each base URL without a trailing slash."""
+        return [i.strip().rstrip("/") for i in self.smart_issuers.split(",") if i.strip()]
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:

@@ -1,0 +1,126 @@
+"""One patient's screening result -> a CDS Hooks card (or none). Pure: no I/O.
+
+- `ineligible`: no card. The chart's user learns nothing they could act on, and a card per
+  ineligible patient would train users to ignore the ones that matter.
+- `likely_eligible` (every automatic criterion met): indicator `warning`, so the EHR shows it
+  prominently; what is left is decided at the screening visit.
+- `possibly_eligible`: indicator `info`; the detail lists what the record could not decide.
+
+The summary names the trial, the status and the number of open criteria, in under 140
+characters. The detail (GitHub-flavoured Markdown) lists the first unknowns, cheapest to settle
+first (`next_steps`), then the inclusion criteria the record already meets, with the values
+that decided them. A `smart` link opens the patient's full result in the cohort-match app;
+`appContext` tells it the trial and the date screened.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from service.cds.models import CardPublic, LinkPublic, SourcePublic
+from service.criteria.model import TrialDefinition
+from service.criteria.verdict import PatientResult
+
+__all__ = ["card_for", "markdown_text"]
+
+SHOWN_UNKNOWNS = 5
+SHOWN_PASSES = 8
+LABELS = {"likely_eligible": "Likely eligible", "possibly_eligible": "Possibly eligible"}
+MAX_LINE = 300  # characters of one listed criterion, before it is cut
+# GFM punctuation that could start emphasis, code, links, HTML, tables or strikethrough inside
+# a line. Every line starts with text of ours, so block syntax (">", "#", "-") cannot arise.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<|~])")
+
+
+def markdown_text(text: str, limit: int | None = None) -> str:
+    """Text shown literally in GitHub-flavoured Markdown: one line, specials escaped, cut to
+    `limit` characters (before escaping) with an ellipsis."""
+    line = " ".join(text.split())
+    if limit is not None and len(line) > limit:
+        line = line[: limit - 1].rstrip() + "\u2026"
+    return _MARKDOWN.sub(r"\\\1", line)
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def summary(result: PatientResult, trial: TrialDefinition) -> str:
+    unknown = sum(1 for c in result.criteria if c.verdict == "unknown")
+    text = (
+        f"{LABELS[result.status]} for trial {trial.id}: "
+        f"{_plural(unknown, 'criterion', 'criteria')} still unknown"
+    )
+    return text if len(text) < 140 else text[:136] + "..."
+
+
+def detail(result: PatientResult, trial: TrialDefinition) -> str:
+    registry = trial.source.get("registry")
+    name = f"[{trial.id}]({registry})" if registry else trial.id
+    lines = [
+        f"**{LABELS[result.status]}** for {name}: {markdown_text(trial.title)}",
+        "",
+        f"Screened by cohort-match as of {result.as_of.isoformat()} "
+        f"(trial file {markdown_text(trial.version)}; score {result.score:.2f}).",
+    ]
+    unknown = result.next_steps
+    if unknown:
+        lines += ["", f"**To check ({len(unknown)})**, quickest first:"]
+        lines += [f"- {markdown_text(step, MAX_LINE)}" for step in unknown[:SHOWN_UNKNOWNS]]
+        if len(unknown) > SHOWN_UNKNOWNS:
+            lines.append(f"- and {len(unknown) - SHOWN_UNKNOWNS} more in the full result")
+    passes = [
+        c
+        for c in result.criteria
+        if c.kind == "inclusion" and c.assessment == "automatic" and c.verdict == "pass"
+    ]
+    if passes:
+        lines += ["", f"**Inclusion criteria met ({len(passes)})**:"]
+        lines += [
+            f"- {markdown_text(f'{c.id}: {c.reason}', MAX_LINE)}" for c in passes[:SHOWN_PASSES]
+        ]
+        if len(passes) > SHOWN_PASSES:
+            lines.append(f"- and {len(passes) - SHOWN_PASSES} more in the full result")
+    exclusions = [c for c in result.criteria if c.kind == "exclusion"]
+    clear = sum(1 for c in exclusions if c.verdict in ("pass", "not_applicable"))
+    lines += ["", f"Exclusion criteria ruled out by the record: {clear} of {len(exclusions)}."]
+    if result.problems:
+        lines += [
+            "",
+            f"{_plural(len(result.problems), 'record', 'records')} could not be read; "
+            "the criteria relying on them are unknown.",
+        ]
+    return "\n".join(lines)
+
+
+def card_for(
+    result: PatientResult,
+    trial: TrialDefinition,
+    *,
+    card_id: str,
+    launch_url: str | None,
+) -> CardPublic | None:
+    """The card for one patient's result; None for an ineligible patient."""
+    if result.status == "ineligible":
+        return None
+    registry = trial.source.get("registry")
+    links = None
+    if launch_url:
+        context = {"trial": trial.id, "as_of": result.as_of.isoformat()}
+        links = [
+            LinkPublic(
+                label="Open the screening result",
+                url=launch_url,
+                type="smart",
+                appContext=json.dumps(context, separators=(",", ":"), sort_keys=True),
+            )
+        ]
+    return CardPublic(
+        uuid=card_id,
+        summary=summary(result, trial),
+        detail=detail(result, trial),
+        indicator="warning" if result.status == "likely_eligible" else "info",
+        source=SourcePublic(label=f"cohort-match: trial {trial.id}", url=registry),
+        links=links,
+    )
