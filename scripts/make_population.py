@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import math
 import random
 import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +42,8 @@ from typing import IO, Any
 import orjson
 
 from service.synthetic import (
+    ATC,
+    ICD10,
     ICD10CM,
     LOINC,
     LUPUS,
@@ -83,7 +87,8 @@ class Tables:
     qualitative: dict[str, list[tuple[str, str]]]  # result -> [(system, code)]
     qualitative_text: dict[str, list[str]]  # result -> [text]
     unit_aliases: dict[str, list[str]]  # UCUM -> [texts labs send]
-    glucocorticoids: frozenset[tuple[str, str]]
+    glucocorticoids: dict[tuple[str, str], float]  # mg prednisone per mg
+    digest: str  # of every table read: a cached population is stale when it changes
 
     def rows(self, name: str) -> list[Row]:
         rows = self.valuesets.get(name)
@@ -108,6 +113,12 @@ class Tables:
         usable = [row for row in rows if row[0] in systems] if systems else rows
         return rng.choice(usable or rows)
 
+    def covered(self, name: str, system: str, candidates: Sequence[Any]) -> list[Any]:
+        """Candidates (code first) the value set covers: a row's code or, for ATC and ICD
+        rows, a code under it in the hierarchy (J01 covers J01CA04)."""
+        prefixes = [code for row_system, code, _ in self.rows(name) if row_system == system]
+        return [c for c in candidates if any(c[0].startswith(p) for p in prefixes)]
+
     def outside(self, system: str, candidates: Sequence[Any]) -> list[Any]:
         """Candidates (code first) whose code is in no value set: the irrelevant records."""
         kept = []
@@ -122,38 +133,48 @@ class Tables:
         return kept
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
+def _csv(path: Path, digest: Any = None) -> list[dict[str, str]]:
     if not path.exists():
         return []
+    if digest is not None:
+        digest.update(path.name.encode() + path.read_bytes())
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
+def tables_digest(root: Path) -> str:
+    """The digest of the code tables the generator reads: what a population was made from."""
+    return load_tables(root).digest
+
+
 def load_tables(root: Path) -> Tables:
+    digest = hashlib.sha256()
     valuesets: dict[str, list[Row]] = {}
     for path in sorted((root / "valuesets").glob("*.csv")):
         valuesets[path.stem] = [
             (row["system"].strip(), row["code"].strip(), (row.get("display") or "").strip())
-            for row in _csv(path)
+            for row in _csv(path, digest)
         ]
     members = frozenset((s, c) for rows in valuesets.values() for s, c, _ in rows)
     qualitative: dict[str, list[tuple[str, str]]] = {"positive": [], "negative": []}
-    for row in _csv(root / "results" / "qualitative_codes.csv"):
-        qualitative.setdefault(row["result"], []).append((row["system"], row["code"]))
+    for row in _csv(root / "results" / "qualitative_codes.csv", digest):
+        if row["system"] == SNOMED:  # the others are interpretation flags, not result values
+            qualitative.setdefault(row["result"], []).append((row["system"], row["code"]))
     for result, default in (("negative", "260385009"), ("positive", "10828004")):
         qualitative[result] = qualitative[result] or [(SNOMED, default)]
     texts: dict[str, list[str]] = {"positive": [], "negative": []}
-    for row in _csv(root / "results" / "qualitative_text.csv"):
+    for row in _csv(root / "results" / "qualitative_text.csv", digest):
         texts.setdefault(row["result"], []).append(row["text"])
     texts["positive"] = texts["positive"] or ["Positive"]
     texts["negative"] = texts["negative"] or ["Negative"]
     aliases: dict[str, list[str]] = {}
-    for row in _csv(root / "units" / "aliases.csv"):
+    for row in _csv(root / "units" / "aliases.csv", digest):
         aliases.setdefault(row["ucum"], []).append(row["text"])
-    gluco = frozenset(
-        (row["system"], row["code"]) for row in _csv(root / "glucocorticoid_equivalents.csv")
-    )
-    return Tables(valuesets, members, qualitative, texts, aliases, gluco)
+    gluco = {
+        (row["system"], row["code"]): float(row["prednisone_mg_per_mg"])
+        for row in _csv(root / "glucocorticoid_equivalents.csv", digest)
+    }
+    return Tables(valuesets, members, qualitative, texts, aliases, gluco, digest.hexdigest()[:16])
 
 
 # ---------------------------------------------------------------- lab catalogue
@@ -170,8 +191,9 @@ class Lab:
     """A quantitative lab a criterion reads: its value set, units and a plausible spread."""
 
     valueset: str
-    preferred: tuple[str, ...]
+    preferred: tuple[str, ...]  # codes used when the value set has them
     units: tuple[Unit, ...]
+    _: KW_ONLY
     mean: float
     sd: float
     low: float
@@ -182,80 +204,134 @@ class Lab:
 
 # Each lab's first unit is the SI one; the others are what US or older analysers send.
 LABS: dict[str, Lab] = {
-    "hemoglobin": Lab(
-        "hemoglobin",
-        ("718-7",),
-        (Unit("g/L", 1, 0, 0.6), Unit("g/dL", 0.1, 1, 0.4)),
-        132,
-        17,
-        45,
-        185,
-    ),
-    "wbc": Lab(
-        "wbc",
-        ("6690-2",),
-        (Unit("10*9/L", 1, 1, 0.6), Unit("10*3/uL", 1, 1, 0.4)),
-        6.6,
-        2.2,
-        0.9,
-        22,
-    ),
-    "neutrophils_pct": Lab("neutrophils_pct", ("770-8",), (Unit("%", 1, 1),), 60, 9, 15, 92),
-    "neutrophils_abs": Lab(
-        "neutrophils_abs",
-        ("751-8",),
-        (Unit("10*9/L", 1, 2, 0.6), Unit("10*3/uL", 1, 2, 0.4)),
-        4.0,
-        1.6,
-        0.2,
-        18,
-    ),
-    "alt": Lab("alt", ("1742-6",), (Unit("U/L", 1, 0),), 26, 14, 5, 400, ref_high=40),
-    "ast": Lab("ast", ("1920-8",), (Unit("U/L", 1, 0),), 24, 11, 6, 350, ref_high=40),
-    "bilirubin_total": Lab(
-        "bilirubin_total",
-        ("1975-2",),
-        (Unit("umol/L", 1, 1, 0.6), Unit("mg/dL", 1 / 17.1, 2, 0.4)),
-        11,
-        5,
-        2,
-        90,
-        ref_high=21,
-    ),
-    "creatinine": Lab(
-        "creatinine",
-        ("2160-0",),
-        (Unit("umol/L", 1, 0, 0.6), Unit("mg/dL", 1 / 88.42, 2, 0.4)),
-        78,
-        20,
-        35,
-        900,
-    ),
-    "body_weight": Lab(
-        "body_weight",
-        ("29463-7",),
-        (Unit("kg", 1, 1, 0.75), Unit("[lb_av]", 2.20462, 1, 0.25)),
-        70,
-        15,
-        35,
-        160,
-        category="vital-signs",
-    ),
-    "inr": Lab(
-        "inr", ("6301-6", "34714-6"), (Unit("{INR}", 1, 2),), 1.02, 0.12, 0.8, 4, ref_high=1.2
-    ),
-    "prothrombin_time": Lab(
-        "prothrombin_time", ("5902-2",), (Unit("s", 1, 1),), 12.1, 1.0, 9, 40, ref_high=13.5
-    ),
-    "lvef": Lab(
-        "lvef", ("10230-1", "8806-2"), (Unit("%", 1, 0),), 61, 6, 20, 78, category="imaging"
-    ),
-    "hcg_serum": Lab(
-        "hcg_serum", ("21198-7", "19180-9", "2118-8"), (Unit("m[IU]/mL", 1, 1),), 1.2, 0.8, 0.1, 4.9
-    ),
-    "creatinine_clearance": Lab(
-        "creatinine_clearance", ("2164-2",), (Unit("mL/min", 1, 0),), 95, 25, 10, 180
-    ),
+    lab.valueset: lab
+    for lab in (
+        Lab(
+            "hemoglobin",
+            ("718-7",),
+            (Unit("g/L", 1, 0, 0.6), Unit("g/dL", 0.1, 1, 0.4)),
+            mean=132,
+            sd=17,
+            low=45,
+            high=185,
+        ),
+        Lab(
+            "wbc",
+            ("6690-2",),
+            (Unit("10*9/L", 1, 1, 0.6), Unit("10*3/uL", 1, 1, 0.4)),
+            mean=6.6,
+            sd=2.2,
+            low=0.9,
+            high=22,
+        ),
+        Lab("neutrophils_pct", ("770-8",), (Unit("%", 1, 1),), mean=60, sd=9, low=15, high=92),
+        Lab(
+            "neutrophils_abs",
+            ("751-8",),
+            (Unit("10*9/L", 1, 2, 0.6), Unit("10*3/uL", 1, 2, 0.4)),
+            mean=4.0,
+            sd=1.6,
+            low=0.2,
+            high=18,
+        ),
+        Lab(
+            "alt",
+            ("1742-6",),
+            (Unit("U/L", 1, 0),),
+            mean=26,
+            sd=14,
+            low=5,
+            high=400,
+            ref_high=40,
+        ),
+        Lab(
+            "ast",
+            ("1920-8",),
+            (Unit("U/L", 1, 0),),
+            mean=24,
+            sd=11,
+            low=6,
+            high=350,
+            ref_high=40,
+        ),
+        Lab(
+            "bilirubin_total",
+            ("1975-2",),
+            (Unit("umol/L", 1, 1, 0.6), Unit("mg/dL", 1 / 17.1, 2, 0.4)),
+            mean=11,
+            sd=5,
+            low=2,
+            high=90,
+            ref_high=21,
+        ),
+        Lab(
+            "creatinine",
+            ("2160-0",),
+            (Unit("umol/L", 1, 0, 0.6), Unit("mg/dL", 1 / 88.42, 2, 0.4)),
+            mean=78,
+            sd=20,
+            low=35,
+            high=900,
+        ),
+        Lab(
+            "body_weight",
+            ("29463-7",),
+            (Unit("kg", 1, 1, 0.75), Unit("[lb_av]", 2.20462, 1, 0.25)),
+            mean=70,
+            sd=15,
+            low=35,
+            high=160,
+            category="vital-signs",
+        ),
+        Lab(
+            "inr",
+            ("6301-6", "34714-6"),
+            (Unit("{INR}", 1, 2),),
+            mean=1.02,
+            sd=0.12,
+            low=0.8,
+            high=4,
+            ref_high=1.2,
+        ),
+        Lab(
+            "prothrombin_time",
+            ("5902-2",),
+            (Unit("s", 1, 1),),
+            mean=12.1,
+            sd=1.0,
+            low=9,
+            high=40,
+            ref_high=13.5,
+        ),
+        Lab(
+            "lvef",
+            ("10230-1", "8806-2"),
+            (Unit("%", 1, 0),),
+            mean=61,
+            sd=6,
+            low=20,
+            high=78,
+            category="imaging",
+        ),
+        Lab(
+            "hcg_serum",
+            ("21198-7", "19180-9", "2118-8"),
+            (Unit("m[IU]/mL", 1, 1),),
+            mean=1.2,
+            sd=0.8,
+            low=0.1,
+            high=4.9,
+        ),
+        Lab(
+            "creatinine_clearance",
+            ("2164-2",),
+            (Unit("mL/min", 1, 0),),
+            mean=95,
+            sd=25,
+            low=10,
+            high=180,
+        ),
+    )
 }
 
 # Filler: real LOINC codes no criterion reads (checked against the value sets at start).
@@ -450,6 +526,15 @@ DRUG_ALLERGENS = (
     ("3640", "doxycycline"),
     ("5640", "ibuprofen"),
 )
+ANTI_INFECTIVE_DRUGS = (  # ATC
+    ("J01CA04", "amoxicillin"),
+    ("J01DD04", "ceftriaxone"),
+    ("J01FA10", "azithromycin"),
+    ("J01MA02", "ciprofloxacin"),
+    ("J02AC01", "fluconazole"),
+    ("J04AB02", "rifampicin"),
+    ("J05AB01", "aciclovir"),
+)
 FOOD_ALLERGENS = (("91935009", "Peanut allergy"), ("300913006", "Shellfish allergy"))
 MILD_REACTIONS = (
     ("247472004", "Hives"),
@@ -514,10 +599,15 @@ class PatientWriter:
         self.other_meds = tables.outside(RXNORM, OTHER_MEDICATIONS)
         self.mild_reactions = tables.outside(SNOMED, MILD_REACTIONS)
         self.other_procedures = tables.outside(SNOMED, OTHER_PROCEDURES)
-        gluco = [
-            r for r in tables.rows("glucocorticoids") if (r[0], r[1]) in tables.glucocorticoids
-        ]
-        self.glucocorticoids = gluco or tables.rows("glucocorticoids")
+        # Glucocorticoids with a known potency, so a dose can be set in prednisone equivalents.
+        self.glucocorticoids = [
+            (row, tables.glucocorticoids[row[0], row[1]])
+            for row in tables.rows("glucocorticoids")
+            if (row[0], row[1]) in tables.glucocorticoids
+        ] or [(row, 1.0) for row in tables.rows("glucocorticoids")]
+        self.anti_infectives = tables.covered(
+            "anti_infectives_systemic", ATC, ANTI_INFECTIVE_DRUGS
+        ) or [row[1:] for row in tables.rows("anti_infectives_systemic")]
         for name, _, _, _ in EXCLUSIONS:
             tables.rows(name)  # fail early, naming the missing table
 
@@ -634,12 +724,26 @@ class PatientWriter:
             days_back = sorted(set(days_back))
         weight = self.draw("body_weight", -3 if female else 6)
         hgb_shift = (-18 if sle else 0) - (8 if female else 0)
+        if sle and rng.random() < 0.08:
+            hgb_shift -= 55  # autoimmune haemolytic anaemia: haemoglobin around 55 g/L
         for back in days_back:
             self.encounter(pid, as_of - timedelta(days=back), female, sle, weight, hgb_shift)
+        assessed = [as_of - timedelta(days=b) for b in days_back[:2]]
+        serology_day = as_of - timedelta(days=rng.choice(days_back))
+        workup = sle and rng.random() < 0.35
+        if workup:
+            # A pre-screening work-up on a day of its own: everything the trial reads, so
+            # some patients can be decided on every automatic criterion.
+            day = as_of - timedelta(
+                days=rng.choice([d for d in range(3, 45) if d not in days_back])
+            )
+            self.encounter(pid, day, female, sle, weight, hgb_shift, workup=True)
+            assessed = [day, *assessed[:1]]
+            serology_day = day
         if sle:
-            self.lupus_assessments(pid, [as_of - timedelta(days=b) for b in days_back[:2]])
+            self.lupus_assessments(pid, assessed)
         if sle or rng.random() < 0.1:
-            self.serology(pid, as_of - timedelta(days=days_back[rng.randrange(len(days_back))]))
+            self.serology(pid, serology_day)
         if female and 18 <= age <= 50 and rng.random() < (0.3 if sle else 0.03):
             self.lab(
                 pid,
@@ -650,34 +754,46 @@ class PatientWriter:
             )
 
         self.conditions(pid, sle, lupus_other, female, age)
-        self.medications(pid, sle, weight)
+        self.medications(pid, sle, weight, refractory=workup)
         self.allergies(pid)
         self.procedures(pid)
 
     def encounter(
-        self, pid: str, day: date, female: bool, sle: bool, weight: float, hgb_shift: float
+        self,
+        pid: str,
+        day: date,
+        female: bool,
+        sle: bool,
+        weight: float,
+        hgb_shift: float,
+        workup: bool = False,
     ) -> None:
+        """One visit's vitals and panels; a trial `workup` draws every panel a criterion reads."""
         rng = self.rng
+
+        def drawn(share: float) -> bool:
+            return workup or rng.random() < share
+
         enc = self.uid()
         self.filler(pid, enc, day, self.vitals)
         if rng.random() < 0.3:
             self.filler(pid, enc, day, self.anthropometry)
-        if rng.random() < 0.7:
+        if drawn(0.7):
             self.lab(pid, enc, day, "body_weight", weight + rng.gauss(0, 1.5))
-        if rng.random() < 0.55:
+        if drawn(0.55):
             self.filler(pid, enc, day, self.chemistry)
             self.lab(pid, enc, day, "creatinine", self.draw("creatinine", -10 if female else 8))
-        if rng.random() < (0.75 if sle else 0.45):
+        if drawn(0.75 if sle else 0.45):
             wbc = self.draw("wbc", -1.5 if sle else 0)
             pct = self.draw("neutrophils_pct")
             self.lab(pid, enc, day, "wbc", wbc)
             self.lab(pid, enc, day, "hemoglobin", self.draw("hemoglobin", hgb_shift))
-            if rng.random() < 0.8:
+            if drawn(0.8):
                 self.lab(pid, enc, day, "neutrophils_pct", pct)
-            if rng.random() < 0.6:
+            if drawn(0.6):
                 self.lab(pid, enc, day, "neutrophils_abs", max(0.05, wbc * pct / 100))
             self.filler(pid, enc, day, self.cbc_other)
-        if rng.random() < (0.6 if sle else 0.35):
+        if drawn(0.6 if sle else 0.35):
             self.lab(pid, enc, day, "alt", self.draw("alt"))
             self.lab(pid, enc, day, "ast", self.draw("ast"))
             self.lab(pid, enc, day, "bilirubin_total", self.draw("bilirubin_total"))
@@ -690,10 +806,10 @@ class PatientWriter:
                 self.qualitative(pid, enc, day, (LOINC, code, display), rng.random() < 0.05)
         if rng.random() < 0.12:
             self.filler(pid, enc, day, self.other_labs)
-        if rng.random() < (0.25 if sle else 0.06):
+        if drawn(0.25 if sle else 0.06):
             self.lab(pid, enc, day, "inr", self.draw("inr"))
             self.lab(pid, enc, day, "prothrombin_time", self.draw("prothrombin_time"))
-        if sle and rng.random() < 0.15:
+        if sle and drawn(0.15):
             self.lab(pid, enc, day, "lvef", self.draw("lvef"))
         if rng.random() < 0.02:
             self.lab(pid, enc, day, "creatinine_clearance", self.draw("creatinine_clearance"))
@@ -719,6 +835,8 @@ class PatientWriter:
         rng = self.rng
         enc = self.uid()
         positive = {name: rng.random() < SEROLOGY_POSITIVE[name] for name in SEROLOGY}
+        if positive["treponemal"] and rng.random() < 0.5:
+            positive["rpr"] = True  # untreated syphilis: both tests reactive
         for name in SEROLOGY:
             self.qualitative(pid, enc, day, self.sero_codes[name], positive[name])
         for antibody, rna in (("hbcab", "hbv_dna"), ("hcv_ab", "hcv_rna")):
@@ -753,17 +871,17 @@ class PatientWriter:
             resource["code"]["coding"][0]["display"] = display
             self.emit(resource)
         if sle:
-            system, code, _ = self.t.choice(rng, "sle", (SNOMED, ICD10CM))
+            system, code, _ = self.t.choice(rng, "sle", (SNOMED, ICD10CM, ICD10))
             onset = as_of - timedelta(days=rng.randrange(365, 7000))
             self.emit(make_condition(self.uid(), pid, code=code, system=system, onset=onset))
         if lupus_other:
-            system, code, _ = self.t.choice(rng, "lupus_non_sle", (SNOMED, ICD10CM))
+            system, code, _ = self.t.choice(rng, "lupus_non_sle", (SNOMED, ICD10CM, ICD10))
             onset = as_of - timedelta(days=rng.randrange(90, 4000))
             self.emit(make_condition(self.uid(), pid, code=code, system=system, onset=onset))
         for name, share, active, within in EXCLUSIONS:
             if rng.random() >= share * (2 if sle else 1):
                 continue
-            system, code, _ = self.t.choice(rng, name, (SNOMED, ICD10CM))
+            system, code, _ = self.t.choice(rng, name, (SNOMED, ICD10CM, ICD10))
             onset = as_of - timedelta(days=rng.randrange(1, within))
             resolved = not active or rng.random() < 0.2
             self.emit(
@@ -778,7 +896,7 @@ class PatientWriter:
                 )
             )
         if rng.random() < 0.01:  # an old, excepted cancer with years of disease-free survival
-            system, code, _ = self.t.choice(rng, "malignancy_exceptions", (SNOMED, ICD10CM))
+            system, code, _ = self.t.choice(rng, "malignancy_exceptions", (SNOMED, ICD10CM, ICD10))
             onset = as_of - timedelta(days=rng.randrange(2500, 6000))
             self.emit(
                 make_condition(
@@ -794,7 +912,7 @@ class PatientWriter:
         if female and 18 <= age <= 45:
             for name, share in (("pregnancy", 0.015), ("lactation", 0.008)):
                 if rng.random() < share:
-                    system, code, _ = self.t.choice(rng, name, (SNOMED, ICD10CM))
+                    system, code, _ = self.t.choice(rng, name, (SNOMED, ICD10CM, ICD10))
                     onset = as_of - timedelta(days=rng.randrange(10, 200))
                     self.emit(
                         make_condition(self.uid(), pid, code=code, system=system, onset=onset)
@@ -818,27 +936,30 @@ class PatientWriter:
             resource["medicationCodeableConcept"]["coding"][0]["display"] = row[2]
         self.emit(resource)
 
-    def medications(self, pid: str, sle: bool, weight: float) -> None:
+    def medications(self, pid: str, sle: bool, weight: float, refractory: bool) -> None:
+        """Filler drugs for everyone; for SLE, the conventional therapy I4 asks about, in full
+        for `refractory` patients (the ones worked up for the trial)."""
         rng, as_of = self.rng, self.as_of
         for code, name, dose in rng.sample(self.other_meds, rng.randint(0, 4)):
             start = as_of - timedelta(days=rng.randrange(30, 2000))
             end = None if rng.random() < 0.6 else start + timedelta(days=rng.randrange(30, 400))
             self.medication(pid, (RXNORM, code, name), start, end, dose_mg=dose)
         if rng.random() < 0.04:  # a current systemic anti-infective
-            row = self.t.choice(rng, "anti_infectives_systemic", (RXNORM,))
+            code, display = rng.choice(self.anti_infectives)
+            row = (ATC, code, display)
             start = as_of - timedelta(days=rng.randrange(1, 10))
             self.medication(pid, row, start, start + timedelta(days=10), dose_mg=500, per_day=3)
         if not sle:
             return
         first = as_of - timedelta(days=rng.randrange(400, 4000))
-        if rng.random() < 0.85:  # glucocorticoids, sometimes at >= 1 mg/kg/day
-            row = rng.choice(self.glucocorticoids)
-            high = rng.random() < 0.45
-            dose = round(weight * (1.05 if high else 0.4) / 5) * 5 or 5
+        if refractory or rng.random() < 0.85:  # glucocorticoids, sometimes at >= 1 mg/kg/day
+            row, potency = rng.choice(self.glucocorticoids)
+            high = refractory or rng.random() < 0.45
+            dose = math.ceil(weight * (1.1 if high else 0.4) / potency)
             self.medication(
                 pid, row, first, first + timedelta(days=rng.randrange(20, 90)), dose_mg=float(dose)
             )
-        if rng.random() < 0.5:
+        if refractory or rng.random() < 0.5:
             row = self.t.choice(rng, "cyclophosphamide", (RXNORM,))
             start = first + timedelta(days=rng.randrange(0, 60))
             self.medication(
@@ -852,7 +973,8 @@ class PatientWriter:
         for _ in range(rng.randint(1, 3)):
             row = self.t.choice(rng, "sle_immunosuppressants", (RXNORM,))
             start = first + timedelta(days=rng.randrange(0, 300))
-            end = None if rng.random() < 0.5 else start + timedelta(days=rng.randrange(60, 700))
+            days = rng.randrange(200 if refractory else 60, 700)
+            end = None if rng.random() < 0.5 else start + timedelta(days=days)
             self.medication(pid, row, start, end, dose_mg=200, per_day=2)
         if rng.random() < 0.05:  # G-CSF shortly before a blood count
             row = self.t.choice(rng, "gcsf", (RXNORM,))
@@ -951,6 +1073,7 @@ def generate(patients: int, out: Path, seed: int, as_of: date, terminology: Path
         "patients": patients,
         "seed": seed,
         "as_of": as_of.isoformat(),
+        "terminology_digest": tables.digest,
         "resources": sum(writer.counts.values()),
         "by_type": writer.counts,
         "bytes": sum(p.stat().st_size for p in partial.glob("*.ndjson")),

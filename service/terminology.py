@@ -192,6 +192,22 @@ class Terminology:
                 found.add(local)
         return found
 
+    def may_match(self, concept: Any) -> bool:
+        """Cheap check on a raw CodeableConcept: could any coding be in a value set (directly
+        or through the site map)? Lets a sweep drop most of a real EHR's Observations before
+        building any object. Anything unexpected answers True so the full reader reports it."""
+        if not isinstance(concept, dict):
+            return True
+        for coding in concept.get("coding") or ():
+            if not isinstance(coding, dict):
+                return True
+            system, code = coding.get("system"), coding.get("code")
+            if not isinstance(system, str) or not isinstance(code, str):
+                continue
+            if self.concepts_of_code(system, code) or (system, code) in self._site_map:
+                return True
+        return False
+
     def translate(self, code: Code) -> Code | None:
         """The standard code a site maps its local code to, if any."""
         return self._site_map.get((code.system, code.code))

@@ -28,6 +28,8 @@ def map_observation(resource: Resource, terms: Terminology) -> LabResult | None:
     """The result, or None when the code is not one the trials use or it does not count."""
     if resource.get("code") is None:
         raise MappingError("has no code (Observation.code is required)")
+    if not terms.may_match(resource.get("code")):
+        return None  # most of a real EHR's Observations: dropped before any object is built
     recorded = codes_of(resource.get("code"))
     if not recorded:
         return None
