@@ -4,6 +4,10 @@
     cohort-match explain --trial NCT06946485 [--data PATH] --patient ID [--as-of DATE]
     cohort-match trials
     cohort-match serve   [--host HOST] [--port PORT]
+    cohort-match sweep   --trial NCT06946485 [--source FHIR_URL | --data PATH] [--as-of DATE]
+    cohort-match runs    [--trial ID] [--format table|json]
+    cohort-match diff    RUN_A RUN_B [--format table|json]
+    cohort-match export  RUN [--format json|csv|fhir]
 
 Without --data the bundled synthetic demo population is screened. Errors are one line on
 stderr; a bad file or resource is named and skipped, and the run completes.
@@ -11,6 +15,7 @@ stderr; a bad file or resource is named and skipped, and the run completes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import sys
@@ -26,7 +31,18 @@ from rich.table import Table
 
 from service.config import Settings, get_settings
 from service.criteria.model import TrialError
+from service.errors import ServiceError
 from service.screening import ScreenRun, screen
+from service.sweeps import RunInfo, Source, SweepRunner, SweepStore, configured_source
+from service.sweeps.report import (
+    attrition,
+    csv_lines,
+    diff_runs,
+    fhir_bundle,
+    ranked_json,
+    run_public,
+)
+from service.sweeps.schemas import AttritionPublic, SweepListPublic
 from service.terminology import TerminologyError
 from service.trials import TrialNotFound, find_trial, list_trials
 
@@ -325,6 +341,312 @@ def serve_command(
         port=settings.port,
         log_level=settings.log_level.lower(),
     )
+
+
+# ---------------------------------------------------------------- sweeps (issue 4)
+class RunsFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+    fhir = "fhir"
+
+
+STAGES = {
+    "queued": "starting",
+    "export": "exporting from the FHIR server",
+    "read": "reading",
+    "evaluate": "evaluating",
+    "store": "storing results",
+}
+
+
+def _store(settings: Settings) -> SweepStore:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return SweepStore(settings.database_url)
+    except (SQLAlchemyError, ValueError) as exc:
+        try:
+            where = make_url(settings.database_url).render_as_string(hide_password=True)
+        except ValueError:
+            where = "COHORT_MATCH_DATABASE_URL"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(f"cannot open the sweep store {where}: {first}") from None
+
+
+def _sweep_source(settings: Settings, source: str | None, data: Path | None) -> Source:
+    if source is not None and data is not None:
+        raise _fail("give --source or --data, not both")
+    try:
+        if source is not None:
+            return Source.fhir(source)
+        if data is not None:
+            return Source.files(data)
+        return configured_source(settings) or Source.files(settings.demo_dir)
+    except ServiceError as exc:
+        raise _fail(exc.message) from None
+
+
+@app.command("sweep")
+def sweep_command(
+    trial: TrialOption = "NCT06946485",
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", help="FHIR base URL to Bulk-export from (searches if it has no $export)."
+        ),
+    ] = None,
+    data: DataOption = None,
+    as_of: AsOfOption = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: by input size).")
+    ] = None,
+) -> None:
+    """Sweep a trial's population into the run store; print counts, the funnel and what
+    changed since the previous run. Default source: COHORT_MATCH_SWEEP_DATA_DIR, else
+    COHORT_MATCH_FHIR_BASE_URL, else the bundled demo."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    settings = get_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"sweep_workers": workers})
+    day = _parse_day(as_of)
+    where = _sweep_source(settings, source, data)
+    store = _store(settings)
+    try:
+        runner = SweepRunner(settings, store)
+        try:
+            run_id = runner.begin(trial, day, where, _who())
+        except ServiceError as exc:
+            raise _fail(exc.message) from None
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task(f"run {run_id}: starting", total=None)
+
+            def show(stage: str, done: int, total: int) -> None:
+                label = f"run {run_id}: {STAGES.get(stage, stage)}"
+                bar.update(task, description=label, completed=done, total=total or None)
+
+            try:
+                run = runner.execute(run_id, progress=show)
+            except KeyboardInterrupt:
+                err.print(f"[yellow]cancelled:[/] run {run_id}", highlight=False)
+                raise typer.Exit(code=130) from None
+        if run.status != "completed":
+            raise _fail(f"run {run.id} {run.status}: {run.error}")
+        _print_sweep_summary(store, run)
+    finally:
+        store.close()
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _print_sweep_summary(store: SweepStore, run: RunInfo) -> None:
+    counts = run.counts
+    for problem in run.problems[:MAX_ERRORS_SHOWN]:
+        err.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+    if counts["errors"] > MAX_ERRORS_SHOWN:
+        err.print(
+            f"[yellow]skipped:[/] ... and {counts['errors'] - MAX_ERRORS_SHOWN} more "
+            f"(cohort-match runs --format json)",
+            highlight=False,
+        )
+    _print_funnel(attrition(store, run))
+    out.print(
+        f"Run {run.id} of {run.trial_id} (v{run.trial_version}, terminology "
+        f"{run.terminology_version}) as of {run.as_of}: {counts['patients']} patients from "
+        f"{counts['resources']} resources: {counts['likely_eligible']} likely eligible, "
+        f"{counts['possibly_eligible']} possibly eligible, {counts['ineligible']} ineligible; "
+        f"{counts['errors']} unreadable record(s) skipped.",
+        highlight=False,
+    )
+    previous = store.previous_completed(run)
+    if previous is not None and previous.has_results:
+        diff = diff_runs(store, previous, run)
+        c = diff.counts
+        out.print(
+            f"Since run {previous.id} ({previous.as_of}): {c['new']} new candidate(s), "
+            f"{c['dropped']} dropped out, {c['status']} changed status, {c['verdicts']} with "
+            f"changed verdicts (cohort-match diff {previous.id} {run.id}).",
+            highlight=False,
+        )
+
+
+def _print_funnel(funnel: AttritionPublic) -> None:
+    table = Table(title=f"Attrition, run {funnel.run} ({funnel.patients} patients)")
+    for column in ("criterion", "pass", "fail", "unknown", "n/a", "remaining", "dropped", "unk %"):
+        table.add_column(column, justify="left" if column == "criterion" else "right")
+    for step in funnel.steps:
+        v = step.verdicts
+        table.add_row(
+            f"{step.id}{'*' if step.assessment == 'manual' else ''}",
+            str(v.pass_),
+            str(v.fail),
+            str(v.unknown),
+            str(v.not_applicable),
+            str(step.remaining_after),
+            f"-{step.dropped}" if step.dropped else "",
+            f"{step.unknown_share:.0%}",
+        )
+    out.print(table)
+    out.print(
+        "* manual: decided at the screening visit (never `pass` from the record). "
+        "remaining: patients with no `fail` up to and including the criterion; "
+        "unk %: share of the patients remaining before it that it leaves unknown.",
+        highlight=False,
+        style="dim",
+    )
+    out.print(
+        f"{funnel.remaining} of {funnel.patients} patients fail no criterion: "
+        f"{funnel.likely_eligible} likely eligible, {funnel.possibly_eligible} possibly eligible "
+        "(unknowns left to check).",
+        highlight=False,
+    )
+
+
+def _json_out(model: Any) -> None:
+    body = model.model_dump(mode="json", by_alias=True)
+    sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@app.command("runs")
+def runs_command(
+    trial: Annotated[str | None, typer.Option("--trial", help="Only this trial's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="The newest N runs.")] = 20,
+    output: Annotated[RunsFormat, typer.Option("--format", help="table or json.")] = (
+        RunsFormat.table
+    ),
+) -> None:
+    """List sweep runs, newest first."""
+    store = _store(get_settings())
+    try:
+        runs = store.runs(trial, limit)
+    finally:
+        store.close()
+    if output is RunsFormat.json:
+        _json_out(SweepListPublic(runs=[run_public(r) for r in runs]))
+        return
+    table = Table(title="Sweep runs")
+    for column in ("run", "trial", "as of", "status", "started", "took", "patients"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("likely/possibly/ineligible", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    style = {"completed": "green", "running": "cyan", "failed": "red", "cancelled": "yellow"}
+    for run in runs:
+        took = (
+            ""
+            if run.ended_at is None
+            else f"{(run.ended_at - run.started_at).total_seconds():.1f}s"
+        )
+        table.add_row(
+            str(run.id),
+            run.trial_id,
+            str(run.as_of),
+            f"[{style[run.status]}]{run.status}[/]",
+            run.started_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+            took,
+            str(run.counts["patients"]),
+            f"{run.counts['likely_eligible']}/{run.counts['possibly_eligible']}/"
+            f"{run.counts['ineligible']}",
+            f"{run.source_kind}: {run.source}",
+        )
+    out.print(table)
+    for run in runs:
+        if run.error:
+            out.print(f"run {run.id}: {run.error}", highlight=False, style="dim")
+
+
+@app.command("diff")
+def diff_command(
+    run_a: Annotated[int, typer.Argument(help="The earlier run.")],
+    run_b: Annotated[int, typer.Argument(help="The later run.")],
+    output: Annotated[RunsFormat, typer.Option("--format", help="table or json.")] = (
+        RunsFormat.table
+    ),
+) -> None:
+    """What changed from RUN_A to RUN_B: new candidates, dropped out, status changes, and
+    the criteria whose verdict changed."""
+    store = _store(get_settings())
+    try:
+        diff = diff_runs(store, store.get(run_a), store.get(run_b))
+    except ServiceError as exc:
+        raise _fail(exc.message) from None
+    finally:
+        store.close()
+    if output is RunsFormat.json:
+        _json_out(diff)
+        return
+    for note in diff.notes:
+        out.print(f"note: {note}", highlight=False, style="dim")
+    table = Table(title=f"{diff.trial}: run {diff.against.id} -> run {diff.run.id}")
+    for column in ("change", "patient", "before", "after", "rank", "criteria changed"):
+        table.add_column(column, overflow="fold")
+    for change in (*diff.new, *diff.dropped, *diff.status, *diff.verdicts):
+        table.add_row(
+            change.change,
+            change.patient,
+            change.before or "(absent)",
+            change.after or "(absent)",
+            f"{change.rank_before or '-'} -> {change.rank_after or '-'}",
+            ", ".join(f"{c.id} {c.before}->{c.after}" for c in change.criteria),
+        )
+    out.print(table)
+    c = diff.counts
+    out.print(
+        f"{c['new']} new candidate(s), {c['dropped']} dropped out, {c['status']} changed "
+        f"status, {c['verdicts']} with changed verdicts, {c['unchanged']} unchanged.",
+        highlight=False,
+    )
+
+
+@app.command("export")
+def export_command(
+    run_id: Annotated[int, typer.Argument(metavar="RUN", help="A completed run.")],
+    output: Annotated[ExportFormat, typer.Option("--format", help="json, csv or fhir.")] = (
+        ExportFormat.json
+    ),
+) -> None:
+    """Print a completed run's ranked candidates: json (the ranked list), csv (one column per
+    criterion, as `screen --format csv`) or fhir (Group + ResearchSubjects Bundle)."""
+    settings = get_settings()
+    store = _store(settings)
+    try:
+        run = store.with_results(run_id)
+        stream = sys.stdout.buffer
+        if output is ExportFormat.json:
+            for chunk in ranked_json(store, run):
+                stream.write(chunk)
+        elif output is ExportFormat.csv:
+            for line in csv_lines(store, run):
+                stream.write(line.encode())
+        else:
+            title = None
+            with contextlib.suppress(TrialNotFound, TrialError):
+                title = find_trial(settings.trials_dir, run.trial_id)[0].title
+            bundle = fhir_bundle(store, run, title=title)
+            stream.write(orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n")
+        stream.flush()
+    except ServiceError as exc:
+        raise _fail(exc.message) from None
+    finally:
+        store.close()
 
 
 def main() -> None:

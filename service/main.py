@@ -107,7 +107,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cohort = state or build_state(settings)
         try:
-            yield
+            async with sweeps.lifespan(app):  # the run store, background sweeps, the schedule
+                yield
         finally:
             await app.state.cohort.aclose()
 

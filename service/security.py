@@ -81,7 +81,10 @@ class TokenValidator:
 
 def require_scope(principal: Principal, scope: str) -> None:
     """Raise Forbidden unless the principal holds `scope` (or the matching wildcard)."""
-    resource, _, _ = scope.partition("/")
-    if scope in principal.scopes or f"{resource}/*.read" in principal.scopes:
+    resource, _, action = scope.partition("/")
+    # `cohort-match/*.read` grants every read scope, never a write one.
+    if scope in principal.scopes or (
+        action.endswith(".read") and f"{resource}/*.read" in principal.scopes
+    ):
         return
     raise Forbidden(f"token lacks scope {scope}")

@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from service.audit import AuditStore
 from service.config import Settings
 from service.criteria.model import TrialDefinition, check_valuesets
-from service.fhir import FetchPlan, FhirClient, NoAuth, SmartBackendAuth, StaticBearer, plan_for
-from service.fhir.auth import Auth
+from service.fhir import FetchPlan, FhirClient, plan_for
+from service.fhir.auth import auth_from_settings
 from service.security import TokenValidator
 from service.terminology import Terminology
 from service.trials import list_trials
@@ -35,22 +35,6 @@ class AppState:
         self.audit.close()
 
 
-def _fhir_auth(settings: Settings) -> Auth:
-    if settings.fhir_auth == "bearer" and settings.fhir_token is not None:
-        return StaticBearer(settings.fhir_token.get_secret_value())
-    if settings.fhir_auth == "smart-backend":
-        assert settings.fhir_token_url and settings.fhir_client_id and settings.fhir_private_key
-        return SmartBackendAuth(
-            settings.fhir_token_url,
-            settings.fhir_client_id,
-            settings.fhir_private_key.read_bytes(),
-            key_id=settings.fhir_key_id,
-            algorithm=settings.fhir_algorithm,
-            scope=settings.fhir_scope,
-        )
-    return NoAuth()  # "none", and "passthrough" (the caller's token is sent per request)
-
-
 def build_state(settings: Settings) -> AppState:
     terms = Terminology.load(settings.terminology_dir, settings.site_code_map)
     terms.warm_up()  # parse the UCUM units now, not in the first request
@@ -71,7 +55,7 @@ def build_state(settings: Settings) -> AppState:
     if settings.fhir_base_url:
         fhir = FhirClient(
             settings.fhir_base_url,
-            auth=_fhir_auth(settings),
+            auth=auth_from_settings(settings),
             timeout_s=settings.fhir_timeout_s,
             page_size=settings.fhir_page_size,
         )

@@ -26,9 +26,10 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from service.config import Settings
 from service.errors import FhirAuthError, FhirTemporaryError
 
-__all__ = ["Auth", "NoAuth", "SmartBackendAuth", "StaticBearer"]
+__all__ = ["Auth", "NoAuth", "SmartBackendAuth", "StaticBearer", "auth_from_settings"]
 
 # Refresh this long before the server's expiry so a token never expires mid-request.
 EXPIRY_MARGIN_S = 60
@@ -142,3 +143,21 @@ class SmartBackendAuth:
         lifetime = float(body.get("expires_in", 300))
         self._token = str(body["access_token"])
         self._expires_at = time.monotonic() + max(0.0, lifetime - EXPIRY_MARGIN_S)
+
+
+def auth_from_settings(settings: Settings) -> Auth:
+    """The FHIR credentials the settings configure ("passthrough" sends none of its own:
+    the caller's token is given per request)."""
+    if settings.fhir_auth == "bearer" and settings.fhir_token is not None:
+        return StaticBearer(settings.fhir_token.get_secret_value())
+    if settings.fhir_auth == "smart-backend":
+        assert settings.fhir_token_url and settings.fhir_client_id and settings.fhir_private_key
+        return SmartBackendAuth(
+            settings.fhir_token_url,
+            settings.fhir_client_id,
+            settings.fhir_private_key.read_bytes(),
+            key_id=settings.fhir_key_id,
+            algorithm=settings.fhir_algorithm,
+            scope=settings.fhir_scope,
+        )
+    return NoAuth()

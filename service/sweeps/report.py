@@ -1,0 +1,434 @@
+"""What a coordinator gets from a stored run: the funnel, the diff, and the exports.
+
+Everything streams from the store in rank (or patient) order, so memory stays flat however
+large the run; only the diff's changed patients and the FHIR Bundle's candidates are held.
+
+- Funnel (attrition): per criterion, in protocol order, the counts of each verdict over every
+  patient, and the sequential drop: patients remaining before the criterion (no `fail` so
+  far), how many of them fail it (dropped) and how many it leaves `unknown` (the unknown
+  share). `unknown` never drops a patient: only `fail` makes a patient ineligible. The patients
+  remaining after the last criterion are exactly the likely + possibly eligible.
+- Diff: run A (earlier) against run B (later), patient by patient, merged in patient order.
+- Exports: the ranked list contract (JSON), CSV like `cohort-match screen --format csv`, and a
+  FHIR R4 transaction Bundle: the ResearchStudy, a Group of the candidates (in rank order)
+  and one ResearchSubject (status `candidate`) per candidate. A transaction with PUTs to
+  deterministic ids, so the same Bundle is the export and the write-back, and a second
+  write-back updates rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from service.errors import BadRequest
+from service.schemas import TrialRefPublic
+from service.sweeps.schemas import (
+    AttritionPublic,
+    CriterionChangePublic,
+    DiffPublic,
+    FunnelStepPublic,
+    PatientChangePublic,
+    ProgressPublic,
+    RunCountsPublic,
+    RunRefPublic,
+    SourcePublic,
+    SweepPublic,
+    VerdictCountsPublic,
+    WorkerPublic,
+)
+from service.sweeps.store import RunInfo, StoredResult, SweepStore
+
+__all__ = [
+    "FunnelCounter",
+    "attrition",
+    "csv_lines",
+    "diff_runs",
+    "fhir_bundle",
+    "group_id",
+    "ranked_json",
+    "run_public",
+    "study_id",
+    "trial_ref",
+]
+
+VERDICTS = ("pass", "fail", "unknown", "not_applicable")
+CANDIDATE = frozenset({"likely_eligible", "possibly_eligible"})
+CSV_HEAD = ["rank", "patient", "status", "score", "age", "sex"]
+# Identifier systems. NCT numbers are ClinicalTrials.gov's (HL7 THO NamingSystem
+# ClinicalTrials-Gov); other trial ids and the resources we create are ours.
+CLINICALTRIALS_GOV = "https://clinicaltrials.gov"
+OUR_TRIALS = "http://cohort-match.org/fhir/sid/trial"
+OUR_SUBJECTS = "http://cohort-match.org/fhir/sid/research-subject"
+OUR_GROUPS = "http://cohort-match.org/fhir/sid/candidate-group"
+NCT = re.compile(r"^NCT\d{8}$")
+
+
+def trial_ref(run: RunInfo) -> TrialRefPublic:
+    return TrialRefPublic(
+        id=run.trial_id, version=run.trial_version, terminology=run.terminology_version
+    )
+
+
+def run_public(run: RunInfo) -> SweepPublic:
+    return SweepPublic(
+        id=run.id,
+        trial=trial_ref(run),
+        as_of=run.as_of,
+        source=SourcePublic(kind=run.source_kind, location=run.source),
+        status=run.status,
+        requested_by=run.requested_by,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        progress=ProgressPublic(stage=run.stage, done=run.done, total=run.total),
+        counts=RunCountsPublic(**run.counts),
+        worker=WorkerPublic(host=run.host, pid=run.pid, heartbeat_at=run.heartbeat_at),
+        transaction_time=run.transaction_time,
+        error=run.error,
+        problems=run.problems,
+        write_back=run.write_back,
+        results_available=run.has_results,
+    )
+
+
+# ---------------------------------------------------------------- funnel
+class FunnelCounter:
+    """Accumulates the funnel one patient at a time (the runner feeds it while storing)."""
+
+    def __init__(self, criteria: list[dict[str, str]]) -> None:
+        self.criteria = criteria
+        self.ids = [c["id"] for c in criteria]
+        self.verdicts = [dict.fromkeys(VERDICTS, 0) for _ in criteria]
+        self.dropped = [0] * len(criteria)
+        self.unknown = [0] * len(criteria)
+        self.patients = 0
+        self.statuses = dict.fromkeys(("likely_eligible", "possibly_eligible", "ineligible"), 0)
+
+    def add(self, verdicts: dict[str, str], status: str) -> None:
+        self.patients += 1
+        self.statuses[status] += 1
+        remaining = True
+        for index, criterion in enumerate(self.ids):
+            verdict = verdicts[criterion]
+            self.verdicts[index][verdict] += 1
+            if not remaining:
+                continue
+            if verdict == "fail":
+                self.dropped[index] += 1
+                remaining = False
+            elif verdict == "unknown":
+                self.unknown[index] += 1
+
+    def result(self, run: RunInfo) -> AttritionPublic:
+        steps = []
+        remaining = self.patients
+        for index, criterion in enumerate(self.criteria):
+            before = remaining
+            remaining -= self.dropped[index]
+            steps.append(
+                FunnelStepPublic(
+                    id=criterion["id"],
+                    kind=criterion["kind"],
+                    assessment=criterion["assessment"],
+                    text=criterion["text"],
+                    verdicts=VerdictCountsPublic(
+                        pass_=self.verdicts[index]["pass"],
+                        fail=self.verdicts[index]["fail"],
+                        unknown=self.verdicts[index]["unknown"],
+                        not_applicable=self.verdicts[index]["not_applicable"],
+                    ),
+                    remaining_before=before,
+                    dropped=self.dropped[index],
+                    remaining_after=remaining,
+                    unknown=self.unknown[index],
+                    unknown_share=round(self.unknown[index] / before, 4) if before else 0.0,
+                )
+            )
+        return AttritionPublic(
+            run=run.id,
+            trial=trial_ref(run),
+            as_of=run.as_of,
+            patients=self.patients,
+            steps=steps,
+            remaining=remaining,
+            likely_eligible=self.statuses["likely_eligible"],
+            possibly_eligible=self.statuses["possibly_eligible"],
+        )
+
+
+def attrition(store: SweepStore, run: RunInfo) -> AttritionPublic:
+    """The funnel stored with the run (computed from its results if it has none)."""
+    if run.attrition is not None:
+        return AttritionPublic.model_validate(run.attrition)
+    run = store.with_results(run.id)
+    counter = FunnelCounter(run.criteria)
+    for stored in store.summaries(run.id):
+        counter.add(stored.verdicts, stored.status)
+    return counter.result(run)
+
+
+# ---------------------------------------------------------------- diff
+def _ref(run: RunInfo) -> RunRefPublic:
+    return RunRefPublic(
+        id=run.id,
+        as_of=run.as_of,
+        trial_version=run.trial_version,
+        terminology=run.terminology_version,
+        ended_at=run.ended_at,
+    )
+
+
+def _merge(
+    earlier: Iterable[StoredResult], later: Iterable[StoredResult]
+) -> Iterator[tuple[StoredResult | None, StoredResult | None]]:
+    """Pairs by patient from two streams sorted by patient (binary order on both sides)."""
+    left, right = iter(earlier), iter(later)
+    a, b = next(left, None), next(right, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a.patient < b.patient):
+            yield a, None
+            a = next(left, None)
+        elif a is None or b.patient < a.patient:
+            yield None, b
+            b = next(right, None)
+        else:
+            yield a, b
+            a, b = next(left, None), next(right, None)
+
+
+def _classify(
+    a: StoredResult | None, b: StoredResult | None, shared: list[str]
+) -> PatientChangePublic | None:
+    before = a.status if a else None
+    after = b.status if b else None
+    changed = []
+    if a is not None and b is not None:
+        changed = [
+            CriterionChangePublic(id=c, before=a.verdicts[c], after=b.verdicts[c])
+            for c in shared
+            if a.verdicts.get(c) != b.verdicts.get(c)
+        ]
+    was, now = before in CANDIDATE, after in CANDIDATE
+    if now and not was:
+        change = "new"
+    elif was and not now:
+        change = "dropped"
+    elif was and now and before != after:
+        change = "status"
+    elif changed:
+        change = "verdicts"
+    else:
+        return None
+    patient = b.patient if b is not None else a.patient if a is not None else ""
+    return PatientChangePublic(
+        patient=patient,
+        change=change,
+        before=before,
+        after=after,
+        rank_before=a.rank if a else None,
+        rank_after=b.rank if b else None,
+        criteria=changed,
+    )
+
+
+def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic:
+    """What changed from `earlier` to `later` (two completed runs of one trial)."""
+    if earlier.trial_id != later.trial_id:
+        raise BadRequest(
+            f"runs {earlier.id} and {later.id} are of different trials "
+            f"({earlier.trial_id}, {later.trial_id})"
+        )
+    if earlier.id == later.id:
+        raise BadRequest(f"run {later.id} compared with itself")
+    earlier, later = store.with_results(earlier.id), store.with_results(later.id)
+    notes = []
+    before_ids, after_ids = earlier.criterion_ids, later.criterion_ids
+    shared = [c for c in after_ids if c in set(before_ids)]
+    if earlier.trial_version != later.trial_version:
+        added = sorted(set(after_ids) - set(before_ids))
+        removed = sorted(set(before_ids) - set(after_ids))
+        notes.append(
+            f"trial version changed {earlier.trial_version} -> {later.trial_version}"
+            + (f"; criteria added: {', '.join(added)}" if added else "")
+            + (f"; criteria removed: {', '.join(removed)}" if removed else "")
+            + ("; verdicts are compared on the criteria both versions share" if added else "")
+        )
+    if earlier.terminology_version != later.terminology_version:
+        notes.append(
+            f"code tables changed {earlier.terminology_version} -> {later.terminology_version}"
+        )
+    if earlier.as_of != later.as_of:
+        notes.append(
+            f"as_of moved {earlier.as_of} -> {later.as_of}: look-back windows moved with it"
+        )
+    lists: dict[str, list[PatientChangePublic]] = {
+        "new": [],
+        "dropped": [],
+        "status": [],
+        "verdicts": [],
+    }
+    unchanged = 0
+    for a, b in _merge(
+        store.summaries(earlier.id, order="patient"), store.summaries(later.id, order="patient")
+    ):
+        change = _classify(a, b, shared)
+        if change is None:
+            unchanged += 1
+        else:
+            lists[change.change].append(change)
+    for name, changes in lists.items():
+        # dropped patients in their old order; everyone else in the new ranking
+        changes.sort(
+            key=lambda c: (
+                (c.rank_before if name == "dropped" else c.rank_after) or 0,
+                c.patient,
+            )
+        )
+    return DiffPublic(
+        trial=later.trial_id,
+        run=_ref(later),
+        against=_ref(earlier),
+        notes=notes,
+        new=lists["new"],
+        dropped=lists["dropped"],
+        status=lists["status"],
+        verdicts=lists["verdicts"],
+        counts={**{name: len(items) for name, items in lists.items()}, "unchanged": unchanged},
+    )
+
+
+# ---------------------------------------------------------------- exports
+def ranked_json(store: SweepStore, run: RunInfo, *, limit: int | None = None) -> Iterator[bytes]:
+    """The ranked list contract (`RankedListPublic`), streamed: `screen --format json`."""
+    head = {"trial": trial_ref(run).model_dump(), "as_of": run.as_of}
+    yield orjson.dumps(head)[:-1] + b', "candidates": ['
+    for index, body in enumerate(store.results(run.id, limit=limit)):
+        yield (b"\n" if index == 0 else b",\n") + body
+    yield b'\n], "counts": ' + orjson.dumps(run.counts) + b"}\n"
+
+
+def csv_lines(store: SweepStore, run: RunInfo, *, limit: int | None = None) -> Iterator[str]:
+    """One row per patient, one column per criterion verdict: `screen --format csv`."""
+    ids = run.criterion_ids
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+
+    def line(row: list[Any]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(row)
+        return buffer.getvalue()
+
+    yield line([*CSV_HEAD, *ids])
+    for body in store.results(run.id, limit=limit):
+        result = orjson.loads(body)
+        verdicts = {c["id"]: c["verdict"] for c in result["criteria"]}
+        patient = result["patient"]
+        yield line(
+            [
+                result["rank"],
+                patient["reference"],
+                result["status"],
+                result["score"],
+                patient["age"] if patient["age"] is not None else "",
+                patient["sex"] or "",
+                *(verdicts[i] for i in ids),
+            ]
+        )
+
+
+def _fhir_id(*parts: str) -> str:
+    """A FHIR id ([A-Za-z0-9-.]{1,64}) that is the same for the same parts."""
+    readable = re.sub(r"[^A-Za-z0-9.-]", "-", parts[0])[:32]
+    if len(parts) == 1:
+        return f"cm-{readable}"
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+    return f"cm-{readable}-{digest}"
+
+
+def study_id(trial_id: str) -> str:
+    """The ResearchStudy's id: the same for every run of the trial."""
+    return _fhir_id(trial_id)
+
+
+def group_id(trial_id: str) -> str:
+    """The candidates Group's id: one Group per trial, its members replaced by each run."""
+    return _fhir_id(trial_id, "candidates")
+
+
+def study_identifier(trial_id: str) -> dict[str, str]:
+    system = CLINICALTRIALS_GOV if NCT.match(trial_id) else OUR_TRIALS
+    return {"system": system, "value": trial_id}
+
+
+def _put(resource: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+    }
+
+
+def research_subject(trial_id: str, study: str, patient: str, status: str) -> dict[str, Any]:
+    return {
+        "resourceType": "ResearchSubject",
+        "id": _fhir_id(trial_id, patient),
+        "identifier": [{"system": OUR_SUBJECTS, "value": f"{trial_id}|{patient}"}],
+        "status": status,
+        "study": {"reference": study, "display": trial_id},
+        "individual": {"reference": patient},
+    }
+
+
+def fhir_bundle(
+    store: SweepStore, run: RunInfo, *, title: str | None = None, dropped: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A FHIR R4 transaction Bundle: ResearchStudy, candidates Group, ResearchSubjects.
+
+    `dropped`: patients who were candidates in an earlier run and are now ineligible; on a
+    write-back their ResearchSubject is updated to status `ineligible` (R4: "did not meet one
+    or more criteria").
+    """
+    study_ref = f"ResearchStudy/{study_id(run.trial_id)}"
+    note = f"sweep run {run.id}, as of {run.as_of}"
+    candidates = list(store.summaries(run.id, candidates_only=True))
+    study: dict[str, Any] = {
+        "resourceType": "ResearchStudy",
+        "id": study_id(run.trial_id),
+        "identifier": [study_identifier(run.trial_id)],
+        "title": title or run.trial_id,
+        "status": "active",
+    }
+    group: dict[str, Any] = {
+        "resourceType": "Group",
+        "id": group_id(run.trial_id),
+        "identifier": [{"system": OUR_GROUPS, "value": run.trial_id}],
+        "name": f"Candidates for {run.trial_id} ({note})",
+        "type": "person",
+        "actual": True,
+        "quantity": len(candidates),
+        "characteristic": [
+            {
+                "code": {"text": "candidate for research study"},
+                "valueReference": {"reference": study_ref, "display": run.trial_id},
+                "exclude": False,
+            }
+        ],
+    }
+    if candidates:  # FHIR JSON has no empty arrays
+        # Members in rank order: the best candidates first.
+        group["member"] = [{"entity": {"reference": c.patient}} for c in candidates]
+    entries = [_put(study), _put(group)]
+    entries += [
+        _put(research_subject(run.trial_id, study_ref, c.patient, "candidate")) for c in candidates
+    ]
+    entries += [
+        _put(research_subject(run.trial_id, study_ref, patient, "ineligible"))
+        for patient in dropped
+    ]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
