@@ -70,7 +70,7 @@ def _fhir_token(state: AppState, caller: Principal) -> str | None:
     return caller.token if state.settings.fhir_auth == "passthrough" else None
 
 
-def _audit(
+async def _audit(
     state: AppState,
     request_id: str,
     caller: Principal,
@@ -79,11 +79,11 @@ def _audit(
     patients: list[str],
     outcome: str,
 ) -> None:
-    state.audit.record(
-        AuditRecord(
-            request_id, caller.subject, caller.client_id, action, trial_id, patients, outcome
-        )
+    """Write the audit row in a worker thread: a database commit must not stall the loop."""
+    record = AuditRecord(
+        request_id, caller.subject, caller.client_id, action, trial_id, patients, outcome
     )
+    await asyncio.to_thread(state.audit.record, record)
 
 
 def _json(payload: Any) -> Response:
@@ -149,7 +149,7 @@ async def match(
         outcome = f"error {exc.status}"
         raise
     finally:
-        _audit(state, request_id, caller, "match", trial_id, [reference], outcome)
+        await _audit(state, request_id, caller, "match", trial_id, [reference], outcome)
 
 
 def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
@@ -192,8 +192,8 @@ async def candidates(
     ids: list[str] = []
     outcome = "error"
     try:
-        ids = await _patient_ids(fhir, body, token)
-        results, resources, errors, unscreened = await _screen_many(state, trial, ids, day, token)
+        ids = await candidate_ids(fhir, body, token)
+        results, resources, errors, unscreened = await screen_many(state, trial, ids, day, token)
         ranked = rank(results)
         if body.limit is not None:
             ranked = ranked[: body.limit]
@@ -223,7 +223,7 @@ async def candidates(
         outcome = f"error {exc.status}"
         raise
     finally:
-        _audit(
+        await _audit(
             state,
             request_id,
             caller,
@@ -234,7 +234,7 @@ async def candidates(
         )
 
 
-async def _patient_ids(fhir: FhirClient, body: CandidatesRequest, token: str | None) -> list[str]:
+async def candidate_ids(fhir: FhirClient, body: CandidatesRequest, token: str | None) -> list[str]:
     if body.patients is not None:
         return list(dict.fromkeys(patient_id(p) for p in body.patients))
     if body.group is not None:
@@ -248,7 +248,7 @@ async def _patient_ids(fhir: FhirClient, body: CandidatesRequest, token: str | N
     return [str(p["id"]) async for p in fhir.search("Patient", {}, token=token) if p.get("id")]
 
 
-async def _screen_many(
+async def screen_many(
     state: AppState, trial: TrialDefinition, ids: list[str], day: dt.date, token: str | None
 ) -> tuple[list[PatientResult], int, int, list[dict[str, str]]]:
     """Fetch and evaluate each patient; one that cannot be fetched is listed as unscreened

@@ -250,18 +250,18 @@ class FhirClient:
         Included resources (search mode `include`) and OperationOutcomes are skipped.
         """
         query = {"_count": str(self.page_size), **params}
-        first = urljoin(self.base_url, resource_type)
+        # Built once: httpx validates a long code=... query character by character.
+        first = str(httpx.URL(urljoin(self.base_url, resource_type), params=query))
         url: str | None = first
-        seen: set[str] = {str(httpx.URL(first, params=query))}
+        seen: set[str] = {first}
         pages = 0
-        current_params: dict[str, str] | None = query
         while url is not None:
             pages += 1
             if pages > self.max_pages:
                 raise FhirUnsafeLink(
                     f"more than {self.max_pages} pages for {resource_type}", url=url
                 )
-            bundle = await self.get_json(url, token=token, params=current_params)
+            bundle = await self.get_json(url, token=token)
             if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
                 raise FhirMalformedResponse(f"expected a searchset Bundle from {url}", url=url)
             entries = bundle.get("entry")
@@ -275,7 +275,6 @@ class FhirClient:
                 if mode == "match" and resource.get("resourceType") == resource_type:
                     yield resource
             url = self._next_link(bundle, url, seen)
-            current_params = None  # a next link carries its own query
 
     def _next_link(self, bundle: dict[str, Any], current: str, seen: set[str]) -> str | None:
         for link in bundle.get("link") or ():

@@ -129,6 +129,6 @@ def problem_for(
 
 
 def _with_source(fact: Fact, source: str) -> Fact:
-    if isinstance(fact, Problem | Demographics):
-        return fact
+    if isinstance(fact, Problem | Demographics) or source == getattr(fact, "reference", None):
+        return fact  # fetched resources are read "from" their own reference
     return replace(fact, source=source)

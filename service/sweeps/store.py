@@ -31,6 +31,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import sqlite3
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -701,7 +703,16 @@ def _sqlite_transactions(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # Switching a fresh file to WAL needs it to itself, and SQLite does not always wait
+        # for that (busy_timeout notwithstanding) when several connections open at once.
+        for attempt in range(50):
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 

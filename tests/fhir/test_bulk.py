@@ -37,7 +37,7 @@ from service.fhir.bulk import (
     search_to_ndjson,
 )
 from service.fhir.client import FhirClient, RetryPolicy
-from service.fhir.patient import FetchPlan
+from service.fhir.patient import CODES_PER_QUERY, FetchPlan
 
 BASE = "http://fhir.test/fhir"
 KICK_OFF = f"{BASE}/$export"
@@ -792,7 +792,9 @@ async def test_a_group_search_keeps_members_and_reads_each_observation_once(
     # one Observation coded twice: once per code chunk
     both = [observation(1), observation(2, "Patient/p2")]
     respx.get(f"{BASE}/Observation").respond(json=searchset(both))
-    plan = FetchPlan(observation_codes=tuple(f"http://loinc.org|{i}-0" for i in range(41)))
+    plan = FetchPlan(
+        observation_codes=tuple(f"http://loinc.org|{i}-0" for i in range(CODES_PER_QUERY + 1))
+    )
     assert len(plan.observation_queries()) == 2
     async with client() as fhir:
         result = await search_to_ndjson(

@@ -1,0 +1,292 @@
+"""What the pages show, built from engine results: pure functions, no I/O, no HTML.
+
+- `checklist`: one patient's criteria grouped inclusion / exclusion in protocol order, each
+  with its evidence (value as recorded and converted, date, a link to the source resource).
+- `explain`: the overall status and the score in sentences (service/ranking.py's policy).
+- `funnel`: per criterion, how many patients pass / fail / are unknown / not applicable, and
+  the sequential drop-off: patients still in after that criterion and all before it.
+- `candidates_csv`: the same CSV as `cohort-match screen --format csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.criteria.model import TrialDefinition
+from service.criteria.verdict import CriterionResult, Evidence, PatientResult
+
+__all__ = [
+    "STATUS_LABEL",
+    "VERDICT_LABEL",
+    "Checklist",
+    "CriterionRow",
+    "EvidenceRow",
+    "FunnelRow",
+    "Link",
+    "candidates_csv",
+    "checklist",
+    "display_user",
+    "explain",
+    "funnel",
+    "next_check",
+    "patient_banner",
+    "source_link",
+]
+
+VERDICT_LABEL = {
+    "pass": "Pass",
+    "fail": "Fail",
+    "unknown": "Unknown",
+    "not_applicable": "Not applicable",
+}
+STATUS_LABEL = {
+    "likely_eligible": "Likely eligible",
+    "possibly_eligible": "Possibly eligible",
+    "ineligible": "Ineligible",
+}
+# A FHIR relative reference (R4 3.1.0.1.1 `Type/id`); anything else gets no link.
+REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+ANNOTATION = re.compile(r"^\{[^}]*\}$")
+ASSESSMENT_LABEL = {"automatic": "decided from the record", "manual": "decided at screening"}
+
+
+@dataclass(frozen=True)
+class Link:
+    text: str
+    href: str | None
+
+
+@dataclass(frozen=True)
+class EvidenceRow:
+    source: Link | None
+    recorded: str | None  # value and unit as recorded
+    converted: str | None  # in the criterion's unit, when it differs from the recorded one
+    converted_same: bool  # converted, and equal to the recorded value: nothing to show twice
+    date: str | None
+    rule: str | None
+    note: str | None
+    inputs: list[Link]
+
+
+@dataclass(frozen=True)
+class CriterionRow:
+    id: str
+    text: str
+    assessment: str
+    verdict: str
+    verdict_label: str
+    reason: str
+    check: str | None
+    evidence: list[EvidenceRow]
+
+
+@dataclass(frozen=True)
+class Checklist:
+    inclusion: list[CriterionRow]
+    exclusion: list[CriterionRow]
+    next_steps: list[str]
+    problems: list[str]
+
+
+@dataclass(frozen=True)
+class FunnelRow:
+    id: str
+    kind: str
+    text: str
+    passed: int
+    failed: int
+    unknown: int
+    not_applicable: int
+    remaining: int  # patients with no fail in this criterion or any before it
+    dropped: int  # patients this criterion removed from those still in
+
+
+def number(value: float) -> str:
+    """11.8 -> "11.8", 118.0 -> "118", 0.000123 -> "0.000123" (no float noise)."""
+    text = f"{value:.6g}"
+    return text if "e" not in text else f"{value:f}".rstrip("0").rstrip(".")
+
+
+def _quantity(value: float | str | None, unit: str | None) -> str | None:
+    if value is None:
+        return None
+    shown = number(value) if isinstance(value, float | int) else str(value)
+    # A UCUM annotation alone ("{score}") is a unitless count: shown as the bare number.
+    if unit and not ANNOTATION.match(unit):
+        return f"{shown} {unit}"
+    return shown
+
+
+def source_link(iss: str, reference: str | None) -> Link | None:
+    if not reference:
+        return None
+    href = f"{iss.rstrip('/')}/{reference}" if REFERENCE.match(reference) else None
+    return Link(reference, href)
+
+
+def _evidence(iss: str, item: Evidence) -> EvidenceRow:
+    recorded = _quantity(item.value, item.unit)
+    converted = _quantity(item.converted_value, item.converted_unit)
+    return EvidenceRow(
+        source=source_link(iss, item.reference),
+        recorded=recorded,
+        converted=converted if converted != recorded else None,
+        converted_same=converted is not None and converted == recorded,
+        date=item.date.isoformat() if item.date else None,
+        rule=item.rule,
+        note=item.note,
+        inputs=[link for ref in item.inputs if (link := source_link(iss, ref)) is not None],
+    )
+
+
+def _row(iss: str, result: CriterionResult) -> CriterionRow:
+    return CriterionRow(
+        id=result.id,
+        text=result.text,
+        assessment=ASSESSMENT_LABEL.get(result.assessment, result.assessment),
+        verdict=result.verdict,
+        verdict_label=VERDICT_LABEL[result.verdict],
+        reason=result.reason,
+        check=result.check if result.verdict == "unknown" else None,
+        evidence=[_evidence(iss, e) for e in result.evidence],
+    )
+
+
+def checklist(result: PatientResult, iss: str) -> Checklist:
+    rows = [_row(iss, c) for c in result.criteria]
+    kinds = {c.id: c.kind for c in result.criteria}
+    return Checklist(
+        inclusion=[r for r in rows if kinds[r.id] == "inclusion"],
+        exclusion=[r for r in rows if kinds[r.id] == "exclusion"],
+        next_steps=list(result.next_steps),
+        problems=list(result.problems),
+    )
+
+
+def explain(result: PatientResult, trial: TrialDefinition) -> list[str]:
+    """The status and score in sentences, with the numbers behind them."""
+    fails = [c.id for c in result.criteria if c.verdict == "fail"]
+    costs = {c.id: c.cost for c in trial.criteria}
+    automatic = [c for c in result.criteria if c.assessment == "automatic"]
+    open_ = [c for c in automatic if c.verdict == "unknown"]
+    total = sum(costs[c.id] for c in automatic)
+    settled = total - sum(costs[c.id] for c in open_)
+    if result.status == "ineligible":
+        status = f"Ineligible: {len(fails)} criterion failed ({', '.join(fails)})."
+        if len(fails) != 1:
+            status = f"Ineligible: {len(fails)} criteria failed ({', '.join(fails)})."
+        score = "Score 0: an ineligible patient ranks after every other candidate."
+    else:
+        if result.status == "likely_eligible":
+            status = (
+                "Likely eligible: every criterion the record can decide passes or does not "
+                "apply; what remains is decided at the screening visit."
+            )
+        else:
+            status = (
+                f"Possibly eligible: nothing fails, but {len(open_)} criteria the record "
+                "should decide are still unknown."
+            )
+        score = (
+            f"Score {number(result.score)}: {number(settled)} of {number(total)} units of "
+            "automatic screening effort are settled (each criterion weighted by its cost: "
+            "chart review 1, lab draw 2, imaging 3)."
+        )
+    order = (
+        "Candidates are ranked by status, then score, then fewer failed criteria, then "
+        "patient reference."
+    )
+    return [status, score, order]
+
+
+def funnel(trial: TrialDefinition, results: Sequence[PatientResult]) -> list[FunnelRow]:
+    """Protocol order; `remaining` counts patients with no fail up to and including a row."""
+    verdicts = [r.verdicts() for r in results]
+    still_in = [True] * len(results)
+    rows = []
+    for criterion in trial.criteria:
+        counts = {"pass": 0, "fail": 0, "unknown": 0, "not_applicable": 0}
+        before = sum(still_in)
+        for index, patient in enumerate(verdicts):
+            verdict = patient.get(criterion.id)
+            if verdict is None:
+                continue
+            counts[verdict] += 1
+            if verdict == "fail":
+                still_in[index] = False
+        after = sum(still_in)
+        rows.append(
+            FunnelRow(
+                id=criterion.id,
+                kind=criterion.kind,
+                text=criterion.text,
+                passed=counts["pass"],
+                failed=counts["fail"],
+                unknown=counts["unknown"],
+                not_applicable=counts["not_applicable"],
+                remaining=after,
+                dropped=before - after,
+            )
+        )
+    return rows
+
+
+def candidates_csv(trial: TrialDefinition, ranked: Sequence[PatientResult]) -> str:
+    """rank, patient, status, score, age, sex, then one verdict column per criterion in
+    protocol order: the columns and values of `cohort-match screen --format csv`."""
+    ids = [c.id for c in trial.criteria]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["rank", "patient", "status", "score", "age", "sex", *ids])
+    for result in ranked:
+        verdicts = result.verdicts()
+        patient = result.patient
+        writer.writerow(
+            [
+                result.rank,
+                patient.reference,
+                result.status,
+                result.score,
+                patient.age if patient.age is not None else "",
+                patient.sex or "",
+                *(verdicts.get(i, "") for i in ids),
+            ]
+        )
+    return out.getvalue()
+
+
+def next_check(result: PatientResult, width: int = 60) -> str | None:
+    """The first of the patient's next steps, short: "I7.hcg: Serum hCG within 7 days..."."""
+    if not result.next_steps:
+        return None
+    text = result.next_steps[0].split(" (", 1)[0]
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def display_user(user: str, iss: str) -> str:
+    """`fhirUser` relative to the EHR it came from (the audit trail keeps it absolute)."""
+    prefix = iss.rstrip("/") + "/"
+    return user.removeprefix(prefix) if user.startswith(prefix) else user
+
+
+def patient_banner(resource: dict[str, Any] | None) -> dict[str, str | None]:
+    """Name, birth date, gender and id from a FHIR Patient, for the banner that tells a
+    clinician they are looking at the right person."""
+    if not resource:
+        return {"name": None, "birth_date": None, "gender": None, "id": None}
+    names = resource.get("name") or []
+    official = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
+    text = official.get("text") or " ".join(
+        [*(official.get("given") or []), official.get("family") or ""]
+    )
+    return {
+        "name": text.strip() or None,
+        "birth_date": resource.get("birthDate"),
+        "gender": resource.get("gender"),
+        "id": resource.get("id"),
+    }
