@@ -47,7 +47,8 @@ from service.terminology import TerminologyError
 from service.trials import TrialNotFound, find_trial, list_trials
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
-out = Console(soft_wrap=True)
+# Piped or redirected output (CI logs, files) gets a wide table instead of rich's 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 180)
 err = Console(stderr=True, soft_wrap=True)
 MAX_ERRORS_SHOWN = 20
 MARK = {

@@ -28,6 +28,7 @@ import orjson
 
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition, check_valuesets, load_trial
+from service.criteria.verdict import PatientResult
 from service.facts import PatientFacts
 from service.mappers import MAPPERS, MappingError, map_resource, problem_for, subject_of
 from service.ranking import sort_key
@@ -231,13 +232,20 @@ def _evaluate_partition(
                     unknowns=verdicts.count("unknown"),
                     age=result.patient.age,
                     sex=result.patient.sex,
-                    next_step=result.next_steps[0] if result.next_steps else None,
+                    next_step=_next_step(result),
                     partition=partition,
                     offset=offset,
                     length=len(payload),
                 )
             )
     return summaries, errors, error_count
+
+
+def _next_step(result: PatientResult) -> str | None:
+    """What a coordinator does next: for an ineligible patient, which criteria exclude."""
+    if result.status == "ineligible":
+        return "fails " + ", ".join(c.id for c in result.criteria if c.verdict == "fail")
+    return result.next_steps[0] if result.next_steps else None
 
 
 # ---------------------------------------------------------------- driver
