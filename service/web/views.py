@@ -6,6 +6,7 @@
 - `funnel`: per criterion, how many patients pass / fail / are unknown / not applicable, and
   the sequential drop-off: patients still in after that criterion and all before it.
 - `candidates_csv`: the same CSV as `cohort-match screen --format csv`.
+- `stored_funnel`: a stored sweep's funnel (service/sweeps/report.attrition) as `funnel` rows.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import CriterionResult, Evidence, PatientResult
+
+if TYPE_CHECKING:  # the web layer needs no sweeps machinery to be imported
+    from service.sweeps.schemas import AttritionPublic
 
 __all__ = [
     "STATUS_LABEL",
@@ -35,7 +39,9 @@ __all__ = [
     "funnel",
     "next_check",
     "patient_banner",
+    "short_step",
     "source_link",
+    "stored_funnel",
 ]
 
 VERDICT_LABEL = {
@@ -236,6 +242,25 @@ def funnel(trial: TrialDefinition, results: Sequence[PatientResult]) -> list[Fun
     return rows
 
 
+def stored_funnel(attrition: AttritionPublic) -> list[FunnelRow]:
+    """The funnel a sweep stored, as the rows `funnel` gives on demand (the same counts:
+    `remaining` after the criterion, `dropped` = the patients still in who fail it)."""
+    return [
+        FunnelRow(
+            id=step.id,
+            kind=step.kind,
+            text=step.text,
+            passed=step.verdicts.pass_,
+            failed=step.verdicts.fail,
+            unknown=step.verdicts.unknown,
+            not_applicable=step.verdicts.not_applicable,
+            remaining=step.remaining_after,
+            dropped=step.dropped,
+        )
+        for step in attrition.steps
+    ]
+
+
 def candidates_csv(trial: TrialDefinition, ranked: Sequence[PatientResult]) -> str:
     """rank, patient, status, score, age, sex, then one verdict column per criterion in
     protocol order: the columns and values of `cohort-match screen --format csv`."""
@@ -262,9 +287,14 @@ def candidates_csv(trial: TrialDefinition, ranked: Sequence[PatientResult]) -> s
 
 def next_check(result: PatientResult, width: int = 60) -> str | None:
     """The first of the patient's next steps, short: "I7.hcg: Serum hCG within 7 days..."."""
-    if not result.next_steps:
+    return short_step(result.next_steps, width)
+
+
+def short_step(next_steps: Sequence[str], width: int = 60) -> str | None:
+    """`next_check` from the next steps alone (a stored result is JSON, not a PatientResult)."""
+    if not next_steps:
         return None
-    text = result.next_steps[0].split(" (", 1)[0]
+    text = next_steps[0].split(" (", 1)[0]
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
