@@ -309,13 +309,18 @@ def screen(
                     progress(stage, len(done), len(args))
         return done
 
-    mapped = run(_route_chunk, [(job, i, c) for i, c in enumerate(work)], "read")
+    try:
+        mapped = run(_route_chunk, [(job, i, c) for i, c in enumerate(work)], "read")
+        evaluated = run(
+            _evaluate_partition, [(job, p, len(work)) for p in range(partitions)], "evaluate"
+        )
+    except BaseException:
+        if tmp is not None:  # a failed or interrupted screen leaves no spool behind
+            tmp.cleanup()
+        raise
     resources = sum(m[0] for m in mapped)
     errors = [e for m in mapped for e in m[1]][:MAX_ERRORS_KEPT]
     error_count = sum(m[2] for m in mapped)
-    evaluated = run(
-        _evaluate_partition, [(job, p, len(work)) for p in range(partitions)], "evaluate"
-    )
     errors = (errors + [e for part in evaluated for e in part[1]])[:MAX_ERRORS_KEPT]
     error_count += sum(part[2] for part in evaluated)
     summaries = sorted((s for part in evaluated for s in part[0]), key=Summary.key)

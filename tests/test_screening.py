@@ -100,3 +100,21 @@ def test_a_malformed_file_and_resource_are_reported_and_the_run_completes(tmp_pa
         assert any("m1-c1" in p for p in m1["problems"])
     finally:
         run.close()
+
+
+def test_an_interrupted_screen_leaves_no_spool_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    import service.screening as screening
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(screening, "_evaluate_partition", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        screen(DEMO, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF)
+    assert list(tmp_path.glob("cohort-match-*")) == []
