@@ -69,3 +69,34 @@ def test_wheel_screens_the_demo_outside_the_checkout(tmp_path: Path) -> None:
             text=True,
         ).stdout
     )
+    # The run store's Alembic migrations ship in the wheel too: a sweep of the bundled demo
+    # from the installed package, outside the checkout, completes and lists its run.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "COHORT_MATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'runs.db'}",
+    }
+    swept = subprocess.run(
+        [
+            str(venv / "bin" / "cohort-match"),
+            "sweep",
+            "--trial",
+            "NCT06946485",
+            "--as-of",
+            "2026-11-20",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert swept.returncode == 0, swept.stderr
+    runs = subprocess.run(
+        [str(venv / "bin" / "cohort-match"), "runs", "--format", "json"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert '"completed"' in runs.stdout
