@@ -96,7 +96,6 @@ harmless: the files stay until the server restarts).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import re
 import time
@@ -121,6 +120,13 @@ from service.errors import (
 )
 from service.fhir.client import FhirClient
 from service.fhir.patient import FetchPlan
+from service.fhir.responses import (
+    http_date,
+    issues_of,
+    operation_outcome,
+    outcome_text,
+    retry_after_s,
+)
 from service.mappers import subject_of
 
 __all__ = [
@@ -269,32 +275,6 @@ def fhir_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:  # RFC 9110 HTTP dates are GMT
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
-
-
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def plan_types(plan: FetchPlan) -> list[str]:
     """The resource types a screen needs: Patient, Observation (if any codes), the rest."""
     types = ["Patient"]
@@ -309,44 +289,14 @@ def observation_type_filters(plan: FetchPlan) -> list[str]:
     return [f"Observation?code={quote(code, safe=':/|')}" for code in plan.observation_codes]
 
 
-def _outcome(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        return body
-    return None
-
-
-def _issues_of(outcome: dict[str, Any] | None) -> list[tuple[str, str, str]]:
-    """(severity, code, text) of each issue."""
-    found = []
-    for issue in (outcome or {}).get("issue") or ():
-        if not isinstance(issue, dict):
-            continue
-        details = issue.get("details")
-        text = issue.get("diagnostics") or (
-            details.get("text") if isinstance(details, dict) else None
-        )
-        found.append(
-            (
-                str(issue.get("severity", "error")),
-                str(issue.get("code", "unknown")),
-                str(text or ""),
-            )
-        )
-    return found
-
-
 def _outcome_text(outcome: dict[str, Any] | None) -> str:
-    text = "; ".join(t or c for _, c, t in _issues_of(outcome))
+    text = outcome_text(outcome)
     return f": {text}" if text else ""
 
 
 def _transient(outcome: dict[str, Any] | None) -> bool:
     """A 5xx without an OperationOutcome is infrastructure; with one, the codes say."""
-    codes = {code for _, code, _ in _issues_of(outcome)}
+    codes = {code for _, code, _ in issues_of(outcome)}
     return not codes or codes <= TRANSIENT_ISSUES
 
 
@@ -537,7 +487,7 @@ async def _kick_off(s: _Session, request: _Request) -> str:
                         http_status=status,
                     )
                 return s.trusted(urljoin(url, location), "export status URL", url)
-            outcome = _outcome(response)
+            outcome = operation_outcome(response)
             detail = _outcome_text(outcome)
             if status in TRANSIENT_STATUSES:
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
@@ -619,7 +569,7 @@ async def _poll(s: _Session, job: str, limit_s: float) -> _Manifest:
                 s.report("throttled", "429 Too Many Requests: polling less often")
                 delay = s.policy.delay(retry_after, waits)
             else:
-                outcome = _outcome(response)
+                outcome = operation_outcome(response)
                 detail = _outcome_text(outcome)
                 if status in (401, 403):
                     raise FhirAuthError(
@@ -705,7 +655,7 @@ def _manifest(response: httpx.Response, job: str) -> _Manifest:
         output=_items(body.get("output"), "output", job),
         error=_items(body.get("error"), "error", job),
         deleted=_items(body.get("deleted"), "deleted", job),
-        expires=_http_date(response.headers.get("Expires")),
+        expires=http_date(response.headers.get("Expires")),
     )
 
 
@@ -727,7 +677,7 @@ async def _fetch(
                 if status == 200:
                     return await consume(response)
                 await response.aread()
-                outcome = _outcome(response)
+                outcome = operation_outcome(response)
                 detail = _outcome_text(outcome)
                 if status in (404, 410):
                     raise _Gone(item, status)
@@ -796,7 +746,7 @@ async def _read_errors(s: _Session, item: _Item, auth: bool) -> list[ExportIssue
             if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
                 found.append(ExportIssue("error", "structure", "not an OperationOutcome", where))
                 continue
-            issues = _issues_of(outcome) or [("error", "unknown", "OperationOutcome without issue")]
+            issues = issues_of(outcome) or [("error", "unknown", "OperationOutcome without issue")]
             found.extend(ExportIssue(sev, code, text, where) for sev, code, text in issues)
         return found
 

@@ -14,7 +14,6 @@ proxy; set `allow_hosts` to accept those explicitly rather than disabling the ch
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
@@ -36,6 +35,7 @@ from service.errors import (
     FhirUnsafeLink,
 )
 from service.fhir.auth import Auth, NoAuth
+from service.fhir.responses import operation_outcome, outcome_text, retry_after_s
 
 __all__ = ["FhirClient", "RetryPolicy"]
 
@@ -56,27 +56,6 @@ class RetryPolicy:
             return retry_after
         # "full jitter" (AWS architecture blog): spreads retries of many clients apart
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))  # noqa: S311
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def _outcome_text(outcome: dict[str, Any] | None) -> str:
-    if not outcome:
-        return ""
-    issues = outcome.get("issue") or []
-    texts = [
-        i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code")
-        for i in issues
-    ]
-    return "; ".join(str(t) for t in texts if t)
 
 
 def _refused_parameter(outcome: dict[str, Any] | None) -> bool:
@@ -170,12 +149,12 @@ class FhirClient:
                 retry_after = None
             else:
                 if response.status_code in RETRY_STATUSES:
-                    retry_after = _retry_after(response)
+                    retry_after = retry_after_s(response.headers.get("Retry-After"))
                     error = FhirTemporaryError(
                         f"FHIR server answered {response.status_code} for {url}",
                         url=url,
                         http_status=response.status_code,
-                        outcome=self._maybe_outcome(response),
+                        outcome=operation_outcome(response),
                     )
                     cause = error
                     if retry_after is not None and retry_after > self.retry.max_retry_after_s:
@@ -195,21 +174,10 @@ class FhirClient:
             )
             await self._sleep(delay)
 
-    def _maybe_outcome(self, response: httpx.Response) -> dict[str, Any] | None:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            return None
-        return (
-            body
-            if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome"
-            else None
-        )
-
     def _parse(self, response: httpx.Response, url: str) -> dict[str, Any]:
         status = response.status_code
-        outcome = self._maybe_outcome(response)
-        detail = _outcome_text(outcome)
+        outcome = operation_outcome(response)
+        detail = outcome_text(outcome)
         suffix = f": {detail}" if detail else ""
         if status in (401, 403):
             raise FhirAuthError(

@@ -231,3 +231,32 @@ async def test_other_search_errors_are_not_mistaken_for_an_unsupported_parameter
     async with client() as fhir:
         with pytest.raises(FhirFatalError):
             await fhir.search_for_patient("Condition", "patient", "Patient/p1")
+
+
+@respx.mock
+async def test_an_unreadable_retry_after_falls_back_to_backoff() -> None:
+    sleeps = Sleeps()
+    respx.get(f"{BASE}/Patient/p1").mock(
+        side_effect=[
+            httpx.Response(503, headers={"Retry-After": "soon, probably"}),
+            httpx.Response(200, json=patient(1)),
+        ]
+    )
+    async with client(sleeps) as fhir:
+        assert (await fhir.read("Patient", "p1"))["id"] == "p1"
+    assert len(sleeps.calls) == 1
+    assert 0 <= sleeps.calls[0] <= 8
+
+
+@respx.mock
+async def test_retry_after_as_an_http_date() -> None:
+    sleeps = Sleeps()
+    respx.get(f"{BASE}/Patient/p1").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+            httpx.Response(200, json=patient(1)),
+        ]
+    )
+    async with client(sleeps) as fhir:
+        await fhir.read("Patient", "p1")
+    assert sleeps.calls == [0.0]  # a date in the past: retry at once
