@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -217,31 +217,48 @@ class FhirClient:
 
         Included resources (search mode `include`) and OperationOutcomes are skipped.
         """
+        async for url, entry in self._entries(resource_type, params, "searchset", token):
+            resource = entry.get("resource")
+            if not isinstance(resource, dict):
+                raise FhirMalformedResponse(f"entry without resource at {url}", url=url)
+            mode = (entry.get("search") or {}).get("mode", "match")
+            if mode == "match" and resource.get("resourceType") == resource_type:
+                yield resource
+
+    async def history(
+        self, resource_type: str, params: dict[str, str], *, token: str | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The entries of `[type]/_history` (newest first, as the spec sorts them), across
+        all pages. A deletion is an entry with `request.method` DELETE and no resource."""
+        async for _, entry in self._entries(f"{resource_type}/_history", params, "history", token):
+            yield entry
+
+    async def _entries(
+        self, path: str, params: dict[str, str], bundle_type: str, token: str | None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(page URL, entry) for every entry of a paged Bundle of `bundle_type`."""
         query = {"_count": str(self.page_size), **params}
         # Built once: httpx validates a long code=... query character by character.
-        first = str(httpx.URL(urljoin(self.base_url, resource_type), params=query))
+        first = str(httpx.URL(urljoin(self.base_url, path), params=query))
         url: str | None = first
         seen: set[str] = {first}
         pages = 0
         while url is not None:
             pages += 1
             if pages > self.max_pages:
-                raise FhirUnsafeLink(
-                    f"more than {self.max_pages} pages for {resource_type}", url=url
-                )
+                raise FhirUnsafeLink(f"more than {self.max_pages} pages for {path}", url=url)
             bundle = await self.get_json(url, token=token)
-            if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
-                raise FhirMalformedResponse(f"expected a searchset Bundle from {url}", url=url)
+            if bundle.get("resourceType") != "Bundle" or bundle.get("type") != bundle_type:
+                raise FhirMalformedResponse(f"expected a {bundle_type} Bundle from {url}", url=url)
             entries = bundle.get("entry")
             if entries is not None and not isinstance(entries, list):
                 raise FhirMalformedResponse(f"Bundle.entry is not a list at {url}", url=url)
             for entry in entries or ():
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                if not isinstance(resource, dict):
-                    raise FhirMalformedResponse(f"entry without resource at {url}", url=url)
-                mode = (entry.get("search") or {}).get("mode", "match")
-                if mode == "match" and resource.get("resourceType") == resource_type:
-                    yield resource
+                if not isinstance(entry, dict):
+                    raise FhirMalformedResponse(
+                        f"Bundle.entry item is not an object at {url}", url=url
+                    )
+                yield url, entry
             url = self._next_link(bundle, url, seen)
 
     def _next_link(self, bundle: dict[str, Any], current: str, seen: set[str]) -> str | None:
