@@ -57,8 +57,11 @@ What happens on each fault, by design:
                                 caller must look at `result.errors` before treating the data as
                                 complete: absent records are no evidence of absence there.
     count != lines received     an issue (`error` when fewer lines than the manifest's count).
-    `deleted` in manifest       listed in ExportResult.deleted, not downloaded: a screen reads
-                                a fresh directory, there is nothing to delete from.
+    `deleted` in manifest       read (Bundles of DELETE entries, IG v2, filled when `_since` is
+                                given): ExportResult.deleted lists `Type/id`, for an incremental
+                                sweep to remove from its snapshot. An unreadable line is an
+                                issue and counted in `deleted_unreadable`: the caller cannot
+                                know what it named (a sweep then exports in full).
     auth                        status polls always carry the client's Authorization; file
                                 downloads only when the manifest says `requiresAccessToken`
                                 (a pre-signed file URL must not receive our token). Redirects
@@ -163,6 +166,7 @@ TRANSIENT_ISSUES = frozenset(
 MAX_ISSUES_KEPT = 1000
 RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+RESOURCE_REF = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -229,7 +233,8 @@ class ExportResult:
     files: tuple[ExportFile, ...]
     issues: tuple[ExportIssue, ...] = ()
     issue_count: int = 0  # all issues, `issues` holds the first MAX_ISSUES_KEPT
-    deleted: tuple[str, ...] = ()  # manifest `deleted` file URLs (not downloaded)
+    deleted: tuple[str, ...] = ()  # `Type/id` the manifest's `deleted` files name
+    deleted_unreadable: int = 0  # lines of those files that could not be read
     job: str | None = None  # the status URL of the export that delivered the files
     request: str | None = None  # the manifest's `request`
     expires: datetime | None = None  # the manifest's `Expires` header
@@ -753,10 +758,38 @@ async def _read_errors(s: _Session, item: _Item, auth: bool) -> list[ExportIssue
     return await _fetch(s, item, auth, parse)
 
 
+async def _read_deleted(s: _Session, item: _Item, auth: bool) -> tuple[list[str], int]:
+    """`Type/id` of every DELETE entry in a `deleted` file (one Bundle a line), and how many
+    lines could not be read."""
+
+    async def parse(response: httpx.Response) -> tuple[list[str], int]:
+        found: list[str] = []
+        unreadable = 0
+        async for line in response.aiter_lines():
+            if not line.strip():
+                continue
+            try:
+                bundle = orjson.loads(line)
+                entries = bundle["entry"] if bundle.get("resourceType") == "Bundle" else None
+                if not isinstance(entries, list):
+                    raise TypeError("not a Bundle with entries")
+                for entry in entries:
+                    request = entry["request"]
+                    url = str(request["url"]).split("?")[0].split("/_history/")[0].strip("/")
+                    if request.get("method") != "DELETE" or not RESOURCE_REF.fullmatch(url):
+                        raise ValueError(f"not a DELETE of Type/id: {url!r}")
+                    found.append(url)
+            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+                unreadable += 1
+        return found, unreadable
+
+    return await _fetch(s, item, auth, parse)
+
+
 async def _download_all(
     s: _Session, manifest: _Manifest, out_dir: Path, job: str, written: list[Path]
-) -> tuple[list[ExportFile], list[ExportIssue]]:
-    for item in (*manifest.output, *manifest.error):
+) -> tuple[list[ExportFile], list[ExportIssue], list[str], int]:
+    for item in (*manifest.output, *manifest.error, *manifest.deleted):
         s.trusted(item.url, "export file URL", job)
     auth = manifest.requires_access_token
     numbers: dict[str, int] = {}
@@ -768,7 +801,7 @@ async def _download_all(
         path = out_dir / f"{item.type}-{numbers[item.type]}.ndjson"
         written.append(path)
         targets.append((item, path))
-    total = len(targets) + len(manifest.error)
+    total = len(targets) + len(manifest.error) + len(manifest.deleted)
     gate = asyncio.Semaphore(s.policy.concurrency)
     done = 0
 
@@ -782,7 +815,10 @@ async def _download_all(
 
     saves = [asyncio.ensure_future(one(_save(s, item, path, auth))) for item, path in targets]
     reads = [asyncio.ensure_future(one(_read_errors(s, item, auth))) for item in manifest.error]
-    tasks: list[asyncio.Future[Any]] = [*saves, *reads]
+    deletions = [
+        asyncio.ensure_future(one(_read_deleted(s, item, auth))) for item in manifest.deleted
+    ]
+    tasks: list[asyncio.Future[Any]] = [*saves, *reads, *deletions]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -792,6 +828,17 @@ async def _download_all(
         raise
     files = [task.result() for task in saves]
     issues = [issue for task in reads for issue in task.result()]
+    deleted = [ref for task in deletions for ref in task.result()[0]]
+    unreadable = sum(task.result()[1] for task in deletions)
+    if unreadable:
+        issues.append(
+            ExportIssue(
+                "error",
+                "structure",
+                f"{unreadable} line(s) of the `deleted` files unreadable: deletions unknown",
+                job,
+            )
+        )
     for export_file in files:
         if export_file.expected is not None and export_file.expected != export_file.lines:
             fewer = export_file.lines < export_file.expected
@@ -803,7 +850,7 @@ async def _download_all(
                     export_file.url or str(export_file.path),
                 )
             )
-    return files, issues
+    return files, issues, deleted, unreadable
 
 
 def _prepare(out_dir: Path) -> None:
@@ -867,7 +914,9 @@ async def export(
         try:
             manifest = await _poll(s, job, poll_limit_s)
             try:
-                files, issues = await _download_all(s, manifest, out_dir, job, written)
+                files, issues, deleted, unreadable = await _download_all(
+                    s, manifest, out_dir, job, written
+                )
             except _Gone as gone:
                 lost = gone
             else:
@@ -916,7 +965,8 @@ async def export(
             files=tuple(files),
             issues=tuple(kept),
             issue_count=len(issues),
-            deleted=tuple(item.url for item in manifest.deleted),
+            deleted=tuple(deleted),
+            deleted_unreadable=unreadable,
             job=job,
             request=manifest.request,
             expires=manifest.expires,
@@ -976,12 +1026,14 @@ async def _search_types(
     members: frozenset[str] | None,
     s: _Session,
 ) -> None:
-    """Page each type with plain searches into `writer`; Observation by the plan's codes."""
+    """Page each type with plain searches into `writer`; Observation by the plan's codes,
+    except with `since`: then every changed Observation, so that one recoded out of the
+    plan's codes reaches the caller (which must drop its previous version)."""
     base: dict[str, str] = {}
     if since is not None:
         base["_lastUpdated"] = f"ge{fhir_instant(since)}"  # ge: overlap rather than miss
     for kind in types:
-        if kind == "Observation":
+        if kind == "Observation" and since is None:
             queries = [{**base, "code": codes} for codes in plan.observation_queries()]
         else:
             queries = [base]
@@ -1151,6 +1203,7 @@ async def export_or_search(
         issues=result.issues,
         issue_count=result.issue_count,
         deleted=result.deleted,
+        deleted_unreadable=result.deleted_unreadable,
         job=result.job,
         request=result.request,
         expires=result.expires,

@@ -809,3 +809,75 @@ def test_plan_types_put_patient_first_and_skip_observation_without_codes() -> No
         "Patient",
         "Condition",
     ]
+
+
+# ---------------------------------------------------------------- incremental: deletions
+def deletion_bundle(*references: str) -> Resource:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": reference}} for reference in references],
+    }
+
+
+@respx.mock
+async def test_the_manifest_deleted_files_are_read_into_references(tmp_path: Path) -> None:
+    body = manifest([item("Patient", "Patient.ndjson", 1)])
+    body["deleted"] = [item("Bundle", "del-1.ndjson"), item("Bundle", "del-2.ndjson")]
+    simple_job(body)
+    respx.get(f"{FILES}/job1/Patient.ndjson").respond(200, content=ndjson(patient(1)))
+    respx.get(f"{FILES}/job1/del-1.ndjson").respond(
+        200,
+        content=ndjson(
+            deletion_bundle("Condition/c1", "Observation/o2"),
+            deletion_bundle("Observation/o3/_history/4"),
+        ),
+    )
+    respx.get(f"{FILES}/job1/del-2.ndjson").respond(200, content=ndjson(deletion_bundle()))
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    async with client() as fhir:
+        result = await export(fhir, tmp_path / "out", types=["Patient"], since=since)
+    assert sorted(result.deleted) == ["Condition/c1", "Observation/o2", "Observation/o3"]
+    assert result.deleted_unreadable == 0
+    assert result.issues == ()
+    # the deletion lists are not data: the out directory holds the Patient file only
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["Patient-1.ndjson"]
+
+
+@respx.mock
+async def test_an_unreadable_deletion_line_is_counted_and_reported(tmp_path: Path) -> None:
+    body = manifest([item("Patient", "Patient.ndjson", 1)])
+    body["deleted"] = [item("Bundle", "del.ndjson")]
+    simple_job(body)
+    respx.get(f"{FILES}/job1/Patient.ndjson").respond(200, content=ndjson(patient(1)))
+    put = {"resourceType": "Bundle", "entry": [{"request": {"method": "PUT", "url": "X/1"}}]}
+    respx.get(f"{FILES}/job1/del.ndjson").respond(
+        200,
+        content=b'{"resourceType": "Bundle", "entry": ['
+        + b"\n"  # cut short
+        + ndjson(deletion_bundle("Condition/c1"), put),
+    )
+    async with client() as fhir:
+        result = await export(fhir, tmp_path / "out", types=["Patient"])
+    assert result.deleted == ("Condition/c1",)
+    assert result.deleted_unreadable == 2  # the cut line and the PUT
+    (issue,) = result.errors
+    assert "deletions unknown" in issue.text
+
+
+@respx.mock
+async def test_an_incremental_search_reads_every_changed_observation(tmp_path: Path) -> None:
+    """With `since`, Observations are not narrowed to the plan's codes: one recoded away
+    from them must reach the caller, who drops its previous version."""
+    respx.get(f"{BASE}/metadata").respond(200, json={"resourceType": "CapabilityStatement"})
+    observations = respx.get(f"{BASE}/Observation").respond(200, json=searchset([observation(1)]))
+    respx.get(f"{BASE}/Patient").respond(200, json=searchset([]))
+    respx.get(f"{BASE}/Condition").respond(200, json=searchset([]))
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    async with client() as fhir:
+        result = await export_or_search(fhir, tmp_path / "out", PLAN, since=since)
+    assert result.method == "search"
+    assert observations.call_count == 1
+    params = observations.calls.last.request.url.params
+    assert "code" not in params
+    assert params["_lastUpdated"] == "ge2026-11-01T00:00:00.000Z"
