@@ -78,6 +78,7 @@ __all__ = [
     "ResultRow",
     "RunInfo",
     "RunLost",
+    "RunMode",
     "RunNotReady",
     "RunSpec",
     "StoredResult",
@@ -158,6 +159,12 @@ class SweepRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     write_back: Mapped[str | None] = mapped_column(Text)
     results_purged: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Incremental runs (migration 0002): what was asked, how it ran, from which run's
+    # snapshot, and what the delta held (service/sweeps/snapshot.py DeltaCounts).
+    requested_mode: Mapped[str | None] = mapped_column(String(16))  # auto | full
+    mode: Mapped[str | None] = mapped_column(String(16))  # files | full | incremental
+    based_on: Mapped[int | None] = mapped_column(Integer)
+    changes: Mapped[Any | None] = mapped_column(JSON)
 
     __table_args__ = (
         # The DB-level guarantee that one trial never has two running sweeps.
@@ -207,6 +214,16 @@ class RunSpec:
     source: str
     requested_by: str
     criteria: list[dict[str, str]]
+    requested_mode: Literal["auto", "full"] = "auto"
+
+
+@dataclass(frozen=True)
+class RunMode:
+    """How a run got its population, recorded with `completed`."""
+
+    mode: Literal["files", "full", "incremental"]
+    based_on: int | None = None  # the run whose snapshot an incremental run started from
+    changes: dict[str, Any] | None = None  # what the delta held, and why a run went full
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,10 @@ class RunInfo:
     error: str | None
     write_back: str | None
     results_purged: bool
+    requested_mode: str | None = None
+    mode: str | None = None
+    based_on: int | None = None
+    changes: dict[str, Any] | None = None
 
     @property
     def has_results(self) -> bool:
@@ -327,6 +348,10 @@ def _run_info(row: Any) -> RunInfo:
         error=row.error,
         write_back=row.write_back,
         results_purged=bool(row.results_purged),
+        requested_mode=row.requested_mode,
+        mode=row.mode,
+        based_on=row.based_on,
+        changes=row.changes,
     )
 
 
@@ -455,6 +480,7 @@ class SweepStore:
                         cancel_requested=False,
                         stage="queued",
                         criteria=spec.criteria,
+                        requested_mode=spec.requested_mode,
                     )
                 )
                 key = inserted.inserted_primary_key
@@ -524,6 +550,7 @@ class SweepStore:
         attrition: dict[str, Any],
         problems: Sequence[str],
         transaction_time: dt.datetime | None,
+        mode: RunMode | None = None,
     ) -> None:
         """Mark the run completed, in the same transaction that checks every result is in."""
         with self._write() as conn:
@@ -548,6 +575,9 @@ class SweepStore:
                     attrition=attrition,
                     problems=list(problems[:PROBLEMS_KEPT]),
                     transaction_time=transaction_time,
+                    mode=mode.mode if mode else None,
+                    based_on=mode.based_on if mode else None,
+                    changes=mode.changes if mode else None,
                     **{name: counts.get(name, 0) for name in COUNT_FIELDS},
                 )
             ).rowcount

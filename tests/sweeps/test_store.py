@@ -11,14 +11,17 @@ import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, text, update
+from sqlalchemy import create_engine, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service.config import Settings
 from service.sweeps import RunNotReady, SweepConflict, SweepRunner, SweepStore
 from service.sweeps.store import (
+    MIGRATIONS,
     RUNS,
     VERSION_TABLE,
     Base,
@@ -52,12 +55,46 @@ def test_migrations_create_the_schema_the_models_describe(store: SweepStore) -> 
     assert {"sweep_runs", "sweep_results", VERSION_TABLE} <= tables
     assert "alembic_version" not in tables  # never collides with another component's
     with store.engine.connect() as conn:
-        assert conn.scalar(text("select version_num from sweeps_alembic_version")) == "0001"
+        assert conn.scalar(text("select version_num from sweeps_alembic_version")) == "0002"
         index = conn.scalar(
             text("select sql from sqlite_master where name = 'ix_sweep_runs_one_running'")
         )
     assert "UNIQUE" in index
     assert "WHERE status = 'running'" in index
+
+
+def test_a_database_of_the_first_schema_is_upgraded_and_keeps_its_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            text(
+                "insert into sweep_runs (trial_id, trial_version, terminology_version, as_of, "
+                "source_kind, source, status, requested_by, started_at, heartbeat_at, pid, host, "
+                "cancel_requested, stage, done, total, stored, patients, likely_eligible, "
+                "possibly_eligible, ineligible, resources, errors, criteria, results_purged) "
+                "values ('NCT06946485', '1', 't', '2026-11-20', 'files', '/data', 'completed', "
+                "'old', '2026-11-20 08:00:00', '2026-11-20 08:00:00', 1, 'h', 0, 'done', 0, 0, "
+                "0, 0, 0, 0, 0, 0, 0, '[]', 0)"
+            )
+        )
+    engine.dispose()
+    store = SweepStore(url)
+    try:
+        assert schema_differences(store) == []
+        (old,) = store.runs()
+        assert (old.requested_by, old.status, old.mode, old.based_on) == (
+            "old",
+            "completed",
+            None,
+            None,
+        )
+    finally:
+        store.close()
 
 
 def test_migrating_again_and_concurrently_is_harmless(tmp_path: Path) -> None:
