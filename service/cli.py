@@ -407,10 +407,19 @@ def sweep_command(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: by input size).")
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="From a FHIR server: export everything, not only what changed since the "
+            "last run's snapshot.",
+        ),
+    ] = False,
 ) -> None:
     """Sweep a trial's population into the run store; print counts, the funnel and what
     changed since the previous run. Default source: COHORT_MATCH_SWEEP_DATA_DIR, else
-    COHORT_MATCH_FHIR_BASE_URL, else the bundled demo."""
+    COHORT_MATCH_FHIR_BASE_URL, else the bundled demo. From a FHIR server, a run after a
+    completed one asks only for what changed since (see COHORT_MATCH_SWEEP_INCREMENTAL)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     settings = get_settings()
@@ -422,7 +431,7 @@ def sweep_command(
     try:
         runner = SweepRunner(settings, store)
         try:
-            run_id = runner.begin(trial, day, where, _who())
+            run_id = runner.begin(trial, day, where, _who(), full=full)
         except ServiceError as exc:
             raise _fail(exc.message) from None
         columns = (
@@ -478,6 +487,9 @@ def _print_sweep_summary(store: SweepStore, run: RunInfo) -> None:
         f"{counts['errors']} unreadable record(s) skipped.",
         highlight=False,
     )
+    fetched = _fetch_summary(run)
+    if fetched:
+        out.print(fetched, highlight=False)
     previous = store.previous_completed(run)
     if previous is not None and previous.has_results:
         diff = diff_runs(store, previous, run)
@@ -488,6 +500,21 @@ def _print_sweep_summary(store: SweepStore, run: RunInfo) -> None:
             f"changed verdicts (cohort-match diff {previous.id} {run.id}).",
             highlight=False,
         )
+
+
+def _fetch_summary(run: RunInfo) -> str | None:
+    """How a FHIR run got its data, in one line (None for a screen of files)."""
+    changes = run.changes or {}
+    if run.mode == "incremental":
+        return (
+            f"Incremental: {changes.get('read', 0)} resource(s) changed and "
+            f"{changes.get('deleted', 0)} deleted since run {run.based_on} "
+            f"({changes.get('since')}), touching {changes.get('patients', 0)} patient(s); "
+            f"everyone screened again as of {run.as_of}."
+        )
+    if run.mode == "full":
+        return f"Full export: {changes.get('reason', 'requested')}."
+    return None
 
 
 def _print_funnel(funnel: AttritionPublic) -> None:
@@ -566,7 +593,8 @@ def runs_command(
             str(run.counts["patients"]),
             f"{run.counts['likely_eligible']}/{run.counts['possibly_eligible']}/"
             f"{run.counts['ineligible']}",
-            f"{run.source_kind}: {run.source}",
+            f"{run.mode or run.source_kind}: {run.source}"
+            + (f" (since run {run.based_on})" if run.based_on else ""),
         )
     out.print(table)
     for run in runs:

@@ -99,6 +99,24 @@ class Settings(BaseSettings):
     sweep_keep_results: int = Field(30, ge=2)  # completed runs per trial that keep results
     # After a completed run, PUT the candidates Group and ResearchSubjects to the FHIR server.
     sweep_write_back: bool = False
+    # Incremental FHIR sweeps: keep a snapshot of what the trial reads and ask the server only
+    # for what changed since the last run (`_since`, deletions from the export's `deleted`
+    # files and type history); everyone is screened again at the new as_of. A full export at
+    # least every sweep_full_after_days bounds the life of a change a server fails to report.
+    sweep_incremental: bool = True
+    sweep_full_after_days: float = Field(7.0, gt=0)
+    # Where snapshots live; default: beside a SQLite database file (<file>.snapshots/), else
+    # ./cohort-match-snapshots. About the size of the export's relevant part.
+    sweep_snapshot_dir: Path | None = None
+
+    def snapshot_root(self) -> Path:
+        if self.sweep_snapshot_dir is not None:
+            return self.sweep_snapshot_dir
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
+            database = Path(self.database_url.removeprefix(prefix).split("?")[0])
+            return database.with_name(database.name + ".snapshots")
+        return Path("cohort-match-snapshots")
 
     @model_validator(mode="after")
     def _sweeps_safe(self) -> Settings:

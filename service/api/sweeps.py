@@ -199,7 +199,9 @@ def start_sweep(
         call.trial_id = body.trial
         if body.trial not in state.trials:
             raise NotFound(f"unknown trial {body.trial!r}")
-        run = sweeps.start(body.trial, body.as_of or dt.date.today(), caller.subject)
+        run = sweeps.start(
+            body.trial, body.as_of or dt.date.today(), caller.subject, full=body.full
+        )
         call.outcome = f"started run {run.id}"
         return _json(public(run), 202, {"Location": f"/sweeps/{run.id}"})
 

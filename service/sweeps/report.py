@@ -19,6 +19,7 @@ large the run; only the diff's changed patients and the FHIR Bundle's candidates
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import re
@@ -33,6 +34,7 @@ from service.sweeps.schemas import (
     AttritionPublic,
     CriterionChangePublic,
     DiffPublic,
+    FetchPublic,
     FunnelStepPublic,
     PatientChangePublic,
     ProgressPublic,
@@ -89,11 +91,28 @@ def run_public(run: RunInfo) -> SweepPublic:
         progress=ProgressPublic(stage=run.stage, done=run.done, total=run.total),
         counts=RunCountsPublic(**run.counts),
         worker=WorkerPublic(host=run.host, pid=run.pid, heartbeat_at=run.heartbeat_at),
+        fetch=fetch_public(run),
         transaction_time=run.transaction_time,
         error=run.error,
         problems=run.problems,
         write_back=run.write_back,
         results_available=run.has_results,
+    )
+
+
+def fetch_public(run: RunInfo) -> FetchPublic:
+    changes = run.changes or {}
+    since = changes.get("since")
+    return FetchPublic(
+        mode=run.mode,
+        requested=run.requested_mode,
+        based_on=run.based_on,
+        since=dt.datetime.fromisoformat(since) if isinstance(since, str) else None,
+        reason=changes.get("reason"),
+        **{
+            name: changes.get(name)
+            for name in ("read", "kept", "carried", "replaced", "deleted", "patients")
+        },
     )
 
 

@@ -2,8 +2,9 @@
 
     begin()    claims the trial in the store (SweepConflict if a live sweep of it runs) and
                records the run: trial and its version, code tables' version, as_of, source
-    execute()  gets the population (a directory as it is, or a FHIR server's Bulk export into
-               a temporary directory, by search where the server has no $export), screens it
+    execute()  gets the population (a directory as it is, or from a FHIR server by Bulk
+               export, by search where the server has no $export: in full, or only what
+               changed since the last run's snapshot, see below), screens it
                with service.screening.screen (worker processes, bounded memory), stores the
                ranked results in batches while counting the funnel, and completes the run
     sweep()    both, in the calling thread (the CLI)
@@ -13,6 +14,15 @@ picks up a cancel request from the store. The run ends `completed`, `failed` (wi
 or `cancelled`; a process killed outright leaves it `running` until the next claim of the
 trial finds the process gone (see service/sweeps/store.py).
 
+From a FHIR server, a run keeps a snapshot of what the trial reads (service/sweeps/snapshot.py).
+The next run of the same source, trial version and code tables asks only for what changed
+(`_since` the snapshot's transactionTime; deletions from the manifest's `deleted` files and
+type-level history), merges it into a new snapshot and screens everyone again at its own
+as_of, so a patient whose records did not change still gets today's verdicts (age, windows).
+A run exports in full when asked (`full=True`), when there is no usable snapshot, at Group
+level, when the deletions list was unreadable, or when the last full export is older than
+COHORT_MATCH_SWEEP_FULL_AFTER_DAYS. The run records which (`mode`, `based_on`, `changes`).
+
 `BackgroundSweeps` is the API's and the scheduler's way in: the run is claimed in the caller
 (so a conflict is an immediate 409) and executed on a thread.
 """
@@ -21,14 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -36,14 +47,18 @@ import orjson
 from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
 from service.errors import BadRequest, FhirError, NotFound, ServiceError
-from service.fhir import FhirClient, NoAuth, plan_for
+from service.fhir import FetchPlan, FhirClient, NoAuth, plan_for
 from service.fhir.auth import Auth, auth_from_settings
+from service.fhir.bulk import ExportResult
+from service.mappers import MAPPERS
 from service.screening import ScreenRun, screen
 from service.sweeps.report import FunnelCounter, diff_runs, fhir_bundle
+from service.sweeps.snapshot import SnapshotInfo, Snapshots, snapshot_key
 from service.sweeps.store import (
     COMPLETED,
     ResultRow,
     RunInfo,
+    RunMode,
     RunSpec,
     SweepStore,
 )
@@ -156,6 +171,40 @@ class _Heartbeat(threading.Thread):
         self.join()
 
 
+@dataclass
+class _Export:
+    result: ExportResult
+    deleted: frozenset[str]  # `Type/id` removed since the snapshot (manifest and history)
+    problems: list[str]
+
+
+@dataclass
+class _Fetched:
+    """The population of a run, ready to screen, and how it was obtained."""
+
+    data: Path
+    mode: RunMode
+    transaction_time: dt.datetime | None = None
+    problems: list[str] = field(default_factory=list)
+    errors: int = 0
+    snapshots: Snapshots | None = None  # promote this run's snapshot once it completed
+
+    def name(self, problem: str) -> str:
+        """A problem as a run keeps it: the snapshot's lines by the record they hold."""
+        if self.snapshots is None:
+            return problem
+        return problem.replace(f"{self.data}/", "snapshot:", 1)
+
+
+def relevant(resource: dict[str, Any], *, terms: Terminology) -> bool:
+    """Whether a screen reads the resource: a Patient, a type some mapper reads, and for
+    Observations a code in some value set (most of a real EHR's are not)."""
+    kind = resource.get("resourceType")
+    if kind == "Observation":
+        return terms.may_match(resource.get("code"))
+    return kind == "Patient" or kind in MAPPERS
+
+
 class SweepRunner:
     """Runs sweeps for one deployment (its Settings) into one store."""
 
@@ -182,8 +231,17 @@ class SweepRunner:
             raise ServiceError(str(exc)) from None
 
     # ------------------------------------------------------------ begin
-    def begin(self, trial_id: str, as_of: dt.date, source: Source, requested_by: str) -> int:
-        """Claim the trial and record the run; returns its id (SweepConflict if one runs)."""
+    def begin(
+        self,
+        trial_id: str,
+        as_of: dt.date,
+        source: Source,
+        requested_by: str,
+        *,
+        full: bool = False,
+    ) -> int:
+        """Claim the trial and record the run; returns its id (SweepConflict if one runs).
+        `full`: export everything even where an incremental run could start from a snapshot."""
         trial, _ = self._trial(trial_id)
         try:
             terms = self.terms()
@@ -201,6 +259,7 @@ class SweepRunner:
                 {"id": c.id, "kind": c.kind, "assessment": c.assessment, "text": c.text}
                 for c in trial.criteria
             ],
+            requested_mode="full" if full else "auto",
         )
         run_id = self.store.claim(spec, stale_after_s=self.settings.sweep_stale_after_s)
         log.info("sweep run %d of %s claimed (%s %s)", run_id, trial.id, source.kind, as_of)
@@ -213,9 +272,11 @@ class SweepRunner:
         source: Source,
         requested_by: str,
         *,
+        full: bool = False,
         progress: Progress | None = None,
     ) -> RunInfo:
-        return self.execute(self.begin(trial_id, as_of, source, requested_by), progress=progress)
+        run_id = self.begin(trial_id, as_of, source, requested_by, full=full)
+        return self.execute(run_id, progress=progress)
 
     # ------------------------------------------------------------ execute
     def execute(
@@ -261,82 +322,203 @@ class SweepRunner:
                 f"was started with {run.trial_version}"
             )
         with tempfile.TemporaryDirectory(prefix="cohort-match-sweep-") as tmp:
-            problems: list[str] = []
-            transaction_time = None
-            export_errors = 0
             if run.source_kind == "files":
-                data = Path(run.source)
+                fetched = _Fetched(Path(run.source), RunMode("files"))
             else:
-                data = Path(tmp) / "export"
-                transaction_time, problems, export_errors = self._export(run, trial, data, tracker)
-            tracker("read", 0, 0)
-            # Our own spool directory: screen() does not remove the one it makes itself when
-            # an exception (a cancel raised from `progress`) leaves it half way.
-            spool = Path(tmp) / "spool"
-            spool.mkdir()
-            screened = screen(
-                data,
-                trial_path,
-                self.settings.terminology_dir,
-                run.as_of,
-                site_map=self.settings.site_code_map,
-                workers=self.settings.sweep_workers,
-                spool=spool,
-                progress=tracker,
-            )
+                fetched = self._fetch(run, trial, Path(tmp), tracker)
             try:
-                funnel = self._store_results(run, screened, tracker)
-                counts = screened.counts()
-                counts["errors"] += export_errors
-                # The export directory is gone after the run: name files relative to it.
-                for error in screened.errors:
-                    text = str(error)
-                    if run.source_kind == "fhir":
-                        text = text.replace(f"{data}/", "export:", 1)
-                    problems.append(text)
-                self.store.complete(
-                    run.id,
-                    counts=counts,
-                    attrition=funnel.result(run).model_dump(mode="json", by_alias=True),
-                    problems=problems,
-                    transaction_time=transaction_time,
-                )
-            finally:
-                screened.close()
-        log.info("sweep run %d of %s completed", run.id, run.trial_id)
+                self._screen_and_store(run, trial_path, fetched, Path(tmp), tracker)
+            except BaseException:
+                if fetched.snapshots is not None:
+                    fetched.snapshots.discard(run.id)
+                raise
+        if fetched.snapshots is not None:
+            try:
+                fetched.snapshots.promote(run.id)
+            except OSError:  # the run stands; the next one exports in full
+                log.exception("sweep run %d: its snapshot could not be kept", run.id)
+        log.info("sweep run %d of %s completed (%s)", run.id, run.trial_id, fetched.mode.mode)
 
-    def _export(
-        self, run: RunInfo, trial: TrialDefinition, out: Path, tracker: _Tracker
-    ) -> tuple[dt.datetime, list[str], int]:
-        """Bulk export (or searches) of what the trial needs into `out`.
+    def _screen_and_store(
+        self, run: RunInfo, trial_path: Path, fetched: _Fetched, tmp: Path, tracker: _Tracker
+    ) -> None:
+        tracker("read", 0, 0)
+        # Our own spool directory: screen() does not remove the one it makes itself when
+        # an exception (a cancel raised from `progress`) leaves it half way.
+        spool = tmp / "spool"
+        spool.mkdir()
+        screened = screen(
+            fetched.data,
+            trial_path,
+            self.settings.terminology_dir,
+            run.as_of,
+            site_map=self.settings.site_code_map,
+            workers=self.settings.sweep_workers,
+            spool=spool,
+            progress=tracker,
+        )
+        try:
+            funnel = self._store_results(run, screened, tracker)
+            counts = screened.counts()
+            counts["errors"] += fetched.errors
+            problems = [*fetched.problems, *(fetched.name(str(e)) for e in screened.errors)]
+            self.store.complete(
+                run.id,
+                counts=counts,
+                attrition=funnel.result(run).model_dump(mode="json", by_alias=True),
+                problems=problems,
+                transaction_time=fetched.transaction_time,
+                mode=fetched.mode,
+            )
+        finally:
+            screened.close()
 
-        Issues in the export's error files are kept with the run as problems and counted as
-        errors; the run still completes (as a screen of files does with unreadable records).
-        """
-        from service.fhir.bulk import ExportProgress, export_or_search
-
-        settings = self.settings
+    # ------------------------------------------------------------ FHIR: full or incremental
+    def _fetch(
+        self, run: RunInfo, trial: TrialDefinition, tmp: Path, tracker: _Tracker
+    ) -> _Fetched:
+        """The population from the FHIR server into a new snapshot: what changed since the
+        last run's snapshot when one can be used, else a full export."""
+        settings, terms = self.settings, self.terms()
         level: str = settings.sweep_export_level
         if level == "group":
             assert settings.sweep_export_group
             level = settings.sweep_export_group
-        plan = plan_for(trial, self.terms())
+        key = snapshot_key(run.source, level, trial.id, trial.version, terms.version)
+        snapshots = Snapshots(settings.snapshot_root(), trial.id, key)
+        base, why_full = self._base(run, snapshots)
+        builder = snapshots.start(run.id)
+        try:
+            plan = plan_for(trial, terms)
+            delta: _Export | None = None
+            if base is not None:
+                delta = self._export(run, plan, level, tmp / "delta", tracker, base[1])
+                if delta.result.deleted_unreadable:
+                    why_full = "the server's list of deleted resources was unreadable"
+                    delta = None
+            export = delta or self._export(run, plan, level, tmp / "export", tracker, None)
+            tracker("snapshot", 0, 0)
+            counts = builder.take(
+                export.result.out_dir,
+                functools.partial(relevant, terms=terms),
+                base[0] if delta is not None and base is not None else None,
+                export.deleted,
+            )
+            transaction_time = export.result.transaction_time
+            if delta is not None and base is not None:
+                full_time = base[1].full_export_time
+                mode = RunMode(
+                    "incremental",
+                    based_on=base[1].run_id,
+                    changes={"since": base[1].transaction_time.isoformat(), **counts.as_dict()},
+                )
+            else:
+                full_time = transaction_time
+                mode = RunMode("full", changes={"reason": why_full, **counts.as_dict()})
+            builder.finish(
+                SnapshotInfo(
+                    run.id,
+                    key,
+                    transaction_time,
+                    full_time,
+                    counts.kept + counts.carried,
+                    reusable=counts.untracked == 0,
+                )
+            )
+        except BaseException:
+            snapshots.discard(run.id)
+            raise
+        out = f"{export.result.out_dir}/"
+        problems = [*export.problems, *(str(e).replace(out, "export:", 1) for e in builder.errors)]
+        return _Fetched(
+            builder.path,
+            mode,
+            transaction_time=transaction_time,
+            problems=problems,
+            errors=export.result.issue_count + counts.unreadable,
+            snapshots=snapshots,
+        )
+
+    def _base(
+        self, run: RunInfo, snapshots: Snapshots
+    ) -> tuple[tuple[Path, SnapshotInfo] | None, str]:
+        """The snapshot an incremental run can start from, or None and why not."""
+        if run.requested_mode == "full":
+            return None, "full export requested"
+        if not self.settings.sweep_incremental:
+            return None, "incremental sweeps are off (COHORT_MATCH_SWEEP_INCREMENTAL)"
+        if self.settings.sweep_export_level == "group":
+            # a patient who joined the Group brings records older than `_since`
+            return None, "Group-level exports are always full"
+        found = snapshots.latest()
+        if found is None:
+            return None, "no snapshot of an earlier run with this source, trial and code tables"
+        info = found[1]
+        try:
+            earlier = self.store.get(info.run_id)
+        except NotFound:
+            return None, f"the run of the snapshot ({info.run_id}) is gone"
+        if earlier.status != COMPLETED or earlier.transaction_time != info.transaction_time:
+            return None, f"the snapshot of run {info.run_id} does not match its run"
+        if not info.reusable:
+            return None, f"run {info.run_id} received records it could not identify"
+        age = dt.datetime.now(dt.UTC) - info.full_export_time
+        if age > dt.timedelta(days=self.settings.sweep_full_after_days):
+            return None, (
+                f"the last full export is {age.days} days old "
+                f"(COHORT_MATCH_SWEEP_FULL_AFTER_DAYS={self.settings.sweep_full_after_days:g})"
+            )
+        return found, ""
+
+    def _export(
+        self,
+        run: RunInfo,
+        plan: FetchPlan,
+        level: str,
+        out: Path,
+        tracker: _Tracker,
+        since: SnapshotInfo | None,
+    ) -> _Export:
+        """Bulk export (or searches) of what the trial needs into `out`; with `since`, only
+        what changed after that snapshot, and what was deleted.
+
+        Issues in the export's error files are kept with the run as problems and counted as
+        errors; the run still completes (as a screen of files does with unreadable records).
+        """
+        from service.fhir.bulk import ExportProgress, export_or_search, fhir_instant, plan_types
+        from service.fhir.history import deleted_since
+
+        settings = self.settings
+        moment = since.transaction_time if since is not None else None
 
         def report(step: ExportProgress) -> None:
             tracker("export", step.done, step.total)
 
-        async def run_export() -> tuple[dt.datetime, list[str], int]:
+        async def run_export() -> _Export:
             async with FhirClient(
                 run.source,
                 auth=fhir_auth(settings, run.source),
                 timeout_s=settings.fhir_timeout_s,
                 page_size=settings.fhir_page_size,
             ) as client:
-                result = await export_or_search(client, out, plan, level=level, progress=report)
+                result = await export_or_search(
+                    client, out, plan, level=level, since=moment, progress=report
+                )
+                deleted = set(result.deleted)
+                if moment is not None:
+                    history = await deleted_since(
+                        client, plan_types(plan), moment, fhir_instant(moment)
+                    )
+                    deleted |= history.references
             log.info(
-                "sweep run %d: %s gave %s", run.id, result.method, result.counts() or "nothing"
+                "sweep run %d: %s%s gave %s, %d deletion(s)",
+                run.id,
+                result.method,
+                " since " + moment.isoformat() if moment else "",
+                result.counts() or "nothing",
+                len(deleted),
             )
-            return result.transaction_time, [str(i) for i in result.issues], result.issue_count
+            return _Export(result, frozenset(deleted), [str(i) for i in result.issues])
 
         tracker("export", 0, 0)
         return asyncio.run(run_export())
@@ -454,8 +636,10 @@ class BackgroundSweeps:
             )
         return source
 
-    def start(self, trial_id: str, as_of: dt.date, requested_by: str) -> RunInfo:
-        run_id = self.runner.begin(trial_id, as_of, self.source(), requested_by)
+    def start(
+        self, trial_id: str, as_of: dt.date, requested_by: str, *, full: bool = False
+    ) -> RunInfo:
+        run_id = self.runner.begin(trial_id, as_of, self.source(), requested_by, full=full)
         cancel = threading.Event()
         with self._lock:
             future = self._pool.submit(self._execute, run_id, cancel)

@@ -17,6 +17,7 @@ __all__ = [
     "AttritionPublic",
     "CriterionChangePublic",
     "DiffPublic",
+    "FetchPublic",
     "FunnelStepPublic",
     "PatientChangePublic",
     "RunRefPublic",
@@ -45,6 +46,11 @@ class SweepCreate(_Public):
 
     trial: str = Field(min_length=1, max_length=64)
     as_of: dt.date | None = Field(None, description="Evaluate as on this date; default today")
+    full: bool = Field(
+        False,
+        description="From a FHIR server: export everything, even where the previous run's "
+        "snapshot would allow an incremental run (only what changed since)",
+    )
 
 
 class SourcePublic(_Public):
@@ -67,6 +73,28 @@ class RunCountsPublic(_Public):
     errors: int = Field(description="Records that could not be read (named under problems)")
 
 
+class FetchPublic(_Public):
+    """How a run got its population, and from a FHIR server what the export held."""
+
+    mode: Literal["files", "full", "incremental"] | None = Field(
+        None, description="None while running, and for runs stored before version 0002"
+    )
+    requested: Literal["auto", "full"] | None = None
+    based_on: int | None = Field(
+        None, description="incremental: the run whose snapshot it started from"
+    )
+    since: dt.datetime | None = Field(
+        None, description="incremental: the _since sent (that run's transactionTime)"
+    )
+    reason: str | None = Field(None, description="full: why not incremental")
+    read: int | None = Field(None, description="Resources the export (or delta) returned")
+    kept: int | None = Field(None, description="Of those, resources the trial reads")
+    carried: int | None = Field(None, description="incremental: unchanged, from the snapshot")
+    replaced: int | None = Field(None, description="incremental: previous versions replaced")
+    deleted: int | None = Field(None, description="incremental: removed as deleted")
+    patients: int | None = Field(None, description="incremental: patients with changed records")
+
+
 class WorkerPublic(_Public):
     host: str
     pid: int
@@ -87,6 +115,7 @@ class SweepPublic(_Public):
     progress: ProgressPublic
     counts: RunCountsPublic = Field(description="Set when the run completes")
     worker: WorkerPublic
+    fetch: FetchPublic
     transaction_time: dt.datetime | None = Field(
         None, description="Bulk export transactionTime: the _since of an incremental run"
     )
