@@ -46,7 +46,7 @@ import orjson
 
 from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
-from service.errors import BadRequest, FhirError, NotFound, ServiceError
+from service.errors import BadRequest, FhirError, FhirFatalError, NotFound, ServiceError
 from service.fhir import FetchPlan, FhirClient, NoAuth, plan_for
 from service.fhir.auth import Auth, auth_from_settings
 from service.fhir.bulk import ExportResult
@@ -392,8 +392,16 @@ class SweepRunner:
             plan = plan_for(trial, terms)
             delta: _Export | None = None
             if base is not None:
-                delta = self._export(run, plan, level, tmp / "delta", tracker, base[1])
-                if delta.result.deleted_unreadable:
+                try:
+                    delta = self._export(run, plan, level, tmp / "delta", tracker, base[1])
+                except FhirFatalError as exc:
+                    if exc.http_status not in (400, 422):
+                        raise
+                    # e.g. a server that refuses _since (or _lastUpdated) with strict handling
+                    log.warning("sweep run %d: incremental export refused: %s", run.id, exc)
+                    why_full = f"the server refused the incremental request: {exc.message}"
+                    delta = None
+                if delta is not None and delta.result.deleted_unreadable:
                     why_full = "the server's list of deleted resources was unreadable"
                     delta = None
             export = delta or self._export(run, plan, level, tmp / "export", tracker, None)

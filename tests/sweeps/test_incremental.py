@@ -10,7 +10,9 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
 from service.config import Settings
 from service.sweeps import Source, SweepRunner, SweepStore
@@ -110,51 +112,72 @@ def test_snapshots_live_beside_a_sqlite_database_unless_configured(tmp_path: Pat
     assert Settings(sweep_snapshot_dir=tmp_path / "s").snapshot_root() == tmp_path / "s"
 
 
-def test_an_unreadable_deletion_list_turns_the_run_into_a_full_export(
-    fhir_runner: SweepRunner,
-) -> None:
-    import httpx
-    import respx
+FILES = f"{FHIR}/bulk-files"
+PATIENT = b'{"resourceType":"Patient","id":"p1","birthDate":"1990-01-01","gender":"female"}\n'
 
-    files = f"{FHIR}/bulk-files"
-    patient = b'{"resourceType":"Patient","id":"p1","birthDate":"1990-01-01","gender":"female"}\n'
 
-    def manifest(job: str, deleted: bool) -> dict[str, object]:
+def mock_export_server(delta: httpx.Response | None = None) -> respx.Route:
+    """A server with $export and no type history: kick-offs without `_since` get job
+    `full`, those with it job `delta` (whose manifest has an unreadable `deleted` file), or
+    `delta` itself when given. Returns the kick-off route."""
+
+    def manifest(job: str) -> dict[str, object]:
         body: dict[str, object] = {
             "transactionTime": NOW.isoformat(),
             "request": f"{FHIR}/$export",
             "requiresAccessToken": False,
-            "output": [{"type": "Patient", "url": f"{files}/{job}/Patient.ndjson"}],
+            "output": [{"type": "Patient", "url": f"{FILES}/{job}/Patient.ndjson"}],
             "error": [],
         }
-        if deleted:
-            body["deleted"] = [{"type": "Bundle", "url": f"{files}/{job}/deleted.ndjson"}]
+        if job == "delta":
+            body["deleted"] = [{"type": "Bundle", "url": f"{FILES}/{job}/deleted.ndjson"}]
         return body
 
     def kick_off(request: httpx.Request) -> httpx.Response:
+        if "_since" in request.url.params and delta is not None:
+            return delta
         job = "delta" if "_since" in request.url.params else "full"
         return httpx.Response(202, headers={"Content-Location": f"{FHIR}/bulk-status/{job}"})
 
-    with respx.mock:
-        capability = {
-            "resourceType": "CapabilityStatement",
-            "rest": [{"operation": [{"name": "export"}]}],
-        }
-        respx.get(f"{FHIR}/metadata").respond(json=capability)
-        kicks = respx.get(f"{FHIR}/$export").mock(side_effect=kick_off)
-        for job, deleted in (("full", False), ("delta", True)):
-            respx.get(f"{FHIR}/bulk-status/{job}").respond(json=manifest(job, deleted))
-            respx.delete(f"{FHIR}/bulk-status/{job}").respond(202)
-            respx.get(f"{files}/{job}/Patient.ndjson").respond(content=patient)
-        respx.get(f"{files}/delta/deleted.ndjson").respond(content=b"{not a bundle\n")
+    capability = {
+        "resourceType": "CapabilityStatement",
+        "rest": [{"operation": [{"name": "export"}]}],
+    }
+    respx.get(f"{FHIR}/metadata").respond(json=capability)
+    for job in ("full", "delta"):
+        respx.get(f"{FHIR}/bulk-status/{job}").respond(json=manifest(job))
+        respx.delete(f"{FHIR}/bulk-status/{job}").respond(202)
+        respx.get(f"{FILES}/{job}/Patient.ndjson").respond(content=PATIENT)
+    respx.get(f"{FILES}/delta/deleted.ndjson").respond(content=b"{not a bundle\n")
+    return respx.get(f"{FHIR}/$export").mock(side_effect=kick_off)
 
-        first = fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test")
-        assert first.status == "completed", first.error
-        second = fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test")
+
+@respx.mock
+def test_an_unreadable_deletion_list_turns_the_run_into_a_full_export(
+    fhir_runner: SweepRunner,
+) -> None:
+    kicks = mock_export_server()
+    first = fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test")
+    assert first.status == "completed", first.error
+    second = fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test")
     assert second.status == "completed", second.error
     assert second.mode == "full"
-    assert (second.changes or {})[
-        "reason"
-    ] == "the server's list of deleted resources was unreadable"
+    reason = (second.changes or {})["reason"]
+    assert reason == "the server's list of deleted resources was unreadable"
     assert ["_since" in call.request.url.params for call in kicks.calls] == [False, True, False]
     assert second.counts["patients"] == 1
+
+
+@respx.mock
+def test_a_server_that_refuses_since_gets_a_full_export(fhir_runner: SweepRunner) -> None:
+    refusal = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "_since"}],
+    }
+    kicks = mock_export_server(httpx.Response(400, json=refusal))
+    assert fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test").status == "completed"
+    second = fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test")
+    assert second.status == "completed", second.error
+    assert second.mode == "full"
+    assert "refused the incremental request" in (second.changes or {})["reason"]
+    assert ["_since" in call.request.url.params for call in kicks.calls] == [False, True, False]
