@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -70,7 +71,7 @@ def test_migrations_apply_on_postgresql(pg_url: str) -> None:
         with store.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             assert compare_metadata(context, Base.metadata) == []
-            assert conn.scalar(text("select version_num from sweeps_alembic_version")) == "0001"
+            assert conn.scalar(text("select version_num from sweeps_alembic_version")) == "0002"
             index = conn.scalar(
                 text(
                     "select indexdef from pg_indexes where indexname = 'ix_sweep_runs_one_running'"
@@ -148,3 +149,23 @@ def test_sweeps_diff_and_exports_on_postgresql(
 @pytest.mark.parametrize("where", ["store", "screen"])
 def test_sigkill_mid_sweep_on_postgresql(pg_url: str, where: str) -> None:
     crash_and_recover(pg_url, where)
+
+
+def test_an_incremental_sweep_from_the_fhir_server_on_postgresql(
+    pg_url: str, fhir_server: str, tmp_path: Path
+) -> None:
+    """The snapshot's transactionTime must survive PostgreSQL's timestamptz round trip for
+    the next run to start from it."""
+    from service.sweeps import Source
+
+    settings = sweep_settings(pg_url, fhir_base_url=fhir_server, sweep_snapshot_dir=tmp_path)
+    store = SweepStore(pg_url)
+    try:
+        runner = SweepRunner(settings, store)
+        first = runner.sweep(TRIAL, AS_OF, Source.fhir(fhir_server), "test")
+        second = runner.sweep(TRIAL, AS_OF, Source.fhir(fhir_server), "test")
+        assert (first.mode, second.mode, second.based_on) == ("full", "incremental", first.id)
+        assert (second.changes or {})["read"] == 0
+        assert diff_runs(store, first, second).counts["unchanged"] == 50
+    finally:
+        store.close()
