@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.fhir.bulk import ExportResult
 from service.sweeps import Source, SweepRunner
 from service.sweeps.report import csv_lines
+from service.sweeps.runner import _Export
 from service.sweeps.store import RunInfo, SweepStore
 from tests.smart.conftest import AS_OF, SMALL_PATIENTS, launch
 from tests.smart.ehr import TestEhr
@@ -48,9 +50,10 @@ def sweep_of(
     """sweep_of(app, source): a completed sweep of `source` (a FHIR URL, or files) into the
     app's own store; the export of a FHIR source gives the swept Bundles."""
 
-    def export(self: SweepRunner, run: Any, trial: Any, out: Path, tracker: Any) -> Any:
+    def export(self: SweepRunner, run: Any, plan: Any, level: str, out: Path, *_: Any) -> Any:
         shutil.copytree(swept_data, out)
-        return dt.datetime.now(dt.UTC), [], 0
+        result = ExportResult(out, "bulk-export", dt.datetime.now(dt.UTC), ())
+        return _Export(result, frozenset(), [])
 
     monkeypatch.setattr(SweepRunner, "_export", export)
 
