@@ -1,10 +1,11 @@
 """Screen a population read from files: map, group by patient, evaluate, rank.
 
 Bulk NDJSON is sorted by resource type, not by patient, so a patient's facts arrive
-scattered. Rather than hold the population in memory, stage 1 maps each resource (keeping
-only the few facts criteria use) and appends them to one of N partition files by a hash of
-the patient; stage 2 loads one partition at a time, groups, evaluates and writes each
-result as a JSON line; ranking then sorts small summaries and reads results back in order.
+scattered. Rather than hold the population in memory, stage 1 drops the resources no
+criterion can use (most Observations, recognised from their bytes) and appends the rest, as
+read, to one of N partition files by a hash of the patient; stage 2 loads one partition at a
+time, maps, groups, evaluates and writes each result as a JSON line; ranking then sorts
+small summaries and reads results back in order.
 Peak memory is one partition, whatever the population. Both stages run in worker
 processes when given more than one.
 """
@@ -32,7 +33,14 @@ from service.criteria.verdict import PatientResult
 from service.facts import PatientFacts
 from service.mappers import MAPPERS, MappingError, map_resource, problem_for, subject_of
 from service.ranking import sort_key
-from service.sources import Chunk, SourceError, chunks, read_chunk, total_bytes
+from service.sources import (
+    Chunk,
+    LineReader,
+    SourceError,
+    chunks,
+    observation_prefilter,
+    total_bytes,
+)
 from service.terminology import Terminology
 
 __all__ = ["ScreenRun", "Summary", "screen"]
@@ -118,6 +126,11 @@ def _load(
     return trial, terms
 
 
+@lru_cache(maxsize=2)
+def _prefilter(terms: Terminology) -> Callable[[bytes], bool]:
+    return observation_prefilter(terms.may_match)
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     trial_path: str
@@ -135,9 +148,10 @@ def _partition_of(patient: str, partitions: int) -> int:
 
 def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceError], int]:
     """Stage 1: read one chunk, drop what no criterion can use (resource types no mapper
-    reads; Observations whose codes are in no value set), and append the rest, with where
-    it was read, to the partition file of its patient. Mapping waits for stage 2, so facts
-    are never pickled."""
+    reads; Observations whose codes are in no value set, most of them recognised from the
+    line's bytes without parsing), and append the rest, with where it was read, to the
+    partition file of its patient: an NDJSON line as read, so it is not serialized again.
+    Mapping waits for stage 2, so facts are never pickled."""
     _, terms = _load(job.trial_path, job.terminology_root, job.site_map)
     errors: list[SourceError] = []
     error_count = 0
@@ -146,8 +160,9 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
         open(Path(job.spool) / f"routed-{p}-{index}.jsonl", "wb", buffering=1 << 20)
         for p in range(job.partitions)
     ]
+    reader = LineReader(chunk, _prefilter(terms))
     try:
-        for resource, where, error in read_chunk(chunk):
+        for resource, where, error, line in reader:
             if resource is None:
                 error_count += 1
                 if len(errors) < MAX_ERRORS_KEPT:
@@ -173,13 +188,14 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                 continue
             if job.only is not None and patient != job.only:
                 continue
+            body = line.rstrip(b"\r\n") if line is not None else orjson.dumps(resource)
             handles[_partition_of(patient, job.partitions)].write(
-                where.encode() + b"\x1f" + orjson.dumps(resource) + b"\n"
+                where.encode() + b"\x1f" + body + b"\n"
             )
     finally:
         for handle in handles:
             handle.close()
-    return resources, errors, error_count
+    return resources + reader.skipped, errors, error_count
 
 
 def _evaluate_partition(
@@ -190,7 +206,9 @@ def _evaluate_partition(
     patients: dict[str, PatientFacts] = {}
     errors: list[SourceError] = []
     error_count = 0
-    gc.disable()  # facts form no cycles; the collector would only re-walk a growing heap
+    # Neither facts nor results form cycles: the collector would only re-walk the growing
+    # heap of facts, while they are read and again while each patient is evaluated.
+    gc.disable()
     try:
         for index in range(chunk_count):
             path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
@@ -213,8 +231,20 @@ def _evaluate_partition(
                         group = patients[mapped.patient] = PatientFacts(mapped.patient)
                     group.add(mapped.fact)
             path.unlink()
+        summaries = _write_results(job, trial, terms, partition, patients)
     finally:
         gc.enable()
+    return summaries, errors, error_count
+
+
+def _write_results(
+    job: _Job,
+    trial: TrialDefinition,
+    terms: Terminology,
+    partition: int,
+    patients: dict[str, PatientFacts],
+) -> list[Summary]:
+    """Evaluate each patient of a partition, in reference order, and write the results."""
     summaries = []
     with (Path(job.spool) / f"results-{partition}.jsonl").open("wb") as out:
         for reference in sorted(patients):
@@ -238,7 +268,7 @@ def _evaluate_partition(
                     length=len(payload),
                 )
             )
-    return summaries, errors, error_count
+    return summaries
 
 
 def _next_step(result: PatientResult) -> str | None:
@@ -249,6 +279,13 @@ def _next_step(result: PatientResult) -> str | None:
 
 
 # ---------------------------------------------------------------- driver
+def _partition_count(size: int, workers: int) -> int:
+    """One partition per 48 MB of input (peak memory is one partition), one more per
+    worker, at most 256; a multiple of the workers, as one left over would run alone."""
+    wanted = size // (48 * 1024 * 1024) + (workers if workers > 1 else 0)
+    return max(1, min(256 - 256 % workers, -(-wanted // workers) * workers))
+
+
 def screen(
     data: Path,
     trial_path: Path,
@@ -268,7 +305,7 @@ def screen(
     if workers is None:
         workers = 1 if size < 64 * 1024 * 1024 else max(1, os.cpu_count() or 1)
     if partitions is None:
-        partitions = max(1, min(256, size // (48 * 1024 * 1024) + (workers if workers > 1 else 0)))
+        partitions = _partition_count(size, workers)
     tmp = None
     if spool is None:
         tmp = tempfile.TemporaryDirectory(prefix="cohort-match-")
@@ -283,9 +320,6 @@ def screen(
         only_patient,
     )
     trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)
-    # Build the UCUM registry here: forked workers inherit it instead of each parsing pint's
-    # definitions again (about 0.3 s per worker per stage).
-    terms.warm_up()
     log.info(
         "screening %d chunk(s), %d bytes, %d worker(s), %d partition(s)",
         len(work),
@@ -294,23 +328,34 @@ def screen(
         partitions,
     )
 
-    def run(fn: Callable[..., Any], args: list[tuple[Any, ...]], stage: str) -> list[Any]:
+    def run(
+        fn: Callable[..., Any],
+        args: list[tuple[Any, ...]],
+        stage: str,
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> list[Any]:
         done: list[Any] = []
         if workers == 1:
+            meanwhile()
             for item in args:
                 done.append(fn(*item))
                 if progress:
                     progress(stage, len(done), len(args))
             return done
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for outcome in pool.map(fn, *zip(*args, strict=True)):
+            outcomes = pool.map(fn, *zip(*args, strict=True))  # submitted; workers forked
+            meanwhile()
+            for outcome in outcomes:
                 done.append(outcome)
                 if progress:
                     progress(stage, len(done), len(args))
         return done
 
     try:
-        mapped = run(_route_chunk, [(job, i, c) for i, c in enumerate(work)], "read")
+        # Stage 1 maps nothing (but a resource naming no patient), so its workers need no
+        # UCUM registry: build it while they read, and stage 2's workers, forked after,
+        # inherit it instead of each parsing pint's definitions again (about 1 s).
+        mapped = run(_route_chunk, [(job, i, c) for i, c in enumerate(work)], "read", terms.warm_up)
         evaluated = run(
             _evaluate_partition, [(job, p, len(work)) for p in range(partitions)], "evaluate"
         )

@@ -2,20 +2,33 @@
 
 Every resource comes with where it was read (`file:line` or `file#entry`), so a bad one can
 be named in a one-line error and skipped while the rest of the run goes on.
+
+A population screen reads far more Observations than any criterion uses (vital signs, panels
+of other tests). `observation_prefilter` recognises most of those from the line's bytes, so
+`LineReader` can pass them over without parsing; see its docstring for what it must never do.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
-__all__ = ["Chunk", "SourceError", "bundle_entries", "chunks", "read_chunk"]
+__all__ = [
+    "Chunk",
+    "LineReader",
+    "SourceError",
+    "bundle_entries",
+    "chunks",
+    "observation_prefilter",
+    "read_chunk",
+]
 
 SUFFIXES = (".json", ".ndjson", ".ndjson.gz", ".jsonl")
 CHUNK_BYTES = 32 * 1024 * 1024
@@ -74,22 +87,80 @@ def read_chunk(chunk: Chunk) -> Iterator[tuple[dict[str, Any] | None, str, str |
 
     A line or entry that is not a JSON object yields (None, where, message).
     """
-    name = chunk.path
-    if name.endswith((".ndjson", ".jsonl", ".ndjson.gz")):
-        yield from _ndjson(chunk)
-        return
-    try:
-        data = orjson.loads(Path(name).read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        yield None, name, f"not valid JSON ({_short(exc)})"
-        return
-    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-        yield None, name, "not a FHIR resource (no resourceType)"
-        return
-    if data["resourceType"] != "Bundle":
-        yield data, name, None
-        return
-    yield from bundle_entries(data, name)
+    for resource, where, error, _ in LineReader(chunk):
+        yield resource, where, error
+
+
+class LineReader:
+    """`read_chunk`, with each resource's bytes as read, and lines nobody needs passed over.
+
+    Iterating yields (resource, where, error, line): `line` is the NDJSON line the resource
+    was parsed from, as read (a caller copying the resource elsewhere can write these bytes
+    instead of serializing it again), or None for a Bundle entry or a single-resource file,
+    whose references may have been rewritten. A line that `skip` accepts is not parsed and
+    yields nothing; `skipped` counts them once iteration ends.
+    """
+
+    def __init__(self, chunk: Chunk, skip: Callable[[bytes], bool] | None = None) -> None:
+        self.chunk = chunk
+        self.skip = skip
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, str, str | None, bytes | None]]:
+        name = self.chunk.path
+        if name.endswith((".ndjson", ".jsonl", ".ndjson.gz")):
+            yield from self._ndjson()
+            return
+        try:
+            data = orjson.loads(Path(name).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            yield None, name, f"not valid JSON ({_short(exc)})", None
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+            yield None, name, "not a FHIR resource (no resourceType)", None
+            return
+        if data["resourceType"] != "Bundle":
+            yield data, name, None, None
+            return
+        for resource, where, error in bundle_entries(data, name):
+            yield resource, where, error, None
+
+    def _ndjson(self) -> Iterator[tuple[dict[str, Any] | None, str, str | None, bytes | None]]:
+        chunk, skip = self.chunk, self.skip
+        end = chunk.end if chunk.end is not None else math.inf
+        numbered = chunk.start == 0  # a chunk cut from inside a file names byte offsets
+        position, number, skipped = chunk.start, 0, 0
+        with _open(chunk) as handle:
+            handle.seek(chunk.start)
+            try:
+                for line in handle:
+                    if position >= end:
+                        break
+                    position += len(line)
+                    number += 1
+                    if skip is not None and skip(line):
+                        skipped += 1
+                        continue
+                    where = (
+                        f"{chunk.path}:{number}"
+                        if numbered
+                        else f"{chunk.path}@{position - len(line)}"
+                    )
+                    if not line.strip():
+                        continue
+                    try:
+                        resource = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        yield None, where, f"not valid JSON ({_short(exc)})", None
+                        continue
+                    if not isinstance(resource, dict) or not isinstance(
+                        resource.get("resourceType"), str
+                    ):
+                        yield None, where, "not a FHIR resource (no resourceType)", None
+                        continue
+                    yield resource, where, None, line
+            finally:
+                self.skipped += skipped
 
 
 def bundle_entries(
@@ -120,39 +191,59 @@ def bundle_entries(
         yield resource, where, None
 
 
+def observation_prefilter(
+    may_match: Callable[[Any], bool], cache_size: int = 1 << 14
+) -> Callable[[bytes], bool]:
+    """A test, on an NDJSON line's bytes, that it is an Observation whose `code` fails
+    `may_match`: what a screen would parse only to drop.
+
+    Only the `code` value is parsed (and its verdict cached: a population repeats a few
+    hundred codes), and only when the line shows where that value is:
+    - it begins `{"resourceType":"Observation",`;
+    - its first `,"code":{` comes before any other `{` or `[`: no object or array was open
+      there, nor a string (in one, the quote after the comma would close it, and valid
+      JSON has no `code"` right after a string), so this is the top-level `code` member;
+    - the bytes from that `{` to the first `}` after the first `}]` (the end of the last
+      coding, of `coding`, then of `code`, unless a string holds one) parse on their own:
+      in valid JSON they are then exactly the `code` value, neither more nor less;
+    - it ends with `}` (a truncated line is parsed, and reported).
+    Anything else is parsed as before. A line accepted here is not otherwise validated:
+    JSON broken after its code, or a second top-level `code` (invalid FHIR, where orjson
+    keeps the last), is passed over instead of being reported.
+    """
+    head, member = b'{"resourceType":"Observation",', b',"code":{'
+    ends = (b"}", b"}\n", b"}\r\n")
+    verdicts: dict[bytes, bool] = {}
+
+    def irrelevant(line: bytes) -> bool:
+        if not line.startswith(head):
+            return False
+        start = line.find(member, len(head) - 1)
+        if start < 0 or line.find(b"{", 1, start) >= 0 or line.find(b"[", 1, start) >= 0:
+            return False
+        codings_end = line.find(b"}]", start)
+        end = line.find(b"}", codings_end + 2) if codings_end >= 0 else -1
+        if end < 0 or not line.endswith(ends):
+            return False
+        value = line[start + len(member) - 1 : end + 1]
+        verdict = verdicts.get(value)
+        if verdict is None:
+            try:
+                code = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return False  # not the whole value: not cached, it may hold anything
+            verdict = not may_match(code)
+            if len(verdicts) < cache_size:
+                verdicts[value] = verdict
+        return verdict
+
+    return irrelevant
+
+
 def _open(chunk: Chunk) -> BinaryIO:
     if chunk.path.endswith(".gz"):
         return gzip.open(chunk.path, "rb")  # type: ignore[return-value]
     return open(chunk.path, "rb")
-
-
-def _ndjson(chunk: Chunk) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
-    with _open(chunk) as handle:
-        handle.seek(chunk.start)
-        position = chunk.start
-        line_number = 0 if chunk.start == 0 else None
-        for line in handle:
-            if chunk.end is not None and position >= chunk.end:
-                break
-            position += len(line)
-            if line_number is not None:
-                line_number += 1
-            where = (
-                f"{chunk.path}:{line_number}"
-                if line_number is not None
-                else f"{chunk.path}@{position - len(line)}"
-            )
-            if not line.strip():
-                continue
-            try:
-                resource = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                yield None, where, f"not valid JSON ({_short(exc)})"
-                continue
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-                yield None, where, "not a FHIR resource (no resourceType)"
-                continue
-            yield resource, where, None
 
 
 def _short(exc: Exception) -> str:

@@ -3,31 +3,45 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
-from service.screening import screen
-from tests.conftest import ROOT, TRIAL_PATH
+from service.screening import _partition_count, screen
+from service.sources import observation_prefilter
+from tests.conftest import ROOT, TRIAL_PATH, load_terms
 
 DEMO = ROOT / "demo"
 DEMO_AS_OF = date(2026, 11, 20)
 TERMINOLOGY = ROOT / "terminology"
 
 
-def _ndjson_population(tmp_path: Path) -> Path:
-    """The demo Bundles rewritten as Bulk-style NDJSON: one file per type, patients interleaved."""
+def _ndjson_population(
+    tmp_path: Path,
+    dumps: Callable[[Any], str] = json.dumps,
+    extra: list[str] | None = None,
+) -> Path:
+    """The demo Bundles rewritten as Bulk-style NDJSON: one file per type, patients
+    interleaved; `extra` lines are appended to the Observations."""
     by_type: dict[str, list[str]] = {}
     for path in sorted((DEMO / "NCT06946485").glob("*.json")):
         for entry in json.loads(path.read_text(encoding="utf-8"))["entry"]:
             resource = entry["resource"]
-            by_type.setdefault(resource["resourceType"], []).append(json.dumps(resource))
+            by_type.setdefault(resource["resourceType"], []).append(dumps(resource))
+    by_type["Observation"] += extra or []
     out = tmp_path / "bulk"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     for kind, lines in by_type.items():
         (out / f"{kind}.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+def _compact(resource: Any) -> str:
+    return orjson.dumps(resource).decode()
 
 
 def _statuses(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -44,6 +58,65 @@ def test_bundles_and_bulk_ndjson_give_the_same_results(tmp_path: Path) -> None:
     finally:
         bundles.close()
         bulk.close()
+
+
+def test_observations_passed_over_unparsed_change_no_result(tmp_path: Path) -> None:
+    """Compact NDJSON, whose unused Observations are recognised from their bytes, gives the
+    results of spaced NDJSON, whose every line is parsed; a truncated line is reported."""
+    first_bundle = next((DEMO / "NCT06946485").glob("*.json")).read_text(encoding="utf-8")
+    patient = "Patient/" + json.loads(first_bundle)["entry"][0]["resource"]["id"]
+
+    def observation(oid: str, coding: list[dict[str, str]], value: float, unit: str) -> Any:
+        return {
+            "resourceType": "Observation",
+            "id": oid,
+            "status": "final",
+            "code": {"coding": coding},
+            "subject": {"reference": patient},
+            "effectiveDateTime": "2026-11-10",
+            "valueQuantity": {"value": value, "unit": unit},
+        }
+
+    heart_rate = {"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}
+    hemoglobin = {"code": "718-7", "system": "http://loinc.org"}  # code first, then system
+
+    def extra(dumps: Callable[[Any], str]) -> list[str]:
+        return [
+            dumps(observation("x-hr1", [heart_rate], 72, "/min")),
+            dumps(observation("x-hgb", [heart_rate, hemoglobin], 5.5, "g/dL")),
+            dumps(observation("x-hr2", [heart_rate], 75, "/min"))[:-30],  # truncated
+            dumps(observation("x-hr3", [heart_rate], 70, "/min")),
+        ]
+
+    outcomes = []
+    for dumps in (json.dumps, _compact):  # the same paths and line numbers both times
+        data = _ndjson_population(tmp_path, dumps, extra(dumps))
+        run = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, partitions=3)
+        try:
+            outcomes.append((run.counts(), [e.where for e in run.errors], list(run.results())))
+        finally:
+            run.close()
+    spaced, compact = outcomes
+    assert compact == spaced
+    [result] = [r for r in compact[2] if r["patient"]["reference"] == patient]
+    [hgb] = [c for c in result["criteria"] if c["id"] == "I6.hgb"]
+    assert hgb["evidence"][0]["reference"] == "Observation/x-hgb"  # read, and deciding
+    lines = (data / "Observation.ndjson").read_bytes().splitlines(keepends=True)
+    truncated = f"{data / 'Observation.ndjson'}:{len(lines) - 1}"
+    assert spaced[1][0] == truncated  # read errors come first
+    assert spaced[1].count(truncated) == 1
+    irrelevant = observation_prefilter(load_terms().may_match)
+    assert sum(map(irrelevant, lines)) >= 2  # compact lines were passed over, unparsed
+
+
+@pytest.mark.parametrize(
+    ("size", "workers", "partitions"),
+    [(0, 1, 1), (0, 2, 2), (593_159_201, 1, 11), (593_159_201, 2, 14), (10**12, 3, 255)],
+)
+def test_partitions_come_in_multiples_of_the_workers(
+    size: int, workers: int, partitions: int
+) -> None:
+    assert _partition_count(size, workers) == partitions
 
 
 @pytest.mark.slow
