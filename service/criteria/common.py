@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from operator import attrgetter
 
 from service.criteria.model import Op
 from service.criteria.verdict import Evidence
@@ -92,10 +93,13 @@ def compare_bounded(value: float, comparator: str | None, op: Op, limit: float) 
     return at_low if at_low == at_high else None
 
 
+_NEWEST_FIRST = attrgetter("effective", "reference")
+
+
 def on_or_before(results: Iterable[LabResult], as_of: date) -> list[LabResult]:
     """Dated results not after `as_of`, newest first. Later results do not exist yet."""
     dated = [r for r in results if r.effective is not None and r.effective <= as_of]
-    dated.sort(key=lambda r: (r.effective, r.reference), reverse=True)
+    dated.sort(key=_NEWEST_FIRST, reverse=True)
     return dated
 
 
@@ -104,12 +108,17 @@ def latest_in_window(results: Sequence[LabResult], as_of: date, days: int) -> La
 
     Older results are still shown as evidence by the caller; they never decide a verdict.
     """
-    start = as_of - timedelta(days=days)
-    for result in on_or_before(results, as_of):
-        if result.effective is not None and result.effective >= start:
-            return result
+    return first_in_window(on_or_before(results, as_of), as_of, days)
+
+
+def first_in_window(history: Sequence[LabResult], as_of: date, days: int) -> LabResult | None:
+    """`latest_in_window` of a history already newest first and not after `as_of` (as
+    `on_or_before` returns it, or a filtered copy): its first result, if in the window."""
+    if not history:
         return None
-    return None
+    first = history[0]
+    start = as_of - timedelta(days=days)
+    return first if first.effective is not None and first.effective >= start else None
 
 
 def lab_evidence(result: LabResult, rule: str | None = None, note: str | None = None) -> Evidence:

@@ -15,9 +15,9 @@ from service.criteria.common import (
     compare,
     compare_bounded,
     diagnosis_evidence,
+    first_in_window,
     fmt,
     lab_evidence,
-    latest_in_window,
     medication_evidence,
     older_evidence,
     on_or_before,
@@ -61,11 +61,11 @@ def _no_result(ctx: Context, concept: str, days: int, history: list[LabResult]) 
 def evaluate_measurement(rule: MeasurementRule, facts: PatientFacts, ctx: Context) -> Verdict:
     days = _window(ctx, rule.lookback_days)
     history = on_or_before(facts.labs_for(rule.lab), ctx.as_of)
-    result = latest_in_window(_usable(history), ctx.as_of, days)
+    result = first_in_window(_usable(history), ctx.as_of, days)
     evidence: list[Evidence] = []
     # A newer result whose unit cannot be converted hides what the latest value is: it is
     # shown, and an older readable result does not decide in its place.
-    newest = latest_in_window([r for r in history if r.quantity], ctx.as_of, days)
+    newest = first_in_window([r for r in history if r.quantity], ctx.as_of, days)
     if newest is not None and (
         result is None or (newest.effective or ctx.as_of) > (result.effective or ctx.as_of)
     ):
@@ -247,7 +247,7 @@ def evaluate_creatinine_clearance(
 ) -> Verdict:
     days = _window(ctx, rule.lookback_days)
     measured_history = on_or_before(facts.labs_for(rule.measured_lab), ctx.as_of)
-    measured = latest_in_window(_usable(measured_history), ctx.as_of, days)
+    measured = first_in_window(_usable(measured_history), ctx.as_of, days)
     if measured is not None:
         assert measured.quantity is not None and measured.quantity.canonical_value is not None
         limit = rule.value * ctx.terms.factor(
@@ -274,9 +274,9 @@ def evaluate_creatinine_clearance(
         )
 
     creatinine_history = on_or_before(facts.labs_for(rule.creatinine_lab), ctx.as_of)
-    creatinine = latest_in_window(_usable(creatinine_history), ctx.as_of, days)
+    creatinine = first_in_window(_usable(creatinine_history), ctx.as_of, days)
     weight_history = on_or_before(facts.labs_for(rule.weight_lab), ctx.as_of)
-    weight = latest_in_window(_usable(weight_history), ctx.as_of, rule.weight_lookback_days)
+    weight = first_in_window(_usable(weight_history), ctx.as_of, rule.weight_lookback_days)
     ages = age_range(facts.demographics, ctx.as_of)
     missing = []
     if creatinine is None:
@@ -356,7 +356,7 @@ def evaluate_graded_domains(rule: GradedDomainsRule, facts: PatientFacts, ctx: C
     evidence: list[Evidence] = []
     for domain in rule.domains:
         graded = [r for r in on_or_before(facts.labs_for(domain), ctx.as_of) if r.grade]
-        latest = latest_in_window(graded, ctx.as_of, days)
+        latest = first_in_window(graded, ctx.as_of, days)
         if latest is not None and latest.grade is not None:
             grades[domain] = latest.grade
             evidence.append(

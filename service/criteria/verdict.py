@@ -1,8 +1,10 @@
 """What the engine returns: verdicts with evidence, per criterion and per patient.
 
-These are slotted dataclasses, serialized by orjson as they are (fast enough for a sweep of
-100k patients); `service/schemas.py` mirrors them as pydantic models for the published
-contract. Field names here are the contract: keep them in step with openapi/.
+These are dataclasses, serialized by orjson as they are; `service/schemas.py` mirrors them
+as pydantic models for the published contract. Field names here are the contract: keep them
+in step with openapi/. Unlike the facts they have no `__slots__`: orjson reads a dataclass's
+`__dict__` at once but a slotted one field by field, which made writing a screen's results
+(some 20 kB a patient) twice as slow. In a screen a result lives only until it is written.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ VerdictValue = Literal["pass", "fail", "unknown", "not_applicable"]
 Status = Literal["likely_eligible", "possibly_eligible", "ineligible"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Evidence:
     """One record (or derived value) behind a verdict."""
 
@@ -33,14 +35,14 @@ class Evidence:
     inputs: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Verdict:
     verdict: VerdictValue
     reason: str
     evidence: tuple[Evidence, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CriterionResult:
     id: str
     kind: str
@@ -52,21 +54,21 @@ class CriterionResult:
     check: str | None = None  # what would decide it, for unknown verdicts
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TrialRef:
     id: str
     version: str
     terminology: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PatientSummary:
     reference: str
     age: int | None
     sex: str | None
 
 
-@dataclass(slots=True)
+@dataclass
 class PatientResult:
     trial: TrialRef
     patient: PatientSummary

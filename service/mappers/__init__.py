@@ -10,10 +10,10 @@ can use (most Observations of a real EHR). A resource that cannot be read raises
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from service.facts import Demographics, Fact, Problem
+from service.facts import Fact, Problem
 from service.mappers.allergy import map_allergy
 from service.mappers.common import MappingError, Resource, codes_of, patient_reference
 from service.mappers.condition import map_condition
@@ -44,7 +44,9 @@ SUBJECT_FIELD = {
     "ResearchSubject": "individual",
 }
 
-Mapper = Callable[[Resource, Terminology], Any]
+# (resource, terms, source) -> fact or None; `source` is where the record was read, if not
+# from its own reference.
+Mapper = Callable[[Resource, Terminology, str | None], Any]
 MAPPERS: dict[str, Mapper] = {
     "Observation": map_observation,
     "Condition": map_condition,
@@ -52,7 +54,7 @@ MAPPERS: dict[str, Mapper] = {
     "MedicationRequest": map_medication,
     "AllergyIntolerance": map_allergy,
     "Procedure": map_procedure,
-    "ResearchSubject": lambda resource, _terms: map_research_subject(resource),
+    "ResearchSubject": lambda resource, _terms, source: map_research_subject(resource, source),
 }
 
 
@@ -87,16 +89,17 @@ def map_resource(
     if mapper is None:
         return None
     patient = subject_of(resource)
+    reference = f"{kind}/{resource.get('id')}"  # what every mapper names its fact
+    if source == reference:
+        source = None  # fetched resources are read "from" their own reference
     try:
-        fact = mapper(resource, terms)
+        fact = mapper(resource, terms, source)
     except (MappingError, TypeError, AttributeError, ValueError, KeyError) as exc:
-        raise MappingError(f"{kind}/{resource.get('id')}: {exc}") from exc
+        raise MappingError(f"{reference}: {exc}") from exc
     if fact is None:
         return None
     if patient is None:
-        raise MappingError(f"{kind}/{resource.get('id')}: names no patient")
-    if source is not None:
-        fact = _with_source(fact, source)
+        raise MappingError(f"{reference}: names no patient")
     return Mapped(patient, fact)
 
 
@@ -126,9 +129,3 @@ def problem_for(
         except (MappingError, TypeError, AttributeError):
             concepts = None
     return Mapped(patient, Problem(str(kind), source or "", message, concepts))
-
-
-def _with_source(fact: Fact, source: str) -> Fact:
-    if isinstance(fact, Problem | Demographics) or source == getattr(fact, "reference", None):
-        return fact  # fetched resources are read "from" their own reference
-    return replace(fact, source=source)

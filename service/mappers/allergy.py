@@ -9,7 +9,9 @@ from service.terminology import Terminology
 NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
 
 
-def map_allergy(resource: Resource, terms: Terminology) -> Allergy | None:
+def map_allergy(
+    resource: Resource, terms: Terminology, source: str | None = None
+) -> Allergy | None:
     if status_code(resource.get("verificationStatus")) in NOT_COUNTED:
         return None
     if status_code(resource.get("clinicalStatus")) == "resolved":
@@ -36,4 +38,5 @@ def map_allergy(resource: Resource, terms: Terminology) -> Allergy | None:
         manifestation_codes=tuple(manifestation_codes),
         recorded=parse_date(resource.get("recordedDate") or resource.get("onsetDateTime")),
         negated="no_known_allergy" in concepts,
+        source=source,
     )

@@ -72,6 +72,8 @@ def patient_reference(reference: Any) -> str | None:
     text = reference.get("reference")
     if not isinstance(text, str):
         return None
+    if text.startswith("Patient/") and len(text) > 8 and text.find("/", 8) < 0:
+        return text  # relative, as almost every reference is: nothing to take apart
     parts = text.split("/_history/")[0].rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
         return f"Patient/{parts[-1]}"

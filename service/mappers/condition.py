@@ -10,7 +10,9 @@ from service.terminology import Terminology
 NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
 
 
-def map_condition(resource: Resource, terms: Terminology) -> Diagnosis | None:
+def map_condition(
+    resource: Resource, terms: Terminology, source: str | None = None
+) -> Diagnosis | None:
     verification = status_code(resource.get("verificationStatus"))
     if verification in NOT_COUNTED:
         return None
@@ -37,4 +39,5 @@ def map_condition(resource: Resource, terms: Terminology) -> Diagnosis | None:
             or (resource.get("abatementPeriod") or {}).get("start")
         ),
         recorded=parse_date(resource.get("recordedDate")),
+        source=source,
     )

@@ -19,7 +19,9 @@ REQUEST_NOT_COUNTED = frozenset({"cancelled", "entered-in-error", "draft", "unkn
 DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
 
 
-def map_medication(resource: Resource, terms: Terminology) -> MedicationExposure | None:
+def map_medication(
+    resource: Resource, terms: Terminology, source: str | None = None
+) -> MedicationExposure | None:
     kind = resource.get("resourceType")
     recorded = _medication_codes(resource)
     if not recorded:
@@ -51,6 +53,7 @@ def map_medication(resource: Resource, terms: Terminology) -> MedicationExposure
         daily_dose_mg=_daily_mg(terms, dose, per_day, potency.strength_mg if potency else None),
         prednisone_factor=potency.prednisone_mg_per_mg if potency else None,
         route=(route[0].display or route[0].code) if route else None,
+        source=source,
     )
 
 

@@ -6,7 +6,6 @@ real EHR's Observations (most of them) are dropped after one dictionary lookup.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from service.facts import Code, LabResult, Qualitative, Quantity
@@ -24,7 +23,9 @@ COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
 GRADES = frozenset("ABCDE")
 
 
-def map_observation(resource: Resource, terms: Terminology) -> LabResult | None:
+def map_observation(
+    resource: Resource, terms: Terminology, source: str | None = None
+) -> LabResult | None:
     """The result, or None when the code is not one the trials use or it does not count."""
     if resource.get("code") is None:
         raise MappingError("has no code (Observation.code is required)")
@@ -65,6 +66,7 @@ def map_observation(resource: Resource, terms: Terminology) -> LabResult | None:
         ref_high=_reference_high(
             terms, concept, resource.get("referenceRange"), quantity.unit if quantity else None
         ),
+        source=source,
     )
 
 
@@ -109,6 +111,8 @@ def _qualitative(
 
 
 def _grade(text: str | None, coded: list[Code]) -> str | None:
+    if not coded and not text:
+        return None  # a number: most results
     for candidate in [code.code for code in coded] + [text or ""]:
         letter = candidate.strip().upper().removeprefix("GRADE ").strip()
         if letter in GRADES:
@@ -133,7 +137,8 @@ def _canonical(terms: Terminology, concept: str, quantity: Quantity) -> Quantity
     converted = terms.canonical(concept, quantity.value, unit)
     if converted is None:
         return quantity
-    return replace(quantity, canonical_value=converted[0], canonical_unit=converted[1])
+    # Built directly: dataclasses.replace costs several times more, once per result.
+    return Quantity(quantity.value, quantity.unit, quantity.comparator, converted[0], converted[1])
 
 
 def _reference_high(
@@ -145,6 +150,8 @@ def _reference_high(
         if high is None:
             continue
         if high.unit is None:
-            high = replace(high, unit=value_unit)
+            high = Quantity(
+                high.value, value_unit, high.comparator, high.canonical_value, high.canonical_unit
+            )
         return _canonical(terms, concept, high) if concept else high
     return None

@@ -9,7 +9,9 @@ from service.terminology import Terminology
 COUNTED_STATUSES = frozenset({"completed", "in-progress"})
 
 
-def map_procedure(resource: Resource, terms: Terminology) -> ProcedureRecord | None:
+def map_procedure(
+    resource: Resource, terms: Terminology, source: str | None = None
+) -> ProcedureRecord | None:
     recorded = codes_of(resource.get("code"))
     if not recorded:
         return None
@@ -26,4 +28,5 @@ def map_procedure(resource: Resource, terms: Terminology) -> ProcedureRecord | N
             resource.get("performedDateTime") or period.get("end") or period.get("start")
         ),
         status=status,
+        source=source,
     )

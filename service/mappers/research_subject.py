@@ -18,7 +18,9 @@ ENROLLED = frozenset(
 )
 
 
-def map_research_subject(resource: Resource) -> StudyParticipation | None:
+def map_research_subject(
+    resource: Resource, source: str | None = None
+) -> StudyParticipation | None:
     status = resource.get("status")
     if status not in ENROLLED:
         return None  # candidate, screening, eligible, ineligible, not-registered ...
@@ -37,4 +39,5 @@ def map_research_subject(resource: Resource) -> StudyParticipation | None:
         status=status,
         start=parse_date(period.get("start")),
         end=parse_date(period.get("end")),
+        source=source,
     )

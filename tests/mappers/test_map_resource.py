@@ -124,6 +124,20 @@ def test_any_malformed_field_is_a_mapping_error_or_ignored(
     assert errors > 0  # the mutations did reach the mapper
 
 
+@pytest.mark.parametrize(
+    "resource", valid_resources()[1:], ids=lambda r: f"{r['resourceType']}-{r['id']}"
+)
+def test_every_fact_keeps_where_it_was_read(terms: Terminology, resource: dict[str, Any]) -> None:
+    mapped = map_resource(resource, terms, source="export/part-1.ndjson:7")
+    assert mapped is not None
+    assert mapped.fact.source == "export/part-1.ndjson:7"  # type: ignore[union-attr]
+    # A resource fetched by its reference is read "from" itself: nothing to add.
+    own = f"{resource['resourceType']}/{resource['id']}"
+    mapped = map_resource(resource, terms, source=own)
+    assert mapped is not None
+    assert mapped.fact.source is None  # type: ignore[union-attr]
+
+
 def test_unused_resource_types_are_ignored(terms: Terminology) -> None:
     assert map_resource({"resourceType": "Encounter", "id": "e1"}, terms) is None
     assert map_resource({"resourceType": 7}, terms) is None
@@ -136,6 +150,8 @@ def test_unused_resource_types_are_ignored(terms: Terminology) -> None:
         pytest.param("Patient/p1", "Patient/p1", id="relative"),
         pytest.param("https://fhir.example/r4/Patient/p1", "Patient/p1", id="absolute"),
         pytest.param("Patient/p1/_history/3", "Patient/p1", id="versioned"),
+        pytest.param("Patient/p1/", "Patient/p1", id="trailing-slash"),
+        pytest.param("Patient//p1", None, id="empty-segment"),
         pytest.param(
             "urn:uuid:0d6f5e0c-1111-4a5b-9c2d-3e4f5a6b7c8d",
             "urn:uuid:0d6f5e0c-1111-4a5b-9c2d-3e4f5a6b7c8d",
