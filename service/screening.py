@@ -140,6 +140,9 @@ class _Job:
     partitions: int
     as_of: date
     only: str | None = None  # screen just this patient reference
+    # Name each record by its `Type/id` rather than file and line: for files that are no
+    # source a user knows (a sweep's snapshot of a FHIR server), the reference is the name.
+    by_reference: bool = False
 
 
 def _partition_of(patient: str, partitions: int) -> int:
@@ -188,6 +191,8 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                 continue
             if job.only is not None and patient != job.only:
                 continue
+            if job.by_reference and isinstance(resource.get("id"), str):
+                where = f"{kind}/{resource['id']}"
             body = line.rstrip(b"\r\n") if line is not None else orjson.dumps(resource)
             handles[_partition_of(patient, job.partitions)].write(
                 where.encode() + b"\x1f" + body + b"\n"
@@ -217,13 +222,16 @@ def _evaluate_partition(
                     raw_where, raw = line.split(b"\x1f", 1)
                     where = raw_where.decode()
                     resource = orjson.loads(raw)
+                    # named by its reference, a record's error message names it already
+                    reference = f"{resource.get('resourceType')}/{resource.get('id')}"
+                    named = "" if job.by_reference and where == reference else where
                     try:
                         mapped = map_resource(resource, terms, where)
                     except MappingError as exc:
                         error_count += 1
                         if len(errors) < MAX_ERRORS_KEPT:
-                            errors.append(SourceError(where, str(exc)))
-                        mapped = problem_for(resource, str(exc), where, terms)
+                            errors.append(SourceError(named, str(exc)))
+                        mapped = problem_for(resource, str(exc), named, terms)
                     if mapped is None:
                         continue
                     group = patients.get(mapped.patient)
@@ -297,6 +305,7 @@ def screen(
     partitions: int | None = None,
     spool: Path | None = None,
     only_patient: str | None = None,
+    by_reference: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ScreenRun:
     """Screen every patient found under `data`. Call `close()` on the run when done."""
@@ -318,6 +327,7 @@ def screen(
         partitions,
         as_of,
         only_patient,
+        by_reference,
     )
     trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)
     log.info(

@@ -39,8 +39,8 @@ class SourceError:
     where: str
     message: str
 
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+    def __str__(self) -> str:  # no `where`: the message names the record itself
+        return f"{self.where}: {self.message}" if self.where else self.message
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,27 @@ def test_a_malformed_file_and_resource_are_reported_and_the_run_completes(tmp_pa
         run.close()
 
 
+def test_records_can_be_named_by_reference_instead_of_file_and_line(tmp_path: Path) -> None:
+    """A sweep's snapshot of a FHIR server is no file a user knows: records are named by
+    their reference there, in the run's errors, in results and in evidence."""
+    bulk = _ndjson_population(tmp_path)
+    by_file = screen(bulk, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF)
+    by_reference = screen(bulk, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, by_reference=True)
+    try:
+        broken = "Observation/p41-broken-value: Quantity.value is not a number: '1O2'"
+        assert broken in [str(e) for e in by_reference.errors]
+        assert f"{bulk}/Observation.ndjson" in next(
+            str(e) for e in by_file.errors if str(e).endswith(broken)
+        )
+        p41 = next(r for r in by_reference.results() if r["patient"]["reference"] == "Patient/p41")
+        assert p41["problems"] == [broken]
+        assert str(tmp_path) not in orjson.dumps(list(by_reference.results())).decode()
+        assert _statuses(by_file) == _statuses(by_reference)
+    finally:
+        by_file.close()
+        by_reference.close()
+
+
 def test_an_interrupted_screen_leaves_no_spool_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

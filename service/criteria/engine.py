@@ -119,5 +119,5 @@ def evaluate(
         score=score,
         criteria=results,
         next_steps=next_steps,
-        problems=[f"{p.where}: {p.message}" for p in facts.problems],
+        problems=[f"{p.where}: {p.message}" if p.where else p.message for p in facts.problems],
     )

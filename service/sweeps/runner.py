@@ -189,12 +189,6 @@ class _Fetched:
     errors: int = 0
     snapshots: Snapshots | None = None  # promote this run's snapshot once it completed
 
-    def name(self, problem: str) -> str:
-        """A problem as a run keeps it: the snapshot's lines by the record they hold."""
-        if self.snapshots is None:
-            return problem
-        return problem.replace(f"{self.data}/", "snapshot:", 1)
-
 
 def relevant(resource: dict[str, Any], *, terms: Terminology) -> bool:
     """Whether a screen reads the resource: a Patient, a type some mapper reads, and for
@@ -356,12 +350,13 @@ class SweepRunner:
             workers=self.settings.sweep_workers,
             spool=spool,
             progress=tracker,
+            by_reference=fetched.snapshots is not None,
         )
         try:
             funnel = self._store_results(run, screened, tracker)
             counts = screened.counts()
             counts["errors"] += fetched.errors
-            problems = [*fetched.problems, *(fetched.name(str(e)) for e in screened.errors)]
+            problems = [*fetched.problems, *(str(e) for e in screened.errors)]
             self.store.complete(
                 run.id,
                 counts=counts,
