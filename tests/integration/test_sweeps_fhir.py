@@ -7,6 +7,7 @@ sees those changes.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +18,9 @@ from service.config import Settings
 from service.sweeps import Source, SweepRunner, SweepStore
 from service.sweeps.report import diff_runs, group_id, study_id
 from tests.integration.conftest import running_server
-from tests.sweeps.conftest import AS_OF, DEMO, TRIAL, sweep, sweep_settings
+from tests.sweeps.conftest import AS_OF, DEMO, TRIAL, sweep, sweep_settings, verdicts_of
 
 pytestmark = pytest.mark.integration
-
-
-def _verdicts(store: SweepStore, run_id: int) -> dict[str, dict[str, str]]:
-    return {s.patient: s.verdicts for s in store.summaries(run_id)}
 
 
 def test_a_sweep_from_the_fhir_server_equals_the_sweep_of_the_files(
@@ -43,7 +40,7 @@ def test_a_sweep_from_the_fhir_server_equals_the_sweep_of_the_files(
         )
         assert from_server.status == "completed", from_server.error
         from_files = sweep(runner, DEMO)
-        assert _verdicts(store, from_server.id) == _verdicts(store, from_files.id)
+        assert verdicts_of(store, from_server.id) == verdicts_of(store, from_files.id)
         assert from_server.counts["patients"] == 50
         assert from_server.source_kind == "fhir"
         assert from_server.source == fhir_server
@@ -53,7 +50,7 @@ def test_a_sweep_from_the_fhir_server_equals_the_sweep_of_the_files(
         assert "Observation/p41-broken-value: Quantity.value is not a number: '1O2'" in (
             from_server.problems
         )
-        assert not any("/tmp" in p or "ndjson" in p for p in from_server.problems)
+        assert not any(tempfile.gettempdir() in p or ".ndjson" in p for p in from_server.problems)
         assert diff_runs(store, from_files, from_server).counts["unchanged"] == 50
     finally:
         store.close()

@@ -15,7 +15,7 @@ import pytest
 from service.sweeps import Source, SweepRunner, SweepStore
 from service.sweeps.report import diff_runs
 from tests.integration.conftest import running_server
-from tests.sweeps.conftest import AS_OF, TRIAL, sweep_settings
+from tests.sweeps.conftest import AS_OF, TRIAL, sweep_settings, verdicts_of
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +24,6 @@ pytestmark = pytest.mark.integration
 def own_server() -> Iterator[str]:
     with running_server() as port:
         yield f"http://127.0.0.1:{port}/fhir"
-
-
-def _verdicts(store: SweepStore, run_id: int) -> dict[str, dict[str, str]]:
-    return {s.patient: s.verdicts for s in store.summaries(run_id)}
 
 
 def test_an_incremental_sweep_reads_only_the_changes_and_equals_a_full_one(
@@ -80,7 +76,7 @@ def test_an_incremental_sweep_reads_only_the_changes_and_equals_a_full_one(
         assert full.status == "completed", full.error
         assert full.mode == "full"
         assert full.changes["reason"] == "full export requested"
-        assert _verdicts(store, full.id) == _verdicts(store, second.id)
+        assert verdicts_of(store, full.id) == verdicts_of(store, second.id)
 
         # Nothing changed on the server, but the date did: everyone is evaluated again, so
         # p20, 17 until tomorrow, turns 18 (I5 fail -> pass) in a run that read nothing.

@@ -80,3 +80,8 @@ def set_observation_value(data: Path, patient_file: str, observation: str, value
     else:
         raise AssertionError(f"no {observation} in {path}")
     path.write_text(json.dumps(bundle), encoding="utf-8")
+
+
+def verdicts_of(store: SweepStore, run_id: int) -> dict[str, dict[str, str]]:
+    """Every patient's verdicts in a run: what two runs must agree on."""
+    return {s.patient: s.verdicts for s in store.summaries(run_id)}
