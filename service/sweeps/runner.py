@@ -431,8 +431,7 @@ class SweepRunner:
         except BaseException:
             snapshots.discard(run.id)
             raise
-        out = f"{export.result.out_dir}/"
-        problems = [*export.problems, *(str(e).replace(out, "export:", 1) for e in builder.errors)]
+        problems = [*export.problems, *(str(e) for e in builder.errors)]
         return _Fetched(
             builder.path,
             mode,

@@ -6,6 +6,9 @@ what changed since (`_since`) and still screens everyone at its own as_of.
                                      unkeyed.ndjson     this run's resources without an id
                                                          (screened, not carried on)
                                      .keys              `Type/id` of each resources line
+                                     .unreadable        lines that were no resource, by the
+                                                         `Type/id` they show: reported by every
+                                                         run until the record comes anew
                                      .snapshot.json     what it is (SnapshotInfo)
     <root>/<trial id>/<key>/.run-<id>.part/             being built by run <id>
 
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 RESOURCES = "resources.ndjson"
 UNKEYED = "unkeyed.ndjson"
 KEYS = ".keys"
+UNREADABLE = ".unreadable"  # {"key", "message"} of lines that were no resource
 INFO = ".snapshot.json"
 RUN_DIR = re.compile(r"run-(\d+)")
 # The key of a line that is not JSON, when it begins as servers write resources.
@@ -89,8 +93,8 @@ class DeltaCounts:
     carried: int = 0  # resources copied from the previous snapshot
     replaced: int = 0  # previous versions dropped for a changed resource
     deleted: int = 0  # previous versions dropped for a deletion
-    unreadable: int = 0  # lines that are no resource (reported as errors)
-    untracked: int = 0  # of those, in a delta, lines whose `Type/id` could not be told
+    unreadable: int = 0  # lines that are no resource, this delta's and still unresolved ones
+    untracked: int = 0  # of this delta's, lines whose `Type/id` could not be told
     unkeyed: int = 0  # resources without an id: screened by this run only
     patients: int = 0  # distinct patients with a changed or deleted resource
 
@@ -176,11 +180,12 @@ class SnapshotBuilder:
             delta_lines.open("wb") as lines,
             delta_keys.open("wb") as keys,
             (self.path / UNKEYED).open("wb") as unkeyed,
+            (self.path / UNREADABLE).open("wb") as unreadable,
         ):
             for resource, where, error in _read(delta):
                 counts.read += 1
                 if resource is None:
-                    self._unreadable(counts, where, error, changed if track else None)
+                    self._unreadable(counts, delta, where, error, changed, unreadable)
                     continue
                 key = _key_of(resource)
                 if key is None:
@@ -205,6 +210,7 @@ class SnapshotBuilder:
         ):
             if base is not None:
                 self._carry(base, changed, gone, counts, patients, out, out_keys)
+                self._carry_unreadable(base, changed, gone, counts)
             for source, target in ((delta_lines, out), (delta_keys, out_keys)):
                 with source.open("rb") as handle:
                     shutil.copyfileobj(handle, target)
@@ -214,22 +220,50 @@ class SnapshotBuilder:
         return counts
 
     def _unreadable(
-        self, counts: DeltaCounts, where: str, error: str | None, changed: set[str] | None
+        self,
+        counts: DeltaCounts,
+        delta: Path,
+        where: str,
+        error: str | None,
+        changed: set[str],
+        out: BinaryIO,
     ) -> None:
-        """A line that is not a resource: reported (`errors`), not screened. In a delta, if
-        it still shows its `Type/id` the previous version is dropped; if not, the snapshot
-        must not be trusted next time (it may keep a stale version of whatever that was)."""
+        """A line that is not a resource: reported (`errors`), not screened, and kept in
+        `.unreadable` so that later runs report it again until the server sends the record
+        anew, as a full export would. If the line still shows its `Type/id`, a previous
+        version is dropped; if not, the snapshot must not be trusted next time (it may keep
+        a stale version of whatever that was, and could not report the line again)."""
+        raw = _raw_line(where) if counts.unreadable < MAX_ERRORS_KEPT else None
+        match = RAW_KEY.match(raw) if raw is not None else None
+        message = error or "unreadable"
+        if match is None:
+            counts.untracked += 1
+            self._report(counts, where.replace(f"{delta}/", "export:", 1), message)
+            return
+        key = f"{match.group(1).decode()}/{match.group(2).decode()}"
+        changed.add(key)
+        self._report(counts, key, message)
+        out.write(orjson.dumps({"key": key, "message": message}) + b"\n")
+
+    def _report(self, counts: DeltaCounts, where: str, message: str) -> None:
         counts.unreadable += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append(SourceError(where, error or "unreadable"))
-        if changed is None:
+            self.errors.append(SourceError(where, message))
+
+    def _carry_unreadable(
+        self, base: Path, changed: set[str], gone: set[str], counts: DeltaCounts
+    ) -> None:
+        """Unreadable records of earlier runs that the delta neither replaced nor deleted."""
+        path = base / UNREADABLE
+        if not path.exists():
             return
-        raw = _raw_line(where) if counts.unreadable <= MAX_ERRORS_KEPT else None
-        match = RAW_KEY.match(raw) if raw is not None else None
-        if match:
-            changed.add(f"{match.group(1).decode()}/{match.group(2).decode()}")
-        else:
-            counts.untracked += 1
+        with path.open("rb") as lines, (self.path / UNREADABLE).open("ab") as out:
+            for line in lines:
+                entry = orjson.loads(line)
+                if entry["key"] in changed or entry["key"] in gone:
+                    continue
+                self._report(counts, entry["key"], entry["message"])
+                out.write(line)
 
     def _carry(
         self,

@@ -111,7 +111,33 @@ def test_an_unreadable_line_still_replaces_the_version_it_names(tmp_path: Path) 
     assert (counts.unreadable, counts.untracked, counts.replaced) == (1, 0, 1)
     assert lines_of(builder.path) == {}, "the stale version is not screened"
     (error,) = builder.errors
-    assert error.where.endswith("Observation-1.ndjson:1")
+    assert error.where == "Observation/o1"
+    assert error.message.startswith("not valid JSON")
+
+
+def test_an_unreadable_record_is_reported_by_every_run_until_it_comes_anew(
+    tmp_path: Path,
+) -> None:
+    """As a full export would: the broken line is there each time until it is fixed."""
+    snapshots = Snapshots(tmp_path / "snap", "NCT1", "k1")
+    broken = b'{"resourceType":"Observation","id":"o1","valueQ\n'
+    first, counts = build(snapshots, 1, export_dir(tmp_path / "full", broken, obs("o2", "a", 1)))
+    assert counts.unreadable == 1
+
+    builder = snapshots.start(2)
+    counts = builder.take(export_dir(tmp_path / "nothing"), keep_hemoglobin, first)
+    assert counts.unreadable == 1
+    assert [str(e) for e in builder.errors] == [f"Observation/o1: {builder.errors[0].message}"]
+    builder.finish(SnapshotInfo(2, snapshots.key, T0, T0, 1))
+    snapshots.promote(2)
+    second = snapshots.dir / "run-2"
+
+    fixed = snapshots.start(3)
+    counts = fixed.take(
+        export_dir(tmp_path / "fixed", obs("o1", "a", 120)), keep_hemoglobin, second
+    )
+    assert (counts.unreadable, fixed.errors) == (0, [])
+    assert list(lines_of(fixed.path)) == ["Observation/o2", "Observation/o1"]
 
 
 def test_a_line_that_names_nothing_makes_the_snapshot_unfit_for_the_next_run(
@@ -122,6 +148,7 @@ def test_a_line_that_names_nothing_makes_the_snapshot_unfit_for_the_next_run(
     builder = snapshots.start(2)
     counts = builder.take(export_dir(tmp_path / "delta", b"{not json\n"), keep_hemoglobin, first)
     assert (counts.unreadable, counts.untracked, counts.carried) == (1, 1, 1)
+    assert [e.where for e in builder.errors] == ["export:Observation-1.ndjson:1"]
 
 
 def test_a_resource_without_id_is_screened_once_and_not_carried(tmp_path: Path) -> None:
