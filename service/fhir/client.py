@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -41,6 +41,9 @@ __all__ = ["FhirClient", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# A batch POST answered so says the server does not do batch (whatever its CapabilityStatement
+# declared): the caller asks one request at a time instead.
+BATCH_REFUSED = frozenset({404, 405, 501})
 FHIR_JSON = "application/fhir+json"
 
 
@@ -61,6 +64,75 @@ class RetryPolicy:
 def _refused_parameter(outcome: dict[str, Any] | None) -> bool:
     codes = {issue.get("code") for issue in (outcome or {}).get("issue") or ()}
     return bool(codes & {"not-supported", "invalid", "processing"})
+
+
+def _refusal_in(page: dict[str, Any]) -> dict[str, Any] | None:
+    """The OperationOutcome entry (search mode `outcome`) of a searchset page saying that a
+    search parameter was not used, if there is one."""
+    for entry in page.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "OperationOutcome":
+            continue
+        issues = [
+            issue
+            for issue in resource.get("issue") or ()
+            if isinstance(issue, dict) and issue.get("severity") != "information"
+        ]
+        if _refused_parameter({"issue": issues}):
+            return resource
+    return None
+
+
+def _status_error(status: int, outcome: dict[str, Any] | None, url: str) -> FhirError:
+    """The error a non-2xx answer stands for, whether to a request or to a batch entry."""
+    detail = outcome_text(outcome)
+    suffix = f": {detail}" if detail else ""
+    if status in (401, 403):
+        return FhirAuthError(
+            f"FHIR server refused access ({status}) to {url}{suffix}",
+            url=url,
+            http_status=status,
+            outcome=outcome,
+        )
+    if status in (404, 410):
+        return FhirNotFound(
+            f"not found ({status}): {url}{suffix}", url=url, http_status=status, outcome=outcome
+        )
+    error = FhirTemporaryError if status in RETRY_STATUSES else FhirFatalError
+    return error(
+        f"FHIR server answered {status} for {url}{suffix}",
+        url=url,
+        http_status=status,
+        outcome=outcome,
+    )
+
+
+def _declares_batch(statement: dict[str, Any]) -> bool:
+    """Whether a CapabilityStatement declares the system interaction `batch` (server mode)."""
+    for rest in statement.get("rest") or ():
+        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
+            continue
+        for interaction in rest.get("interaction") or ():
+            if isinstance(interaction, dict) and interaction.get("code") == "batch":
+                return True
+    return False
+
+
+def _batch_answer(entry: object, url: str) -> dict[str, Any] | FhirError:
+    """One entry of a batch-response: its resource, or the error its status stands for."""
+    response = entry.get("response") if isinstance(entry, dict) else None
+    status = str(response.get("status", "")).split(" ")[0] if isinstance(response, dict) else ""
+    if not isinstance(entry, dict) or not isinstance(response, dict) or not status.isdigit():
+        return FhirMalformedResponse(f"batch entry without a response status for {url}", url=url)
+    if int(status) >= 300:
+        outcome = response.get("outcome") or entry.get("resource")
+        if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
+            outcome = None
+        return _status_error(int(status), outcome, url)
+    resource = entry.get("resource")
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return FhirMalformedResponse(f"batch entry without a resource for {url}", url=url)
+    return resource
 
 
 def _refers_to(resource: dict[str, Any], reference: str) -> bool:
@@ -104,6 +176,8 @@ class FhirClient:
         self._unsupported: set[tuple[str, str]] = set()
         self._scans: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._scan_lock = asyncio.Lock()
+        self._batch: bool | None = None  # the CapabilityStatement's answer, once read
+        self._batch_lock = asyncio.Lock()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
@@ -127,7 +201,27 @@ class FhirClient:
         self, url: str, *, token: str | None = None, params: dict[str, str] | None = None
     ) -> dict[str, Any]:
         """GET a FHIR JSON resource, retrying temporary failures. `token` overrides auth."""
+        return await self._request("GET", url, token=token, params=params)
+
+    async def post_json(
+        self, url: str, body: dict[str, Any], *, token: str | None = None
+    ) -> dict[str, Any]:
+        """POST a FHIR JSON resource and read the answer, retrying temporary failures like
+        `get_json`: only for requests that are safe to repeat (a batch of reads)."""
+        return await self._request("POST", url, token=token, content=orjson.dumps(body))
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: str | None,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> dict[str, Any]:
         headers = {"Accept": FHIR_JSON}
+        if content is not None:
+            headers["Content-Type"] = FHIR_JSON
         if self.strict:
             # Fail loudly when the server ignores a search parameter (FHIR R4 3.1.1.5.3),
             # instead of silently returning more (or other) resources than asked for.
@@ -138,7 +232,9 @@ class FhirClient:
             if authorization:
                 headers["Authorization"] = authorization
             try:
-                response = await self._http.get(url, params=params, headers=headers)
+                response = await self._http.request(
+                    method, url, params=params, headers=headers, content=content
+                )
             except httpx.TimeoutException as exc:
                 error: FhirError = FhirTemporaryError(f"timed out: {url}", url=url)
                 cause: Exception = exc
@@ -166,7 +262,8 @@ class FhirClient:
                 raise error from cause
             delay = self.retry.delay(attempt, retry_after)
             log.warning(
-                "FHIR GET retry %d/%d in %.2fs: %s",
+                "FHIR %s retry %d/%d in %.2fs: %s",
+                method,
                 attempt,
                 self.retry.attempts - 1,
                 delay,
@@ -176,27 +273,8 @@ class FhirClient:
 
     def _parse(self, response: httpx.Response, url: str) -> dict[str, Any]:
         status = response.status_code
-        outcome = operation_outcome(response)
-        detail = outcome_text(outcome)
-        suffix = f": {detail}" if detail else ""
-        if status in (401, 403):
-            raise FhirAuthError(
-                f"FHIR server refused access ({status}) to {url}{suffix}",
-                url=url,
-                http_status=status,
-                outcome=outcome,
-            )
-        if status in (404, 410):
-            raise FhirNotFound(
-                f"not found ({status}): {url}{suffix}", url=url, http_status=status, outcome=outcome
-            )
         if status >= 400:
-            raise FhirFatalError(
-                f"FHIR server answered {status} for {url}{suffix}",
-                url=url,
-                http_status=status,
-                outcome=outcome,
-            )
+            raise _status_error(status, operation_outcome(response), url)
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
@@ -210,6 +288,15 @@ class FhirClient:
         return body
 
     # ------------------------------------------------------------------ search
+    def search_url(self, path: str, params: dict[str, str]) -> str:
+        """The absolute URL of the first page of `path?params`, with the client's page size."""
+        query = {"_count": str(self.page_size), **params}
+        # Built once: httpx validates a long code=... query character by character.
+        return str(httpx.URL(urljoin(self.base_url, path), params=query))
+
+    def resource_url(self, resource_type: str, resource_id: str) -> str:
+        return urljoin(self.base_url, f"{resource_type}/{resource_id}")
+
     async def search(
         self, resource_type: str, params: dict[str, str], *, token: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
@@ -217,7 +304,35 @@ class FhirClient:
 
         Included resources (search mode `include`) and OperationOutcomes are skipped.
         """
-        async for url, entry in self._entries(resource_type, params, "searchset", token):
+        entries = self._entries(self.search_url(resource_type, params), "searchset", token)
+        async for resource in self._matches(resource_type, entries):
+            yield resource
+
+    async def search_from(
+        self,
+        resource_type: str,
+        url: str,
+        first_page: dict[str, Any],
+        *,
+        token: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The matches of a search whose first page (the answer to `url`) was read already,
+        in a batch, and of every page after it, read and checked as `search` reads them.
+
+        Vendor note: a batch entry cannot carry a Prefer header (R4 Bundle.entry.request has
+        no field for it), and sekmet-fhir 0.1.1 searches batch entries leniently: an unknown
+        parameter is ignored, with a warning OperationOutcome entry. With strict handling
+        that page is taken for the 400 a direct search would have got.
+        """
+        if self.strict and (refusal := _refusal_in(first_page)) is not None:
+            raise _status_error(400, refusal, url)
+        entries = self._entries(url, "searchset", token, first_page)
+        return [resource async for resource in self._matches(resource_type, entries)]
+
+    async def _matches(
+        self, resource_type: str, entries: AsyncIterator[tuple[str, dict[str, Any]]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        async for url, entry in entries:
             resource = entry.get("resource")
             if not isinstance(resource, dict):
                 raise FhirMalformedResponse(f"entry without resource at {url}", url=url)
@@ -230,24 +345,31 @@ class FhirClient:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The entries of `[type]/_history` (newest first, as the spec sorts them), across
         all pages. A deletion is an entry with `request.method` DELETE and no resource."""
-        async for _, entry in self._entries(f"{resource_type}/_history", params, "history", token):
+        first = self.search_url(f"{resource_type}/_history", params)
+        async for _, entry in self._entries(first, "history", token):
             yield entry
 
     async def _entries(
-        self, path: str, params: dict[str, str], bundle_type: str, token: str | None
+        self,
+        first: str,
+        bundle_type: str,
+        token: str | None,
+        first_page: dict[str, Any] | None = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(page URL, entry) for every entry of a paged Bundle of `bundle_type`."""
-        query = {"_count": str(self.page_size), **params}
-        # Built once: httpx validates a long code=... query character by character.
-        first = str(httpx.URL(urljoin(self.base_url, path), params=query))
+        """(page URL, entry) for every entry of a paged Bundle of `bundle_type` starting at
+        `first` (whose page is `first_page` when it was read already)."""
         url: str | None = first
         seen: set[str] = {first}
         pages = 0
         while url is not None:
             pages += 1
             if pages > self.max_pages:
+                path = urlsplit(first).path
                 raise FhirUnsafeLink(f"more than {self.max_pages} pages for {path}", url=url)
-            bundle = await self.get_json(url, token=token)
+            if pages == 1 and first_page is not None:
+                bundle = first_page
+            else:
+                bundle = await self.get_json(url, token=token)
             if bundle.get("resourceType") != "Bundle" or bundle.get("type") != bundle_type:
                 raise FhirMalformedResponse(f"expected a {bundle_type} Bundle from {url}", url=url)
             entries = bundle.get("entry")
@@ -296,21 +418,30 @@ class FhirClient:
         not-supported. The full scan is cached for `scan_ttl_s` so a ranked list of many
         patients reads the type once.
         """
-        if (resource_type, param) not in self._unsupported:
+        if self.searchable(resource_type, param):
             try:
                 return await self.search_all(resource_type, {param: reference}, token=token)
             except FhirFatalError as exc:
-                if exc.http_status != 400 or not _refused_parameter(exc.outcome):
+                if not self.refused(resource_type, param, exc):
                     raise
-                log.warning(
-                    "%s?%s refused by the server; scanning %s instead",
-                    resource_type,
-                    param,
-                    resource_type,
-                )
-                self._unsupported.add((resource_type, param))
         everything = await self._scan(resource_type, token)
         return [r for r in everything if _refers_to(r, reference)]
+
+    def searchable(self, resource_type: str, param: str) -> bool:
+        """False once the server refused `resource_type?{param}=` (see `refused`)."""
+        return (resource_type, param) not in self._unsupported
+
+    def refused(self, resource_type: str, param: str, error: FhirError) -> bool:
+        """Whether `error` is the server refusing the search parameter `param` of
+        `resource_type` (400 not-supported/invalid/processing); remembered if so, and
+        `search_for_patient` scans the type from then on."""
+        if error.http_status != 400 or not _refused_parameter(error.outcome):
+            return False
+        log.warning(
+            "%s?%s refused by the server; scanning %s instead", resource_type, param, resource_type
+        )
+        self._unsupported.add((resource_type, param))
+        return True
 
     async def _scan(self, resource_type: str, token: str | None) -> list[dict[str, Any]]:
         async with self._scan_lock:
@@ -324,9 +455,75 @@ class FhirClient:
     async def read(
         self, resource_type: str, resource_id: str, *, token: str | None = None
     ) -> dict[str, Any]:
-        return await self.get_json(
-            urljoin(self.base_url, f"{resource_type}/{resource_id}"), token=token
-        )
+        return await self.get_json(self.resource_url(resource_type, resource_id), token=token)
 
     async def capability(self) -> dict[str, Any]:
         return await self.get_json(urljoin(self.base_url, "metadata"))
+
+    # ------------------------------------------------------------------ batch
+    async def supports_batch(self) -> bool:
+        """Whether the server declares the system interaction `batch`: the CapabilityStatement
+        is read once per client. A temporary failure to read it means no batch this time,
+        and is asked again next time; any other failure means no batch."""
+        if self._batch is not None:
+            return self._batch
+        async with self._batch_lock:  # concurrent first callers read the statement once
+            if self._batch is None:
+                try:
+                    self._batch = _declares_batch(await self.capability())
+                except FhirTemporaryError as exc:
+                    log.warning("no CapabilityStatement now (%s): no batch", exc.message)
+                    return False
+                except FhirError as exc:
+                    log.warning("no CapabilityStatement (%s): no batch", exc.message)
+                    self._batch = False
+            return self._batch
+
+    async def batch_get(
+        self, urls: Sequence[str], *, token: str | None = None
+    ) -> list[dict[str, Any] | FhirError] | None:
+        """GET every URL (absolute, under the base URL) in one `batch` Bundle (FHIR R4
+        3.1.0.11): per URL, the resource its entry answered, or the error its status stands
+        for, as `get_json` would have raised it.
+
+        Only GETs, so the POST is safe to retry like one. None when the server answers
+        404/405/501 (batch is then remembered as unsupported) or 401/403 (see below): the
+        caller asks one by one. Any other failure of the whole batch (temporary after the
+        retries, 5xx, malformed) raises.
+
+        Vendor note: sekmet-fhir 0.1.1 authorises a batch POST as a create on every type, so
+        a read-only token (`system/*.rs`) gets 403 for reads it may make one by one. A 401/403
+        is therefore no answer about the reads: they are asked one by one, and give the real
+        one. It is remembered for the client's own credentials (their scopes do not change),
+        not for a user's token (another user's may allow it).
+        """
+        entries = [{"request": {"method": "GET", "url": self._relative(url)}} for url in urls]
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+        where = self.base_url.rstrip("/")
+        try:
+            answer = await self.post_json(where, bundle, token=token)
+        except FhirFatalError as exc:
+            if exc.http_status in BATCH_REFUSED or (exc.http_status == 403 and token is None):
+                log.warning("batch refused (%s): one request at a time from now on", exc.message)
+                self._batch = False
+                return None
+            if isinstance(exc, FhirAuthError):
+                log.info("batch refused (%s): one request at a time", exc.message)
+                return None
+            raise
+        answered = answer.get("entry")
+        if (
+            answer.get("resourceType") != "Bundle"
+            or answer.get("type") != "batch-response"
+            or not isinstance(answered, list)
+            or len(answered) != len(urls)
+        ):
+            raise FhirMalformedResponse(
+                f"expected a batch-response Bundle of {len(urls)} entries from {where}", url=where
+            )
+        return [_batch_answer(entry, url) for entry, url in zip(answered, urls, strict=True)]
+
+    def _relative(self, url: str) -> str:
+        if not url.startswith(self.base_url):
+            raise ValueError(f"not under the base URL {self.base_url}: {url}")
+        return url[len(self.base_url) :]

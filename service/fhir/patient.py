@@ -1,5 +1,11 @@
 """Fetch everything the trial needs about one patient, concurrently, and map it to facts.
 
+Where the server declares the `batch` interaction, the Patient read and every search go in one
+batch Bundle (one request instead of about ten); each entry is judged as the search alone
+would be, and pages after the first are read as usual. Otherwise, or when the server refuses
+the batch after all (404/405/501, or 401/403: see `FhirClient.batch_get`), the searches run
+concurrently, one request each.
+
 A resource type whose fetch fails does not stop the others: it becomes a `Problem` for the
 patient, and every criterion that would have relied on the absence of such records becomes
 `unknown` (never pass or fail) with the failure as its reason.
@@ -10,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.criteria.model import TrialDefinition, valuesets_named
-from service.errors import FhirError
+from service.errors import FhirError, FhirFatalError, FhirTemporaryError
 from service.facts import PatientFacts, Problem
 from service.fhir.client import FhirClient
 from service.mappers import MappingError, map_resource, problem_for
@@ -70,6 +76,34 @@ class PatientFetch:
     map_s: float = 0.0  # our own time mapping the resources to facts
 
 
+@dataclass(frozen=True)
+class _Search:
+    """One planned search; `patient_param` is set where the server may refuse it (scan)."""
+
+    resource_type: str
+    params: dict[str, str]
+    patient_param: str | None = None
+
+    def run(self, fhir: FhirClient, reference: str, token: str | None) -> Awaitable[Any]:
+        if self.patient_param is not None:
+            return fhir.search_for_patient(
+                self.resource_type, self.patient_param, reference, token=token
+            )
+        return fhir.search_all(self.resource_type, self.params, token=token)
+
+
+def _searches(plan: FetchPlan, reference: str) -> dict[str, _Search]:
+    """The planned searches by key: `Observation#i` per chunk of codes, then a type each."""
+    searches = {
+        f"Observation#{index}": _Search("Observation", {"patient": reference, "code": codes})
+        for index, codes in enumerate(plan.observation_queries())
+    }
+    for kind in plan.other_types:
+        param = PATIENT_PARAM[kind]
+        searches[kind] = _Search(kind, {param: reference}, param)
+    return searches
+
+
 async def fetch_patient(
     fhir: FhirClient,
     patient_id: str,
@@ -78,21 +112,20 @@ async def fetch_patient(
     *,
     token: str | None = None,
 ) -> PatientFetch:
-    """Patient + every planned search, concurrently; failures become Problems."""
+    """Patient + every planned search, in one batch or concurrently; failures become
+    Problems."""
     reference = f"Patient/{patient_id}"
-    tasks: dict[str, Any] = {"Patient": fhir.read("Patient", patient_id, token=token)}
-    for index, codes in enumerate(plan.observation_queries()):
-        tasks[f"Observation#{index}"] = fhir.search_all(
-            "Observation", {"patient": reference, "code": codes}, token=token
-        )
-    for kind in plan.other_types:
-        tasks[kind] = fhir.search_for_patient(kind, PATIENT_PARAM[kind], reference, token=token)
+    searches = _searches(plan, reference)
     started = time.perf_counter()
-    outcomes = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    outcomes = None
+    if await fhir.supports_batch():
+        outcomes = await _fetch_batched(fhir, patient_id, searches, token)
+    if outcomes is None:
+        outcomes = await _fetch_each(fhir, patient_id, searches, token)
     waited = time.perf_counter()
     facts = PatientFacts(reference)
     fetch = PatientFetch(facts, wait_s=waited - started)
-    for key, outcome in zip(tasks, outcomes, strict=True):
+    for key, outcome in outcomes.items():
         kind = key.split("#")[0]
         if isinstance(outcome, FhirError) and kind == "Patient":
             # Without the Patient itself there is no one to screen: the request fails
@@ -116,6 +149,88 @@ async def fetch_patient(
         len(fetch.problems),
     )
     return fetch
+
+
+async def _fetch_each(
+    fhir: FhirClient, patient_id: str, searches: dict[str, _Search], token: str | None
+) -> dict[str, Any]:
+    """Key -> resource(s) or exception, one request per search, all at once."""
+    reference = f"Patient/{patient_id}"
+    tasks: dict[str, Awaitable[Any]] = {"Patient": fhir.read("Patient", patient_id, token=token)}
+    for key, search in searches.items():
+        tasks[key] = search.run(fhir, reference, token)
+    outcomes = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    return dict(zip(tasks, outcomes, strict=True))
+
+
+async def _fetch_batched(
+    fhir: FhirClient, patient_id: str, searches: dict[str, _Search], token: str | None
+) -> dict[str, Any] | None:
+    """Key -> resource(s) or exception, from one batch and the pages after its entries; None
+    when the server refuses the batch. The batch failing as a whole raises (as the Patient
+    read failing does). A type the server refused by patient is not asked again: it is
+    scanned (cached) as `search_for_patient` does."""
+    reference = f"Patient/{patient_id}"
+    batched = {
+        key: fhir.search_url(search.resource_type, search.params)
+        for key, search in searches.items()
+        if search.patient_param is None
+        or fhir.searchable(search.resource_type, search.patient_param)
+    }
+    answers = await fhir.batch_get(
+        [fhir.resource_url("Patient", patient_id), *batched.values()], token=token
+    )
+    if answers is None:
+        return None
+    tasks: dict[str, Awaitable[Any]] = {
+        "Patient": _finish_read(fhir, patient_id, answers[0], token)
+    }
+    pages = dict(zip(batched, answers[1:], strict=True))
+    for key, search in searches.items():
+        if key in pages:
+            tasks[key] = _finish_search(fhir, search, batched[key], pages[key], reference, token)
+        else:
+            tasks[key] = search.run(fhir, reference, token)
+    outcomes = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    return dict(zip(tasks, outcomes, strict=True))
+
+
+async def _finish_read(
+    fhir: FhirClient, patient_id: str, answer: dict[str, Any] | FhirError, token: str | None
+) -> dict[str, Any]:
+    """The Patient from its batch entry; an entry throttled (429/503) is read again alone,
+    with the client's retries, as the read alone would have been retried."""
+    if isinstance(answer, FhirTemporaryError):
+        return await fhir.read("Patient", patient_id, token=token)
+    if isinstance(answer, FhirError):
+        raise answer
+    return answer
+
+
+async def _finish_search(
+    fhir: FhirClient,
+    search: _Search,
+    url: str,
+    answer: dict[str, Any] | FhirError,
+    reference: str,
+    token: str | None,
+) -> list[dict[str, Any]]:
+    """The matches of one batch entry's searchset and of the pages after it. The search is
+    asked again alone when its entry was throttled (then with the client's retries) or
+    when the server refused its patient parameter (then a scan, as `search_for_patient`)."""
+    try:
+        if isinstance(answer, FhirError):
+            raise answer
+        return await fhir.search_from(search.resource_type, url, answer, token=token)
+    except FhirTemporaryError as exc:
+        if exc is not answer:
+            raise
+    except FhirFatalError as exc:
+        param = search.patient_param
+        if param is None or not fhir.refused(search.resource_type, param, exc):
+            raise
+    result: list[dict[str, Any]] = await search.run(fhir, reference, token)
+    return result
 
 
 def add_resources(
