@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 Sex = Literal["female", "male", "other", "unknown"]
 Qualitative = Literal["positive", "negative"]
@@ -160,7 +160,12 @@ Fact = (
 
 @dataclass(slots=True)
 class PatientFacts:
-    """Everything known about one patient; built by grouping mapped facts."""
+    """Everything known about one patient; built by grouping mapped facts.
+
+    Add facts with `add`/`extend` (or pass them to the constructor): labs, diagnoses and
+    medications are also indexed by concept as they arrive, so the ~35 criteria of a trial
+    find their records with a dictionary lookup rather than a scan of the whole record.
+    """
 
     reference: str
     demographics: Demographics | None = None
@@ -173,17 +178,38 @@ class PatientFacts:
     # Records of this patient that could not be read: a criterion that would pass on the
     # absence of such records becomes unknown instead.
     problems: list[Problem] = field(default_factory=list)
+    # concept -> its records, in the order added (the order of `labs` etc.)
+    _labs_by_concept: dict[str, list[LabResult]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _diagnoses_by_concept: dict[str, list[Diagnosis]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _medications_by_concept: dict[str, list[MedicationExposure]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for lab in self.labs:
+            _index(self._labs_by_concept, lab)
+        for dx in self.diagnoses:
+            _index(self._diagnoses_by_concept, dx)
+        for med in self.medications:
+            _index(self._medications_by_concept, med)
 
     def add(self, fact: Fact) -> None:
         match fact:
+            case LabResult():  # most facts: matched first
+                self.labs.append(fact)
+                _index(self._labs_by_concept, fact)
             case Demographics():
                 self.demographics = fact
-            case LabResult():
-                self.labs.append(fact)
             case Diagnosis():
                 self.diagnoses.append(fact)
+                _index(self._diagnoses_by_concept, fact)
             case MedicationExposure():
                 self.medications.append(fact)
+                _index(self._medications_by_concept, fact)
             case Allergy():
                 self.allergies.append(fact)
             case ProcedureRecord():
@@ -205,11 +231,23 @@ class PatientFacts:
         for fact in facts:
             self.add(fact)
 
+    # Each returns a new list (callers may sort or filter it), in the order the facts were added.
     def labs_for(self, concept: str) -> list[LabResult]:
-        return [lab for lab in self.labs if concept in lab.concepts]
+        return list(self._labs_by_concept.get(concept, ()))
 
     def diagnoses_for(self, concept: str) -> list[Diagnosis]:
-        return [dx for dx in self.diagnoses if concept in dx.concepts]
+        return list(self._diagnoses_by_concept.get(concept, ()))
 
     def medications_for(self, concept: str) -> list[MedicationExposure]:
-        return [med for med in self.medications if concept in med.concepts]
+        return list(self._medications_by_concept.get(concept, ()))
+
+
+def _index(
+    by_concept: dict[str, list[Any]], fact: LabResult | Diagnosis | MedicationExposure
+) -> None:
+    for concept in fact.concepts:
+        found = by_concept.get(concept)
+        if found is None:
+            by_concept[concept] = [fact]
+        else:
+            found.append(fact)

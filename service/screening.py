@@ -222,12 +222,12 @@ def _evaluate_partition(
                     raw_where, raw = line.split(b"\x1f", 1)
                     where = raw_where.decode()
                     resource = orjson.loads(raw)
-                    # named by its reference, a record's error message names it already
-                    reference = f"{resource.get('resourceType')}/{resource.get('id')}"
-                    named = "" if job.by_reference and where == reference else where
                     try:
                         mapped = map_resource(resource, terms, where)
                     except MappingError as exc:
+                        # named by its reference, a record's error message names it already
+                        reference = f"{resource.get('resourceType')}/{resource.get('id')}"
+                        named = "" if job.by_reference and where == reference else where
                         error_count += 1
                         if len(errors) < MAX_ERRORS_KEPT:
                             errors.append(SourceError(named, str(exc)))

@@ -33,6 +33,11 @@ ATC = "http://www.whocc.no/atc"
 HIERARCHICAL = {ICD10: 3, ICD10CM: 3, ATC: 1}
 
 
+# Per-instance caches of derived answers start over past this many keys: a screen sees a few
+# hundred (concept, unit) pairs, but a malformed feed could send a new unit with every result.
+CACHE_LIMIT = 4096
+
+
 class TerminologyError(ValueError):
     """A code table that cannot be read."""
 
@@ -95,6 +100,12 @@ class Terminology:
         self._site_map = site_map
         self.version = version
         self._concept_cache: dict[tuple[str, str], frozenset[str]] = {}
+        # (concept, unit as recorded) -> (factor, canonical unit), None if not convertible
+        self._canonical_cache: dict[tuple[str, str | None], tuple[float, str] | None] = {}
+        # (unit, target, molar mass) -> factor, for units as written (before aliases)
+        self._factor_cache: dict[tuple[str, str, float | None], float] = {}
+        # concepts of a result -> the one whose canonical unit its value is converted to
+        self._quantity_concept_cache: dict[frozenset[str], str | None] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -233,6 +244,19 @@ class Terminology:
     # ------------------------------------------------------------------ units
     def canonical(self, concept: str, value: float, unit: str | None) -> tuple[float, str] | None:
         """`value unit` in the concept's canonical unit, or None if it cannot be converted."""
+        key = (concept, unit)
+        try:
+            conversion = self._canonical_cache[key]
+        except KeyError:
+            conversion = self._canonical_conversion(concept, unit)
+            _remember(self._canonical_cache, key, conversion)
+        except TypeError:  # an unhashable unit (not FHIR): fails as it would uncached
+            conversion = self._canonical_conversion(concept, unit)
+        if conversion is None:
+            return None
+        return value * conversion[0], conversion[1]
+
+    def _canonical_conversion(self, concept: str, unit: str | None) -> tuple[float, str] | None:
         info = self.valuesets.get(concept)
         if info is None or info.canonical_unit is None or unit is None:
             return None
@@ -242,10 +266,39 @@ class Terminology:
             factor = self.factor(unit, info.canonical_unit, info.molar_mass)
         except UnitError:
             return None
-        return value * factor, info.canonical_unit
+        return factor, info.canonical_unit
+
+    def quantity_concept(self, concepts: frozenset[str]) -> str | None:
+        """Of a result's concepts, the one whose canonical unit its value is converted to:
+        the first by name that has a canonical unit."""
+        try:
+            return self._quantity_concept_cache[concepts]
+        except KeyError:
+            pass
+        found = next(
+            (
+                name
+                for name in sorted(concepts)
+                if (info := self.valuesets.get(name)) is not None
+                and info.canonical_unit is not None
+            ),
+            None,
+        )
+        _remember(self._quantity_concept_cache, concepts, found)
+        return found
 
     def factor(self, unit: str, target: str, molar_mass: float | None = None) -> float:
-        return conversion_factor(self.ucum(unit), self.ucum(target), molar_mass)
+        """Multiply a value in `unit` by this to get it in `target`; raises UnitError."""
+        key = (unit, target, molar_mass)
+        try:
+            return self._factor_cache[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable unit (not FHIR): fails as it would uncached
+            return conversion_factor(self.ucum(unit), self.ucum(target), molar_mass)
+        found = conversion_factor(self.ucum(unit), self.ucum(target), molar_mass)
+        _remember(self._factor_cache, key, found)  # only successes: errors are rare
+        return found
 
     def warm_up(self) -> None:
         """Build the UCUM registry and parse every canonical unit now (about a second),
@@ -273,6 +326,13 @@ class Terminology:
             if potency is not None:
                 return potency
         return None
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store in a per-instance cache, starting it over when it reaches CACHE_LIMIT keys."""
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

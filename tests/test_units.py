@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from service import terminology
+from service.paths import data_root
 from service.terminology import Terminology
 from service.units import UnitError, conversion_factor, normalize_unit
 
@@ -127,3 +129,52 @@ def test_canonical_is_none_when_it_cannot_convert(
     terms: Terminology, concept: str, unit: str | None
 ) -> None:
     assert terms.canonical(concept, 1.0, unit) is None
+
+
+# ------------------------------------------------------------------ cached answers
+def test_canonical_answers_the_same_from_its_cache() -> None:
+    terms = Terminology.load(data_root() / "terminology")
+    first = terms.canonical("hemoglobin", 6.0, "g/dL")
+    again = terms.canonical("hemoglobin", 6.0, "g/dL")
+    other_value = terms.canonical("hemoglobin", 7.5, "g/dL")
+    assert first == again == (pytest.approx(60.0), "g/L")
+    assert other_value == (pytest.approx(75.0), "g/L")
+    assert terms.canonical("hemoglobin", 1.0, "mmol/L") is None
+    assert terms.canonical("hemoglobin", 1.0, "mmol/L") is None  # a cached "cannot convert"
+
+
+def test_caches_start_over_at_their_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(terminology, "CACHE_LIMIT", 2)
+    terms = Terminology.load(data_root() / "terminology")
+    answers = [terms.canonical("wbc", 4.2, unit) for unit in ("K/uL", "/uL", "10*9/L", "K/uL")]
+    assert [a[0] if a else None for a in answers] == pytest.approx([4.2, 0.0042, 4.2, 4.2])
+    assert len(terms._canonical_cache) <= 2
+
+
+def test_a_unit_that_is_not_a_string_fails_as_without_the_cache(terms: Terminology) -> None:
+    for _ in range(2):
+        with pytest.raises(AttributeError):
+            terms.canonical("hemoglobin", 1.0, {"not": "a unit"})  # type: ignore[arg-type]
+
+
+def test_factor_errors_are_raised_every_time(terms: Terminology) -> None:
+    assert terms.factor("g/dL", "g/L") == pytest.approx(10.0)
+    assert terms.factor("g/dL", "g/L") == pytest.approx(10.0)
+    for _ in range(2):
+        with pytest.raises(UnitError):
+            terms.factor("g/dL", "10*9/L")
+
+
+@pytest.mark.parametrize(
+    ("concepts", "expected"),
+    [
+        pytest.param({"hemoglobin"}, "hemoglobin", id="one-with-a-canonical-unit"),
+        pytest.param({"hbsag", "hemoglobin"}, "hemoglobin", id="skips-one-without"),
+        pytest.param({"wbc", "hemoglobin"}, "hemoglobin", id="first-by-name"),
+        pytest.param({"hbsag"}, None, id="none-with-a-canonical-unit"),
+        pytest.param(set(), None, id="no-concepts"),
+    ],
+)
+def test_quantity_concept(terms: Terminology, concepts: set[str], expected: str | None) -> None:
+    assert terms.quantity_concept(frozenset(concepts)) == expected
+    assert terms.quantity_concept(frozenset(concepts)) == expected  # from the cache

@@ -70,6 +70,11 @@ def subject_of(resource: Resource) -> str | None:
     if kind == "Patient":
         identifier = resource.get("id")
         return f"Patient/{identifier}" if isinstance(identifier, str) and identifier else None
+    return _subject(resource, kind)
+
+
+def _subject(resource: Resource, kind: Any) -> str | None:
+    """`subject_of` a resource that is not a Patient, its type already read."""
     field = SUBJECT_FIELD.get(kind) if isinstance(kind, str) else None
     return patient_reference(resource.get(field)) if field else None
 
@@ -88,7 +93,7 @@ def map_resource(
     mapper = MAPPERS.get(kind) if isinstance(kind, str) else None
     if mapper is None:
         return None
-    patient = subject_of(resource)
+    patient = _subject(resource, kind)
     reference = f"{kind}/{resource.get('id')}"  # what every mapper names its fact
     if source == reference:
         source = None  # fetched resources are read "from" their own reference

@@ -27,11 +27,12 @@ def map_observation(
     resource: Resource, terms: Terminology, source: str | None = None
 ) -> LabResult | None:
     """The result, or None when the code is not one the trials use or it does not count."""
-    if resource.get("code") is None:
+    code = resource.get("code")
+    if code is None:
         raise MappingError("has no code (Observation.code is required)")
-    if not terms.may_match(resource.get("code")):
+    if not terms.may_match(code):
         return None  # most of a real EHR's Observations: dropped before any object is built
-    recorded = codes_of(resource.get("code"))
+    recorded = codes_of(code)
     if not recorded:
         return None
     codes, concepts = terms.resolve(recorded)
@@ -50,7 +51,7 @@ def map_observation(
     quantity, text, coded = _value(resource)
     qualitative = _qualitative(terms, text, coded, resource.get("interpretation"))
     grade = _grade(text, coded)
-    concept = _quantity_concept(terms, concepts)
+    concept = terms.quantity_concept(concepts)
     if quantity is not None and concept is not None:
         quantity = _canonical(terms, concept, quantity)
     return LabResult(
@@ -117,15 +118,6 @@ def _grade(text: str | None, coded: list[Code]) -> str | None:
         letter = candidate.strip().upper().removeprefix("GRADE ").strip()
         if letter in GRADES:
             return letter
-    return None
-
-
-def _quantity_concept(terms: Terminology, concepts: frozenset[str]) -> str | None:
-    """The concept whose canonical unit the value is converted to (first with one)."""
-    for name in sorted(concepts):
-        info = terms.valuesets.get(name)
-        if info is not None and info.canonical_unit is not None:
-            return name
     return None
 
 
