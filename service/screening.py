@@ -31,7 +31,7 @@ from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition, check_valuesets, load_trial
 from service.criteria.verdict import PatientResult
 from service.facts import PatientFacts
-from service.mappers import MAPPERS, MappingError, map_resource, problem_for, subject_of
+from service.mappers import MappingError, map_resource, problem_for, relevant, subject_of
 from service.ranking import sort_key
 from service.sources import (
     Chunk,
@@ -172,11 +172,9 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                     errors.append(SourceError(where, error or "unreadable"))
                 continue
             resources += 1
+            if not relevant(resource, terms):
+                continue
             kind = resource.get("resourceType")
-            if kind != "Patient" and kind not in MAPPERS:
-                continue
-            if kind == "Observation" and not terms.may_match(resource.get("code")):
-                continue
             try:
                 patient = subject_of(resource)
             except (TypeError, AttributeError):

@@ -30,6 +30,7 @@ __all__ = [
     "MappingError",
     "map_resource",
     "problem_for",
+    "relevant",
     "subject_of",
 ]
 
@@ -77,6 +78,15 @@ def _subject(resource: Resource, kind: Any) -> str | None:
     """`subject_of` a resource that is not a Patient, its type already read."""
     field = SUBJECT_FIELD.get(kind) if isinstance(kind, str) else None
     return patient_reference(resource.get(field)) if field else None
+
+
+def relevant(resource: Resource, terms: Terminology) -> bool:
+    """Whether a screen reads the resource: a Patient, a type some mapper reads, and for
+    Observations a code in some value set (most of a real EHR's are not)."""
+    kind = resource.get("resourceType")
+    if kind == "Observation":
+        return terms.may_match(resource.get("code"))
+    return kind == "Patient" or kind in MAPPERS
 
 
 def map_resource(

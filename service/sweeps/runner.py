@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 import orjson
@@ -50,7 +50,7 @@ from service.errors import BadRequest, FhirError, FhirFatalError, NotFound, Serv
 from service.fhir import FetchPlan, FhirClient, NoAuth, plan_for
 from service.fhir.auth import Auth, auth_from_settings
 from service.fhir.bulk import ExportResult
-from service.mappers import MAPPERS
+from service.mappers import relevant
 from service.screening import ScreenRun, screen
 from service.sweeps.report import FunnelCounter, diff_runs, fhir_bundle
 from service.sweeps.snapshot import SnapshotInfo, Snapshots, snapshot_key
@@ -188,15 +188,6 @@ class _Fetched:
     problems: list[str] = field(default_factory=list)
     errors: int = 0
     snapshots: Snapshots | None = None  # promote this run's snapshot once it completed
-
-
-def relevant(resource: dict[str, Any], *, terms: Terminology) -> bool:
-    """Whether a screen reads the resource: a Patient, a type some mapper reads, and for
-    Observations a code in some value set (most of a real EHR's are not)."""
-    kind = resource.get("resourceType")
-    if kind == "Observation":
-        return terms.may_match(resource.get("code"))
-    return kind == "Patient" or kind in MAPPERS
 
 
 class SweepRunner:

@@ -322,8 +322,6 @@ def _key_of(resource: dict[str, Any]) -> str | None:
 
 
 def _patient_of(resource: dict[str, Any]) -> str | None:
-    if resource.get("resourceType") == "Patient":
-        return _key_of(resource)
     try:
         return subject_of(resource)
     except (TypeError, AttributeError):
