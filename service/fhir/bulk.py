@@ -124,11 +124,13 @@ from service.errors import (
 from service.fhir.client import FhirClient
 from service.fhir.patient import FetchPlan
 from service.fhir.responses import (
+    TRANSIENT_STATUSES,
     http_date,
     issues_of,
     operation_outcome,
     outcome_text,
     retry_after_s,
+    status_error,
 )
 from service.mappers import subject_of
 
@@ -157,7 +159,6 @@ T = TypeVar("T")
 
 NDJSON = "application/fhir+ndjson"
 FHIR_JSON = "application/fhir+json"
-TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 UNSUPPORTED_STATUSES = frozenset({404, 405, 501})
 # IssueType codes under `transient` (FHIR R4 CodeSystem issue-type): "try again later".
 TRANSIENT_ISSUES = frozenset(
@@ -505,12 +506,7 @@ async def _kick_off(s: _Session, request: _Request) -> str:
                     outcome=outcome,
                 )
             elif status in (401, 403):
-                raise FhirAuthError(
-                    f"FHIR server refused access ({status}) to {url}{detail}",
-                    url=url,
-                    http_status=status,
-                    outcome=outcome,
-                )
+                raise status_error(status, outcome, url)
             elif status < 300:
                 raise FhirMalformedResponse(
                     f"$export kick-off at {url} answered {status}, expected 202",
@@ -687,12 +683,7 @@ async def _fetch(
                 if status in (404, 410):
                     raise _Gone(item, status)
                 if status in (401, 403):
-                    raise FhirAuthError(
-                        f"FHIR server refused access ({status}) to {item.url}{detail}",
-                        url=item.url,
-                        http_status=status,
-                        outcome=outcome,
-                    )
+                    raise status_error(status, outcome, item.url)
                 if status not in TRANSIENT_STATUSES and status < 500:
                     raise FhirFatalError(
                         f"download of {item.url} answered {status}{detail}",

@@ -30,17 +30,20 @@ from service.errors import (
     FhirError,
     FhirFatalError,
     FhirMalformedResponse,
-    FhirNotFound,
     FhirTemporaryError,
     FhirUnsafeLink,
 )
 from service.fhir.auth import Auth, NoAuth
-from service.fhir.responses import operation_outcome, outcome_text, retry_after_s
+from service.fhir.responses import (
+    TRANSIENT_STATUSES,
+    operation_outcome,
+    retry_after_s,
+    status_error,
+)
 
 __all__ = ["FhirClient", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # A batch POST answered so says the server does not do batch (whatever its CapabilityStatement
 # declared): the caller asks one request at a time instead.
 BATCH_REFUSED = frozenset({404, 405, 501})
@@ -83,30 +86,6 @@ def _refusal_in(page: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _status_error(status: int, outcome: dict[str, Any] | None, url: str) -> FhirError:
-    """The error a non-2xx answer stands for, whether to a request or to a batch entry."""
-    detail = outcome_text(outcome)
-    suffix = f": {detail}" if detail else ""
-    if status in (401, 403):
-        return FhirAuthError(
-            f"FHIR server refused access ({status}) to {url}{suffix}",
-            url=url,
-            http_status=status,
-            outcome=outcome,
-        )
-    if status in (404, 410):
-        return FhirNotFound(
-            f"not found ({status}): {url}{suffix}", url=url, http_status=status, outcome=outcome
-        )
-    error = FhirTemporaryError if status in RETRY_STATUSES else FhirFatalError
-    return error(
-        f"FHIR server answered {status} for {url}{suffix}",
-        url=url,
-        http_status=status,
-        outcome=outcome,
-    )
-
-
 def _declares_batch(statement: dict[str, Any]) -> bool:
     """Whether a CapabilityStatement declares the system interaction `batch` (server mode)."""
     for rest in statement.get("rest") or ():
@@ -128,7 +107,7 @@ def _batch_answer(entry: object, url: str) -> dict[str, Any] | FhirError:
         outcome = response.get("outcome") or entry.get("resource")
         if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
             outcome = None
-        return _status_error(int(status), outcome, url)
+        return status_error(int(status), outcome, url)
     resource = entry.get("resource")
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return FhirMalformedResponse(f"batch entry without a resource for {url}", url=url)
@@ -244,7 +223,7 @@ class FhirClient:
                 cause = exc
                 retry_after = None
             else:
-                if response.status_code in RETRY_STATUSES:
+                if response.status_code in TRANSIENT_STATUSES:
                     retry_after = retry_after_s(response.headers.get("Retry-After"))
                     error = FhirTemporaryError(
                         f"FHIR server answered {response.status_code} for {url}",
@@ -274,7 +253,7 @@ class FhirClient:
     def _parse(self, response: httpx.Response, url: str) -> dict[str, Any]:
         status = response.status_code
         if status >= 400:
-            raise _status_error(status, operation_outcome(response), url)
+            raise status_error(status, operation_outcome(response), url)
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
@@ -325,7 +304,7 @@ class FhirClient:
         that page is taken for the 400 a direct search would have got.
         """
         if self.strict and (refusal := _refusal_in(first_page)) is not None:
-            raise _status_error(400, refusal, url)
+            raise status_error(400, refusal, url)
         entries = self._entries(url, "searchset", token, first_page)
         return [resource async for resource in self._matches(resource_type, entries)]
 

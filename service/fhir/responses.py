@@ -1,5 +1,6 @@
-"""Reading what a FHIR server says besides the resource: Retry-After, HTTP dates and
-OperationOutcome issues. Shared by the search client and the Bulk Data exporter."""
+"""Reading what a FHIR server says besides the resource: Retry-After, HTTP dates,
+OperationOutcome issues, and the error a status stands for. Shared by the search client and
+the Bulk Data exporter."""
 
 from __future__ import annotations
 
@@ -10,7 +11,26 @@ from typing import Any
 import httpx
 import orjson
 
-__all__ = ["http_date", "issues_of", "operation_outcome", "outcome_text", "retry_after_s"]
+from service.errors import (
+    FhirAuthError,
+    FhirError,
+    FhirFatalError,
+    FhirNotFound,
+    FhirTemporaryError,
+)
+
+__all__ = [
+    "TRANSIENT_STATUSES",
+    "http_date",
+    "issues_of",
+    "operation_outcome",
+    "outcome_text",
+    "retry_after_s",
+    "status_error",
+]
+
+# Worth asking again after a while (with Retry-After when the server sends one).
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def http_date(value: str | None) -> datetime | None:
@@ -74,3 +94,27 @@ def issues_of(outcome: dict[str, Any] | None) -> list[tuple[str, str, str]]:
 def outcome_text(outcome: dict[str, Any] | None) -> str:
     """The issues' diagnostics (or codes), joined: "" when there is nothing to say."""
     return "; ".join(text or code for _, code, text in issues_of(outcome))
+
+
+def status_error(status: int, outcome: dict[str, Any] | None, url: str) -> FhirError:
+    """The error a non-2xx answer stands for, whether to a request or to a batch entry."""
+    detail = outcome_text(outcome)
+    suffix = f": {detail}" if detail else ""
+    if status in (401, 403):
+        return FhirAuthError(
+            f"FHIR server refused access ({status}) to {url}{suffix}",
+            url=url,
+            http_status=status,
+            outcome=outcome,
+        )
+    if status in (404, 410):
+        return FhirNotFound(
+            f"not found ({status}): {url}{suffix}", url=url, http_status=status, outcome=outcome
+        )
+    error = FhirTemporaryError if status in TRANSIENT_STATUSES else FhirFatalError
+    return error(
+        f"FHIR server answered {status} for {url}{suffix}",
+        url=url,
+        http_status=status,
+        outcome=outcome,
+    )
