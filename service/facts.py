@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 Sex = Literal["female", "male", "other", "unknown"]
@@ -38,12 +38,39 @@ class Quantity:
 
 
 @dataclass(frozen=True, slots=True)
+class RefRange:
+    """One Observation.referenceRange, its limits converted like the value."""
+
+    low: Quantity | None
+    high: Quantity | None
+    type: str | None = None  # referenceRange.type code: normal, recommended, treatment, ...
+    applies_to: tuple[str, ...] = ()  # appliesTo codes (e.g. male, female, pre-puberty)
+    sex: Sex | None = None  # from appliesTo, when it names one
+    age_low_years: float | None = None
+    age_high_years: float | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    """A business identifier of the patient (MRN and the like), as the EHR shows it."""
+
+    value: str
+    system: str | None = None
+    type: str | None = None  # Identifier.type coding code: MR, PI, NI ...
+    label: str | None = None  # Identifier.type text or display
+
+
+@dataclass(frozen=True, slots=True)
 class Demographics:
     reference: str
     birth_date: date | None
     # "1980" or "1980-06" carry less than a day: the range of possible birth dates.
     birth_date_latest: date | None
     sex: Sex | None
+    deceased: bool = False  # deceasedBoolean true or any deceasedDateTime
+    deceased_date: date | None = None
+    identifiers: tuple[Identifier, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +86,10 @@ class LabResult:
     grade: str | None = None  # A-E for graded domains (BILAG)
     ref_high: Quantity | None = None
     source: str | None = None
+    effective_at: datetime | None = None  # the full timestamp, when one was sent
+    ref_ranges: tuple[RefRange, ...] = ()
+    interpretation: tuple[Code, ...] = ()
+    titer: float | None = None  # 1:N dilution as N (valueRatio or "1:160")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +103,9 @@ class Diagnosis:
     abatement: date | None
     recorded: date | None
     source: str | None = None
+    text: str | None = None  # CodeableConcept.text, else the first display
+    # Value sets whose review terms the text matches, for a record no value set knows.
+    review: frozenset[str] = frozenset()
 
     @property
     def active(self) -> bool:
@@ -95,6 +129,10 @@ class MedicationExposure:
     prednisone_factor: float | None = None  # mg prednisone per mg, for glucocorticoids
     route: str | None = None
     source: str | None = None
+    resource_type: str = "MedicationStatement"  # or MedicationRequest/Administration/Dispense
+    text: str | None = None
+    review: frozenset[str] = frozenset()
+    end_basis: str | None = None  # how `end` was found when not recorded (days supply ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +147,11 @@ class Allergy:
     recorded: date | None
     negated: bool = False  # "no known drug allergy" style records
     source: str | None = None
+    concepts: frozenset[str] = frozenset()  # value sets of the allergen code
+    text: str | None = None
+    review: frozenset[str] = frozenset()
+    clinical_status: str | None = None
+    verification_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,9 +98,9 @@ class Table:
 
 
 VALUESET_TABLE = Table(
-    header=("system", "code", "display"),
+    header=("system", "code", "display", "source"),
     key=("system", "code"),
-    required=("system", "code", "display"),
+    required=("system", "code", "display", "source"),
     system_column="system",
 )
 TABLES = {
