@@ -51,6 +51,8 @@ class ValueSetInfo:
     molar_mass: float | None
     size: int
     unit_aliases: dict[str, str] | None = None  # analyte-specific, before the global table
+    # medications: how long a record without an end is taken to run (criteria/exposure.py)
+    default_course_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,7 @@ class Terminology:
                 size=len(rows),
                 unit_aliases={str(k): str(v) for k, v in (meta.get("unit_aliases") or {}).items()}
                 or None,
+                default_course_days=_optional_int(meta.get("default_course_days")),
             )
 
         def table(relative: str) -> list[dict[str, str]]:
@@ -343,6 +346,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise TerminologyError(f"{path}: expected a mapping")
     return loaded
+
+
+def _optional_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TerminologyError(f"expected a whole number of days, got {value!r}")
+    return value
 
 
 def _qualitative(result: str, row: dict[str, str]) -> Qualitative:

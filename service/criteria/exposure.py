@@ -1,0 +1,60 @@
+"""When a medication record says the drug was being taken: one policy for every rule.
+
+A record rarely states its end. In order:
+1. the end the record gives (effectivePeriod.end, boundsPeriod.end, or one the mapper derived
+   from days supply, dispense quantity or dosage bounds; `MedicationExposure.end_basis` says
+   which);
+2. otherwise, when one of the record's value sets states `default_course_days` (a documented
+   default per drug class, e.g. a short course for anti-infectives), start + that many days,
+   so a 1980 antibiotic order is not "current" in 2026;
+3. otherwise an active or on-hold record runs up to the day asked about (a G-CSF order with no
+   end counts as running on the test date);
+4. otherwise (completed, stopped, unknown status) the start day only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from service.facts import MedicationExposure
+from service.terminology import Terminology
+
+__all__ = ["Exposure", "exposure"]
+
+RUNNING_STATUSES = frozenset({"active", "on-hold", "in-progress"})
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    start: date
+    end: date
+    basis: str  # how the end was found, for the evidence
+
+
+def exposure(med: MedicationExposure, day: date, terms: Terminology) -> Exposure | None:
+    """The period `med` covers as seen on `day`, or None when it has no start date.
+
+    A period never extends past `day`: later doses have not happened yet.
+    """
+    if med.start is None:
+        return None
+    if med.end is not None:
+        end, basis = med.end, med.end_basis or "recorded end"
+    elif (days := default_course_days(med, terms)) is not None:
+        end, basis = med.start + timedelta(days=days), f"no end recorded: default {days}-day course"
+    elif med.status in RUNNING_STATUSES:
+        end, basis = day, f"{med.status}, no end recorded: counted up to {day}"
+    else:
+        end, basis = med.start, f"{med.status}, no end recorded: start day only"
+    return Exposure(med.start, min(max(end, med.start), max(day, med.start)), basis)
+
+
+def default_course_days(med: MedicationExposure, terms: Terminology) -> int | None:
+    """The shortest `default_course_days` among the record's value sets, if any states one."""
+    found = [
+        info.default_course_days
+        for name in med.concepts
+        if (info := terms.valuesets.get(name)) is not None and info.default_course_days is not None
+    ]
+    return min(found) if found else None
