@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,6 +55,8 @@ class ValueSetInfo:
     unit_aliases: dict[str, str] | None = None  # analyte-specific, before the global table
     # medications: how long a record without an end is taken to run (criteria/exposure.py)
     default_course_days: int | None = None
+    # words that suggest the concept in a record no value set knows (English, Chinese ...)
+    review_terms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,7 @@ class Terminology:
         self._factor_cache: dict[tuple[str, str, float | None], float] = {}
         # concepts of a result -> the one whose canonical unit its value is converted to
         self._quantity_concept_cache: dict[frozenset[str], str | None] = {}
+        self._review = _review_patterns(valuesets)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -136,6 +141,7 @@ class Terminology:
                 unit_aliases={str(k): str(v) for k, v in (meta.get("unit_aliases") or {}).items()}
                 or None,
                 default_course_days=_optional_int(meta.get("default_course_days")),
+                review_terms=_review_terms(meta.get("review_terms"), meta_path),
             )
 
         def table(relative: str) -> list[dict[str, str]]:
@@ -221,6 +227,18 @@ class Terminology:
             if self.concepts_of_code(system, code) or (system, code) in self._site_map:
                 return True
         return False
+
+    def review_matches(self, text: str | None) -> frozenset[str]:
+        """Value sets whose review terms occur in `text` (a display or CodeableConcept.text).
+
+        For records no value set knows by code: a match never classifies the record, it only
+        keeps a criterion from passing on absence. Text is NFKC-normalised and case-folded;
+        terms in Latin script match whole words, others (Chinese) as substrings.
+        """
+        if not text or not self._review:
+            return frozenset()
+        folded = normalize_text(text)
+        return frozenset(name for name, pattern in self._review if pattern.search(folded))
 
     def translate(self, code: Code) -> Code | None:
         """The standard code a site maps its local code to, if any."""
@@ -346,6 +364,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise TerminologyError(f"{path}: expected a mapping")
     return loaded
+
+
+def normalize_text(text: str) -> str:
+    """Full-width forms to ASCII, case folded, runs of white space to one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _review_terms(raw: Any, where: Path) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not all(
+        isinstance(terms, list) and all(isinstance(t, str) and t.strip() for t in terms)
+        for terms in raw.values()
+    ):
+        raise TerminologyError(f"{where}: review_terms must map a language to a list of terms")
+    return tuple(normalize_text(term) for terms in raw.values() for term in terms)
+
+
+def _review_patterns(valuesets: dict[str, ValueSetInfo]) -> list[tuple[str, re.Pattern[str]]]:
+    patterns = []
+    for name, info in sorted(valuesets.items()):
+        if not info.review_terms:
+            continue
+        parts = [
+            rf"(?<!\w){re.escape(term)}(?!\w)" if term.isascii() else re.escape(term)
+            for term in info.review_terms
+        ]
+        patterns.append((name, re.compile("|".join(parts))))
+    return patterns
 
 
 def _optional_int(value: Any) -> int | None:
