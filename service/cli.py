@@ -627,7 +627,14 @@ def diff_command(
     table = Table(title=f"{diff.trial}: run {diff.against.id} -> run {diff.run.id}")
     for column in ("change", "patient", "before", "after", "rank", "criteria changed"):
         table.add_column(column, overflow="fold")
-    for change in (*diff.new, *diff.dropped, *diff.status, *diff.verdicts):
+    for change in (
+        *diff.new,
+        *diff.dropped,
+        *diff.status,
+        *diff.verdicts,
+        *diff.arrived,
+        *diff.left,
+    ):
         table.add_row(
             change.change,
             change.patient,
@@ -640,7 +647,8 @@ def diff_command(
     c = diff.counts
     out.print(
         f"{c['new']} new candidate(s), {c['dropped']} dropped out, {c['status']} changed "
-        f"status, {c['verdicts']} with changed verdicts, {c['unchanged']} unchanged.",
+        f"status, {c['verdicts']} with changed verdicts, {c['arrived']} new to the population "
+        f"but not candidates, {c['left']} non-candidates gone, {c['unchanged']} unchanged.",
         highlight=False,
     )
 

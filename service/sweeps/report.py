@@ -238,6 +238,10 @@ def _classify(
         change = "new"
     elif was and not now:
         change = "dropped"
+    elif a is None:
+        change = "arrived"  # new to the population, not a candidate: never "unchanged"
+    elif b is None:
+        change = "left"
     elif was and now and before != after:
         change = "status"
     elif changed:
@@ -291,6 +295,8 @@ def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic
         "dropped": [],
         "status": [],
         "verdicts": [],
+        "arrived": [],
+        "left": [],
     }
     unchanged = 0
     for a, b in _merge(
@@ -305,7 +311,7 @@ def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic
         # dropped patients in their old order; everyone else in the new ranking
         changes.sort(
             key=lambda c: (
-                (c.rank_before if name == "dropped" else c.rank_after) or 0,
+                (c.rank_before if name in ("dropped", "left") else c.rank_after) or 0,
                 c.patient,
             )
         )
@@ -318,6 +324,8 @@ def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic
         dropped=lists["dropped"],
         status=lists["status"],
         verdicts=lists["verdicts"],
+        arrived=lists["arrived"],
+        left=lists["left"],
         counts={**{name: len(items) for name, items in lists.items()}, "unchanged": unchanged},
     )
 

@@ -180,7 +180,7 @@ class CriterionChangePublic(_Public):
 
 class PatientChangePublic(_Public):
     patient: str
-    change: Literal["new", "dropped", "status", "verdicts"]
+    change: Literal["new", "dropped", "status", "verdicts", "arrived", "left"]
     before: Status | None = Field(description="null: not in the earlier run")
     after: Status | None = Field(description="null: not in the later run")
     rank_before: int | None
@@ -193,7 +193,9 @@ class DiffPublic(_Public):
 
     new: a candidate (likely or possibly eligible) now, not before (ineligible or absent);
     dropped: a candidate before, not now; status: a candidate in both, status changed;
-    verdicts: same status, but some criterion's verdict changed.
+    verdicts: same status, but some criterion's verdict changed; arrived: new to the
+    population and not a candidate; left: gone from the population, not a candidate before.
+    A patient new to the population is never "unchanged".
     """
 
     trial: str
@@ -204,4 +206,6 @@ class DiffPublic(_Public):
     dropped: list[PatientChangePublic]
     status: list[PatientChangePublic]
     verdicts: list[PatientChangePublic]
+    arrived: list[PatientChangePublic] = Field(default_factory=list)
+    left: list[PatientChangePublic] = Field(default_factory=list)
     counts: dict[str, int]

@@ -142,7 +142,15 @@ def test_start_follow_and_read_a_sweep(
         client.get(f"/sweeps/{second['id']}/diff", headers=token(READ)).json()
     )
     assert diff.against.id == started.id
-    assert diff.counts == {"new": 0, "dropped": 0, "status": 0, "verdicts": 0, "unchanged": 50}
+    assert diff.counts == {
+        "new": 0,
+        "dropped": 0,
+        "status": 0,
+        "verdicts": 0,
+        "arrived": 0,
+        "left": 0,
+        "unchanged": 50,
+    }
     named = client.get(f"/sweeps/{second['id']}/diff?against={started.id}", headers=token(READ))
     assert named.json()["against"]["id"] == started.id
 

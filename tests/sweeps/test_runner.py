@@ -61,7 +61,15 @@ def test_a_second_sweep_after_one_patient_changed_shows_exactly_that_patient(
     set_observation_value(demo_copy, "p01-", "p01-o18", 50.0)  # hemoglobin 118 -> 50 g/L
     second = sweep(runner, demo_copy)
     diff = diff_runs(store, first, second)
-    assert diff.counts == {"new": 0, "dropped": 1, "status": 0, "verdicts": 0, "unchanged": 49}
+    assert diff.counts == {
+        "new": 0,
+        "dropped": 1,
+        "status": 0,
+        "verdicts": 0,
+        "arrived": 0,
+        "left": 0,
+        "unchanged": 49,
+    }
     (dropped,) = diff.dropped
     assert dropped.patient == "Patient/p01"
     assert (dropped.before, dropped.after) == ("likely_eligible", "ineligible")
@@ -100,6 +108,33 @@ def test_diff_names_patients_who_appear_or_disappear_and_status_changes(
     ]
     assert [(c.id, c.after) for c in diff.status[0].criteria] == [("I6.hgb", "unknown")]
     assert any("as_of moved 2026-11-20 -> 2026-11-21" in note for note in diff.notes)
+
+
+def test_diff_names_ineligible_patients_new_to_the_population_as_arrived_not_unchanged(
+    runner: SweepRunner, store: SweepStore, demo_copy: Path
+) -> None:
+    # p05 is ineligible in the demo; take it and one likely-eligible patient (p02) out first
+    held = {name: next(demo_copy.glob(f"{name}-*.json")) for name in ("p02", "p05")}
+    saved = {name: path.read_bytes() for name, path in held.items()}
+    for path in held.values():
+        path.unlink()
+    first = sweep(runner, demo_copy)
+    for name, path in held.items():
+        path.write_bytes(saved[name])
+    next(demo_copy.glob("p07-*.json")).unlink()  # an ineligible patient leaves
+    second = sweep(runner, demo_copy)
+    diff = diff_runs(store, first, second)
+    assert [(c.patient, c.before, c.after) for c in diff.new] == [
+        ("Patient/p02", None, "likely_eligible")
+    ]
+    assert [(c.patient, c.before, c.after) for c in diff.arrived] == [
+        ("Patient/p05", None, "ineligible")
+    ]
+    assert [(c.patient, c.before, c.after) for c in diff.left] == [
+        ("Patient/p07", "ineligible", None)
+    ]
+    assert diff.counts["unchanged"] == 50 - 3
+    assert diff.counts["arrived"] == diff.counts["left"] == 1
 
 
 def test_diff_refuses_runs_of_different_trials_or_not_completed(
