@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import orjson
@@ -22,6 +23,7 @@ from service.criteria.verdict import PatientResult
 from service.errors import BadRequest, FhirError, FhirNotFound, NotFound, ServiceError
 from service.facts import PatientFacts
 from service.fhir import FhirClient, fetch_patient
+from service.fhir.ids import InvalidFhirId, reference_id
 from service.fhir.patient import add_resources
 from service.mappers import subject_of
 from service.ranking import rank
@@ -60,10 +62,11 @@ def _fhir(state: AppState) -> FhirClient:
 
 
 def patient_id(text: str) -> str:
-    ident = text.removeprefix("Patient/")
-    if not ident or "/" in ident or len(ident) > 64:
-        raise BadRequest(f"not a patient id or Patient reference: {text!r}")
-    return ident
+    """The id of "Patient/<id>" or "<id>", by the FHIR id rule (service/fhir/ids.py); 400."""
+    try:
+        return reference_id(text, "Patient")
+    except InvalidFhirId as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _fhir_token(state: AppState, caller: Principal) -> str | None:
@@ -164,6 +167,10 @@ def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
             f"the Bundle must hold exactly one patient's resources (found {len(patients)})"
         )
     reference = str(patients.pop())
+    try:
+        reference_id(reference, "Patient")
+    except InvalidFhirId as exc:
+        raise BadRequest(f"the Bundle's patient: {exc}") from None
     facts = PatientFacts(reference)
     add_resources(facts, resources, state.terms)
     return facts
@@ -238,14 +245,29 @@ async def candidate_ids(fhir: FhirClient, body: CandidatesRequest, token: str | 
     if body.patients is not None:
         return list(dict.fromkeys(patient_id(p) for p in body.patients))
     if body.group is not None:
-        group_id = body.group.removeprefix("Group/")
+        try:
+            group_id = reference_id(body.group, "Group")
+        except InvalidFhirId as exc:
+            raise BadRequest(str(exc)) from None
         try:
             group = await fhir.read("Group", group_id, token=token)
         except FhirNotFound as exc:
             raise NotFound(f"Group/{group_id} not found on the FHIR server") from exc
         members = [m.get("entity", {}).get("reference", "") for m in group.get("member") or ()]
-        return list(dict.fromkeys(patient_id(m) for m in members if m.startswith("Patient/")))
+        return list(dict.fromkeys(_member_ids(members)))
     return [str(p["id"]) async for p in fhir.search("Patient", {}, token=token) if p.get("id")]
+
+
+def _member_ids(references: list[Any]) -> Iterator[str]:
+    """Patient ids of a Group's members; a member whose reference breaks the id rule is
+    skipped and logged by position (never sent to the server, never screened)."""
+    for index, reference in enumerate(references):
+        if not isinstance(reference, str) or not reference.startswith("Patient/"):
+            continue
+        try:
+            yield reference_id(reference, "Patient")
+        except InvalidFhirId:
+            log.warning("Group member %d: reference is not a FHIR id; skipped", index)
 
 
 async def screen_many(

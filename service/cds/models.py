@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.fhir.ids import is_fhir_id
+
 __all__ = [
     "AS_OF_EXTENSION",
     "AcceptedSuggestion",
@@ -74,6 +76,13 @@ class PatientViewContext(_In):
     userId: str = Field(min_length=1, max_length=256, description='e.g. "Practitioner/123"')
     patientId: str = Field(pattern=FHIR_ID, description="FHIR id of the patient in context")
     encounterId: str | None = None
+
+    @field_validator("patientId")
+    @classmethod
+    def _not_a_dot_segment(cls, value: str) -> str:
+        if not is_fhir_id(value):  # "." and ".." match the pattern but name other URLs
+            raise ValueError("patientId must be a FHIR id, not a dot-segment")
+        return value
 
 
 class HookRequest(_In):

@@ -122,6 +122,7 @@ from service.errors import (
     FhirUnsafeLink,
 )
 from service.fhir.client import FhirClient
+from service.fhir.ids import is_fhir_id
 from service.fhir.patient import FetchPlan
 from service.fhir.responses import (
     TRANSIENT_STATUSES,
@@ -166,7 +167,6 @@ TRANSIENT_ISSUES = frozenset(
 )
 MAX_ISSUES_KEPT = 1000
 RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 RESOURCE_REF = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -339,7 +339,7 @@ class _Level:
         if level == "patient":
             return cls("patient")
         group = level.removeprefix("Group/")
-        if not FHIR_ID.fullmatch(group):
+        if not is_fhir_id(group):
             raise ValueError(f"level must be 'system', 'patient' or a Group id, not {level!r}")
         return cls("group", group)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.criteria.model import TrialDefinition, valuesets_named
-from service.errors import FhirError, FhirFatalError, FhirTemporaryError
+from service.errors import FhirError, FhirFatalError, FhirMalformedResponse, FhirTemporaryError
 from service.facts import PatientFacts, Problem
 from service.fhir.client import FhirClient
 from service.mappers import MappingError, map_resource, problem_for
@@ -138,6 +138,9 @@ async def fetch_patient(
             continue
         if isinstance(outcome, BaseException):
             raise outcome
+        if kind == "Patient" and (not isinstance(outcome, dict) or outcome.get("id") != patient_id):
+            # A verdict is only ever given for the reference that was read.
+            raise FhirMalformedResponse(f"the server answered {reference} with another resource")
         resources = [outcome] if kind == "Patient" else outcome
         fetch.resources += len(resources)
         add_resources(facts, resources, terms)

@@ -29,6 +29,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from service.fhir.ids import is_fhir_id
 from service.smart.errors import AuthorizationDenied, EhrUnavailable
 
 __all__ = [
@@ -216,6 +217,9 @@ def _token_response(body: dict[str, Any]) -> TokenResponse:
     except (TypeError, ValueError):
         expires_in = DEFAULT_EXPIRES_IN_S
     patient = body.get("patient")
+    if patient is not None and patient != "" and not is_fhir_id(patient):
+        # The launch context names the patient every page then reads: never a URL trick.
+        raise AuthorizationDenied("The EHR's launch context names a patient that is not a FHIR id.")
     refresh_token = body.get("refresh_token")
     id_token = body.get("id_token")
     return TokenResponse(

@@ -548,6 +548,8 @@ def _without(body: dict[str, Any], *path: str) -> dict[str, Any]:
         (_without(hook("p01"), "context", "userId"), "context.userId: Field required"),
         (hook("p01", hook="order-sign"), "answers the patient-view hook, not 'order-sign'"),
         (hook("../p01"), "context.patientId: String should match pattern"),
+        (hook(".."), "context.patientId: Value error, patientId must be a FHIR id"),
+        (hook("p01\n"), "context.patientId: String should match pattern"),
         (
             hook(
                 "p01",
@@ -595,6 +597,8 @@ def _without(body: dict[str, Any], *path: str) -> dict[str, Any]:
         "no-userId",
         "wrong-hook",
         "bad-patient-id",
+        "dot-segment-patient-id",
+        "patient-id-with-newline",
         "token-without-server",
         "not-bearer",
         "other-patient-prefetched",

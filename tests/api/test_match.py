@@ -254,3 +254,78 @@ def test_unknown_candidate_is_counted_not_fatal(api: TestClient, auth: dict[str,
     assert response.json()["counts"]["patients"] == 1
     assert response.json()["counts"]["errors"] == 1
     assert response.json()["unscreened"][0]["patient"] == "Patient/ghost"
+
+
+# ---------------------------------------------------------------- the FHIR id rule (issue 10)
+NOT_FHIR_IDS = ["p01#x", "p01?x=1", "p01\tx", "p01\n", ".", "..", "p" * 65, "p01/x", "p 01", "é"]
+
+
+@pytest.mark.parametrize("ident", NOT_FHIR_IDS)
+def test_a_patient_id_that_is_not_a_fhir_id_is_refused_before_any_fetch(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir, ident: str
+) -> None:
+    fake_fhir.faults["Patient"] = lambda request: httpx.Response(500)  # must not be reached
+    for sent in (ident, f"Patient/{ident}"):
+        response = api.post(MATCH, json={"patient": sent, "as_of": "2026-11-20"}, headers=auth)
+        assert response.status_code == 400, (sent, response.text)
+        assert response.json()["issue"][0]["code"] == "invalid"
+        listed = api.post(CANDIDATES, json={"patients": ["p01", sent]}, headers=auth)
+        assert listed.status_code == 400, (sent, listed.text)
+
+
+@pytest.mark.parametrize("ident", [".", "..", "g1#x", "g1?_id=p01"])
+def test_a_group_id_that_is_not_a_fhir_id_is_refused(
+    api: TestClient, auth: dict[str, str], ident: str
+) -> None:
+    response = api.post(CANDIDATES, json={"group": f"Group/{ident}"}, headers=auth)
+    assert response.status_code == 400, response.text
+
+
+def test_a_group_member_that_is_not_a_fhir_id_is_skipped_not_screened(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    fake_fhir.resources.append(
+        {
+            "resourceType": "Group",
+            "id": "g2",
+            "type": "person",
+            "actual": True,
+            "member": [
+                {"entity": {"reference": "Patient/p02"}},
+                {"entity": {"reference": "Patient/p07#x"}},
+                {"entity": {"reference": "Patient/.."}},
+            ],
+        }
+    )
+    ranked = api.post(CANDIDATES, json={"group": "g2", "as_of": "2026-11-20"}, headers=auth)
+    assert ranked.status_code == 200, ranked.text
+    assert [c["patient"]["reference"] for c in ranked.json()["candidates"]] == ["Patient/p02"]
+
+
+def test_a_bundle_whose_patient_id_is_not_a_fhir_id_is_refused(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    bundle = json.loads((DEMO / "p24-hbsag-positive.json").read_text(encoding="utf-8"))
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            resource["id"] = "p24#x"
+        elif "subject" in resource:
+            resource["subject"] = {"reference": "Patient/p24#x"}
+        elif "patient" in resource:
+            resource["patient"] = {"reference": "Patient/p24#x"}
+    response = api.post(f"{MATCH}?as_of=2026-11-20", json=bundle, headers=auth)
+    assert response.status_code == 400, response.text
+    assert "FHIR" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_patient_read_answered_with_another_patient_gives_no_verdict(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    other = next(
+        r for r in fake_fhir.resources if r["resourceType"] == "Patient" and r["id"] == "p02"
+    )
+    fake_fhir.faults["Patient"] = lambda request: httpx.Response(200, json=other)
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 502, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -168,6 +168,16 @@ async def test_token_response_quirks_are_tolerated() -> None:
             EhrUnavailable,
             "only Bearer",
         ),
+        *(
+            (
+                httpx.Response(
+                    200, json={"access_token": "a", "token_type": "Bearer", "patient": bad}
+                ),
+                AuthorizationDenied,
+                "not a FHIR id",
+            )
+            for bad in ("p01#x", "..", "p01?_id=p02", 42)
+        ),
     ],
 )
 async def test_token_refusals(response: httpx.Response, error: type[Exception], words: str) -> None:

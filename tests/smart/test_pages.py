@@ -170,7 +170,7 @@ def test_bad_parameters_are_plain_pages(app: TestClient, ehr: TestEhr) -> None:
     for path, status, words in (
         ("/app/cohort?trial=NCT00000000", 404, "does not serve a trial"),
         ("/app/patient?id=p01&as_of=yesterday", 400, "as_of must be a date"),
-        ("/app/patient?id=Patient/a/b", 400, "not a patient id"),
+        ("/app/patient?id=Patient/a/b", 400, "not a FHIR Patient id"),
         ("/app/patient", 400, "did not say which patient"),
     ):
         response = app.get(path)
