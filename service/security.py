@@ -68,15 +68,38 @@ class TokenValidator:
             registry.validate(claims)
         except (JoseError, ValueError) as exc:
             raise Unauthorized(f"invalid bearer token: {exc}") from exc
-        scope = claims.get("scope", "")
-        scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
         client = claims.get("client_id") or claims.get("azp")
         return Principal(
-            subject=str(claims["sub"]),
-            client_id=str(client) if client else None,
-            scopes=scopes,
+            subject=_identity(claims["sub"], "sub"),
+            client_id=_identity(client, "client_id") if client else None,
+            scopes=_scopes(claims.get("scope", "")),
             token=token,
         )
+
+
+# The audit table's columns for who called (service/audit.py): a longer or unprintable value is
+# refused here, before any patient data is read, rather than failing the audit write after.
+MAX_IDENTITY_CHARS = 256
+
+
+def _identity(value: object, claim: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise Unauthorized(f"invalid bearer token: {claim} must be a non-empty string")
+    if len(value) > MAX_IDENTITY_CHARS or not value.isprintable():
+        raise Unauthorized(
+            f"invalid bearer token: {claim} must be at most {MAX_IDENTITY_CHARS} printable "
+            "characters"
+        )
+    return value
+
+
+def _scopes(value: object) -> frozenset[str]:
+    """RFC 8693 / SMART: a space-separated string; some servers send a list of strings."""
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    raise Unauthorized("invalid bearer token: scope must be a string or a list of strings")
 
 
 def require_scope(principal: Principal, scope: str) -> None:

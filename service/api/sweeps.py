@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from service.api.deps import Caller, RequestId
@@ -48,7 +48,10 @@ from service.sweeps.schemas import (
     SweepListPublic,
     SweepPublic,
 )
-from service.sweeps.store import RunInfo
+from service.sweeps.store import MAX_RUN_ID, RunInfo
+
+# Run ids are database integers: a larger one is a 422 at the edge, never an overflow inside.
+RunId = Annotated[int, Path(ge=1, le=MAX_RUN_ID, description="A sweep run's id")]
 
 __all__ = ["lifespan", "router"]
 
@@ -227,7 +230,7 @@ def list_sweeps(
     "/sweeps/{run_id}", summary="A sweep's status", response_model=SweepPublic, responses=ERRORS
 )
 def get_sweep(
-    run_id: int, state: State, caller: Caller, request_id: RequestId, sweeps: Sweeps
+    run_id: RunId, state: State, caller: Caller, request_id: RequestId, sweeps: Sweeps
 ) -> Response:
     """Status, progress (stage, done, total), counts, and how it ended."""
     with _Call(state, request_id, caller, "sweep-status", READ) as call:
@@ -244,7 +247,7 @@ def get_sweep(
     responses=ERRORS,
 )
 def cancel_sweep(
-    run_id: int, state: State, caller: Caller, request_id: RequestId, sweeps: Sweeps
+    run_id: RunId, state: State, caller: Caller, request_id: RequestId, sweeps: Sweeps
 ) -> Response:
     """Ask the sweep to stop; it ends `cancelled` at its next step (or next heartbeat, when
     it runs in another process). A run that has ended is returned as it is."""
@@ -271,7 +274,7 @@ def cancel_sweep(
     },
 )
 def sweep_candidates(
-    run_id: int,
+    run_id: RunId,
     state: State,
     caller: Caller,
     request_id: RequestId,
@@ -312,7 +315,7 @@ def sweep_candidates(
     responses=ERRORS,
 )
 def sweep_attrition(
-    run_id: int, state: State, caller: Caller, request_id: RequestId, sweeps: Sweeps
+    run_id: RunId, state: State, caller: Caller, request_id: RequestId, sweeps: Sweeps
 ) -> Response:
     """Per criterion in protocol order: verdict counts, patients remaining before it, how
     many it drops (`fail`) and leaves unknown."""
@@ -332,13 +335,16 @@ def sweep_attrition(
     responses=ERRORS,
 )
 def sweep_diff(
-    run_id: int,
+    run_id: RunId,
     state: State,
     caller: Caller,
     request_id: RequestId,
     sweeps: Sweeps,
     against: Annotated[
-        int | None, Query(description="The earlier run; default the previous completed one")
+        int | None,
+        Query(
+            ge=1, le=MAX_RUN_ID, description="The earlier run; default the previous completed one"
+        ),
     ] = None,
 ) -> Response:
     """New candidates, dropped ones, status changes, and changed verdicts, each naming the
@@ -353,7 +359,14 @@ def sweep_diff(
         else:
             earlier = store.get(against)
         diff = diff_runs(store, earlier, run)
-        changed = [*diff.new, *diff.dropped, *diff.status, *diff.verdicts]
+        changed = [
+            *diff.new,
+            *diff.dropped,
+            *diff.status,
+            *diff.verdicts,
+            *diff.arrived,
+            *diff.left,
+        ]
         call.patients = [c.patient for c in changed]
         call.outcome = f"runs {earlier.id}->{run.id}: {len(changed)} changed"
         return _json(diff)

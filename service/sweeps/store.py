@@ -70,6 +70,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.errors import NotFound, ServiceError
 
+# Run ids are INTEGER columns (32-bit on PostgreSQL).
+MAX_RUN_ID = 2**31 - 1
+
 __all__ = [
     "CANCELLED",
     "COMPLETED",
@@ -632,6 +635,8 @@ class SweepStore:
 
     # ------------------------------------------------------------ reading
     def get(self, run_id: int) -> RunInfo:
+        if not 1 <= run_id <= MAX_RUN_ID:  # the column's range: no overflow in the driver
+            raise NotFound(f"no sweep run {run_id}")
         with self.engine.connect() as conn:
             row = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
         if row is None:

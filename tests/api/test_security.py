@@ -23,15 +23,33 @@ BODY = {"patient": "p01", "as_of": "2026-11-20"}
         ({"aud": "someone-else"}, "cohort-match/*.read"),
         ({"iss": "https://evil.test"}, "cohort-match/*.read"),
         ({"sub": None}, "cohort-match/*.read"),
+        ({"scope": 42}, "ignored"),
+        ({"scope": {"cohort-match/*.read": True}}, "ignored"),
+        ({"scope": ["cohort-match/*.read", 7]}, "ignored"),
+        ({"sub": "x" * 257}, "cohort-match/*.read"),
+        ({"sub": "coordinator\x00-7"}, "cohort-match/*.read"),
+        ({"client_id": "ehr\n"}, "cohort-match/*.read"),
+        ({"client_id": "c" * 300}, "cohort-match/*.read"),
     ],
-    ids=["expired", "wrong-audience", "wrong-issuer", "no-subject"],
+    ids=[
+        "expired",
+        "wrong-audience",
+        "wrong-issuer",
+        "no-subject",
+        "scope-number",
+        "scope-object",
+        "scope-list-with-number",
+        "subject-too-long",
+        "subject-with-nul",
+        "client-with-newline",
+        "client-too-long",
+    ],
 )
 def test_invalid_tokens_are_401(
     api: TestClient, make_token: Callable[..., str], claims: dict, scope: str
 ) -> None:  # type: ignore[type-arg]
-    response = api.post(
-        MATCH, json=BODY, headers={"Authorization": f"Bearer {make_token(scope, **claims)}"}
-    )
+    token = make_token(**{"scope": scope, **claims})
+    response = api.post(MATCH, json=BODY, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json()["issue"][0]["code"] == "login"
@@ -61,6 +79,14 @@ def test_a_token_signed_by_another_key_is_401(api: TestClient) -> None:
     assert (
         api.post(MATCH, json=BODY, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     )
+
+
+def test_a_scope_list_of_strings_is_accepted(
+    api: TestClient, make_token: Callable[..., str]
+) -> None:
+    token = make_token(scope=["cohort-match/match.read"])
+    response = api.post(MATCH, json=BODY, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
 
 
 def test_scopes_are_enforced(api: TestClient, make_token: Callable[..., str]) -> None:

@@ -202,6 +202,10 @@ def test_errors_are_operation_outcomes(
     _outcome(client.get("/sweeps/99", headers=token()), 404, "no sweep run 99")
     _outcome(client.get("/sweeps/x", headers=token()), 422, "run_id")
     _outcome(client.get("/sweeps/99/attrition", headers=token()), 404, "no sweep run 99")
+    huge = 9223372036854775808  # past every database integer
+    for path in (f"/sweeps/{huge}", f"/sweeps/{2**31}/diff", "/sweeps/0", "/sweeps/-1/attrition"):
+        _outcome(client.get(path, headers=token()), 422, "run_id")
+    _outcome(client.get(f"/sweeps/1/diff?against={huge}", headers=token()), 422, "against")
 
     release = threading.Event()
     add = SweepStore.add_results

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service.config import Settings
+from service.errors import NotFound
 from service.sweeps import RunNotReady, SweepConflict, SweepRunner, SweepStore
 from service.sweeps.store import (
     MIGRATIONS,
@@ -263,3 +264,11 @@ def test_only_the_newest_runs_keep_results(tmp_path: Path, demo_copy: Path) -> N
         assert store.get(first.id).attrition is not None  # the funnel and counts stay
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("run_id", [0, -1, 2**31, 9223372036854775808])
+def test_a_run_id_past_the_column_range_is_not_found_not_an_overflow(
+    store: SweepStore, run_id: int
+) -> None:
+    with pytest.raises(NotFound, match=f"no sweep run {run_id}"):
+        store.get(run_id)
