@@ -1,8 +1,10 @@
 """create_app(settings): the FastAPI application.
 
-Middleware, outermost first: request id (from `X-Request-ID` or new) and an access log line
+Middleware, outermost first: a request id the service generates for every request (a
+client's `X-Request-ID` is logged beside it, never used as the key) and an access log line
 with method, path, status and milliseconds, never bodies or patient data; then a request
-body size limit (413 OperationOutcome).
+body size limit (413 OperationOutcome, whether the size was declared or the body streamed in
+chunks). Every response carries `X-Request-ID`, a 500 from an unhandled error included.
 """
 
 from __future__ import annotations
@@ -43,14 +45,16 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._too_large(send, request_id)
+            await self._outcome(send, request_id, 413, "too-costly", self._too_large_text())
             return
         received = 0
+        overflow: list[bool] = []
         status = 500
+        started_response = False
         started = time.perf_counter()
 
         async def limited_receive() -> Message:
@@ -59,13 +63,22 @@ class RequestContext:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise PayloadTooLarge(f"request body larger than {self.max_body_bytes} bytes")
+                    overflow.append(True)
+                    raise PayloadTooLarge(self._too_large_text())
             return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
+            if overflow:
+                # The framework turned the aborted body read into its own error (FastAPI: 400
+                # "error parsing the body"): the answer is the 413 a declared size would get.
+                if message["type"] == "http.response.start" and not started_response:
+                    status, started_response = 413, True
+                    await self._outcome(send, request_id, 413, "too-costly", self._too_large_text())
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message.setdefault("headers", []).append(
                     (b"x-request-id", request_id.encode("latin-1"))
                 )
@@ -73,24 +86,38 @@ class RequestContext:
 
         try:
             await self.app(scope, limited_receive, send_with_id)
+        except PayloadTooLarge:
+            # A chunked body went past the limit while a handler read it.
+            status = 413
+            if not started_response:
+                await self._outcome(send, request_id, 413, "too-costly", self._too_large_text())
+        except Exception:
+            log.exception("%s unhandled error", request_id)
+            status = 500
+            if not started_response:
+                await self._outcome(send, request_id, 500, "exception", "internal error")
         finally:
+            client_id = headers.get(b"x-request-id", b"")[:64].decode("latin-1")
             log.info(
-                "%s %s %s %d %.1fms",
+                "%s %s %s %d %.1fms%s",
                 request_id,
                 scope["method"],
                 scope["path"],
                 status,
                 (time.perf_counter() - started) * 1000,
+                f" client-request-id={client_id!r}" if client_id else "",
             )
 
-    async def _too_large(self, send: Send, request_id: str) -> None:
-        body = orjson.dumps(
-            operation_outcome("too-costly", f"request body larger than {self.max_body_bytes} bytes")
-        )
+    def _too_large_text(self) -> str:
+        return f"request body larger than {self.max_body_bytes} bytes"
+
+    @staticmethod
+    async def _outcome(send: Send, request_id: str, status: int, code: str, text: str) -> None:
+        body = orjson.dumps(operation_outcome(code, text))
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/fhir+json"),
                     (b"content-length", str(len(body)).encode()),

@@ -105,6 +105,42 @@ def test_an_oversized_body_is_refused(api: TestClient, auth: dict[str, str], set
     assert response.json()["issue"][0]["code"] == "too-costly"
 
 
+def test_an_oversized_chunked_body_is_refused_like_a_declared_one(
+    api: TestClient,
+    auth: dict[str, str],
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
+    chunk = b'{"resourceType": "Bundle", "entry": [' + b" " * 65536
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield chunk
+        for _ in range(settings.max_body_bytes // 65536 + 2):
+            yield b" " * 65536
+        yield b"]}"
+
+    headers = {**auth, "content-type": "application/json"}
+    response = api.post(MATCH, content=chunks(), headers=headers)
+    assert "content-length" not in response.request.headers  # sent chunked
+    assert response.status_code == 413, response.text
+    assert response.json()["issue"][0]["code"] == "too-costly"
+    assert response.headers["x-request-id"]
+
+
+def test_an_unhandled_error_is_a_500_outcome_with_a_request_id(
+    api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.api.match as match_module
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(match_module, "evaluate", broken)
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 500
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert len(response.headers["x-request-id"]) == 32
+
+
 @pytest.mark.parametrize(
     ("fault", "kind"),
     [

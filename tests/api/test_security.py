@@ -102,7 +102,9 @@ def test_scopes_are_enforced(api: TestClient, make_token: Callable[..., str]) ->
 def test_every_access_is_audited_without_clinical_values(
     api: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:
-    api.post(MATCH, json=BODY, headers={**auth, "X-Request-ID": "req-42"})
+    first = api.post(MATCH, json=BODY, headers={**auth, "X-Request-ID": "req-42"})
+    # the service's own id is the key; a client's value is never trusted as one
+    assert first.headers["x-request-id"] != "req-42"
     api.post(MATCH, json={"patient": "nobody"}, headers=auth)
     engine = create_engine(settings.database_url)
     with engine.connect() as db:
@@ -113,7 +115,7 @@ def test_every_access_is_audited_without_clinical_values(
             )
         ).all()
     assert rows[0] == (
-        "req-42",
+        first.headers["x-request-id"],
         "coordinator-7",
         "ehr",
         "match",

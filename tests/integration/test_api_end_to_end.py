@@ -129,12 +129,12 @@ def test_audit_rows_in_postgresql(fhir_server: str) -> None:
         db.execute(text("drop table if exists audit_events"))
     settings = Settings(fhir_base_url=fhir_server, auth_disabled=True, database_url=POSTGRES)
     with TestClient(create_app(settings)) as client:
-        client.post(
+        sent = client.post(
             MATCH, json={"patient": "p05", "as_of": AS_OF}, headers={"X-Request-ID": "pg-1"}
         )
     with engine.connect() as db:
         row = db.execute(
             text("select request_id, action, patients, outcome from audit_events")
         ).one()
-    assert row == ("pg-1", "match", '["Patient/p05"]', "ineligible")
+    assert row == (sent.headers["x-request-id"], "match", '["Patient/p05"]', "ineligible")
     engine.dispose()
