@@ -29,6 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from service.as_of import check_as_of
 from service.config import Settings, get_settings
 from service.criteria.model import TrialError
 from service.errors import ServiceError
@@ -74,9 +75,13 @@ def _parse_day(text: str | None) -> date:
     if text is None:
         return date.today()
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise _fail(f"--as-of must be a date YYYY-MM-DD, got {text!r}") from None
+    try:
+        return check_as_of(day)
+    except ValueError as exc:
+        raise _fail(f"--{exc}") from None
 
 
 def _run(

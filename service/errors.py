@@ -2,6 +2,8 @@
 
     ServiceError
      ├── BadRequest                   400  the caller sent something we cannot use
+     │    └── Unprocessable           422  well formed, but it cannot be answered (as_of
+     │                                     before the patient's birth)
      ├── NotFound                     404  unknown trial, patient or run
      ├── PayloadTooLarge              413  request body over the configured limit
      ├── Unauthorized                 401  no or invalid bearer token
@@ -36,6 +38,7 @@ __all__ = [
     "PayloadTooLarge",
     "ServiceError",
     "Unauthorized",
+    "Unprocessable",
 ]
 
 
@@ -54,6 +57,10 @@ class ServiceError(Exception):
 class BadRequest(ServiceError):
     status = 400
     code = "invalid"
+
+
+class Unprocessable(BadRequest):
+    status = 422
 
 
 class NotFound(ServiceError):

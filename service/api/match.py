@@ -16,11 +16,19 @@ from fastapi.responses import Response
 from service.api.deps import Caller, RequestId
 from service.api.schemas import BundleInput, CandidatesRequest, MatchRequest
 from service.api.state import AppState, State
+from service.as_of import AsOf
 from service.audit import AuditRecord
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
-from service.errors import BadRequest, FhirError, FhirNotFound, NotFound, ServiceError
+from service.errors import (
+    BadRequest,
+    FhirError,
+    FhirNotFound,
+    NotFound,
+    ServiceError,
+    Unprocessable,
+)
 from service.facts import PatientFacts
 from service.fhir import FhirClient, fetch_patient
 from service.fhir.ids import InvalidFhirId, reference_id
@@ -105,9 +113,7 @@ async def match(
     caller: Caller,
     request_id: RequestId,
     payload: Annotated[MatchRequest | BundleInput, Body()],
-    as_of: Annotated[
-        dt.date | None, Query(description="With a Bundle body: the as-of date")
-    ] = None,
+    as_of: Annotated[AsOf | None, Query(description="With a Bundle body: the as-of date")] = None,
 ) -> Response:
     """Fetch the patient from the FHIR server (body `{"patient": ...}`) or screen the
     resources of a FHIR Bundle sent as the body; returns the patient's result."""
@@ -139,6 +145,9 @@ async def match(
                 raise NotFound(f"{reference} not found on the FHIR server") from exc
             facts = fetched.facts
             timing["fhir"], timing["map"] = fetched.wait_s, fetched.map_s
+        born = facts.demographics.birth_date if facts.demographics else None
+        if born is not None and day < born:
+            raise Unprocessable(f"as_of {day} is before {reference} was born")
         started = time.perf_counter()
         result = evaluate(trial, facts, day, state.terms)
         body = orjson.dumps(result)

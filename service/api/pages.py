@@ -44,6 +44,7 @@ from service.api.match import candidate_ids, patient_id, screen_many
 from service.api.schemas import CandidatesRequest
 from service.api.smart import Smart, error_page, page_session, set_session_cookie, signin_page
 from service.api.state import AppState, State
+from service.as_of import check_as_of
 from service.audit import AuditRecord
 from service.config import Settings
 from service.criteria.engine import evaluate
@@ -114,11 +115,15 @@ def _day(as_of: str | None) -> dt.date:
     if not as_of:
         return dt.date.today()
     try:
-        return dt.date.fromisoformat(as_of)
+        day = dt.date.fromisoformat(as_of)
     except ValueError:
         raise PageError(
             "Bad date", f"as_of must be a date YYYY-MM-DD, not {as_of!r}.", 400
         ) from None
+    try:
+        return check_as_of(day)
+    except ValueError as exc:
+        raise PageError("Bad date", f"{exc}.", 400) from None
 
 
 def _fhir_failure(exc: FhirError, iss: str) -> PageError:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.as_of import AsOf
 
 __all__ = ["BundleInput", "CandidatesRequest", "MatchRequest"]
 
@@ -19,7 +20,9 @@ class MatchRequest(BaseModel):
     )
 
     patient: str = Field(min_length=1, max_length=200, description='"123" or "Patient/123"')
-    as_of: dt.date | None = Field(None, description="Evaluate as on this date; default today")
+    as_of: AsOf | None = Field(
+        None, description="Evaluate as on this date (1900-01-01 to 2200-12-31); default today"
+    )
 
 
 class BundleInput(BaseModel):
@@ -43,5 +46,5 @@ class CandidatesRequest(BaseModel):
 
     patients: list[str] | None = Field(None, max_length=10000)
     group: str | None = Field(None, description='"Group/x" or "x"')
-    as_of: dt.date | None = None
+    as_of: AsOf | None = None
     limit: int | None = Field(None, ge=1, le=100000)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.as_of import check_as_of
 from service.fhir.ids import is_fhir_id
 
 __all__ = [
@@ -137,7 +138,7 @@ class HookRequest(_In):
             return None
         if not isinstance(value, str):
             raise ValueError(f"extension {AS_OF_EXTENSION} must be a YYYY-MM-DD string")
-        return dt.date.fromisoformat(value)
+        return check_as_of(dt.date.fromisoformat(value))
 
 
 # ---------------------------------------------------------------------------- the response

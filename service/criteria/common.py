@@ -44,11 +44,14 @@ def age_on(birth: date, day: date) -> int:
 
 
 def age_range(demographics: Demographics | None, day: date) -> tuple[int, int] | None:
-    """(youngest, oldest) possible age at `day`; equal unless the birth date is partial."""
-    if demographics is None or demographics.birth_date is None:
+    """(youngest, oldest) possible age at `day`; equal unless the birth date is partial.
+
+    None when the birth date is unknown or after `day`: an age is never negative.
+    """
+    if demographics is None or demographics.birth_date is None or day < demographics.birth_date:
         return None
     latest = demographics.birth_date_latest or demographics.birth_date
-    return age_on(latest, day), age_on(demographics.birth_date, day)
+    return max(0, age_on(latest, day)), age_on(demographics.birth_date, day)
 
 
 def compare(value: float, op: Op, limit: float) -> bool:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.as_of import AsOf
 from service.schemas import TrialRefPublic
 
 __all__ = [
@@ -45,7 +46,9 @@ class SweepCreate(_Public):
     )
 
     trial: str = Field(min_length=1, max_length=64)
-    as_of: dt.date | None = Field(None, description="Evaluate as on this date; default today")
+    as_of: AsOf | None = Field(
+        None, description="Evaluate as on this date (1900-01-01 to 2200-12-31); default today"
+    )
     full: bool = Field(
         False,
         description="From a FHIR server: export everything, even where the previous run's "

@@ -365,3 +365,36 @@ def test_a_patient_read_answered_with_another_patient_gives_no_verdict(
     response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
     assert response.status_code == 502, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"patient": "p01", "as_of": "1899-12-31"},
+        {"patient": "p01", "as_of": "2201-01-01"},
+        {"patient": "p01", "as_of": "0001-01-01"},
+        {"patient": "p01", "as_of": "9999-12-31"},
+    ],
+)
+def test_an_as_of_outside_1900_2200_is_422(
+    api: TestClient, auth: dict[str, str], body: dict[str, str]
+) -> None:
+    response = api.post(MATCH, json=body, headers=auth)
+    assert response.status_code == 422, response.text
+    assert "as_of" in response.json()["issue"][0]["diagnostics"]
+    listed = api.post(CANDIDATES, json={"patients": ["p01"], "as_of": body["as_of"]}, headers=auth)
+    assert listed.status_code == 422
+
+
+def test_an_as_of_before_the_patients_birth_is_422_never_a_negative_age(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "1950-01-01"}, headers=auth)
+    assert response.status_code == 422, response.text
+    assert "before Patient/p01 was born" in response.json()["issue"][0]["diagnostics"]
+    listed = api.post(CANDIDATES, json={"patients": ["p01"], "as_of": "1950-01-01"}, headers=auth)
+    assert listed.status_code == 200
+    (result,) = listed.json()["candidates"]
+    assert result["patient"]["age"] is None
+    age = next(c for c in result["criteria"] if c["id"] == "I5")
+    assert age["verdict"] == "unknown"

@@ -44,3 +44,16 @@ def test_an_older_result_never_stands_in_for_the_latest() -> None:
     history = on_or_before(RESULTS, AS_OF)
     assert first_in_window(history[2:], AS_OF, 90) is None  # /old is 100 days old
     assert first_in_window([], AS_OF, 90) is None
+
+
+def test_no_negative_age_before_birth() -> None:
+    from datetime import date
+
+    from service.criteria.common import age_range
+    from service.facts import Demographics
+
+    born = Demographics("Patient/x", date(2000, 6, 1), None, "female")
+    assert age_range(born, date(2000, 5, 31)) is None
+    assert age_range(born, date(2000, 6, 1)) == (0, 0)
+    partial = Demographics("Patient/y", date(2000, 1, 1), date(2000, 12, 31), "female")
+    assert age_range(partial, date(2000, 6, 1)) == (0, 0)
