@@ -39,7 +39,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        errors = list(exc.errors())
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+            # A body that says it is a Bundle is judged as one: name what is wrong with it,
+            # not that it lacks the other branch's `patient`.
+            errors = [e for e in errors if "BundleInput" in e.get("loc", ())] or errors
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(part) for part in first.get("loc", ()))
         return _respond(422, "invalid", f"{where}: {first.get('msg')}")
 
@@ -48,7 +54,8 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not-found", 405: "not-supported", 413: "too-costly"}.get(
             exc.status_code, "processing"
         )
-        return _respond(exc.status_code, code, str(exc.detail))
+        # Starlette's 405 names the allowed methods in `Allow` (RFC 9110 15.5.6): keep it.
+        return _respond(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -398,3 +398,20 @@ def test_an_as_of_before_the_patients_birth_is_422_never_a_negative_age(
     assert result["patient"]["age"] is None
     age = next(c for c in result["criteria"] if c["id"] == "I5")
     assert age["verdict"] == "unknown"
+
+
+def test_a_wrong_method_is_405_with_allow(api: TestClient, auth: dict[str, str]) -> None:
+    response = api.get(MATCH, headers=auth)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["issue"][0]["code"] == "not-supported"
+
+
+def test_a_malformed_bundle_gets_the_bundle_branchs_message(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    response = api.post(MATCH, json={"resourceType": "Bundle", "entry": "x"}, headers=auth)
+    assert response.status_code == 422
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert diagnostics.startswith("body.BundleInput.entry"), diagnostics
+    assert "patient" not in diagnostics
