@@ -27,6 +27,7 @@ from service.api.outcome import install_error_handlers, operation_outcome
 from service.api.state import AppState, build_state
 from service.config import Settings
 from service.errors import PayloadTooLarge
+from service.logs import install_log_redaction
 
 __all__ = ["create_app"]
 
@@ -130,6 +131,7 @@ class RequestContext:
 
 def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     """The API. `state` may be given (tests); otherwise it is built from `settings` at startup."""
+    install_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

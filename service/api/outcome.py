@@ -55,7 +55,7 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, "processing"
         )
         # Starlette's 405 names the allowed methods in `Allow` (RFC 9110 15.5.6): keep it.
-        return _respond(exc.status_code, code, str(exc.detail), exc.headers)
+        return _respond(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
