@@ -92,6 +92,14 @@ class _Search:
         return fhir.search_all(self.resource_type, self.params, token=token)
 
 
+def _short(message: str, url: str | None, limit: int = 300) -> str:
+    """A failure's message with the search URL it quotes cut to its path (a chunk of codes
+    makes it kilobytes long), and at most `limit` characters."""
+    if url and "?" in url:
+        message = message.replace(url, url.split("?", 1)[0] + "?...")
+    return message if len(message) <= limit else f"{message[: limit - 3]}..."
+
+
 def _searches(plan: FetchPlan, reference: str) -> dict[str, _Search]:
     """The planned searches by key: `Observation#i` per chunk of codes, then a type each."""
     searches = {
@@ -132,7 +140,9 @@ async def fetch_patient(
             # (404 for an unknown patient, 502/504 for the server) instead of a result.
             raise outcome
         if isinstance(outcome, FhirError):
-            problem = Problem(kind, outcome.url or kind, f"fetch failed: {outcome.message}")
+            # Named by the search, not its URL: a chunk of 60 codes is kilobytes long.
+            message = _short(outcome.message, outcome.url)
+            problem = Problem(kind, f"{kind} search", f"fetch failed: {message}")
             facts.add(problem)
             fetch.problems.append(problem)
             continue

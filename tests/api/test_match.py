@@ -415,3 +415,16 @@ def test_a_malformed_bundle_gets_the_bundle_branchs_message(
     diagnostics = response.json()["issue"][0]["diagnostics"]
     assert diagnostics.startswith("body.BundleInput.entry"), diagnostics
     assert "patient" not in diagnostics
+
+
+def test_a_failed_observation_search_is_named_short_in_problems(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    fake_fhir.faults["Observation"] = lambda request: httpx.Response(503)
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 200, response.text
+    problems = [p for p in response.json()["problems"] if "Observation" in p]
+    assert problems
+    assert all(len(p) < 400 and "code=" not in p for p in problems), problems
+    assert all(p.startswith("Observation search: fetch failed") for p in problems), problems
+    assert verdicts(response.json())["I6.hgb"] == "unknown"
