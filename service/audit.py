@@ -6,15 +6,29 @@ One row per API access, persisted with SQLAlchemy (SQLite file by default, Postg
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-__all__ = ["AuditEvent", "AuditRecord", "AuditStore"]
+from service.errors import ServiceError
+
+__all__ = ["AuditEvent", "AuditRecord", "AuditStore", "AuditUnavailable"]
+
+log = logging.getLogger(__name__)
+
+
+class AuditUnavailable(ServiceError):
+    """The audit row could not be written: the access is refused, its data not returned."""
+
+    status = 503
+    code = "transient"
 
 
 class Base(DeclarativeBase):
@@ -52,19 +66,35 @@ class AuditStore:
         Base.metadata.create_all(self.engine)
 
     def record(self, record: AuditRecord) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.add(
-                AuditEvent(
-                    at=dt.datetime.now(dt.UTC),
-                    request_id=record.request_id,
-                    subject=record.subject,
-                    client_id=record.client_id,
-                    action=record.action,
-                    trial_id=record.trial_id,
-                    patients=json.dumps(record.patients),
-                    outcome=record.outcome,
+        """Write one row; raises AuditUnavailable when the database refuses it.
+
+        Values are fitted to their columns here (NUL removed, PostgreSQL refuses it in text;
+        cut to the column size), so an odd value never costs the row. Callers write the row
+        before patient data leaves the service.
+        """
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(
+                    AuditEvent(
+                        at=dt.datetime.now(dt.UTC),
+                        request_id=_fit(record.request_id, 64),
+                        subject=_fit(record.subject, 256),
+                        client_id=None if record.client_id is None else _fit(record.client_id, 256),
+                        action=_fit(record.action, 64),
+                        trial_id=None if record.trial_id is None else _fit(record.trial_id, 64),
+                        patients=json.dumps([_fit(p, 200) for p in record.patients]),
+                        outcome=_fit(record.outcome, 64),
+                    )
                 )
+        except SQLAlchemyError as exc:
+            log.error(
+                "audit write failed for request %s: %s", record.request_id, type(exc).__name__
             )
+            raise AuditUnavailable("the access could not be audited; try again later") from exc
+
+    async def arecord(self, record: AuditRecord) -> None:
+        """`record` off the event loop (a database round trip must not stall other requests)."""
+        await asyncio.to_thread(self.record, record)
 
     def recent(self, limit: int = 100) -> list[AuditEvent]:
         with Session(self.engine) as session:
@@ -73,3 +103,7 @@ class AuditStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _fit(value: str, size: int) -> str:
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:size]

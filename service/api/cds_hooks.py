@@ -149,7 +149,7 @@ class CdsRoute(APIRoute):
             finally:
                 if action is not None:
                     state: AppState = request.app.state.cohort
-                    state.audit.record(
+                    await state.audit.arecord(
                         AuditRecord(
                             str(getattr(request.state, "request_id", "-")),
                             call.subject,

@@ -94,7 +94,7 @@ async def _audit(
     record = AuditRecord(
         request_id, caller.subject, caller.client_id, action, trial_id, patients, outcome
     )
-    await asyncio.to_thread(state.audit.record, record)
+    await state.audit.arecord(record)
 
 
 def _json(payload: Any) -> Response:
@@ -117,12 +117,13 @@ async def match(
 ) -> Response:
     """Fetch the patient from the FHIR server (body `{"patient": ...}`) or screen the
     resources of a FHIR Bundle sent as the body; returns the patient's result."""
-    require_scope(caller, "cohort-match/match.read")
-    trial = _trial(state, trial_id)
     reference = "-"
     outcome = "error"
     timing: dict[str, float] = {}
     try:
+        # Inside the try: a refused scope (403) or an unknown trial is audited too.
+        require_scope(caller, "cohort-match/match.read")
+        trial = _trial(state, trial_id)
         if isinstance(payload, BundleInput):
             started = time.perf_counter()
             facts = _facts_from_bundle(payload, state)
@@ -200,14 +201,14 @@ async def candidates(
 ) -> Response:
     """Screen a list of patients, a Group's members, or (with neither) every patient on the
     server, and return them ranked."""
-    require_scope(caller, "cohort-match/candidates.read")
-    trial = _trial(state, trial_id)
-    fhir = _fhir(state)
-    token = _fhir_token(state, caller)
-    day = body.as_of or dt.date.today()
     ids: list[str] = []
     outcome = "error"
     try:
+        require_scope(caller, "cohort-match/candidates.read")
+        trial = _trial(state, trial_id)
+        fhir = _fhir(state)
+        token = _fhir_token(state, caller)
+        day = body.as_of or dt.date.today()
         ids = await candidate_ids(fhir, body, token)
         results, resources, errors, unscreened = await screen_many(state, trial, ids, day, token)
         ranked = rank(results)

@@ -141,7 +141,7 @@ def _nav(trial: TrialDefinition, day: dt.date) -> str:
     return "?" + urlencode({"trial": trial.id, "as_of": day.isoformat()})
 
 
-def _audit(
+async def _audit(
     state: AppState,
     request_id: str,
     session: SmartSession,
@@ -150,7 +150,7 @@ def _audit(
     patients: list[str],
     outcome: str,
 ) -> None:
-    state.audit.record(
+    await state.audit.arecord(
         AuditRecord(
             request_id,
             session.user,
@@ -268,7 +268,7 @@ async def _patient_body(
         outcome = f"error {exc.status}"
         raise _fhir_failure(exc, session.iss) from None
     finally:
-        _audit(state, request_id, session, "page.patient", trial.id, [reference], outcome)
+        await _audit(state, request_id, session, "page.patient", trial.id, [reference], outcome)
     tally = {v: 0 for v in ("pass", "fail", "unknown", "not_applicable")}
     for criterion in result.criteria:
         tally[criterion.verdict] += 1
@@ -708,7 +708,7 @@ async def _sweep_chunks(
             f"{request_id}.",
         )
     finally:
-        _audit(state, request_id, session, "page.cohort", trial.id, shown, outcome)
+        await _audit(state, request_id, session, "page.cohort", trial.id, shown, outcome)
 
 
 async def _cohort_chunks(
@@ -768,7 +768,7 @@ async def _cohort_chunks(
             message=f"Something went wrong while screening; the request id is {request_id}.",
         )
     finally:
-        _audit(
+        await _audit(
             state,
             request_id,
             session,
@@ -826,7 +826,7 @@ async def cohort_csv(
         return error_page(smart, "Could not make the CSV", exc.message, exc.status, request_id)
     finally:
         if chosen is not None:
-            _audit(
+            await _audit(
                 state,
                 request_id,
                 session,

@@ -186,7 +186,7 @@ async def callback(
             state=oauth_state, code=code, error=error, error_description=error_description
         )
     except SmartError as exc:
-        state.audit.record(
+        await state.audit.arecord(
             AuditRecord(
                 request_id,
                 "unauthenticated",
@@ -199,7 +199,7 @@ async def callback(
         )
         return error_page(smart, "Sign-in did not complete", exc.message, exc.status, request_id)
     session = done.session
-    state.audit.record(
+    await state.audit.arecord(
         AuditRecord(
             request_id,
             session.user,

@@ -143,3 +143,62 @@ def test_auth_disabled_on_loopback_serves_without_token(settings: Settings, fake
     open_settings = settings.model_copy(update={"auth_disabled": True, "auth_jwks_file": None})
     with TestClient(create_app(open_settings)) as client:
         assert client.post(MATCH, json=BODY).status_code == 200
+
+
+def _audit_rows(settings: Settings) -> list[tuple]:  # type: ignore[type-arg]
+    engine = create_engine(settings.database_url)
+    with engine.connect() as db:
+        rows = db.execute(
+            text("select action, trial_id, patients, outcome from audit_events order by id")
+        ).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def test_a_refused_scope_is_audited_on_match_and_candidates(
+    api: TestClient, make_token: Callable[..., str], settings: Settings
+) -> None:
+    only_sweeps = {"Authorization": f"Bearer {make_token('cohort-match/sweeps.read')}"}
+    assert api.post(MATCH, json=BODY, headers=only_sweeps).status_code == 403
+    listed = api.post(
+        "/trials/NCT06946485/candidates", json={"patients": ["p01"]}, headers=only_sweeps
+    )
+    assert listed.status_code == 403
+    rows = _audit_rows(settings)
+    assert ("match", "NCT06946485", '["-"]', "error 403") in rows
+    assert ("candidates", "NCT06946485", "[]", "error 403") in rows
+
+
+def test_an_access_that_cannot_be_audited_returns_no_patient_data(
+    api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import service.audit
+
+    class DownSession:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise OperationalError("insert into audit_events", {}, Exception("database down"))
+
+    monkeypatch.setattr(service.audit, "Session", DownSession)
+    response = api.post(MATCH, json=BODY, headers=auth)
+    assert response.status_code == 503, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert "could not be audited" in response.json()["issue"][0]["diagnostics"]
+    assert "criteria" not in response.text
+
+
+def test_audit_values_are_fitted_to_their_columns(settings: Settings) -> None:
+    from service.audit import AuditRecord, AuditStore
+
+    store = AuditStore(settings.database_url)
+    store.record(
+        AuditRecord("r" * 100, "sub\x00ject", None, "a" * 100, "T" * 200, ["Patient/\ud800"], "ok")
+    )
+    (row,) = store.recent(1)
+    store.close()
+    assert row.request_id == "r" * 64
+    assert row.subject == "subject"
+    assert row.action == "a" * 64
+    assert row.trial_id == "T" * 64
+    assert row.patients == '["Patient/?"]'
