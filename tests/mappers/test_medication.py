@@ -197,7 +197,9 @@ def test_request_end_from_expected_supply_duration(terms: Terminology) -> None:
         "expectedSupplyDuration": {"value": 30, "unit": "days", "system": UCUM, "code": "d"}
     }
     found = exposure(resource, terms)
-    assert (found.start, found.end) == (START, date(2024, 2, 9))
+    # 30 days from 10 January: the last dose is taken on 8 February
+    assert (found.start, found.end) == (START, date(2024, 2, 8))
+    assert found.end_basis == "expectedSupplyDuration 30 days"
 
 
 def test_request_start_from_authored_on(terms: Terminology) -> None:
