@@ -44,6 +44,9 @@ NOT_COUNTED = {
         {"preparation", "cancelled", "entered-in-error", "declined", "unknown"}
     ),
 }
+# Every resource type that is a medication record: a rule withholding a verdict on
+# unreadable medication records names them all (`unreadable(facts, *MEDICATION_TYPES, ...)`).
+MEDICATION_TYPES = tuple(NOT_COUNTED)
 # Kept for callers that name the two original sets.
 STATEMENT_NOT_COUNTED = NOT_COUNTED["MedicationStatement"]
 REQUEST_NOT_COUNTED = NOT_COUNTED["MedicationRequest"]
