@@ -11,8 +11,9 @@ how (the first that applies):
 1. the dosage's bounds: `boundsDuration`, or `count` repetitions at the timing's frequency;
 2. a request's `dispenseRequest.expectedSupplyDuration`, a dispense's `daysSupply`;
 3. the quantity (dispensed, or the request's `dispenseRequest.quantity`) divided by the dose
-   per day, when both are in the same unit (tablets and tablets, mg and g ...); refills are
-   not counted: they may never have been collected;
+   per day, when both are in the same unit (tablets and tablets, mg and g ...);
+   for an order, 2 and 3 are per fill: it covers 1 + `numberOfRepeatsAllowed` fills (what
+   was prescribed; a dispense covers its own fill only), never past its validity period;
 4. a request's `dispenseRequest.validityPeriod.end` (no fill can follow it).
 A supply of N days starting on day D covers D .. D+N-1. Otherwise `end` stays None and
 `criteria/exposure.py` applies the value set's default course or the status rule.
@@ -245,21 +246,41 @@ def _derived_end(
     supply = dispense.get("expectedSupplyDuration") if kind == "MedicationRequest" else None
     if kind == "MedicationDispense":
         supply = resource.get("daysSupply")
+    basis: str | None = None
     if (days := _days_of(supply, default_unit="d")) is not None:
         name = "daysSupply" if kind == "MedicationDispense" else "expectedSupplyDuration"
-        return _after(start, days), f"{name} {_fmt_days(days)} days"
-    amount = quantity_of(resource.get("quantity") if kind == "MedicationDispense" else None)
-    amount = amount or quantity_of(dispense.get("quantity"))
-    if (days := _supply_days(amount, dose, per_day, terms)) is not None:
-        assert amount is not None and dose is not None
-        return _after(start, days), (
-            f"quantity {amount.value:g} {amount.unit or ''} / {dose.value:g} x {per_day:g}/day"
-            f" = {_fmt_days(days)} days"
-        )
+        basis = f"{name} {_fmt_days(days)} days"
+    else:
+        amount = quantity_of(resource.get("quantity") if kind == "MedicationDispense" else None)
+        amount = amount or quantity_of(dispense.get("quantity"))
+        if (days := _supply_days(amount, dose, per_day, terms)) is not None:
+            assert amount is not None and dose is not None
+            basis = (
+                f"quantity {amount.value:g} {amount.unit or ''} / {dose.value:g} x {per_day:g}"
+                f"/day = {_fmt_days(days)} days"
+            )
     validity_end = parse_date((dispense.get("validityPeriod") or {}).get("end"))
-    if kind == "MedicationRequest" and validity_end is not None and validity_end >= start:
+    if kind != "MedicationRequest" or (validity_end is not None and validity_end < start):
+        validity_end = None
+    if days is not None and basis is not None:
+        return _order_end(start, days, basis, dispense.get("numberOfRepeatsAllowed"), validity_end)
+    if validity_end is not None:
         return validity_end, "dispenseRequest.validityPeriod end"
     return None, None
+
+
+def _order_end(
+    start: date, days: float, basis: str, refills: Any, validity_end: date | None
+) -> tuple[date, str]:
+    """The end of a supply; an order covers its refills too (what the prescriber ordered),
+    but no fill can follow the order's validity period."""
+    if isinstance(refills, int) and not isinstance(refills, bool) and refills > 0:
+        days *= 1 + refills
+        basis += f" x {1 + refills} fills (numberOfRepeatsAllowed {refills})"
+    end = _after(start, days)
+    if validity_end is not None and validity_end < end:
+        return validity_end, basis + ", cut at the validityPeriod end"
+    return end, basis
 
 
 def _repeat(dosage: dict[str, Any]) -> dict[str, Any]:

@@ -464,3 +464,67 @@ def test_review_record_with_a_status_that_does_not_count_is_dropped(
 ) -> None:
     (resource,) = scenario("rituximab-local-code-chinese-text")
     assert map_resource(resource | {"status": "not-done"}, review_terms) is None
+
+
+def mmf_order_as_epic_sends_it() -> dict[str, Any]:
+    """A 30-day supply with 5 refills, a clinical-drug code and tablets."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "mmf-order",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": RXNORM,
+                    "code": "200060",
+                    "display": "mycophenolate mofetil 500 MG Oral Tablet",
+                }
+            ],
+            "text": "mycophenolate (CELLCEPT) 500 mg tablet",
+        },
+        "subject": {"reference": "Patient/p1", "display": "Test, Patient"},
+        "authoredOn": "2026-01-10T08:41:00-06:00",
+        "dosageInstruction": [
+            {
+                "text": "Take 2 tablets (1,000 mg total) by mouth 2 (two) times a day.",
+                "timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+                "route": {
+                    "coding": [{"system": "http://snomed.info/sct", "code": "26643006"}],
+                    "text": "Oral",
+                },
+                "doseAndRate": [{"doseQuantity": {"value": 2, "unit": "tablet"}}],
+            }
+        ],
+        "dispenseRequest": {
+            "validityPeriod": {"start": "2026-01-10", "end": "2027-01-10"},
+            "numberOfRepeatsAllowed": 5,
+            "quantity": {"value": 120, "unit": "tablet"},
+            "expectedSupplyDuration": {"value": 30, "unit": "Day", "code": "d"},
+        },
+    }
+
+
+def test_an_order_covers_its_refills(terms: Terminology) -> None:
+    found = exposure(mmf_order_as_epic_sends_it(), terms)
+    assert "sle_immunosuppressants" in found.concepts
+    assert found.start == date(2026, 1, 10)
+    assert found.end == date(2026, 7, 8)  # 6 fills x 30 days = 180 days
+    assert found.end_basis == "expectedSupplyDuration 30 days x 6 fills (numberOfRepeatsAllowed 5)"
+
+
+def test_refills_never_run_past_the_validity_period(terms: Terminology) -> None:
+    resource = mmf_order_as_epic_sends_it()
+    resource["dispenseRequest"]["validityPeriod"]["end"] = "2026-05-01"
+    found = exposure(resource, terms)
+    assert found.end == date(2026, 5, 1)
+    assert found.end_basis is not None
+    assert found.end_basis.endswith("cut at the validityPeriod end")
+
+
+def test_an_order_without_supply_duration_uses_quantity_per_fill(terms: Terminology) -> None:
+    resource = mmf_order_as_epic_sends_it()
+    del resource["dispenseRequest"]["expectedSupplyDuration"]
+    resource["dispenseRequest"]["numberOfRepeatsAllowed"] = 0
+    found = exposure(resource, terms)
+    assert found.end == date(2026, 2, 8)  # 120 tablets / 4 a day = 30 days
