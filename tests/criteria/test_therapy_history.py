@@ -448,3 +448,63 @@ def test_no_review_note_when_nothing_suggests_the_drug(open_list_terms: Terminol
 )
 def test_is_intravenous(route: str | None, expected: bool) -> None:
     assert is_intravenous(route) is expected
+
+
+def test_hydroxychloroquine_statement_as_a_chinese_hospital_sends_it() -> None:
+    """ATC code beside a local code, Chinese text, month-precision dates."""
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "hcq-1",
+        "status": "completed",
+        "medicationCodeableConcept": {
+            "coding": [
+                {"system": "http://hospital.example.cn/fhir/CodeSystem/drug", "code": "KF-2231"},
+                {"system": ATC, "code": "P01BA02", "display": "hydroxychloroquine"},
+            ],
+            "text": "硫酸羟氯喹片 0.2g",
+        },
+        "subject": {"reference": "Patient/p1"},
+        "effectivePeriod": {"start": "2025-03", "end": "2025-11"},
+        "dosage": [{"text": "0.2g 口服 每日两次"}],
+    }
+    result = run(full(immunosuppressant=[statement]), "I4")
+    assert result.verdict == "pass", result.reason
+    assert "2025-03-01 to 2025-11-01" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [
+        pytest.param(3, "unknown", id="3-days-is-a-pulse-unknown"),
+        pytest.param(4, "pass", id="4-days-is-not-a-pulse-pass"),
+    ],
+)
+def test_an_iv_course_ordered_as_one_request(days: int, expected: str) -> None:
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "mp-pulse-order",
+        "status": "completed",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": METHYLPREDNISOLONE}],
+            "text": "methylprednisolone sodium succinate 500 mg IV daily x 3 days",
+        },
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2026-01-05T07:30:00+08:00",
+        "dosageInstruction": [
+            {
+                "timing": {
+                    "repeat": {
+                        "frequency": 1,
+                        "period": 1,
+                        "periodUnit": "d",
+                        "boundsDuration": {"value": days, "unit": "days", "code": "d"},
+                    }
+                },
+                "route": {"text": "IV"},
+                "doseAndRate": [{"doseQuantity": {"value": 500, "unit": "mg", "code": "mg"}}],
+            }
+        ],
+    }
+    result = run(full(steroid=[order]), "I4")
+    assert result.verdict == expected, result.reason
