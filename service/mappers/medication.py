@@ -236,6 +236,14 @@ def _derived_end(
 ) -> tuple[date | None, str | None]:
     """An end the record implies, and how it was found (the module docstring's order)."""
     repeat = _repeat(dosage)
+    if not (
+        "boundsDuration" in repeat
+        or "count" in repeat
+        or "dispenseRequest" in resource
+        or "daysSupply" in resource
+        or "quantity" in resource
+    ):
+        return None, None  # most records: nothing to derive an end from
     if (days := _days_of(repeat.get("boundsDuration"))) is not None:
         return _after(start, days), f"dosage boundsDuration {_fmt_days(days)} days"
     count = repeat.get("count")
