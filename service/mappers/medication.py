@@ -5,6 +5,11 @@ Orders usually carry a clinical-drug code (RxNorm SCD) rather than the ingredien
 sets list both, and a contained Medication's ingredient codes are read as well. Hospitals
 record infusions (IV cyclophosphamide, rituximab) as one MedicationAdministration per dose and
 pharmacies record what they handed over as MedicationDispense: all four are one fact type.
+An administration at a moment is one dose on its day (`doses_per_day` 1); a dispense starts
+when handed over (else when prepared); a statement at a moment (`effectiveDateTime`) covers
+that day, unless it is `active` ("taking it as of then"): then its end is left open.
+A `medicationReference` to a contained Medication is read (code and ingredients); one to a
+Medication resource elsewhere is not fetched: only its `display` is read, for review terms.
 
 When a record states no end, one is derived where the record allows, and `end_basis` says
 how (the first that applies):
