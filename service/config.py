@@ -56,6 +56,8 @@ class Settings(BaseSettings):
             "Condition",
             "MedicationStatement",
             "MedicationRequest",
+            "MedicationAdministration",
+            "MedicationDispense",
             "AllergyIntolerance",
             "Procedure",
             "ResearchSubject",

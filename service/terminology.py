@@ -31,6 +31,11 @@ __all__ = ["GlucocorticoidPotency", "Terminology", "TerminologyError", "ValueSet
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ATC = "http://www.whocc.no/atc"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+# The value set whose drugs without a row in glucocorticoid_equivalents.csv roll up to theirs.
+GLUCOCORTICOID_DRUGS = "valuesets/glucocorticoids.csv"
+# "5 MG Oral Tablet", "4 MG Disintegrating Oral Tablet", "20 MG Oral Capsule" (RxNorm names).
+ORAL_UNIT_STRENGTH = re.compile(r"(\d+(?:\.\d+)?) mg (?:[a-z ]*)?(?:oral )?(?:tablet|capsule)\b")
 # The shortest prefix that is a real level of each hierarchy (ICD-10 category; ATC group).
 HIERARCHICAL = {ICD10: 3, ICD10CM: 3, ATC: 1}
 
@@ -160,13 +165,17 @@ class Terminology:
             row["text"].strip().lower(): _qualitative(row["result"], row)
             for row in table("results/qualitative_text.csv")
         }
+        potency_rows = table("glucocorticoid_equivalents.csv")
         potency = {
             (row["system"], row["code"]): GlucocorticoidPotency(
                 prednisone_mg_per_mg=float(row["prednisone_mg_per_mg"]),
                 strength_mg=float(row["strength_mg"]) if row.get("strength_mg") else None,
             )
-            for row in table("glucocorticoid_equivalents.csv")
+            for row in potency_rows
         }
+        if (root / GLUCOCORTICOID_DRUGS).exists():
+            drugs = _read_csv(root / GLUCOCORTICOID_DRUGS)
+            potency = _rolled_up_potency(potency_rows, drugs) | potency
         site_rows = table("site_code_map.csv")
         if site_code_map is not None:
             digest.update(site_code_map.read_bytes())
@@ -347,6 +356,38 @@ class Terminology:
             if potency is not None:
                 return potency
         return None
+
+
+def _rolled_up_potency(
+    potency_rows: list[dict[str, str]], drugs: list[dict[str, str]]
+) -> dict[tuple[str, str], GlucocorticoidPotency]:
+    """Potency of the glucocorticoid value set's RxNorm drugs that the equivalents table does
+    not list (an expansion adds every clinical and branded drug), rolled up to their
+    ingredient by their RxNorm name ("methylprednisolone sodium succinate 125 MG Injection"
+    -> methylprednisolone): the one ingredient named, longest name first, on word boundaries.
+    The strength is kept only for a tablet or capsule of one strength (a dose counted in
+    tablets); a drug naming two ingredients, or none, is left out (its dose stays unread)."""
+    factors = {
+        row["display"].casefold(): float(row["prednisone_mg_per_mg"])
+        for row in potency_rows
+        if row["system"] == RXNORM and not row.get("strength_mg")
+    }
+    if not factors:
+        return {}
+    names = "|".join(re.escape(n) for n in sorted(factors, key=len, reverse=True))
+    ingredient = re.compile(rf"(?<![a-z])({names})(?![a-z])")
+    found: dict[tuple[str, str], GlucocorticoidPotency] = {}
+    for row in drugs:
+        if row["system"] != RXNORM:
+            continue
+        display = row["display"].casefold()
+        named = set(ingredient.findall(display))
+        if len(named) != 1:
+            continue
+        strengths = set(ORAL_UNIT_STRENGTH.findall(display))
+        strength = float(strengths.pop()) if len(strengths) == 1 else None
+        found[(RXNORM, row["code"])] = GlucocorticoidPotency(factors[named.pop()], strength)
+    return found
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:

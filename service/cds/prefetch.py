@@ -2,9 +2,10 @@
 
 Templates (CDS Hooks 2.0, Prefetch Template) ask for what `service.fhir.fetch_patient` reads:
 the Patient, the Observations with the trial's codes, and the patient's Conditions,
-MedicationStatements, MedicationRequests, AllergyIntolerances, Procedures and
-ResearchSubjects. The Observation codes are split over several keys so that no template,
-percent-encoded and with a 64-character patient id, is longer than `MAX_TEMPLATE_CHARS`.
+MedicationStatements, MedicationRequests, MedicationAdministrations, MedicationDispenses,
+AllergyIntolerances, Procedures and ResearchSubjects. The Observation codes are split over
+several keys so that no template, percent-encoded and with a 64-character patient id, is
+longer than `MAX_TEMPLATE_CHARS`.
 
 ResearchSubject is requested too although sekmet-fhir cannot search it by patient: a CDS
 client that can satisfy it spares this service the fallback (a cached scan of every
@@ -61,6 +62,8 @@ TYPE_KEYS = {
     "Condition": "conditions",
     "MedicationStatement": "medication-statements",
     "MedicationRequest": "medication-requests",
+    "MedicationAdministration": "medication-administrations",
+    "MedicationDispense": "medication-dispenses",
     "AllergyIntolerance": "allergy-intolerances",
     "Procedure": "procedures",
     "ResearchSubject": "research-subjects",

@@ -30,7 +30,7 @@ from service.criteria.labs import (
     evaluate_test_results,
 )
 from service.criteria.model import Criterion, TrialDefinition
-from service.criteria.therapy import evaluate_therapy_history
+from service.criteria.therapy_history import evaluate_therapy_history
 from service.criteria.verdict import (
     CriterionResult,
     PatientResult,

@@ -5,8 +5,9 @@ A record rarely states its end. In order:
    from days supply, dispense quantity or dosage bounds; `MedicationExposure.end_basis` says
    which);
 2. otherwise, when one of the record's value sets states `default_course_days` (a documented
-   default per drug class, e.g. a short course for anti-infectives), start + that many days,
-   so a 1980 antibiotic order is not "current" in 2026;
+   default per drug class, e.g. a short course for anti-infectives), that many days from the
+   start (a course of N days from day D ends on D+N-1, as a derived supply does), so a 1980
+   antibiotic order is not "current" in 2026, whatever its status;
 3. otherwise an active or on-hold record runs up to the day asked about (a G-CSF order with no
    end counts as running on the test date);
 4. otherwise (completed, stopped, unknown status) the start day only.
@@ -42,7 +43,8 @@ def exposure(med: MedicationExposure, day: date, terms: Terminology) -> Exposure
     if med.end is not None:
         end, basis = med.end, med.end_basis or "recorded end"
     elif (days := default_course_days(med, terms)) is not None:
-        end, basis = med.start + timedelta(days=days), f"no end recorded: default {days}-day course"
+        end = med.start + timedelta(days=max(days - 1, 0))
+        basis = f"no end recorded: default {days}-day course"
     elif med.status in RUNNING_STATUSES:
         end, basis = day, f"{med.status}, no end recorded: counted up to {day}"
     else:

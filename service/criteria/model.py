@@ -108,10 +108,22 @@ class GradedDomainsRule(_Strict):
 
 
 class TherapyComponent(_Strict):
+    """One part of a therapy history (criteria/therapy_history.py states the policies).
+
+    `course_gap_days`: single-day records (infusions, one per MedicationAdministration) no
+    more than this many days apart form one course, from the first to the last plus this
+    interval. `pulse_max_days` / `pulse_min_prednisone_mg`: a glucocorticoid course of at most
+    that many days, given intravenously or at that many mg/day prednisone equivalent or more,
+    is a pulse: shown and flagged, not counted toward the dose. Unset: neither rule applies.
+    """
+
     name: str
     valueset: str
     min_prednisone_mg_per_kg_day: float | None = None
     duration_months_more_than: int | None = None
+    course_gap_days: int | None = Field(default=None, ge=1)
+    pulse_max_days: int | None = Field(default=None, ge=1)
+    pulse_min_prednisone_mg: float | None = Field(default=None, gt=0)
 
 
 class TherapyHistoryRule(_Strict):

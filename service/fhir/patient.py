@@ -35,6 +35,8 @@ PATIENT_PARAM = {
     "Condition": "patient",
     "MedicationStatement": "patient",
     "MedicationRequest": "patient",
+    "MedicationAdministration": "patient",
+    "MedicationDispense": "patient",
     "AllergyIntolerance": "patient",
     "Procedure": "patient",
     "ResearchSubject": "patient",

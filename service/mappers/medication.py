@@ -1,12 +1,38 @@
-"""MedicationStatement and MedicationRequest -> MedicationExposure.
+"""MedicationStatement, MedicationRequest, MedicationAdministration, MedicationDispense ->
+MedicationExposure.
 
 Orders usually carry a clinical-drug code (RxNorm SCD) rather than the ingredient; the value
-sets list both, and a contained Medication's ingredient codes are read as well.
+sets list both, and a contained Medication's ingredient codes are read as well. Hospitals
+record infusions (IV cyclophosphamide, rituximab) as one MedicationAdministration per dose and
+pharmacies record what they handed over as MedicationDispense: all four are one fact type.
+An administration at a moment is one dose on its day (`doses_per_day` 1); a dispense starts
+when handed over (else when prepared); a statement at a moment (`effectiveDateTime`) covers
+that day, unless it is `active` ("taking it as of then"): then its end is left open.
+A `medicationReference` to a contained Medication is read (code and ingredients); one to a
+Medication resource elsewhere is not fetched: only its `display` is read, for review terms.
+
+When a record states no end, one is derived where the record allows, and `end_basis` says
+how (the first that applies):
+1. the dosage's bounds: `boundsDuration`, or `count` repetitions at the timing's frequency;
+2. a request's `dispenseRequest.expectedSupplyDuration`, a dispense's `daysSupply`;
+3. the quantity (dispensed, or the request's `dispenseRequest.quantity`) divided by the dose
+   per day, when both are in the same unit (tablets and tablets, mg and g ...);
+   for an order, 2 and 3 are per fill: it covers 1 + `numberOfRepeatsAllowed` fills (what
+   was prescribed; a dispense covers its own fill only), never past its validity period;
+4. a request's `dispenseRequest.validityPeriod.end` (no fill can follow it).
+A supply of N days starting on day D covers D .. D+N-1. Otherwise `end` stays None and
+`criteria/exposure.py` applies the value set's default course or the status rule.
+
+Unmapped is not absent: a record whose codes no value set knows (or that has only text) is
+kept when its text or a display matches some value set's review terms; it then has no
+`concepts`, only `review`, and criteria may say "possible <title>: review". Anything else no
+value set knows is dropped (most of a real medication list).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from datetime import date, timedelta
 from typing import Any
 
 from service.facts import Code, MedicationExposure, Quantity
@@ -14,33 +40,95 @@ from service.mappers.common import MappingError, Resource, codes_of, parse_date,
 from service.terminology import Terminology
 from service.units import UnitError
 
-STATEMENT_NOT_COUNTED = frozenset({"entered-in-error", "not-taken", "intended", "unknown"})
-REQUEST_NOT_COUNTED = frozenset({"cancelled", "entered-in-error", "draft", "unknown"})
-DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
+# Records that do not say the drug was (or is to be) taken, per FHIR R4 status value set.
+NOT_COUNTED = {
+    "MedicationStatement": frozenset({"entered-in-error", "not-taken", "intended", "unknown"}),
+    "MedicationRequest": frozenset({"cancelled", "entered-in-error", "draft", "unknown"}),
+    "MedicationAdministration": frozenset({"not-done", "entered-in-error", "unknown"}),
+    # `preparation`: not handed over yet; `declined`: never handed over.
+    "MedicationDispense": frozenset(
+        {"preparation", "cancelled", "entered-in-error", "declined", "unknown"}
+    ),
+}
+# Every resource type that is a medication record: a rule withholding a verdict on
+# unreadable medication records names them all (`unreadable(facts, *MEDICATION_TYPES, ...)`).
+MEDICATION_TYPES = tuple(NOT_COUNTED)
+# Kept for callers that name the two original sets.
+STATEMENT_NOT_COUNTED = NOT_COUNTED["MedicationStatement"]
+REQUEST_NOT_COUNTED = NOT_COUNTED["MedicationRequest"]
+# UCUM codes, then the spellings EHRs put in `unit` (daysSupply is often "days" or "Day").
+DAYS_PER_UNIT = {
+    "s": 1 / 86400,
+    "min": 1 / 1440,
+    "h": 1 / 24,
+    "d": 1,
+    "wk": 7,
+    "mo": 30,
+    "a": 365,
+    "day": 1,
+    "days": 1,
+    "week": 7,
+    "weeks": 7,
+    "month": 30,
+    "months": 30,
+    "天": 1,
+    "日": 1,
+    "周": 7,
+    "月": 30,
+}
+# Count units a dose and a supply may both be written in: "{tablet}", "TAB", "tabs" ...
+COUNT_UNITS = {
+    "tablet": "tablet",
+    "tablets": "tablet",
+    "tab": "tablet",
+    "tabs": "tablet",
+    "tbl": "tablet",
+    "片": "tablet",
+    "capsule": "capsule",
+    "capsules": "capsule",
+    "cap": "capsule",
+    "caps": "capsule",
+    "粒": "capsule",
+    "vial": "vial",
+    "vials": "vial",
+    "支": "vial",
+    "syringe": "syringe",
+    "syringes": "syringe",
+    "each": "each",
+    "ea": "each",
+    "1": "each",
+}
 
 
 def map_medication(
     resource: Resource, terms: Terminology, source: str | None = None
 ) -> MedicationExposure | None:
-    kind = resource.get("resourceType")
+    kind = str(resource.get("resourceType"))
     recorded = _medication_codes(resource)
-    if not recorded:
+    text = _medication_text(resource, recorded)
+    if not recorded and not text:
         return None
     codes, concepts = terms.resolve(recorded)
-    if not concepts:
+    review = frozenset() if concepts else _review(terms, text, recorded)
+    if not concepts and not review:
         return None
     status = resource.get("status")
-    excluded = STATEMENT_NOT_COUNTED if kind == "MedicationStatement" else REQUEST_NOT_COUNTED
-    if not isinstance(status, str) or status in excluded:
+    if not isinstance(status, str) or status in NOT_COUNTED.get(kind, REQUEST_NOT_COUNTED):
         return None
-    dosages = resource.get("dosage") if kind == "MedicationStatement" else None
-    dosages = dosages or resource.get("dosageInstruction") or []
-    dosage = dosages[0] if dosages else {}
-    start, end = _period(resource, dosage)
-    dose = _dose(dosage)
-    per_day = _doses_per_day(dosage)
+    dosage = _dosage(resource, kind)
+    start, end = _period(resource, kind, dosage)
+    dose: Quantity | None
+    per_day: float | None
+    if kind == "MedicationAdministration":
+        # One administration is one dose on its day (several on a day: summed by the rule).
+        dose = quantity_of(dosage.get("dose"))
+        per_day = 1.0 if start is not None and end in (None, start) else None
+    else:
+        dose, per_day = _dose(dosage), _doses_per_day(dosage)
+    end_basis = None
+    if end is None and start is not None:
+        end, end_basis = _derived_end(resource, kind, dosage, start, dose, per_day, terms)
     potency = terms.glucocorticoid_potency(codes)
-    route = codes_of(dosage.get("route"))
     return MedicationExposure(
         reference=f"{kind}/{resource.get('id')}",
         codes=codes,
@@ -52,8 +140,12 @@ def map_medication(
         doses_per_day=per_day,
         daily_dose_mg=_daily_mg(terms, dose, per_day, potency.strength_mg if potency else None),
         prednisone_factor=potency.prednisone_mg_per_mg if potency else None,
-        route=(route[0].display or route[0].code) if route else None,
+        route=_route(dosage.get("route")),
         source=source,
+        resource_type=kind,
+        text=text,
+        review=review,
+        end_basis=end_basis,
     )
 
 
@@ -62,37 +154,205 @@ def _medication_codes(resource: Resource) -> list[Code]:
         return codes_of(resource["medicationCodeableConcept"])
     if "medicationReference" not in resource:
         raise MappingError("names no medication (medication[x] is required)")
+    contained = _contained_medication(resource)
+    if contained is None:
+        return []
+    found = codes_of(contained.get("code"))
+    for ingredient in contained.get("ingredient") or ():
+        found += codes_of(ingredient.get("itemCodeableConcept"))
+    return found
+
+
+def _contained_medication(resource: Resource) -> dict[str, Any] | None:
+    """The contained Medication a `#id` reference names; None for an external reference
+    (`Medication/123`, not read: only its `display` is)."""
     reference = (resource.get("medicationReference") or {}).get("reference")
     if not isinstance(reference, str) or not reference.startswith("#"):
-        return []
+        return None
     for contained in resource.get("contained") or ():
         if contained.get("id") == reference[1:]:
-            found = codes_of(contained.get("code"))
-            for ingredient in contained.get("ingredient") or ():
-                found += codes_of(ingredient.get("itemCodeableConcept"))
-            return found
+            return contained  # type: ignore[no-any-return]
     raise MappingError(f"medicationReference {reference} is not contained")
 
 
-def _period(resource: Resource, dosage: dict[str, Any]) -> tuple[Any, Any]:
-    if resource.get("resourceType") == "MedicationStatement":
+def _medication_text(resource: Resource, recorded: list[Code]) -> str | None:
+    """What a person reads as the drug: the concept's text, else its first display (the
+    contained Medication's, or the reference's display)."""
+    concept = resource.get("medicationCodeableConcept")
+    if concept is None:
+        contained = _contained_medication(resource) if "medicationReference" in resource else None
+        concept = (contained or {}).get("code")
+    text = concept.get("text") if isinstance(concept, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        text = next((c.display for c in recorded if c.display), None)
+    if text is None:
+        display = (resource.get("medicationReference") or {}).get("display")
+        text = display if isinstance(display, str) and display.strip() else None
+    return text
+
+
+def _review(terms: Terminology, text: str | None, recorded: list[Code]) -> frozenset[str]:
+    """Value sets whose review terms the text or any display matches."""
+    found = terms.review_matches(text)
+    for code in recorded:
+        if code.display and code.display != text:
+            found |= terms.review_matches(code.display)
+    return found
+
+
+def _dosage(resource: Resource, kind: str) -> dict[str, Any]:
+    """The first Dosage (statement: `dosage`; request, dispense: `dosageInstruction`) or an
+    administration's `dosage` (one object, not a list)."""
+    if kind == "MedicationAdministration":
+        dosage = resource.get("dosage") or {}
+        return dosage if isinstance(dosage, dict) else {}
+    field = "dosage" if kind == "MedicationStatement" else "dosageInstruction"
+    dosages = resource.get(field) or []
+    return dosages[0] if dosages else {}
+
+
+def _period(resource: Resource, kind: str, dosage: dict[str, Any]) -> tuple[Any, Any]:
+    """(start, end) as the record states them."""
+    if kind in ("MedicationStatement", "MedicationAdministration"):
         if "effectiveDateTime" in resource:
             day = parse_date(resource["effectiveDateTime"])
-            return day, day
+            # "Taking it as of that day": an active statement says nothing of its end.
+            running = kind == "MedicationStatement" and resource.get("status") == "active"
+            return day, None if running else day
         period = resource.get("effectivePeriod") or {}
         return parse_date(period.get("start")), parse_date(period.get("end"))
-    bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
-    dispense = resource.get("dispenseRequest") or {}
-    validity = dispense.get("validityPeriod") or {}
+    bounds = _repeat(dosage).get("boundsPeriod") or {}
+    if kind == "MedicationDispense":
+        handed = resource.get("whenHandedOver") or resource.get("whenPrepared")
+        return parse_date(bounds.get("start") or handed), parse_date(bounds.get("end"))
+    validity = (resource.get("dispenseRequest") or {}).get("validityPeriod") or {}
     start = parse_date(bounds.get("start") or validity.get("start") or resource.get("authoredOn"))
-    end = parse_date(bounds.get("end") or validity.get("end"))
-    supply = dispense.get("expectedSupplyDuration") or {}
-    if end is None and start is not None and isinstance(supply.get("value"), int | float):
-        unit = supply.get("code") or supply.get("unit")
-        days = supply["value"] * DAYS_PER_UNIT.get(unit, 0) if isinstance(unit, str) else 0
-        if days:
-            end = start + timedelta(days=days)
-    return start, end
+    return start, parse_date(bounds.get("end"))
+
+
+def _derived_end(
+    resource: Resource,
+    kind: str,
+    dosage: dict[str, Any],
+    start: date,
+    dose: Quantity | None,
+    per_day: float | None,
+    terms: Terminology,
+) -> tuple[date | None, str | None]:
+    """An end the record implies, and how it was found (the module docstring's order)."""
+    repeat = _repeat(dosage)
+    if not (
+        "boundsDuration" in repeat
+        or "count" in repeat
+        or "dispenseRequest" in resource
+        or "daysSupply" in resource
+        or "quantity" in resource
+    ):
+        return None, None  # most records: nothing to derive an end from
+    if (days := _days_of(repeat.get("boundsDuration"))) is not None:
+        return _after(start, days), f"dosage boundsDuration {_fmt_days(days)} days"
+    count = repeat.get("count")
+    if isinstance(count, int) and count > 0 and per_day:
+        days = count / per_day
+        return _after(start, days), f"{count} doses at {per_day:g}/day: {_fmt_days(days)} days"
+    dispense = resource.get("dispenseRequest") or {}
+    supply = dispense.get("expectedSupplyDuration") if kind == "MedicationRequest" else None
+    if kind == "MedicationDispense":
+        supply = resource.get("daysSupply")
+    basis: str | None = None
+    if (days := _days_of(supply, default_unit="d")) is not None:
+        name = "daysSupply" if kind == "MedicationDispense" else "expectedSupplyDuration"
+        basis = f"{name} {_fmt_days(days)} days"
+    else:
+        amount = quantity_of(resource.get("quantity") if kind == "MedicationDispense" else None)
+        amount = amount or quantity_of(dispense.get("quantity"))
+        if (days := _supply_days(amount, dose, per_day, terms)) is not None:
+            assert amount is not None and dose is not None
+            basis = (
+                f"quantity {amount.value:g} {amount.unit or ''} / {dose.value:g} x {per_day:g}"
+                f"/day = {_fmt_days(days)} days"
+            )
+    validity_end = parse_date((dispense.get("validityPeriod") or {}).get("end"))
+    if kind != "MedicationRequest" or (validity_end is not None and validity_end < start):
+        validity_end = None
+    if days is not None and basis is not None:
+        return _order_end(start, days, basis, dispense.get("numberOfRepeatsAllowed"), validity_end)
+    if validity_end is not None:
+        return validity_end, "dispenseRequest.validityPeriod end"
+    return None, None
+
+
+def _order_end(
+    start: date, days: float, basis: str, refills: Any, validity_end: date | None
+) -> tuple[date, str]:
+    """The end of a supply; an order covers its refills too (what the prescriber ordered),
+    but no fill can follow the order's validity period."""
+    if isinstance(refills, int) and not isinstance(refills, bool) and refills > 0:
+        days *= 1 + refills
+        basis += f" x {1 + refills} fills (numberOfRepeatsAllowed {refills})"
+    end = _after(start, days)
+    if validity_end is not None and validity_end < end:
+        return validity_end, basis + ", cut at the validityPeriod end"
+    return end, basis
+
+
+def _repeat(dosage: dict[str, Any]) -> dict[str, Any]:
+    return (dosage.get("timing") or {}).get("repeat") or {}
+
+
+def _after(start: date, days: float) -> date:
+    """The last day of a supply of `days` days beginning on `start` (at least `start`)."""
+    return start + timedelta(days=max(math.ceil(days - 1e-9) - 1, 0))
+
+
+def _fmt_days(days: float) -> str:
+    return f"{days:g}" if days == int(days) else f"{days:.1f}"
+
+
+def _days_of(value: Any, default_unit: str | None = None) -> float | None:
+    """Days in a Duration/Quantity ({value, unit|code}); None if unreadable or not positive."""
+    if not isinstance(value, dict):
+        return None
+    number = value.get("value")
+    if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
+        return None
+    units = [u for u in (value.get("code"), value.get("unit")) if isinstance(u, str)]
+    for unit in units or ([default_unit] if default_unit else []):
+        factor = DAYS_PER_UNIT.get(unit.strip().lower()) or DAYS_PER_UNIT.get(unit.strip())
+        if factor:
+            return float(number) * factor
+    return None
+
+
+def _supply_days(
+    amount: Quantity | None, dose: Quantity | None, per_day: float | None, terms: Terminology
+) -> float | None:
+    """How many days `amount` lasts at `dose` x `per_day`, when their units can be compared."""
+    if amount is None or dose is None or not per_day or dose.value <= 0 or amount.value <= 0:
+        return None
+    ratio = _unit_ratio(amount.unit, dose.unit, terms)
+    if ratio is None:
+        return None
+    return amount.value * ratio / (dose.value * per_day)
+
+
+def _unit_ratio(unit: str | None, target: str | None, terms: Terminology) -> float | None:
+    """The factor from `unit` to `target`: 1 for the same count unit (tablets ...), else UCUM."""
+    count_a, count_b = _count_unit(unit), _count_unit(target)
+    if count_a is not None or count_b is not None:
+        return 1.0 if count_a == count_b else None
+    if unit is None or target is None:
+        return None
+    try:
+        return terms.factor(unit, target)
+    except UnitError:
+        return None
+
+
+def _count_unit(unit: str | None) -> str | None:
+    if unit is None:
+        return "each"  # a bare number of units
+    return COUNT_UNITS.get(unit.strip().strip("{}").strip().lower())
 
 
 def _dose(dosage: dict[str, Any]) -> Quantity | None:
@@ -111,7 +371,18 @@ def _doses_per_day(dosage: dict[str, Any]) -> float | None:
     days = DAYS_PER_UNIT.get(repeat.get("periodUnit", "d"))
     if not isinstance(frequency, int | float) or not isinstance(period, int | float) or not days:
         raise MappingError("dosage timing is not readable")
+    if not repeat.get("frequency") and not repeat.get("period") and not repeat.get("periodUnit"):
+        return None  # bounds or count only: says how long, not how often
     return float(frequency) / (float(period) * days)
+
+
+def _route(concept: Any) -> str | None:
+    """The route as a person reads it: the first coding's display or code, else the text."""
+    route = codes_of(concept)
+    if route:
+        return route[0].display or route[0].code
+    text = concept.get("text") if isinstance(concept, dict) else None
+    return text if isinstance(text, str) and text.strip() else None
 
 
 def _daily_mg(
@@ -124,6 +395,6 @@ def _daily_mg(
         return dose.value * terms.factor(dose.unit, "mg") * per_day
     except UnitError:
         pass
-    if strength_mg is not None and dose.unit.strip("{}").lower() in {"tablet", "tab", "tbl"}:
+    if strength_mg is not None and _count_unit(dose.unit) == "tablet":
         return dose.value * strength_mg * per_day
     return None

@@ -370,12 +370,14 @@ class SweepRunner:
         if level == "group":
             assert settings.sweep_export_group
             level = settings.sweep_export_group
-        key = snapshot_key(run.source, level, trial.id, trial.version, terms.version)
+        plan = plan_for(trial, terms)
+        key = snapshot_key(
+            run.source, level, trial.id, trial.version, terms.version, plan.other_types
+        )
         snapshots = Snapshots(settings.snapshot_root(), trial.id, key)
         base, why_full = self._base(run, snapshots)
         builder = snapshots.start(run.id)
         try:
-            plan = plan_for(trial, terms)
             delta: _Export | None = None
             if base is not None:
                 try:

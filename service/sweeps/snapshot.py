@@ -33,7 +33,7 @@ import hashlib
 import logging
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -58,9 +58,18 @@ MAX_ERRORS_KEPT = 1000
 
 
 def snapshot_key(
-    source: str, level: str, trial_id: str, trial_version: str, terminology_version: str
+    source: str,
+    level: str,
+    trial_id: str,
+    trial_version: str,
+    terminology_version: str,
+    types: Sequence[str] = (),
 ) -> str:
-    text = "\n".join((source.rstrip("/"), level, trial_id, trial_version, terminology_version))
+    """Snapshots are reused only for the same source, level, trial, code tables and resource
+    types: a snapshot exported before a type was read (MedicationAdministration, say) lacks
+    that type's unchanged records, which an incremental export would never bring."""
+    parts = (source.rstrip("/"), level, trial_id, trial_version, terminology_version)
+    text = "\n".join(parts + ((",".join(sorted(types)),) if types else ()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

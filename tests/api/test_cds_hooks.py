@@ -244,6 +244,8 @@ def test_discovery_lists_one_patient_view_service_with_prefetch_templates(
     for key, kind in [
         ("medication-statements", "MedicationStatement"),
         ("medication-requests", "MedicationRequest"),
+        ("medication-administrations", "MedicationAdministration"),
+        ("medication-dispenses", "MedicationDispense"),
         ("allergy-intolerances", "AllergyIntolerance"),
         ("procedures", "Procedure"),
         ("research-subjects", "ResearchSubject"),
@@ -314,7 +316,14 @@ def test_partial_prefetch_searches_only_what_is_missing(
     card = only_card(call(hook("p01", prefetch)))
     missing = [k for k in prefetch_templates if k.startswith("observations-") and k not in given]
     assert fhir.kinds() == sorted(
-        ["AllergyIntolerance", "MedicationRequest", "MedicationStatement", "ResearchSubject"]
+        [
+            "AllergyIntolerance",
+            "MedicationAdministration",
+            "MedicationDispense",
+            "MedicationRequest",
+            "MedicationStatement",
+            "ResearchSubject",
+        ]
         + ["Observation"] * len(missing)
     )
     searched = sorted(r.url.params["code"] for r in fhir.requests if "code" in r.url.params)
@@ -328,7 +337,14 @@ def test_without_prefetch_everything_is_fetched(
     card = only_card(call(hook("p01")))
     kinds = fhir.kinds()
     assert "Patient/p01" in kinds
-    for kind in ("Condition", "MedicationStatement", "MedicationRequest", "AllergyIntolerance"):
+    for kind in (
+        "Condition",
+        "MedicationStatement",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "AllergyIntolerance",
+    ):
         assert kind in kinds
     assert {"Procedure", "ResearchSubject", "Observation"} <= set(kinds)
     assert card["summary"].startswith("Likely eligible")

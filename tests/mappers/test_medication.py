@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from tests.factories import (
     contained_request,
     medication,
 )
+from tests.medication_terms import terms_with
 
 START = date(2024, 1, 10)
 
@@ -197,7 +200,9 @@ def test_request_end_from_expected_supply_duration(terms: Terminology) -> None:
         "expectedSupplyDuration": {"value": 30, "unit": "days", "system": UCUM, "code": "d"}
     }
     found = exposure(resource, terms)
-    assert (found.start, found.end) == (START, date(2024, 2, 9))
+    # 30 days from 10 January: the last dose is taken on 8 February
+    assert (found.start, found.end) == (START, date(2024, 2, 8))
+    assert found.end_basis == "expectedSupplyDuration 30 days"
 
 
 def test_request_start_from_authored_on(terms: Terminology) -> None:
@@ -226,3 +231,300 @@ def test_bundled_site_map_local_drug_code_is_recognised(terms: Terminology) -> N
 
 def test_drug_no_trial_uses_is_dropped(terms: Terminology) -> None:
     assert map_resource(medication("161", start=START), terms) is None  # acetaminophen
+
+
+# --- MedicationAdministration / MedicationDispense, as hospital systems send them ------------
+
+REALWORLD = Path(__file__).resolve().parents[1] / "data" / "realworld"
+
+
+def scenario(name: str) -> list[dict[str, Any]]:
+    bundle = json.loads((REALWORLD / f"{name}.json").read_text(encoding="utf-8"))
+    return [entry["resource"] for entry in bundle["entry"]]
+
+
+def test_iv_cyclophosphamide_administration(terms: Terminology) -> None:
+    first = scenario("iv-cyclophosphamide-monthly-administrations")[0]
+    found = exposure(first, terms)
+    assert found.reference == "MedicationAdministration/cyc-1"
+    assert found.resource_type == "MedicationAdministration"
+    assert "cyclophosphamide" in found.concepts  # the clinical-drug code, beside a local one
+    assert (found.start, found.end) == (date(2026, 2, 3), date(2026, 2, 3))
+    assert found.dose is not None
+    assert (found.dose.value, found.dose.unit) == (0.75, "g")
+    assert found.daily_dose_mg == 750.0  # one administration is one dose on its day
+    assert found.route == "Intravenous route"
+    assert found.text == "注射用环磷酰胺"
+
+
+def test_administration_at_a_moment(terms: Terminology) -> None:
+    first = scenario("rituximab-two-infusions-14-days-apart")[0]
+    found = exposure(first, terms)
+    assert "sle_immunosuppressants" in found.concepts  # ATC L01FA01 beside a local code
+    assert (found.start, found.end) == (date(2026, 1, 10), date(2026, 1, 10))
+    assert found.text == "利妥昔单抗注射液 100mg/10ml"  # the first display: no text sent
+
+
+@pytest.mark.parametrize("status", ["not-done", "entered-in-error", "unknown"])
+def test_administration_statuses_that_do_not_count(terms: Terminology, status: str) -> None:
+    resource = scenario("rituximab-two-infusions-14-days-apart")[0] | {"status": status}
+    assert map_resource(resource, terms) is None
+
+
+def test_administration_in_progress_without_end_is_open(terms: Terminology) -> None:
+    resource = scenario("iv-cyclophosphamide-monthly-administrations")[0]
+    resource = resource | {"status": "in-progress", "effectivePeriod": {"start": "2026-02-03"}}
+    found = exposure(resource, terms)
+    assert (found.start, found.end, found.status) == (date(2026, 2, 3), None, "in-progress")
+
+
+def test_gcsf_dispense(terms: Terminology) -> None:
+    (resource,) = scenario("gcsf-dispense-five-days")
+    found = exposure(resource, terms)
+    assert found.reference == "MedicationDispense/gcsf-disp-1"
+    assert found.resource_type == "MedicationDispense"
+    assert "gcsf" in found.concepts  # clinical-drug code
+    # handed over on 10 November (its own time zone), 5 days: 10 to 14 November
+    assert (found.start, found.end) == (date(2026, 11, 10), date(2026, 11, 14))
+    assert found.end_basis == "daysSupply 5 days"
+    assert found.route == "Subcutaneous route"
+
+
+def test_dispense_end_from_quantity_and_dose_per_day(terms: Terminology) -> None:
+    (resource,) = scenario("gcsf-dispense-five-days")
+    del resource["daysSupply"]
+    resource["quantity"] = {"value": 10, "unit": "vials"}
+    found = exposure(resource, terms)
+    assert found.end == date(2026, 11, 19)  # 10 vials at 1 vial a day: 10 days
+    assert found.end_basis is not None
+    assert found.end_basis.startswith("quantity 10 vials / 1 x 1/day = 10 days")
+
+
+def test_dispense_quantity_in_other_units_than_the_dose_gives_no_end(terms: Terminology) -> None:
+    (resource,) = scenario("gcsf-dispense-five-days")
+    del resource["daysSupply"]
+    resource["quantity"] = {"value": 5, "unit": "mL"}
+    assert exposure(resource, terms).end is None  # vials and mL: not comparable
+
+
+def test_dispense_without_handover_starts_when_prepared(terms: Terminology) -> None:
+    (resource,) = scenario("gcsf-dispense-five-days")
+    del resource["whenHandedOver"]
+    assert exposure(resource, terms).start == date(2026, 11, 9)
+
+
+@pytest.mark.parametrize("status", ["preparation", "cancelled", "declined", "entered-in-error"])
+def test_dispense_statuses_that_do_not_count(terms: Terminology, status: str) -> None:
+    (resource,) = scenario("gcsf-dispense-five-days")
+    assert map_resource(resource | {"status": status}, terms) is None
+
+
+def test_dispense_tablets_by_quantity(terms: Terminology) -> None:
+    resource = {
+        "resourceType": "MedicationDispense",
+        "id": "d-pred",
+        "status": "completed",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": PREDNISONE_5MG_TAB}],
+            "text": "泼尼松片 5mg",
+        },
+        "subject": {"reference": "Patient/p1"},
+        "whenHandedOver": "2026-01-10T10:00:00+08:00",
+        "quantity": {"value": 100, "unit": "片"},
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+                "doseAndRate": [{"doseQuantity": {"value": 6, "unit": "TAB"}}],
+            }
+        ],
+    }
+    found = exposure(resource, terms)
+    assert found.daily_dose_mg == 60.0  # 6 tablets x 5 mg x 2
+    assert found.end == date(2026, 1, 18)  # 100 tablets / 12 a day = 8.3 days: 9 days
+
+
+# --- ends a request or statement implies --------------------------------------------------
+
+
+def request_without_end(**repeat: Any) -> dict[str, Any]:
+    resource = medication(MYCOPHENOLATE, start=START, kind="MedicationRequest", status="active")
+    timing = resource["dosageInstruction"][0]["timing"]["repeat"]
+    del timing["boundsPeriod"]
+    timing.update(repeat)
+    return resource
+
+
+def test_end_from_bounds_duration(terms: Terminology) -> None:
+    found = exposure(request_without_end(boundsDuration={"value": 2, "code": "wk"}), terms)
+    assert (found.end, found.end_basis) == (date(2024, 1, 23), "dosage boundsDuration 14 days")
+
+
+def test_end_from_count_at_the_timing_frequency(terms: Terminology) -> None:
+    found = exposure(request_without_end(count=10, frequency=2), terms)
+    assert found.end == date(2024, 1, 14)  # 10 doses at 2 a day: 5 days
+    assert found.end_basis == "10 doses at 2/day: 5 days"
+
+
+def test_end_from_dispense_request_quantity(terms: Terminology) -> None:
+    resource = request_without_end()
+    resource["dosageInstruction"][0]["doseAndRate"] = [{"doseQuantity": mg(500)}]
+    resource["dispenseRequest"] = {
+        "quantity": {"value": 60, "unit": "g", "system": UCUM, "code": "g"}
+    }
+    found = exposure(resource, terms)
+    assert found.end == date(2024, 5, 8)  # 60 g / (500 mg once a day) = 120 days
+
+
+def test_end_from_validity_period_last(terms: Terminology) -> None:
+    resource = request_without_end()
+    resource["dispenseRequest"] = {"validityPeriod": {"start": "2024-01-10", "end": "2024-07-10"}}
+    found = exposure(resource, terms)
+    assert (found.end, found.end_basis) == (
+        date(2024, 7, 10),
+        "dispenseRequest.validityPeriod end",
+    )
+
+
+def test_bounds_beat_supply(terms: Terminology) -> None:
+    resource = request_without_end(boundsDuration={"value": 7, "unit": "days"})
+    resource["dispenseRequest"] = {"expectedSupplyDuration": {"value": 30, "code": "d"}}
+    assert exposure(resource, terms).end == date(2024, 1, 16)
+
+
+def test_no_end_in_the_record_stays_none(terms: Terminology) -> None:
+    found = exposure(request_without_end(), terms)
+    assert (found.end, found.end_basis) == (None, None)
+
+
+def test_active_statement_at_a_moment_is_not_one_day(terms: Terminology) -> None:
+    resource = medication(MYCOPHENOLATE, start=START, status="active")
+    del resource["effectivePeriod"]
+    resource["effectiveDateTime"] = "2024-02-01"
+    found = exposure(resource, terms)
+    assert (found.start, found.end) == (date(2024, 2, 1), None)  # taking it as of that day
+
+
+# --- unmapped is not absent ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def review_terms(tmp_path_factory: pytest.TempPathFactory) -> Terminology:
+    return terms_with(
+        tmp_path_factory.mktemp("review"),
+        {
+            "sle_immunosuppressants": {
+                "review_terms": {"en": ["rituximab", "belimumab"], "zh": ["利妥昔单抗"]}
+            },
+            "gcsf": {"review_terms": {"en": ["filgrastim"], "zh": ["粒细胞集落刺激因子"]}},
+        },
+    )
+
+
+def test_unknown_code_with_chinese_display_is_kept_for_review(review_terms: Terminology) -> None:
+    (resource,) = scenario("rituximab-local-code-chinese-text")
+    found = exposure(resource, review_terms)
+    assert found.concepts == frozenset()
+    assert found.review == frozenset({"sle_immunosuppressants"})
+    assert found.text == "利妥昔单抗注射液(美罗华) 500mg/50ml"
+    assert found.start == date(2026, 3, 2)
+
+
+def test_text_only_medication_is_kept_for_review(review_terms: Terminology) -> None:
+    resource = medication(MYCOPHENOLATE, start=START, kind="MedicationRequest", status="active")
+    resource["medicationCodeableConcept"] = {"text": "Neupogen (filgrastim) 480 mcg"}
+    found = exposure(resource, review_terms)
+    assert (found.concepts, found.review) == (frozenset(), frozenset({"gcsf"}))
+
+
+def test_external_medication_reference_display_is_read_for_review(
+    review_terms: Terminology,
+) -> None:
+    resource = medication(MYCOPHENOLATE, start=START, kind="MedicationRequest", status="active")
+    del resource["medicationCodeableConcept"]
+    resource["medicationReference"] = {"reference": "Medication/x1", "display": "RITUXIMAB 500 MG"}
+    found = exposure(resource, review_terms)
+    assert found.review == frozenset({"sle_immunosuppressants"})
+
+
+def test_a_known_code_is_never_marked_for_review(review_terms: Terminology) -> None:
+    first = scenario("rituximab-two-infusions-14-days-apart")[0]
+    found = exposure(first, review_terms)
+    assert "sle_immunosuppressants" in found.concepts
+    assert found.review == frozenset()
+
+
+def test_unknown_code_and_unmatched_text_is_dropped(review_terms: Terminology) -> None:
+    (resource,) = scenario("rituximab-local-code-chinese-text")
+    resource["medicationCodeableConcept"]["coding"][0]["display"] = "氨溴索注射液"  # ambroxol
+    assert map_resource(resource, review_terms) is None
+
+
+def test_review_record_with_a_status_that_does_not_count_is_dropped(
+    review_terms: Terminology,
+) -> None:
+    (resource,) = scenario("rituximab-local-code-chinese-text")
+    assert map_resource(resource | {"status": "not-done"}, review_terms) is None
+
+
+def mmf_order_as_epic_sends_it() -> dict[str, Any]:
+    """A 30-day supply with 5 refills, a clinical-drug code and tablets."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "mmf-order",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": RXNORM,
+                    "code": "200060",
+                    "display": "mycophenolate mofetil 500 MG Oral Tablet",
+                }
+            ],
+            "text": "mycophenolate (CELLCEPT) 500 mg tablet",
+        },
+        "subject": {"reference": "Patient/p1", "display": "Test, Patient"},
+        "authoredOn": "2026-01-10T08:41:00-06:00",
+        "dosageInstruction": [
+            {
+                "text": "Take 2 tablets (1,000 mg total) by mouth 2 (two) times a day.",
+                "timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+                "route": {
+                    "coding": [{"system": "http://snomed.info/sct", "code": "26643006"}],
+                    "text": "Oral",
+                },
+                "doseAndRate": [{"doseQuantity": {"value": 2, "unit": "tablet"}}],
+            }
+        ],
+        "dispenseRequest": {
+            "validityPeriod": {"start": "2026-01-10", "end": "2027-01-10"},
+            "numberOfRepeatsAllowed": 5,
+            "quantity": {"value": 120, "unit": "tablet"},
+            "expectedSupplyDuration": {"value": 30, "unit": "Day", "code": "d"},
+        },
+    }
+
+
+def test_an_order_covers_its_refills(terms: Terminology) -> None:
+    found = exposure(mmf_order_as_epic_sends_it(), terms)
+    assert "sle_immunosuppressants" in found.concepts
+    assert found.start == date(2026, 1, 10)
+    assert found.end == date(2026, 7, 8)  # 6 fills x 30 days = 180 days
+    assert found.end_basis == "expectedSupplyDuration 30 days x 6 fills (numberOfRepeatsAllowed 5)"
+
+
+def test_refills_never_run_past_the_validity_period(terms: Terminology) -> None:
+    resource = mmf_order_as_epic_sends_it()
+    resource["dispenseRequest"]["validityPeriod"]["end"] = "2026-05-01"
+    found = exposure(resource, terms)
+    assert found.end == date(2026, 5, 1)
+    assert found.end_basis is not None
+    assert found.end_basis.endswith("cut at the validityPeriod end")
+
+
+def test_an_order_without_supply_duration_uses_quantity_per_fill(terms: Terminology) -> None:
+    resource = mmf_order_as_epic_sends_it()
+    del resource["dispenseRequest"]["expectedSupplyDuration"]
+    resource["dispenseRequest"]["numberOfRepeatsAllowed"] = 0
+    found = exposure(resource, terms)
+    assert found.end == date(2026, 2, 8)  # 120 tablets / 4 a day = 30 days

@@ -183,3 +183,14 @@ def test_the_key_names_source_level_trial_and_code_tables() -> None:
         changed = list(base)
         changed[index] = other
         assert snapshot_key(*changed) != snapshot_key(*base)
+
+
+def test_the_key_names_the_resource_types_read() -> None:
+    """A snapshot taken before MedicationAdministration was read lacks those records."""
+    base = ("http://f/fhir", "system", "NCT1", "1", "t1")
+    before = snapshot_key(*base, ("Condition", "MedicationRequest"))
+    after = snapshot_key(*base, ("Condition", "MedicationRequest", "MedicationAdministration"))
+    assert before != after
+    assert after == snapshot_key(
+        *base, ("MedicationAdministration", "Condition", "MedicationRequest")
+    )
