@@ -93,6 +93,16 @@ def compare_bounded(value: float, comparator: str | None, op: Op, limit: float) 
     return at_low if at_low == at_high else None
 
 
+def window_days(ctx: Context, days: int | None) -> int:
+    """A rule's look-back window, or the trial's default."""
+    return days if days is not None else ctx.default_lookback_days
+
+
+def usable(results: list[LabResult]) -> list[LabResult]:
+    """Results with a value converted to the value set's canonical unit."""
+    return [r for r in results if r.quantity is not None and r.quantity.canonical_value is not None]
+
+
 _NEWEST_FIRST = attrgetter("effective", "reference")
 
 
