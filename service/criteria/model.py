@@ -67,8 +67,9 @@ class MeasurementRule(_Strict):
     op: Op
     value: float | None = None
     unit: str | None = None
+    # x ULN: the ULN comes from the result's normal reference range, else the value set's
+    # `uln_interval` (criteria/measurement.py); a trial gives no fixed default.
     uln_multiple: float | None = None
-    default_uln: Amount | None = None
     lookback_days: int | None = None
     derive_product: DerivedProduct | None = None
     invalid_after_medication: InvalidAfterMedication | None = None
@@ -77,9 +78,9 @@ class MeasurementRule(_Strict):
     @model_validator(mode="after")
     def _one_limit(self) -> MeasurementRule:
         fixed = self.value is not None and self.unit is not None
-        relative = self.uln_multiple is not None and self.default_uln is not None
+        relative = self.uln_multiple is not None
         if fixed == relative:
-            raise ValueError("give either value+unit or uln_multiple+default_uln")
+            raise ValueError("give either value+unit or uln_multiple")
         return self
 
 
