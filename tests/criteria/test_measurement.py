@@ -5,12 +5,15 @@ Ids read "<lab>-<value as sent>-<unit as sent>[-<what it is>]-<verdict>".
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import load_terms, run
-from tests.criteria.realworld import FEMALE, MALE, judge, lab, patient, ref_range
+from service.criteria.engine import evaluate_criterion
+from service.facts import Code, MedicationExposure
+from tests.conftest import context, facts_of, load_nct, load_terms, run
+from tests.criteria.realworld import FEMALE, MALE, Resource, judge, lab, patient, ref_range
 from tests.factories import (
     ALT,
     ANC,
@@ -24,6 +27,7 @@ from tests.factories import (
     LVEF,
     NEUT_PCT,
     PT,
+    RXNORM,
     SLEDAI,
     TBIL,
     WBC,
@@ -563,3 +567,164 @@ def test_uln_interval_is_in_the_value_set() -> None:
     assert info.uln_interval is not None
     assert (info.uln_interval.low, info.uln_interval.high) == (33, 56)
     assert "WS/T 404.1" in info.uln_interval.source
+
+
+# ------------------------------------------------------------------ ANC: the most recent value
+def test_anc_derived_newer_than_a_measured_count_decides() -> None:
+    resources = [
+        lab(ANC, 0.5, "10*9/L", at="2026-11-10T09:00:00+08:00"),
+        lab(WBC, 4.0, "10*9/L", at="2026-11-20T09:00:00+08:00"),
+        lab(NEUT_PCT, 50, "%", at="2026-11-20T09:00:00+08:00"),
+    ]
+    result = judge(resources, "I6.anc")
+    assert result.verdict == "pass", result.reason
+    assert result.evidence[0].reference is None  # the derived value
+    assert result.evidence[0].converted_value == pytest.approx(2.0)
+
+
+def test_anc_measured_newer_than_the_derived_one_decides() -> None:
+    resources = [
+        lab(ANC, 0.5, "10*9/L", at="2026-11-20T09:00:00+08:00"),
+        lab(WBC, 4.0, "10*9/L", at="2026-11-10T09:00:00+08:00"),
+        lab(NEUT_PCT, 50, "%", at="2026-11-10T09:00:00+08:00"),
+    ]
+    assert judge(resources, "I6.anc").verdict == "fail"
+
+
+def test_anc_later_the_same_day_decides_by_timestamp() -> None:
+    resources = [
+        lab(ANC, 0.5, "10*9/L", at="2026-11-20T07:00:00+08:00"),
+        lab(WBC, 4.0, "10*9/L", at="2026-11-20T15:30:00+08:00"),
+        lab(NEUT_PCT, 50, "%", at="2026-11-20T15:30:00+08:00"),
+    ]
+    assert judge(resources, "I6.anc").verdict == "pass"
+
+
+def test_anc_measured_count_wins_at_the_same_instant() -> None:
+    at = "2026-11-20T09:00:00+08:00"
+    resources = [
+        lab(ANC, 0.9, "10*9/L", at=at),
+        lab(WBC, 4.0, "10*9/L", at=at),
+        lab(NEUT_PCT, 50, "%", at=at),
+    ]
+    assert judge(resources, "I6.anc").verdict == "fail"
+
+
+def _gcsf_request(
+    status: str, start: str, end: str | None = None, code: str = "1649944"
+) -> Resource:
+    """A hospital G-CSF order coded as a clinical drug (1 ML filgrastim 0.3 MG/ML Injection)."""
+    timing: Resource = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
+    timing["repeat"]["boundsPeriod"] = {"start": start} | ({"end": end} if end else {})
+    return {
+        "resourceType": "MedicationRequest",
+        "id": f"gcsf-{status}-{start}",
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": code}],
+            "text": "重组人粒细胞刺激因子注射液",
+        },
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": start,
+        "dosageInstruction": [{"timing": timing}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        pytest.param(
+            _gcsf_request("active", "2026-09-01"),
+            "unknown",
+            id="active-no-end-runs-to-test-unknown",
+        ),
+        pytest.param(
+            _gcsf_request("on-hold", "2026-09-01"), "unknown", id="on-hold-no-end-unknown"
+        ),
+        pytest.param(
+            _gcsf_request("completed", "2026-10-20", "2026-11-06"),
+            "unknown",
+            id="course-ended-14-days-before-unknown",
+        ),
+        pytest.param(
+            _gcsf_request("completed", "2026-10-20", "2026-11-05"),
+            "pass",
+            id="course-ended-15-days-before-pass",
+        ),
+        pytest.param(
+            _gcsf_request("active", "2026-11-21"), "pass", id="started-after-the-test-pass"
+        ),
+    ],
+)
+def test_anc_after_a_colony_stimulating_factor(order: Resource, expected: str) -> None:
+    count = lab(ANC, 2.0, "10*9/L", at="2026-11-20T09:00:00+08:00")
+    result = judge([count, order], "I6.anc")
+    assert result.verdict == expected, result.reason
+    if expected == "unknown":
+        assert f"MedicationRequest/{order['id']}" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("days_before_test", "expected"),
+    [
+        pytest.param(14, "unknown", id="unmapped-gcsf-14-days-before-unknown"),
+        pytest.param(15, "pass", id="unmapped-gcsf-15-days-before-pass"),
+    ],
+)
+def test_anc_after_an_unmapped_gcsf_that_reads_like_one(
+    days_before_test: int, expected: str
+) -> None:
+    test_day = date(2026, 11, 20)
+    facts = facts_of([lab(ANC, 2.0, "10*9/L", at="2026-11-20T09:00:00+08:00")])
+    given = test_day - timedelta(days=days_before_test)
+    facts.add(
+        MedicationExposure(
+            reference="MedicationAdministration/local-gcsf",
+            codes=(Code("http://hospital.example/drugs", "ZX-0931"),),
+            concepts=frozenset(),
+            status="completed",
+            start=given,
+            end=given,
+            resource_type="MedicationAdministration",
+            text="瑞白 (rhG-CSF) 150 µg sc",
+            review=frozenset({"gcsf"}),
+        )
+    )
+    result = evaluate_criterion(load_nct().criterion("I6.anc"), facts, context())
+    assert result.verdict == expected, result.reason
+    if expected == "unknown":
+        assert "not in the value set" in result.reason
+        assert "MedicationAdministration/local-gcsf" in result.reason
+
+
+# ------------------------------------------------------------------ several results, one day
+def test_results_at_the_same_instant_that_disagree_are_unknown() -> None:
+    at = "2026-11-20T09:00:00+08:00"
+    first, second = lab(WBC, 2.9, "10*9/L", at=at), lab(WBC, 3.5, "10*9/L", at=at)
+    result = judge([first, second], "I6.wbc")
+    assert result.verdict == "unknown", result.reason
+    assert "disagree" in result.reason
+    shown = {e.reference for e in result.evidence}
+    assert {f"Observation/{first['id']}", f"Observation/{second['id']}"} <= shown
+
+
+def test_results_at_the_same_instant_that_agree_decide() -> None:
+    at = "2026-11-20T09:00:00+08:00"
+    resources = [lab(WBC, 3.2, "10*9/L", at=at), lab(WBC, 3.5, "10*9/L", at=at)]
+    assert judge(resources, "I6.wbc").verdict == "pass"
+
+
+@pytest.mark.parametrize("ids", [("a", "z"), ("z", "a")], ids=["ids-ascending", "ids-descending"])
+def test_the_later_timestamp_decides_whatever_the_ids(ids: tuple[str, str]) -> None:
+    morning = lab(WBC, 2.5, "10*9/L", at="2026-11-20T08:00:00+08:00", rid=ids[0])
+    # 09:30 in Nanjing is 01:30 UTC: later than 08:00+08:00 (00:00 UTC).
+    later = lab(WBC, 3.5, "10*9/L", at="2026-11-20T01:30:00+00:00", rid=ids[1])
+    for order in ([morning, later], [later, morning]):
+        result = judge(order, "I6.wbc")
+        assert result.verdict == "pass", result.reason
+
+
+def test_date_only_results_of_one_day_that_disagree_are_unknown() -> None:
+    resources = [lab(WBC, 2.5, "10*9/L", at="2026-11-20"), lab(WBC, 3.5, "10*9/L", at="2026-11-20")]
+    assert judge(resources, "I6.wbc").verdict == "unknown"
