@@ -85,15 +85,21 @@ class MeasurementRule(_Strict):
 
 
 class CreatinineClearanceRule(_Strict):
+    """Cockcroft-Gault from the latest creatinine (criteria/creatinine_clearance.py)."""
+
     type: Literal["creatinine_clearance"]
     op: Op
     value: float
     unit: str
-    measured_lab: str
+    measured_lab: str  # a measured clearance: shown as evidence, never deciding
     creatinine_lab: str
     weight_lab: str
     lookback_days: int | None = None
-    weight_lookback_days: int = 180
+    weight_lookback_days: int = 180  # of the creatinine, before or after
+    # A Cockcroft-Gault value calculated by the lab: counts if not older than the creatinine.
+    reported_lab: str | None = None
+    # Among creatinine results of one instant, those the formula needs (serum/plasma).
+    serum_creatinine_lab: str | None = None
 
 
 class GradeCount(_Strict):
@@ -286,6 +292,9 @@ VALUESET_KEYS = frozenset(
         "measured_lab",
         "creatinine_lab",
         "weight_lab",
+        "reported_lab",
+        "serum_creatinine_lab",
+        "diagnosis_valueset",
         "suspect_if_medication_active",
         "severe_manifestations",
     }
