@@ -150,6 +150,12 @@ class TestSpec(_Strict):
     positive_at_or_above: Amount | None = None
     negative_below: Amount | None = None
     confirm_negative_after_days: int | None = None
+    # A positive result counts at any age, not only inside the look-back window (HIV, HBsAg,
+    # treponemal antibodies); a later negative after it is `unknown` (review).
+    positive_persists: bool = False
+    # Diagnoses that show the test would read positive, used when no result is in the window
+    # (chronic hepatitis B for HBsAg, HIV infection for the HIV antibody).
+    diagnosis_valueset: str | None = None
 
 
 class TestResultsRule(_Strict):
