@@ -481,9 +481,7 @@ def scenarios() -> list[Case]:
         c.resources = [r for r in c.resources if "16933-4" not in json.dumps(r)]
         c.obs(days_ago(12), "16933-4", coded=POSITIVE)
         # "<20" alone is below quantitation, not "not detected": the lab's ND flag says it.
-        c.obs(
-            days_ago(8), "29615-2", value=20, unit="[IU]/mL", comparator="<", interpretation="ND"
-        )
+        c.obs(days_ago(8), "29615-2", value=20, unit="[IU]/mL", comparator="<", interpretation="ND")
 
     case(
         "p25-hbcab-positive-dna-undetectable",
