@@ -16,7 +16,8 @@ from service.criteria import test_results
 from service.criteria.engine import evaluate_criterion
 from service.criteria.model import TestSpec
 from service.facts import Code, LabResult, PatientFacts, Quantity
-from tests.conftest import AS_OF, context, load_nct, run
+from tests.conftest import AS_OF, context, facts_of, load_nct, run
+from tests.criteria.realworld import judge, lab
 from tests.factories import (
     DETECTED,
     HBCAB,
@@ -527,3 +528,49 @@ def test_titers_are_reactive_at_any_dilution(titer: float | None, expected_state
     spec = TestSpec(lab="rpr")
     state, _, _ = test_results.test_state(spec, facts, context(), 90)
     assert state == expected_state
+
+
+def _mapper_reads_titers() -> bool:
+    facts = facts_of([lab(RPR, string="1:16")])
+    return bool(facts.labs) and facts.labs[0].titer is not None
+
+
+@pytest.mark.skipif(
+    not _mapper_reads_titers(), reason="the Observation mapper does not fill LabResult.titer yet"
+)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param({"string": "1:16"}, "fail", id="rpr-string-1:16-fail"),
+        pytest.param({"string": "1\uff1a8"}, "fail", id="rpr-full-width-colon-1:8-fail"),
+    ],
+)
+def test_rpr_titers_as_labs_send_them(value: dict[str, Any], expected: str) -> None:
+    resources = [lab(TPHA, string="阳性"), lab(RPR, **value)]
+    assert judge(resources, "E10.syphilis").verdict == expected
+
+
+@pytest.mark.skipif(
+    not _mapper_reads_titers(), reason="the Observation mapper does not fill LabResult.titer yet"
+)
+def test_rpr_value_ratio_is_a_titer() -> None:
+    rpr = lab(RPR)
+    rpr["valueRatio"] = {"numerator": {"value": 1}, "denominator": {"value": 32}}
+    assert judge([lab(TPHA, string="阳性"), rpr], "E10.syphilis").verdict == "fail"
+
+
+def test_viral_load_below_quantitation_as_a_lab_sends_it() -> None:
+    below = lab(HBV_DNA, 20, "[IU]/mL", comparator="<", text="乙肝病毒DNA定量")
+    resources = [lab(HBSAG, string="阴性"), lab(HBCAB, string="阳性"), below]
+    assert judge(resources, "E10.hbv").verdict == "unknown"
+    flagged = lab(HBV_DNA, 20, "[IU]/mL", comparator="<", interpretation="ND")
+    resources = [lab(HBSAG, string="阴性"), lab(HBCAB, string="阳性"), flagged]
+    assert judge(resources, "E10.hbv").verdict == "pass"
+
+
+def test_same_instant_serology_that_disagrees_is_unknown() -> None:
+    at = "2026-11-20T10:30:00+08:00"
+    resources = [lab(HIV, string="阴性", at=at), lab(HIV, string="阳性", at=at)]
+    result = judge(resources, "E10.hiv")
+    assert result.verdict == "unknown", result.reason
+    assert "disagree" in result.reason
