@@ -69,25 +69,10 @@ class Reading:
 def evaluate_measurement(rule: MeasurementRule, facts: PatientFacts, ctx: Context) -> Verdict:
     days = window_days(ctx, rule.lookback_days)
     history = on_or_before(facts.labs_for(rule.lab), ctx.as_of)
-    # A newer result whose unit cannot be converted hides what the latest value is: it is
-    # shown, and an older readable result does not decide in its place.
     readable = usable(history)
-    newest = first_in_window([r for r in history if r.quantity], ctx.as_of, days)
-    if (
-        newest is not None
-        and newest.quantity is not None
-        and newest.quantity.canonical_value is None
-        and not (readable and same_instant(newest, readable[0]))
-    ):
-        return Verdict(
-            "unknown",
-            f"the latest {title(ctx.terms, rule.lab)} result ({newest.reference} on "
-            f"{newest.effective}) has unit {newest.quantity.unit!r}, which cannot be converted",
-            (
-                lab_evidence(newest, note="unit cannot be converted; not compared"),
-                *older_evidence(history, newest, days),
-            ),
-        )
+    hidden = _unconvertible_newest(rule, ctx, days, history, readable)
+    if hidden is not None:
+        return hidden
     latest = tied_with_first(readable) if first_in_window(readable, ctx.as_of, days) else []
     readings = [_reading_of(r) for r in latest]
     derived = _derive_product(rule, facts, ctx, days) if rule.derive_product else None
@@ -97,9 +82,43 @@ def evaluate_measurement(rule: MeasurementRule, facts: PatientFacts, ctx: Contex
         readings = [derived]
     if not readings:
         return _no_result(ctx, rule.lab, days, history)
-    verdicts = [_judge(rule, facts, ctx, reading) for reading in readings]
     used = {id(r.result) for r in readings}
     older = older_evidence([r for r in history if id(r) not in used], None, days)
+    return _combine([_judge(rule, facts, ctx, reading) for reading in readings], older)
+
+
+def _unconvertible_newest(
+    rule: MeasurementRule,
+    ctx: Context,
+    days: int,
+    history: list[LabResult],
+    readable: list[LabResult],
+) -> Verdict | None:
+    """A newer result whose unit cannot be converted hides what the latest value is: it is
+    shown, and an older readable result does not decide in its place (one of the same
+    instant does)."""
+    newest = first_in_window([r for r in history if r.quantity], ctx.as_of, days)
+    if (
+        newest is None
+        or newest.quantity is None
+        or newest.quantity.canonical_value is not None
+        or (readable and same_instant(newest, readable[0]))
+    ):
+        return None
+    return Verdict(
+        "unknown",
+        f"the latest {title(ctx.terms, rule.lab)} result ({newest.reference} on "
+        f"{newest.effective}) has unit {newest.quantity.unit!r}, which cannot be converted",
+        (
+            lab_evidence(newest, note="unit cannot be converted; not compared"),
+            *older_evidence(history, newest, days),
+        ),
+    )
+
+
+def _combine(verdicts: list[Verdict], older: list[Evidence]) -> Verdict:
+    """One verdict from the readings of one instant: theirs when they agree, else unknown
+    naming each."""
     if len({v.verdict for v in verdicts}) > 1:
         return Verdict(
             "unknown",

@@ -9,8 +9,11 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from service.criteria.engine import evaluate_criterion
+from service.criteria.measurement import evaluate_measurement
+from service.criteria.model import MeasurementRule
 from service.facts import Code, MedicationExposure
 from tests.conftest import context, facts_of, load_nct, load_terms, run
 from tests.criteria.realworld import FEMALE, MALE, Resource, judge, lab, patient, ref_range
@@ -728,3 +731,25 @@ def test_the_later_timestamp_decides_whatever_the_ids(ids: tuple[str, str]) -> N
 def test_date_only_results_of_one_day_that_disagree_are_unknown() -> None:
     resources = [lab(WBC, 2.5, "10*9/L", at="2026-11-20"), lab(WBC, 3.5, "10*9/L", at="2026-11-20")]
     assert judge(resources, "I6.wbc").verdict == "unknown"
+
+
+def test_uln_rule_without_a_range_or_a_common_interval_is_unknown() -> None:
+    # Hemoglobin's value set states no uln_interval: nothing may stand in for the lab's range.
+    rule = MeasurementRule(type="measurement", lab="hemoglobin", op="<=", uln_multiple=2)
+    facts = facts_of([lab(HGB, 130, "g/L")])
+    verdict = evaluate_measurement(rule, facts, context())
+    assert verdict.verdict == "unknown"
+    assert "no reference range sent" in verdict.reason
+
+
+def test_a_trial_may_no_longer_give_a_fixed_default_uln() -> None:
+    with pytest.raises(ValidationError):
+        MeasurementRule.model_validate(
+            {
+                "type": "measurement",
+                "lab": "alt",
+                "op": "<=",
+                "uln_multiple": 3,
+                "default_uln": {"value": 40, "unit": "U/L"},
+            }
+        )
