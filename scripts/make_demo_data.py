@@ -356,14 +356,16 @@ def scenarios() -> list[Case]:
     )
 
     def measured(c: Case) -> None:
-        c.obs(days_ago(9), "2164-2", value=75, unit="mL/min")
+        # A measured 24-hour clearance below 60 is shown but does not decide: the protocol asks
+        # for Cockcroft-Gault, which passes here (creatinine 70 umol/L, 50 kg, 44: 71.6 mL/min).
+        c.obs(days_ago(9), "2164-2", value=45, unit="mL/min")
 
     case(
         "p14-measured-creatinine-clearance",
         "1982-04-04",
         "female",
         "likely_eligible",
-        crea=110.0,
+        crea=70.0,
         weight=50.0,
         build=measured,
         expect={"I6.crcl": "pass"},
@@ -478,7 +480,8 @@ def scenarios() -> list[Case]:
     def core_ab_dna_undetectable(c: Case) -> None:
         c.resources = [r for r in c.resources if "16933-4" not in json.dumps(r)]
         c.obs(days_ago(12), "16933-4", coded=POSITIVE)
-        c.obs(days_ago(8), "29615-2", value=20, unit="[IU]/mL", comparator="<")
+        # "<20" alone is below quantitation, not "not detected": the lab's ND flag says it.
+        c.obs(days_ago(8), "29615-2", value=20, unit="[IU]/mL", comparator="<", interpretation="ND")
 
     case(
         "p25-hbcab-positive-dna-undetectable",

@@ -26,7 +26,13 @@ import yaml
 from service.facts import Code, Qualitative
 from service.units import UnitError, conversion_factor, normalize_unit
 
-__all__ = ["GlucocorticoidPotency", "Terminology", "TerminologyError", "ValueSetInfo"]
+__all__ = [
+    "GlucocorticoidPotency",
+    "Terminology",
+    "TerminologyError",
+    "UlnInterval",
+    "ValueSetInfo",
+]
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -50,6 +56,17 @@ class TerminologyError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class UlnInterval:
+    """The upper limits of normal in common use for an analyte, for results sent without a
+    usable reference range: a verdict stands only if it holds for every ULN in between."""
+
+    low: float
+    high: float
+    unit: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class ValueSetInfo:
     name: str
     title: str
@@ -62,6 +79,8 @@ class ValueSetInfo:
     default_course_days: int | None = None
     # words that suggest the concept in a record no value set knows (English, Chinese ...)
     review_terms: tuple[str, ...] = ()
+    # labs judged against a multiple of the ULN: the ULNs labs use (criteria/measurement.py)
+    uln_interval: UlnInterval | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +166,7 @@ class Terminology:
                 or None,
                 default_course_days=_optional_int(meta.get("default_course_days")),
                 review_terms=_review_terms(meta.get("review_terms"), meta_path),
+                uln_interval=_uln_interval(meta.get("uln_interval"), meta_path),
             )
 
         def table(relative: str) -> list[dict[str, str]]:
@@ -434,6 +454,25 @@ def _review_patterns(valuesets: dict[str, ValueSetInfo]) -> list[tuple[str, re.P
         ]
         patterns.append((name, re.compile("|".join(parts))))
     return patterns
+
+
+def _uln_interval(raw: Any, where: Path) -> UlnInterval | None:
+    if raw is None:
+        return None
+    try:
+        interval = UlnInterval(
+            low=float(raw["low"]),
+            high=float(raw["high"]),
+            unit=str(raw["unit"]),
+            source=str(raw["source"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TerminologyError(
+            f"{where}: uln_interval needs numeric low and high, a unit and a source"
+        ) from exc
+    if interval.low > interval.high:
+        raise TerminologyError(f"{where}: uln_interval low is above high")
+    return interval
 
 
 def _optional_int(value: Any) -> int | None:

@@ -80,6 +80,9 @@ VALUESET_KEYS = frozenset(
         "measured_lab",
         "creatinine_lab",
         "weight_lab",
+        "reported_lab",
+        "serum_creatinine_lab",
+        "diagnosis_valueset",
         "suspect_if_medication_active",
         "severe_manifestations",
     }
@@ -256,7 +259,13 @@ def quantity_valuesets(node: Any, found: set[str]) -> None:
             found.add(node["lab"])
         if "scale" in node:  # derive_product multiplies its labs
             found.update(names_in(node.get("labs")))
-        for key in ("measured_lab", "creatinine_lab", "weight_lab"):
+        for key in (
+            "measured_lab",
+            "creatinine_lab",
+            "weight_lab",
+            "reported_lab",
+            "serum_creatinine_lab",
+        ):
             found.update(names_in(node.get(key)))
         for value in node.values():
             quantity_valuesets(value, found)

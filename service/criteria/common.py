@@ -6,8 +6,7 @@ import calendar
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
-from operator import attrgetter
+from datetime import UTC, date, timedelta
 
 from service.criteria.model import Op
 from service.criteria.verdict import Evidence
@@ -96,14 +95,70 @@ def compare_bounded(value: float, comparator: str | None, op: Op, limit: float) 
     return at_low if at_low == at_high else None
 
 
-_NEWEST_FIRST = attrgetter("effective", "reference")
+def window_days(ctx: Context, days: int | None) -> int:
+    """A rule's look-back window, or the trial's default."""
+    return days if days is not None else ctx.default_lookback_days
+
+
+def usable(results: list[LabResult]) -> list[LabResult]:
+    """Results with a value converted to the value set's canonical unit."""
+    return [r for r in results if r.quantity is not None and r.quantity.canonical_value is not None]
+
+
+def instant(result: LabResult) -> float | None:
+    """The result's full timestamp as seconds since the epoch, None when only a date was sent.
+
+    A timestamp without an offset is read as UTC: one lab sends all its results alike, so
+    their order is kept.
+    """
+    at = result.effective_at
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp()
+
+
+def _newest_first(result: LabResult) -> tuple[date, float]:
+    # Date first (effective is the date as recorded), then the instant; a date-only result
+    # sorts after the timed ones of its day. Never the reference: ids carry no time.
+    moment = instant(result)
+    return (result.effective or date.min, -math.inf if moment is None else moment)
 
 
 def on_or_before(results: Iterable[LabResult], as_of: date) -> list[LabResult]:
-    """Dated results not after `as_of`, newest first. Later results do not exist yet."""
+    """Dated results not after `as_of`, newest first (by full timestamp when sent; equal ones
+    keep the order they came in). Later results do not exist yet."""
     dated = [r for r in results if r.effective is not None and r.effective <= as_of]
-    dated.sort(key=_NEWEST_FIRST, reverse=True)
+    dated.sort(key=_newest_first, reverse=True)
     return dated
+
+
+def same_instant(a: LabResult, b: LabResult) -> bool:
+    """Whether the record cannot tell which of two results came later: the same date and
+    the same timestamp, or a date without a time on either side."""
+    if a.effective != b.effective:
+        return False
+    at_a, at_b = instant(a), instant(b)
+    return at_a is None or at_b is None or at_a == at_b
+
+
+def tied_with_first(history: Sequence[LabResult]) -> list[LabResult]:
+    """The first (newest) result of a newest-first history and every result the record cannot
+    place after or before it (`same_instant`)."""
+    if not history:
+        return []
+    first = history[0]
+    return [r for r in history if r is first or same_instant(first, r)]
+
+
+def prefer(results: Sequence[LabResult], concept: str | None) -> list[LabResult]:
+    """Of results at one instant, those in the value set the rule prefers (serum creatinine
+    over whole blood), or all of them when none is."""
+    if concept is None:
+        return list(results)
+    preferred = [r for r in results if concept in r.concepts]
+    return preferred or list(results)
 
 
 def latest_in_window(results: Sequence[LabResult], as_of: date, days: int) -> LabResult | None:

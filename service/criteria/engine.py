@@ -16,6 +16,8 @@ from datetime import date
 from typing import Any
 
 from service.criteria.common import Context, age_range
+from service.criteria.creatinine_clearance import evaluate_creatinine_clearance
+from service.criteria.graded_domains import evaluate_graded_domains
 from service.criteria.history import (
     evaluate_age,
     evaluate_allergy,
@@ -23,13 +25,9 @@ from service.criteria.history import (
     evaluate_diagnosis_required,
     evaluate_study_participation,
 )
-from service.criteria.labs import (
-    evaluate_creatinine_clearance,
-    evaluate_graded_domains,
-    evaluate_measurement,
-    evaluate_test_results,
-)
+from service.criteria.measurement import evaluate_measurement
 from service.criteria.model import Criterion, TrialDefinition
+from service.criteria.test_results import evaluate_test_results
 from service.criteria.therapy_history import evaluate_therapy_history
 from service.criteria.verdict import (
     CriterionResult,

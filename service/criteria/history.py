@@ -18,7 +18,6 @@ from service.criteria.common import (
     title,
     unreadable,
 )
-from service.criteria.labs import test_state
 from service.criteria.model import (
     AgeRule,
     AllergyRule,
@@ -26,6 +25,7 @@ from service.criteria.model import (
     DiagnosisRequiredRule,
     StudyParticipationRule,
 )
+from service.criteria.test_results import test_state
 from service.criteria.verdict import Evidence, Verdict
 from service.facts import Diagnosis, PatientFacts
 

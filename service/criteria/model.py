@@ -67,8 +67,9 @@ class MeasurementRule(_Strict):
     op: Op
     value: float | None = None
     unit: str | None = None
+    # x ULN: the ULN comes from the result's normal reference range, else the value set's
+    # `uln_interval` (criteria/measurement.py); a trial gives no fixed default.
     uln_multiple: float | None = None
-    default_uln: Amount | None = None
     lookback_days: int | None = None
     derive_product: DerivedProduct | None = None
     invalid_after_medication: InvalidAfterMedication | None = None
@@ -77,22 +78,28 @@ class MeasurementRule(_Strict):
     @model_validator(mode="after")
     def _one_limit(self) -> MeasurementRule:
         fixed = self.value is not None and self.unit is not None
-        relative = self.uln_multiple is not None and self.default_uln is not None
+        relative = self.uln_multiple is not None
         if fixed == relative:
-            raise ValueError("give either value+unit or uln_multiple+default_uln")
+            raise ValueError("give either value+unit or uln_multiple")
         return self
 
 
 class CreatinineClearanceRule(_Strict):
+    """Cockcroft-Gault from the latest creatinine (criteria/creatinine_clearance.py)."""
+
     type: Literal["creatinine_clearance"]
     op: Op
     value: float
     unit: str
-    measured_lab: str
+    measured_lab: str  # a measured clearance: shown as evidence, never deciding
     creatinine_lab: str
     weight_lab: str
     lookback_days: int | None = None
-    weight_lookback_days: int = 180
+    weight_lookback_days: int = 180  # of the creatinine, before or after
+    # A Cockcroft-Gault value calculated by the lab: counts if not older than the creatinine.
+    reported_lab: str | None = None
+    # Among creatinine results of one instant, those the formula needs (serum/plasma).
+    serum_creatinine_lab: str | None = None
 
 
 class GradeCount(_Strict):
@@ -155,6 +162,12 @@ class TestSpec(_Strict):
     positive_at_or_above: Amount | None = None
     negative_below: Amount | None = None
     confirm_negative_after_days: int | None = None
+    # A positive result counts at any age, not only inside the look-back window (HIV, HBsAg,
+    # treponemal antibodies); a later negative after it is `unknown` (review).
+    positive_persists: bool = False
+    # Diagnoses that show the test would read positive, used when no result is in the window
+    # (chronic hepatitis B for HBsAg, HIV infection for the HIV antibody).
+    diagnosis_valueset: str | None = None
 
 
 class TestResultsRule(_Strict):
@@ -297,6 +310,9 @@ VALUESET_KEYS = frozenset(
         "measured_lab",
         "creatinine_lab",
         "weight_lab",
+        "reported_lab",
+        "serum_creatinine_lab",
+        "diagnosis_valueset",
         "suspect_if_medication_active",
         "severe_manifestations",
     }

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import run
+from tests.criteria.realworld import judge, lab
 from tests.factories import LUPUS, grade, obs
 
 DOMAINS = [
@@ -84,3 +85,43 @@ def test_grade_value_forms(value: dict[str, Any]) -> None:
     resource = obs("bilag-2004-renal", system=LUPUS)
     resource.update(value)
     assert run([resource], "I3").verdict == "pass"
+
+
+# ------------------------------------------------------------------ grades of the same time
+def _graded(domain: str, letter: str, at: str) -> dict[str, Any]:
+    resource = lab(f"bilag-2004-{domain}", string=letter, at=at)
+    resource["code"]["coding"][0]["system"] = LUPUS
+    return resource
+
+
+AT = "2026-11-20T10:00:00+08:00"
+
+
+def test_disagreeing_grades_of_one_instant_leave_the_domain_ungraded() -> None:
+    resources = [_graded("renal", "A", AT), _graded("renal", "C", AT)]
+    result = judge(resources, "I3")
+    assert result.verdict == "unknown", result.reason
+    assert "disagree" in result.reason
+
+
+def test_disagreeing_grades_never_fail_a_complete_assessment() -> None:
+    resources = [_graded(d, "E", AT) for d in DOMAINS if d != "renal"]
+    resources += [_graded("renal", "A", AT), _graded("renal", "C", AT)]
+    assert judge(resources, "I3").verdict == "unknown"
+
+
+def test_the_later_grade_of_one_day_decides() -> None:
+    resources = [
+        _graded("renal", "A", "2026-11-20T16:00:00+08:00"),
+        _graded("renal", "C", "2026-11-20T09:00:00+08:00"),
+    ]
+    assert judge(resources, "I3").verdict == "pass"
+
+
+def test_a_grade_a_elsewhere_passes_despite_a_conflict() -> None:
+    resources = [
+        _graded("renal", "A", AT),
+        _graded("renal", "C", AT),
+        _graded("haematological", "A", AT),
+    ]
+    assert judge(resources, "I3").verdict == "pass"

@@ -5,11 +5,18 @@ Ids read "<lab>-<value as sent>-<unit as sent>[-<what it is>]-<verdict>".
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from tests.conftest import run
+from service.criteria.engine import evaluate_criterion
+from service.criteria.measurement import evaluate_measurement
+from service.criteria.model import MeasurementRule
+from service.facts import Code, MedicationExposure
+from tests.conftest import context, facts_of, load_nct, load_terms, run
+from tests.criteria.realworld import FEMALE, MALE, Resource, judge, lab, patient, ref_range
 from tests.factories import (
     ALT,
     ANC,
@@ -23,6 +30,7 @@ from tests.factories import (
     LVEF,
     NEUT_PCT,
     PT,
+    RXNORM,
     SLEDAI,
     TBIL,
     WBC,
@@ -289,8 +297,8 @@ def test_same_day_readable_result_decides_beside_an_unconvertible_one() -> None:
         pytest.param(WBC, 3.0, "x10^9/L", "I6.wbc", "pass", id="wbc-3.0-x10^9/L-alias-pass"),
         pytest.param(WBC, 2.99, "x10^9/L", "I6.wbc", "fail", id="wbc-2.99-x10^9/L-alias-fail"),
         pytest.param(ANC, 1.0, "10^9/L", "I6.anc", "pass", id="anc-1.0-10^9/L-alias-pass"),
-        pytest.param(TBIL, 31.5, "µmol/L", "I6.tbil", "pass", id="tbil-31.5-µmol/L-alias-pass"),
-        pytest.param(TBIL, 31.6, "µmol/L", "I6.tbil", "fail", id="tbil-31.6-µmol/L-alias-fail"),
+        pytest.param(TBIL, 25.6, "µmol/L", "I6.tbil", "pass", id="tbil-25.6-µmol/L-alias-pass"),
+        pytest.param(TBIL, 39.1, "µmol/L", "I6.tbil", "fail", id="tbil-39.1-µmol/L-alias-fail"),
         pytest.param(HGB, 6.0, "g/dl", "I6.hgb", "pass", id="hgb-6.0-g/dl-lower-case-alias-pass"),
     ],
 )
@@ -315,12 +323,9 @@ def test_cancelled_gcsf_order_does_not_invalidate_the_count() -> None:
     [
         pytest.param(105, "U/L", 35, "pass", id="105-U/L-is-3x-own-uln-35-pass"),
         pytest.param(105.1, "U/L", 35, "fail", id="105.1-U/L-over-3x-own-uln-35-fail"),
-        pytest.param(120, "U/L", None, "pass", id="120-U/L-is-3x-default-uln-40-pass"),
-        pytest.param(120.1, "U/L", None, "fail", id="120.1-U/L-over-3x-default-uln-40-fail"),
-        pytest.param(120, "U/L", 35, "fail", id="120-U/L-own-uln-35-beats-default-fail"),
-        pytest.param(150, "U/L", 50, "pass", id="150-U/L-own-uln-50-beats-default-pass"),
-        pytest.param(2.0, "ukat/L", None, "pass", id="2.0-ukat/L-is-120-U/L-pass"),
-        pytest.param(2.01, "ukat/L", None, "fail", id="2.01-ukat/L-is-120.6-U/L-fail"),
+        pytest.param(120, "U/L", 35, "fail", id="120-U/L-own-uln-35-fail"),
+        pytest.param(150, "U/L", 50, "pass", id="150-U/L-own-uln-50-pass"),
+        pytest.param(200, "U/L", None, "fail", id="200-U/L-over-3x-every-common-uln-fail"),
         pytest.param(1.5, "ukat/L", 0.5, "pass", id="1.5-ukat/L-is-3x-own-uln-0.5-ukat/L-pass"),
     ],
 )
@@ -332,10 +337,10 @@ def test_i6_transaminases(
 
 def test_uln_source_is_named() -> None:
     own = run([obs(ALT, 50, "U/L", ref_high=35)], "I6.alt")
-    default = run([obs(ALT, 50, "U/L")], "I6.alt")
-    assert "reference range" in own.reason
-    assert "default" not in own.reason
-    assert "default ULN" in default.reason
+    common = run([obs(ALT, 50, "U/L")], "I6.alt")
+    assert "the lab's reference range" in own.reason
+    assert "no reference range sent" not in own.reason
+    assert "ULNs in common use: no reference range sent" in common.reason
 
 
 @pytest.mark.parametrize("criterion", ["I6.alt", "I6.ast"])
@@ -352,12 +357,6 @@ def test_i6_transaminases_without_result_unknown(criterion: str) -> None:
             30.1, "umol/L", 20, False, "fail", id="tbil-30.1-umol/L-over-1.5x-uln-20-fail"
         ),
         pytest.param(
-            31.5, "umol/L", None, False, "pass", id="tbil-31.5-umol/L-is-1.5x-default-21-pass"
-        ),
-        pytest.param(
-            31.6, "umol/L", None, False, "fail", id="tbil-31.6-umol/L-over-1.5x-default-fail"
-        ),
-        pytest.param(
             1.8, "mg/dL", 1.2, False, "pass", id="tbil-1.8-mg/dL-is-1.5x-own-uln-1.2-mg/dL-pass"
         ),
         pytest.param(
@@ -372,10 +371,18 @@ def test_i6_transaminases_without_result_unknown(criterion: str) -> None:
         pytest.param(45, "umol/L", 20, False, "fail", id="no-gilbert-tbil-45-umol/L-is-2.25x-fail"),
         pytest.param(45, "umol/L", 20, True, "pass", id="gilbert-tbil-45-umol/L-is-2.25x-pass"),
         pytest.param(
-            63, "umol/L", None, True, "pass", id="gilbert-tbil-63-umol/L-is-3.0x-default-pass"
+            51.3,
+            "umol/L",
+            None,
+            True,
+            "pass",
+            id="gilbert-tbil-51.3-umol/L-is-3.0x-common-low-pass",
         ),
         pytest.param(
-            3.6, "mg/dL", None, True, "pass", id="gilbert-tbil-3.6-mg/dL-under-3.0x-default-pass"
+            51.4, "umol/L", None, True, "unknown", id="gilbert-tbil-51.4-umol/L-no-range-unknown"
+        ),
+        pytest.param(
+            78.1, "umol/L", None, True, "fail", id="gilbert-tbil-78.1-umol/L-over-3.0x-26-fail"
         ),
     ],
 )
@@ -405,8 +412,6 @@ def test_i6_tbil_without_result_unknown() -> None:
     [
         pytest.param(1.65, 1.1, "pass", id="inr-1.65-is-1.5x-own-uln-1.1-pass"),
         pytest.param(1.66, 1.1, "fail", id="inr-1.66-over-1.5x-own-uln-1.1-fail"),
-        pytest.param(1.8, None, "pass", id="inr-1.8-is-1.5x-default-1.2-pass"),
-        pytest.param(1.81, None, "fail", id="inr-1.81-over-1.5x-default-1.2-fail"),
     ],
 )
 def test_i6_inr(value: float, ref_high: float | None, expected: str) -> None:
@@ -420,8 +425,6 @@ def test_i6_inr(value: float, ref_high: float | None, expected: str) -> None:
     [
         pytest.param(19.5, "s", 13.0, "pass", id="pt-19.5-s-is-1.5x-own-uln-13-pass"),
         pytest.param(19.6, "s", 13.0, "fail", id="pt-19.6-s-over-1.5x-own-uln-13-fail"),
-        pytest.param(20.25, "s", None, "pass", id="pt-20.25-s-is-1.5x-default-13.5-pass"),
-        pytest.param(20.26, "s", None, "fail", id="pt-20.26-s-over-1.5x-default-13.5-fail"),
     ],
 )
 def test_i6_pt(value: float, unit: str, ref_high: float | None, expected: str) -> None:
@@ -459,3 +462,294 @@ def test_i6_lvef(resources: list[dict[str, Any]], expected: str) -> None:
 )
 def test_result_reported_as_a_bound(comparator: str, value: float, expected: str) -> None:
     check([obs(WBC, value, "10*9/L", comparator=comparator)], "I6.wbc", expected)
+
+
+# ------------------------------------------------------------------ x ULN as labs send it
+ALT_CN = "丙氨酸氨基转移酶"
+
+
+@pytest.mark.parametrize(
+    ("value", "gender", "expected"),
+    [
+        pytest.param(120, "female", "pass", id="alt-120-female-range-40-pass"),
+        pytest.param(120.1, "female", "fail", id="alt-120.1-female-range-40-fail"),
+        pytest.param(150, "male", "pass", id="alt-150-male-range-50-pass"),
+        pytest.param(150.1, "male", "fail", id="alt-150.1-male-range-50-fail"),
+        pytest.param(130, "unknown", "unknown", id="alt-130-sex-unknown-40-or-50-unknown"),
+        pytest.param(119, "unknown", "pass", id="alt-119-sex-unknown-under-both-pass"),
+        pytest.param(151, "unknown", "fail", id="alt-151-sex-unknown-over-both-fail"),
+    ],
+)
+def test_uln_from_the_range_for_the_patients_sex(value: float, gender: str, expected: str) -> None:
+    ranges = [
+        ref_range(7, 40, "U/L", sex=FEMALE, meaning="normal"),
+        ref_range(9, 50, "U/L", sex=MALE, meaning="normal"),
+    ]
+    resources = [patient(gender=gender), lab(ALT, value, "U/L", ranges=ranges, text=ALT_CN)]
+    result = judge(resources, "I6.alt")
+    assert result.verdict == expected, result.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(1.8, "pass", id="inr-1.8-is-1.5x-normal-1.2-pass"),
+        pytest.param(1.81, "fail", id="inr-1.81-over-1.5x-normal-1.2-fail"),
+        pytest.param(2.5, "fail", id="inr-2.5-in-therapeutic-range-still-fail"),
+    ],
+)
+def test_inr_uses_the_normal_range_never_the_therapeutic_one(value: float, expected: str) -> None:
+    ranges = [
+        ref_range(2.0, 3.0, meaning="therapeutic", text="warfarin target"),
+        ref_range(0.8, 1.2, meaning="normal"),
+    ]
+    result = judge([patient(), lab(INR, value, "{INR}", ranges=ranges)], "I6.inr")
+    assert result.verdict == expected, result.reason
+    assert "ULN 1.2 " in result.reason
+
+
+def test_a_range_of_another_age_band_is_not_used() -> None:
+    # Born 1990: 36 at the test. The 0-17 band's ULN (80) would pass 150.
+    ranges = [
+        ref_range(None, 80, "U/L", age=(0, 17)),
+        ref_range(None, 45, "U/L", age=(18, 120)),
+    ]
+    result = judge([patient(), lab(ALT, 150, "U/L", ranges=ranges)], "I6.alt")
+    assert result.verdict == "fail", result.reason
+    assert "ULN 45 " in result.reason
+
+
+def test_only_treatment_ranges_fall_back_to_the_common_ulns() -> None:
+    ranges = [ref_range(2.0, 3.0, meaning="treatment")]
+    inside = judge([patient(), lab(INR, 1.7, "{INR}", ranges=ranges)], "I6.inr")
+    assert inside.verdict == "unknown"
+    assert "no reference range sent" in inside.reason
+    low = judge([patient(), lab(INR, 1.0, "{INR}", ranges=ranges)], "I6.inr")
+    assert low.verdict == "pass"
+
+
+@pytest.mark.parametrize(
+    ("criterion", "code", "value", "unit", "expected"),
+    [
+        # ALT: ULNs in common use 33-56 U/L, so 3 x ULN runs from 99 to 168.
+        pytest.param("I6.alt", ALT, 99, "U/L", "pass", id="alt-99-is-3x-33-pass"),
+        pytest.param("I6.alt", ALT, 99.1, "U/L", "unknown", id="alt-99.1-unknown"),
+        pytest.param("I6.alt", ALT, 168, "U/L", "unknown", id="alt-168-is-3x-56-unknown"),
+        pytest.param("I6.alt", ALT, 168.1, "U/L", "fail", id="alt-168.1-over-3x-56-fail"),
+        pytest.param("I6.alt", ALT, 1.65, "ukat/L", "pass", id="alt-1.65-ukat/L-is-99-pass"),
+        # AST: 32-48 U/L -> 96-144.
+        pytest.param("I6.ast", AST, 96, "U/L", "pass", id="ast-96-is-3x-32-pass"),
+        pytest.param("I6.ast", AST, 96.1, "U/L", "unknown", id="ast-96.1-unknown"),
+        pytest.param("I6.ast", AST, 144.1, "U/L", "fail", id="ast-144.1-over-3x-48-fail"),
+        # Total bilirubin: 17.1-26 umol/L -> 25.65-39.
+        pytest.param("I6.tbil", TBIL, 25.6, "umol/L", "pass", id="tbil-25.6-pass"),
+        pytest.param("I6.tbil", TBIL, 39, "umol/L", "unknown", id="tbil-39-is-1.5x-26-unknown"),
+        pytest.param("I6.tbil", TBIL, 39.1, "umol/L", "fail", id="tbil-39.1-fail"),
+        pytest.param("I6.tbil", TBIL, 2.3, "mg/dL", "fail", id="tbil-2.3-mg/dL-is-39.3-fail"),
+        # INR: 1.1-1.3 -> 1.65-1.95.
+        pytest.param("I6.inr", INR, 1.65, "{INR}", "pass", id="inr-1.65-is-1.5x-1.1-pass"),
+        pytest.param("I6.inr", INR, 1.66, "{INR}", "unknown", id="inr-1.66-unknown"),
+        pytest.param("I6.inr", INR, 1.96, "{INR}", "fail", id="inr-1.96-over-1.5x-1.3-fail"),
+        # PT: 12.5-14.5 s -> 18.75-21.75.
+        pytest.param("I6.pt", PT, 18.75, "s", "pass", id="pt-18.75-is-1.5x-12.5-pass"),
+        pytest.param("I6.pt", PT, 18.8, "s", "unknown", id="pt-18.8-unknown"),
+        pytest.param("I6.pt", PT, 21.76, "s", "fail", id="pt-21.76-over-1.5x-14.5-fail"),
+    ],
+)
+def test_without_a_range_the_verdict_must_hold_for_every_common_uln(
+    criterion: str, code: str, value: float, unit: str, expected: str
+) -> None:
+    result = judge([patient(), lab(code, value, unit)], criterion)
+    assert result.verdict == expected, result.reason
+    if expected == "unknown":
+        assert "no reference range sent" in result.reason
+
+
+def test_uln_interval_is_in_the_value_set() -> None:
+    info = load_terms().valuesets["alt"]
+    assert info.uln_interval is not None
+    assert (info.uln_interval.low, info.uln_interval.high) == (33, 56)
+    assert "WS/T 404.1" in info.uln_interval.source
+
+
+# ------------------------------------------------------------------ ANC: the most recent value
+def test_anc_derived_newer_than_a_measured_count_decides() -> None:
+    resources = [
+        lab(ANC, 0.5, "10*9/L", at="2026-11-10T09:00:00+08:00"),
+        lab(WBC, 4.0, "10*9/L", at="2026-11-20T09:00:00+08:00"),
+        lab(NEUT_PCT, 50, "%", at="2026-11-20T09:00:00+08:00"),
+    ]
+    result = judge(resources, "I6.anc")
+    assert result.verdict == "pass", result.reason
+    assert result.evidence[0].reference is None  # the derived value
+    assert result.evidence[0].converted_value == pytest.approx(2.0)
+
+
+def test_anc_measured_newer_than_the_derived_one_decides() -> None:
+    resources = [
+        lab(ANC, 0.5, "10*9/L", at="2026-11-20T09:00:00+08:00"),
+        lab(WBC, 4.0, "10*9/L", at="2026-11-10T09:00:00+08:00"),
+        lab(NEUT_PCT, 50, "%", at="2026-11-10T09:00:00+08:00"),
+    ]
+    assert judge(resources, "I6.anc").verdict == "fail"
+
+
+def test_anc_later_the_same_day_decides_by_timestamp() -> None:
+    resources = [
+        lab(ANC, 0.5, "10*9/L", at="2026-11-20T07:00:00+08:00"),
+        lab(WBC, 4.0, "10*9/L", at="2026-11-20T15:30:00+08:00"),
+        lab(NEUT_PCT, 50, "%", at="2026-11-20T15:30:00+08:00"),
+    ]
+    assert judge(resources, "I6.anc").verdict == "pass"
+
+
+def test_anc_measured_count_wins_at_the_same_instant() -> None:
+    at = "2026-11-20T09:00:00+08:00"
+    resources = [
+        lab(ANC, 0.9, "10*9/L", at=at),
+        lab(WBC, 4.0, "10*9/L", at=at),
+        lab(NEUT_PCT, 50, "%", at=at),
+    ]
+    assert judge(resources, "I6.anc").verdict == "fail"
+
+
+def _gcsf_request(
+    status: str, start: str, end: str | None = None, code: str = "1649944"
+) -> Resource:
+    """A hospital G-CSF order coded as a clinical drug (1 ML filgrastim 0.3 MG/ML Injection)."""
+    timing: Resource = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
+    timing["repeat"]["boundsPeriod"] = {"start": start} | ({"end": end} if end else {})
+    return {
+        "resourceType": "MedicationRequest",
+        "id": f"gcsf-{status}-{start}",
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": code}],
+            "text": "重组人粒细胞刺激因子注射液",
+        },
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": start,
+        "dosageInstruction": [{"timing": timing}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        pytest.param(
+            _gcsf_request("active", "2026-09-01"),
+            "unknown",
+            id="active-no-end-runs-to-test-unknown",
+        ),
+        pytest.param(
+            _gcsf_request("on-hold", "2026-09-01"), "unknown", id="on-hold-no-end-unknown"
+        ),
+        pytest.param(
+            _gcsf_request("completed", "2026-10-20", "2026-11-06"),
+            "unknown",
+            id="course-ended-14-days-before-unknown",
+        ),
+        pytest.param(
+            _gcsf_request("completed", "2026-10-20", "2026-11-05"),
+            "pass",
+            id="course-ended-15-days-before-pass",
+        ),
+        pytest.param(
+            _gcsf_request("active", "2026-11-21"), "pass", id="started-after-the-test-pass"
+        ),
+    ],
+)
+def test_anc_after_a_colony_stimulating_factor(order: Resource, expected: str) -> None:
+    count = lab(ANC, 2.0, "10*9/L", at="2026-11-20T09:00:00+08:00")
+    result = judge([count, order], "I6.anc")
+    assert result.verdict == expected, result.reason
+    if expected == "unknown":
+        assert f"MedicationRequest/{order['id']}" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("days_before_test", "expected"),
+    [
+        pytest.param(14, "unknown", id="unmapped-gcsf-14-days-before-unknown"),
+        pytest.param(15, "pass", id="unmapped-gcsf-15-days-before-pass"),
+    ],
+)
+def test_anc_after_an_unmapped_gcsf_that_reads_like_one(
+    days_before_test: int, expected: str
+) -> None:
+    test_day = date(2026, 11, 20)
+    facts = facts_of([lab(ANC, 2.0, "10*9/L", at="2026-11-20T09:00:00+08:00")])
+    given = test_day - timedelta(days=days_before_test)
+    facts.add(
+        MedicationExposure(
+            reference="MedicationAdministration/local-gcsf",
+            codes=(Code("http://hospital.example/drugs", "ZX-0931"),),
+            concepts=frozenset(),
+            status="completed",
+            start=given,
+            end=given,
+            resource_type="MedicationAdministration",
+            text="瑞白 (rhG-CSF) 150 µg sc",
+            review=frozenset({"gcsf"}),
+        )
+    )
+    result = evaluate_criterion(load_nct().criterion("I6.anc"), facts, context())
+    assert result.verdict == expected, result.reason
+    if expected == "unknown":
+        assert "not in the value set" in result.reason
+        assert "MedicationAdministration/local-gcsf" in result.reason
+
+
+# ------------------------------------------------------------------ several results, one day
+def test_results_at_the_same_instant_that_disagree_are_unknown() -> None:
+    at = "2026-11-20T09:00:00+08:00"
+    first, second = lab(WBC, 2.9, "10*9/L", at=at), lab(WBC, 3.5, "10*9/L", at=at)
+    result = judge([first, second], "I6.wbc")
+    assert result.verdict == "unknown", result.reason
+    assert "disagree" in result.reason
+    shown = {e.reference for e in result.evidence}
+    assert {f"Observation/{first['id']}", f"Observation/{second['id']}"} <= shown
+
+
+def test_results_at_the_same_instant_that_agree_decide() -> None:
+    at = "2026-11-20T09:00:00+08:00"
+    resources = [lab(WBC, 3.2, "10*9/L", at=at), lab(WBC, 3.5, "10*9/L", at=at)]
+    assert judge(resources, "I6.wbc").verdict == "pass"
+
+
+@pytest.mark.parametrize("ids", [("a", "z"), ("z", "a")], ids=["ids-ascending", "ids-descending"])
+def test_the_later_timestamp_decides_whatever_the_ids(ids: tuple[str, str]) -> None:
+    morning = lab(WBC, 2.5, "10*9/L", at="2026-11-20T08:00:00+08:00", rid=ids[0])
+    # 09:30 in Nanjing is 01:30 UTC: later than 08:00+08:00 (00:00 UTC).
+    later = lab(WBC, 3.5, "10*9/L", at="2026-11-20T01:30:00+00:00", rid=ids[1])
+    for order in ([morning, later], [later, morning]):
+        result = judge(order, "I6.wbc")
+        assert result.verdict == "pass", result.reason
+
+
+def test_date_only_results_of_one_day_that_disagree_are_unknown() -> None:
+    resources = [lab(WBC, 2.5, "10*9/L", at="2026-11-20"), lab(WBC, 3.5, "10*9/L", at="2026-11-20")]
+    assert judge(resources, "I6.wbc").verdict == "unknown"
+
+
+def test_uln_rule_without_a_range_or_a_common_interval_is_unknown() -> None:
+    # Hemoglobin's value set states no uln_interval: nothing may stand in for the lab's range.
+    rule = MeasurementRule(type="measurement", lab="hemoglobin", op="<=", uln_multiple=2)
+    facts = facts_of([lab(HGB, 130, "g/L")])
+    verdict = evaluate_measurement(rule, facts, context())
+    assert verdict.verdict == "unknown"
+    assert "no reference range sent" in verdict.reason
+
+
+def test_a_trial_may_no_longer_give_a_fixed_default_uln() -> None:
+    with pytest.raises(ValidationError):
+        MeasurementRule.model_validate(
+            {
+                "type": "measurement",
+                "lab": "alt",
+                "op": "<=",
+                "uln_multiple": 3,
+                "default_uln": {"value": 40, "unit": "U/L"},
+            }
+        )

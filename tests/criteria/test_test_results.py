@@ -7,11 +7,17 @@ interpretation codes.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import run
+from service.criteria import test_results
+from service.criteria.engine import evaluate_criterion
+from service.criteria.model import TestSpec
+from service.facts import Code, LabResult, PatientFacts, Quantity
+from tests.conftest import AS_OF, context, facts_of, load_nct, run
+from tests.criteria.realworld import judge, lab
 from tests.factories import (
     DETECTED,
     HBCAB,
@@ -63,8 +69,18 @@ def verdict_of(resources: list[dict[str, Any]], criterion: str) -> str:
         ),
         pytest.param(
             [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, 20, "[IU]/mL", comparator="<")],
+            "unknown",
+            id="hbcab-positive-dna-<20-below-quantitation-is-not-undetected-unknown",
+        ),
+        pytest.param(
+            [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, text="Not detected")],
             "pass",
-            id="hbcab-positive-dna-<20-undetectable-pass",
+            id="hbcab-positive-dna-not-detected-text-pass",
+        ),
+        pytest.param(
+            [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, 0, "[IU]/mL")],
+            "pass",
+            id="hbcab-positive-dna-0-IU/mL-pass",
         ),
         pytest.param(
             [neg(HBSAG), pos(HBCAB), obs(HBV_DNA, coded=NOT_DETECTED)],
@@ -75,11 +91,20 @@ def verdict_of(resources: list[dict[str, Any]], criterion: str) -> str:
         pytest.param([neg(HBSAG)], "unknown", id="hbsag-negative-no-hbcab-unknown"),
         pytest.param([neg(HBCAB)], "unknown", id="no-hbsag-unknown"),
         pytest.param([], "unknown", id="no-results-unknown"),
-        pytest.param([pos(HBSAG, days=91)], "unknown", id="hbsag-positive-91-days-old-unknown"),
+        pytest.param([pos(HBSAG, days=91)], "fail", id="hbsag-positive-91-days-old-persists-fail"),
+        pytest.param(
+            [pos(HBSAG, days=900)], "fail", id="hbsag-positive-900-days-old-persists-fail"
+        ),
+        pytest.param(
+            [pos(HBSAG, days=400), neg(HBSAG, days=5), neg(HBCAB)],
+            "unknown",
+            id="hbsag-negative-after-an-old-positive-review-unknown",
+        ),
+        pytest.param([neg(HBSAG, days=91), neg(HBCAB)], "unknown", id="old-negative-expires"),
         pytest.param(
             [pos(HBSAG, days=30), neg(HBSAG, days=2), neg(HBCAB)],
-            "pass",
-            id="latest-hbsag-negative-decides-pass",
+            "unknown",
+            id="hbsag-negative-after-a-positive-review-unknown",
         ),
     ],
 )
@@ -107,8 +132,13 @@ def test_e10_hbv_without_results_names_the_tests() -> None:
         pytest.param([neg(HCV_AB)], "pass", id="ab-negative-pass"),
         pytest.param(
             [pos(HCV_AB), obs(HCV_RNA, 15, "[IU]/mL", comparator="<")],
+            "unknown",
+            id="ab-positive-rna-<15-below-quantitation-unknown",
+        ),
+        pytest.param(
+            [pos(HCV_AB), obs(HCV_RNA, coded=NOT_DETECTED)],
             "pass",
-            id="ab-positive-rna-<15-pass",
+            id="ab-positive-rna-not-detected-pass",
         ),
         pytest.param([pos(HCV_AB)], "unknown", id="ab-positive-no-rna-unknown"),
         pytest.param([], "unknown", id="no-results-unknown"),
@@ -286,3 +316,261 @@ def test_i7_hcg_negative_reason_shows_the_record() -> None:
     result = run([FEMALE, obs(HCG, 2, "m[IU]/mL", days=3)], "I7.hcg")
     assert result.reason.startswith("confirmed only at the screening visit")
     assert "negative" in result.reason
+
+
+# ------------------------------------------------------------------ E10 diagnoses as evidence
+def _condition(
+    system: str,
+    code: str,
+    text: str,
+    *,
+    clinical: str | None = "active",
+    verification: str | None = "confirmed",
+    abatement: str | None = None,
+) -> dict[str, Any]:
+    """A Condition as an EHR problem list sends it (Chinese text, no category)."""
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": f"dx-{code.replace('.', '')}-{clinical}-{verification}-{abatement}",
+        "code": {"coding": [{"system": system, "code": code}], "text": text},
+        "subject": {"reference": "Patient/p1"},
+        "onsetDateTime": "2015-04-02T00:00:00+08:00",
+    }
+    if clinical:
+        resource["clinicalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": clinical,
+                }
+            ]
+        }
+    if verification:
+        resource["verificationStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": verification,
+                }
+            ]
+        }
+    if abatement:
+        resource["abatementDateTime"] = abatement
+    return resource
+
+
+SCT, ICD10 = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10"
+CHRONIC_HBV = _condition(ICD10, "B18.1", "慢性乙型病毒性肝炎")
+HIV_DX = _condition(SCT, "86406008", "HIV感染")
+CHRONIC_HCV = _condition(SCT, "128302006", "慢性丙型肝炎")
+SYPHILIS = _condition(SCT, "76272004", "梅毒")
+
+
+@pytest.mark.parametrize(
+    ("criterion", "resources", "expected"),
+    [
+        pytest.param("E10.hbv", [CHRONIC_HBV], "fail", id="chronic-hbv-dx-alone-fail"),
+        pytest.param(
+            "E10.hbv",
+            [_condition(ICD10, "B18.1", "慢性乙肝", clinical="resolved")],
+            "unknown",
+            id="resolved-hbv-dx-unknown",
+        ),
+        pytest.param(
+            "E10.hbv",
+            [_condition(ICD10, "B18.1", "慢性乙肝", abatement="2027-01-01")],
+            "fail",
+            id="hbv-dx-abating-after-as-of-was-active-fail",
+        ),
+        pytest.param(
+            "E10.hbv",
+            [_condition(ICD10, "B18.1", "慢性乙肝", clinical=None, abatement="2020-01-01")],
+            "unknown",
+            id="hbv-dx-abated-before-as-of-unknown",
+        ),
+        pytest.param(
+            "E10.hbv",
+            [CHRONIC_HBV, neg(HBSAG), neg(HBCAB)],
+            "unknown",
+            id="negative-hbsag-beside-chronic-hbv-dx-review-unknown",
+        ),
+        pytest.param("E10.hiv", [HIV_DX], "fail", id="hiv-dx-alone-fail"),
+        pytest.param(
+            "E10.hiv",
+            [_condition(SCT, "86406008", "HIV?", verification="provisional")],
+            "unknown",
+            id="provisional-hiv-dx-unknown",
+        ),
+        pytest.param(
+            "E10.hiv",
+            [_condition(SCT, "165816005", "HIV detected")],
+            "fail",
+            id="hiv-detected-finding-fail",
+        ),
+        pytest.param("E10.hiv", [pos(HIV, days=2000)], "fail", id="hiv-positive-5-years-ago-fail"),
+        pytest.param(
+            "E10.hiv",
+            [pos(HIV, days=2000), neg(HIV, days=3)],
+            "unknown",
+            id="hiv-negative-after-old-positive-review-unknown",
+        ),
+        pytest.param("E10.hcv", [CHRONIC_HCV], "unknown", id="chronic-hcv-dx-alone-unknown"),
+        pytest.param(
+            "E10.hcv",
+            [CHRONIC_HCV, obs(HCV_RNA, 5.2e4, "[IU]/mL")],
+            "fail",
+            id="chronic-hcv-dx-and-rna-detectable-fail",
+        ),
+        pytest.param(
+            "E10.hcv",
+            [CHRONIC_HCV, obs(HCV_RNA, coded=NOT_DETECTED)],
+            "pass",
+            id="chronic-hcv-dx-rna-not-detected-pass",
+        ),
+        pytest.param("E10.syphilis", [SYPHILIS], "unknown", id="syphilis-dx-alone-unknown"),
+        pytest.param(
+            "E10.syphilis", [SYPHILIS, pos(RPR)], "fail", id="syphilis-dx-and-rpr-positive-fail"
+        ),
+        pytest.param(
+            "E10.syphilis",
+            [pos(TPHA, days=3000), pos(RPR)],
+            "fail",
+            id="tpha-positive-8-years-ago-rpr-positive-fail",
+        ),
+        pytest.param(
+            "E10.syphilis",
+            [pos(TPHA, days=3000), neg(TPHA, days=4), pos(RPR)],
+            "unknown",
+            id="tpha-negative-after-old-positive-review-unknown",
+        ),
+    ],
+)
+def test_e10_diagnoses_and_persisting_positives(
+    criterion: str, resources: list[dict[str, Any]], expected: str
+) -> None:
+    result = run(resources, criterion)
+    assert result.verdict == expected, result.reason
+
+
+def test_e10_diagnosis_is_cited() -> None:
+    result = run([HIV_DX], "E10.hiv")
+    assert f"Condition/{HIV_DX['id']}" in [e.reference for e in result.evidence]
+    assert "HIV infection" in result.reason
+
+
+# ------------------------------------------------------------------ qualitative and titers
+def _facts_with(**fields: Any) -> PatientFacts:
+    facts = PatientFacts("Patient/p1")
+    facts.add(
+        LabResult(
+            reference="Observation/x1",
+            codes=(Code("http://loinc.org", fields.pop("loinc")),),
+            concepts=frozenset({fields.pop("concept")}),
+            effective=AS_OF - timedelta(days=3),
+            status="final",
+            **fields,
+        )
+    )
+    return facts
+
+
+@pytest.mark.parametrize(
+    ("fields", "criterion", "expected"),
+    [
+        pytest.param(
+            {
+                "loinc": HBSAG,
+                "concept": "hbsag",
+                "quantity": Quantity(250.0, "COI", None, None, None),
+                "qualitative": "positive",
+            },
+            "E10.hbv",
+            "fail",
+            id="hbsag-index-250-COI-qualitative-positive-fail",
+        ),
+        pytest.param(
+            {
+                "loinc": HIV,
+                "concept": "hiv_ab",
+                "quantity": Quantity(0.12, "S/CO", None, None, None),
+                "qualitative": "negative",
+            },
+            "E10.hiv",
+            "pass",
+            id="hiv-index-0.12-qualitative-negative-pass",
+        ),
+        pytest.param(
+            {"loinc": HIV, "concept": "hiv_ab", "quantity": Quantity(0.12, "S/CO")},
+            "E10.hiv",
+            "unknown",
+            id="hiv-index-without-interpretation-unknown",
+        ),
+    ],
+)
+def test_qualitative_reading_of_numeric_serology(
+    fields: dict[str, Any], criterion: str, expected: str
+) -> None:
+    facts = _facts_with(**fields)
+    result = evaluate_criterion(load_nct().criterion(criterion), facts, context())
+    assert result.verdict == expected, result.reason
+
+
+@pytest.mark.parametrize(
+    ("titer", "expected_state"),
+    [
+        pytest.param(16.0, "positive", id="rpr-1:16-reactive"),
+        pytest.param(1.0, "positive", id="rpr-1:1-reactive"),
+        pytest.param(None, "unknown", id="no-titer-no-text-unknown"),
+    ],
+)
+def test_titers_are_reactive_at_any_dilution(titer: float | None, expected_state: str) -> None:
+    facts = _facts_with(loinc=RPR, concept="rpr", text="1:16" if titer else None, titer=titer)
+    spec = TestSpec(lab="rpr")
+    state, _, _ = test_results.test_state(spec, facts, context(), 90)
+    assert state == expected_state
+
+
+def _mapper_reads_titers() -> bool:
+    facts = facts_of([lab(RPR, string="1:16")])
+    return bool(facts.labs) and facts.labs[0].titer is not None
+
+
+@pytest.mark.skipif(
+    not _mapper_reads_titers(), reason="the Observation mapper does not fill LabResult.titer yet"
+)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param({"string": "1:16"}, "fail", id="rpr-string-1:16-fail"),
+        pytest.param({"string": "1\uff1a8"}, "fail", id="rpr-full-width-colon-1:8-fail"),
+    ],
+)
+def test_rpr_titers_as_labs_send_them(value: dict[str, Any], expected: str) -> None:
+    resources = [lab(TPHA, string="阳性"), lab(RPR, **value)]
+    assert judge(resources, "E10.syphilis").verdict == expected
+
+
+@pytest.mark.skipif(
+    not _mapper_reads_titers(), reason="the Observation mapper does not fill LabResult.titer yet"
+)
+def test_rpr_value_ratio_is_a_titer() -> None:
+    rpr = lab(RPR)
+    rpr["valueRatio"] = {"numerator": {"value": 1}, "denominator": {"value": 32}}
+    assert judge([lab(TPHA, string="阳性"), rpr], "E10.syphilis").verdict == "fail"
+
+
+def test_viral_load_below_quantitation_as_a_lab_sends_it() -> None:
+    below = lab(HBV_DNA, 20, "[IU]/mL", comparator="<", text="乙肝病毒DNA定量")
+    resources = [lab(HBSAG, string="阴性"), lab(HBCAB, string="阳性"), below]
+    assert judge(resources, "E10.hbv").verdict == "unknown"
+    flagged = lab(HBV_DNA, 20, "[IU]/mL", comparator="<", interpretation="ND")
+    resources = [lab(HBSAG, string="阴性"), lab(HBCAB, string="阳性"), flagged]
+    assert judge(resources, "E10.hbv").verdict == "pass"
+
+
+def test_same_instant_serology_that_disagrees_is_unknown() -> None:
+    at = "2026-11-20T10:30:00+08:00"
+    resources = [lab(HIV, string="阴性", at=at), lab(HIV, string="阳性", at=at)]
+    result = judge(resources, "E10.hiv")
+    assert result.verdict == "unknown", result.reason
+    assert "disagree" in result.reason

@@ -1,0 +1,250 @@
+"""`test_results`: three-valued logic over tests that read positive or negative.
+
+How one result reads (`read_result`):
+- quantitative thresholds (hCG) where the spec gives them and the value converts;
+- else a qualitative value, coded or in text, or an interpretation code (`LabResult.qualitative`,
+  filled by the mapper): a numeric HBsAg index sent with `POS` is positive;
+- a titer (1:16, valueRatio) is reactive at any dilution;
+- `positive: detectable` (viral loads): a number above zero is detected, zero is not; a value
+  below the limit of quantitation ("<20 IU/mL") is NOT "not detected": without a not-detected
+  code or text it is indeterminate.
+
+How one test reads over time (`test_state`): the latest readable result in the window decides;
+results the record cannot order that disagree give `unknown`. With `positive_persists`, a
+positive result older than the window still counts (antibodies and HBsAg carriage do not expire
+after 90 days), and a later negative after it needs review. With no readable result in the
+window, a confirmed active diagnosis in `diagnosis_valueset` reads the test as positive.
+
+`test_state` is also used by `diagnosis_excludes` (positive tests, e.g. hCG for pregnancy).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from service.criteria.common import (
+    Context,
+    compare_bounded,
+    diagnosis_evidence,
+    lab_evidence,
+    older_evidence,
+    on_or_before,
+    same_instant,
+    title,
+    window_days,
+)
+from service.criteria.model import TestResultsRule, TestSpec
+from service.criteria.verdict import Evidence, Verdict
+from service.facts import Diagnosis, LabResult, PatientFacts, Quantity
+
+__all__ = ["TestState", "evaluate_test_results", "read_result", "test_state"]
+
+TestState = Literal["positive", "negative", "unknown"]
+Reading = Literal["positive", "negative"]
+StateWhy = tuple[TestState, str, list[Evidence]]
+
+UNCERTAIN = frozenset({"unconfirmed", "provisional", "differential"})
+RESOLVED = frozenset({"inactive", "resolved", "remission"})
+
+
+def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> StateWhy:
+    """Whether one test reads positive or negative as of `ctx.as_of`, with why."""
+    name = title(ctx.terms, spec.lab)
+    history = on_or_before(facts.labs_for(spec.lab), ctx.as_of)
+    start = ctx.as_of - timedelta(days=days)
+    read = [(r, read_result(spec, r, ctx)) for r in history]
+    in_window = [(r, s) for r, s in read if r.effective is not None and r.effective >= start]
+    decided = [(r, s) for r, s in in_window if s is not None]
+    if decided:
+        state, why, shown = _latest_state(spec, name, decided, read)
+        if state == "negative" and spec.diagnosis_valueset is not None:
+            # A negative result beside a confirmed diagnosis of the infection: one is wrong.
+            found = _diagnosis_state(spec.diagnosis_valueset, name, facts, ctx, days)
+            if found is not None and found[0] == "positive":
+                return (
+                    "unknown",
+                    f"{why}, but {found[1].split(':')[0]}: review",
+                    shown + found[2],
+                )
+        return state, why, shown
+    if spec.positive_persists:
+        older = next(((r, s) for r, s in read if s == "positive"), None)
+        if older is not None:
+            result = older[0]
+            return (
+                "positive",
+                f"{name} positive on {result.effective} (a positive {name} does not expire)",
+                [lab_evidence(result, rule=f"{name} read as positive; still counts")],
+            )
+    if spec.diagnosis_valueset is not None:
+        found = _diagnosis_state(spec.diagnosis_valueset, name, facts, ctx, days)
+        if found is not None:
+            return found
+    if in_window:
+        shown = [
+            lab_evidence(r, rule=f"{name}: neither positive nor negative") for r, _ in in_window
+        ]
+        return "unknown", f"{name} in the last {days} days is indeterminate", shown
+    shown = older_evidence(history, None, days)
+    return "unknown", f"{name}: no readable result in the last {days} days", shown
+
+
+def _latest_state(
+    spec: TestSpec,
+    name: str,
+    decided: list[tuple[LabResult, Reading]],
+    read: list[tuple[LabResult, Reading | None]],
+) -> StateWhy:
+    latest, state = decided[0]
+    tied = [(r, s) for r, s in decided if same_instant(latest, r)]
+    if len({s for _, s in tied}) > 1:
+        return (
+            "unknown",
+            f"{name} results of the same time disagree: "
+            + ", ".join(f"{r.reference} {s}" for r, s in tied),
+            [lab_evidence(r, rule=f"{name} read as {s}") for r, s in tied],
+        )
+    evidence = [lab_evidence(latest, rule=f"{name} read as {state}")]
+    if state == "negative" and spec.positive_persists:
+        earlier = next((r for r, s in read if s == "positive" and _before(r, latest)), None)
+        if earlier is not None:
+            evidence.append(lab_evidence(earlier, rule=f"earlier {name} read as positive"))
+            return (
+                "unknown",
+                f"{name} negative on {latest.effective} after a positive on {earlier.effective}:"
+                " review (a positive does not expire)",
+                evidence,
+            )
+    if state == "negative" and spec.confirm_negative_after_days is not None:
+        gap = spec.confirm_negative_after_days
+        confirmed = next(
+            (
+                r
+                for r, s in read
+                if s == "negative"
+                and latest.effective is not None
+                and r.effective is not None
+                and r.effective <= latest.effective - timedelta(days=gap)
+            ),
+            None,
+        )
+        if confirmed is None:
+            return (
+                "unknown",
+                f"{name} negative on {latest.effective} needs a repeat negative "
+                f"at least {gap} days apart",
+                evidence,
+            )
+        evidence.append(
+            lab_evidence(confirmed, rule=f"earlier negative, at least {gap} days before")
+        )
+        return "negative", f"{name} negative, confirmed by a repeat after {gap} days", evidence
+    return state, f"{name} {state} on {latest.effective}", evidence
+
+
+def _before(result: LabResult, than: LabResult) -> bool:
+    return (
+        result.effective is not None
+        and than.effective is not None
+        and result.effective < than.effective
+    )
+
+
+def _diagnosis_state(
+    valueset: str, name: str, facts: PatientFacts, ctx: Context, days: int
+) -> StateWhy | None:
+    """A diagnosis that shows the test would read positive (no result in the window).
+
+    Confirmed (or unstated) and active on `as_of` -> positive; provisional -> unknown; resolved
+    ones are not counted (the next result decides)."""
+    records = [dx for dx in facts.diagnoses_for(valueset) if _recorded_by(dx, ctx)]
+    active = [dx for dx in records if _active_on(dx, ctx)]
+    confirmed = [dx for dx in active if dx.verification_status not in UNCERTAIN]
+    label = title(ctx.terms, valueset)
+    if confirmed:
+        dx = confirmed[0]
+        note = f"no {name} result in the last {days} days: read as positive"
+        return (
+            "positive",
+            f"{label} on record ({dx.reference}): {name} read as positive "
+            f"(no result in the last {days} days)",
+            [diagnosis_evidence(dx, rule=f"{label}: {name} positive", note=note)],
+        )
+    if active:
+        dx = active[0]
+        return (
+            "unknown",
+            f"possible {label} on record ({dx.reference}, {dx.verification_status}); "
+            f"no {name} result in the last {days} days",
+            [diagnosis_evidence(dx, note=f"{dx.verification_status}: does not decide")],
+        )
+    return None
+
+
+def _recorded_by(dx: Diagnosis, ctx: Context) -> bool:
+    day = dx.onset or dx.recorded
+    return day is None or day <= ctx.as_of
+
+
+def _active_on(dx: Diagnosis, ctx: Context) -> bool:
+    """Active on `as_of`: not resolved by status, and no abatement on or before it."""
+    if dx.clinical_status in RESOLVED:
+        return False
+    return dx.abatement is None or dx.abatement > ctx.as_of
+
+
+def read_result(spec: TestSpec, result: LabResult, ctx: Context) -> Reading | None:
+    """One result as positive, negative, or None (indeterminate or unreadable)."""
+    quantity = result.quantity
+    if (
+        (spec.positive_at_or_above or spec.negative_below)
+        and quantity is not None
+        and quantity.canonical_value is not None
+    ):
+        return _by_thresholds(spec, quantity, ctx)  # the protocol's limits, not the lab's flag
+    if result.qualitative is not None:
+        return result.qualitative  # coded/text value or interpretation code (mapper)
+    if spec.positive == "detectable":
+        if quantity is None:
+            return None
+        if quantity.comparator in ("<", "<="):
+            return None  # below the limit of quantitation: detected or not, the number cannot say
+        return "positive" if quantity.value > 0 else "negative"
+    if result.titer is not None and result.titer > 0:
+        return "positive"  # reactive at any dilution
+    return None
+
+
+def _by_thresholds(spec: TestSpec, quantity: Quantity, ctx: Context) -> Reading | None:
+    assert quantity.canonical_value is not None
+    value, unit = quantity.canonical_value, quantity.canonical_unit or ""
+    if spec.positive_at_or_above is not None:
+        limit = spec.positive_at_or_above.value * ctx.terms.factor(
+            spec.positive_at_or_above.unit, unit
+        )
+        if compare_bounded(value, quantity.comparator, ">=", limit):
+            return "positive"
+    if spec.negative_below is not None:
+        limit = spec.negative_below.value * ctx.terms.factor(spec.negative_below.unit, unit)
+        if compare_bounded(value, quantity.comparator, "<", limit):
+            return "negative"
+    return None  # between the two limits: indeterminate
+
+
+def evaluate_test_results(rule: TestResultsRule, facts: PatientFacts, ctx: Context) -> Verdict:
+    """Kleene logic over the tests: fail when a whole group is positive, pass when every
+    group has a negative member, unknown otherwise."""
+    days = window_days(ctx, rule.lookback_days)
+    states: dict[str, TestState] = {}
+    reasons: dict[str, str] = {}
+    evidence: list[Evidence] = []
+    for name, spec in rule.tests.items():
+        states[name], reasons[name], shown = test_state(spec, facts, ctx, days)
+        evidence += shown
+    for group in rule.fail_when:
+        if all(states[name] == "positive" for name in group):
+            return Verdict("fail", "; ".join(reasons[n] for n in group), tuple(evidence))
+    if all(any(states[name] == "negative" for name in group) for group in rule.fail_when):
+        return Verdict("pass", "; ".join(reasons.values()), tuple(evidence))
+    return Verdict("unknown", "; ".join(reasons.values()), tuple(evidence))
