@@ -15,14 +15,10 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from service.criteria.age import evaluate_age
+from service.criteria.allergy import evaluate_allergy
 from service.criteria.common import Context, age_range
-from service.criteria.history import (
-    evaluate_age,
-    evaluate_allergy,
-    evaluate_diagnosis_excludes,
-    evaluate_diagnosis_required,
-    evaluate_study_participation,
-)
+from service.criteria.diagnoses import evaluate_diagnosis_excludes, evaluate_diagnosis_required
 from service.criteria.labs import (
     evaluate_creatinine_clearance,
     evaluate_graded_domains,
@@ -30,6 +26,7 @@ from service.criteria.labs import (
     evaluate_test_results,
 )
 from service.criteria.model import Criterion, TrialDefinition
+from service.criteria.study_participation import evaluate_study_participation
 from service.criteria.therapy import evaluate_therapy_history
 from service.criteria.verdict import (
     CriterionResult,
