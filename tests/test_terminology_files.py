@@ -82,6 +82,9 @@ VALUESET_KEYS = frozenset(
         "weight_lab",
         "suspect_if_medication_active",
         "severe_manifestations",
+        "allergens",
+        "diagnoses",
+        "at_most_unknown",
     }
 )
 

@@ -13,7 +13,14 @@ from typing import Literal
 
 from service.criteria.model import Op
 from service.criteria.verdict import Evidence, Verdict, VerdictValue
-from service.facts import Demographics, Diagnosis, LabResult, MedicationExposure, PatientFacts
+from service.facts import (
+    Code,
+    Demographics,
+    Diagnosis,
+    LabResult,
+    MedicationExposure,
+    PatientFacts,
+)
 from service.terminology import Terminology
 
 
@@ -253,3 +260,24 @@ def decide(
 def and_more(first: str, count: int) -> str:
     """`first`, or "`first` and N more" when `count` items were found."""
     return first + (f" and {count - 1} more" if count > 1 else "")
+
+
+SYSTEM_NAMES = {
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.whocc.no/atc": "ATC",
+    "http://loinc.org": "LOINC",
+}
+
+
+def review_reason(
+    terms: Terminology, valueset: str, codes: Sequence[Code], text: str | None
+) -> str:
+    """Why a record no value set knows keeps a criterion from passing on absence:
+    "possible <title>: '<display>' (<system> <code>, not in the value set): review"."""
+    first = codes[0] if codes else None
+    where = f"{SYSTEM_NAMES.get(first.system, first.system)} {first.code}" if first else "no code"
+    shown = text or (first.display if first else None) or "no text"
+    return f"possible {title(terms, valueset)}: '{shown}' ({where}, not in the value set): review"

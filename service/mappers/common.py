@@ -6,13 +6,16 @@ from datetime import date
 from typing import Any
 
 from service.facts import Code, Quantity
+from service.terminology import Terminology
 
 __all__ = [
     "MappingError",
     "codes_of",
+    "concept_text",
     "parse_date",
     "patient_reference",
     "quantity_of",
+    "review_of",
     "status_code",
 ]
 
@@ -63,6 +66,28 @@ def status_code(concept: Any) -> str | None:
     """The code of a status CodeableConcept (clinicalStatus, verificationStatus)."""
     codes = codes_of(concept)
     return codes[0].code if codes else None
+
+
+def concept_text(concept: Any, codes: list[Code] | tuple[Code, ...]) -> str | None:
+    """What a clinician reads for a CodeableConcept: its `text`, else the first display."""
+    text = concept.get("text") if isinstance(concept, dict) else None
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    return next((c.display for c in codes if c.display), None)
+
+
+def review_of(
+    terms: Terminology, concept: Any, codes: list[Code] | tuple[Code, ...]
+) -> frozenset[str]:
+    """Value sets a record no value set knows by code may still be about ("unmapped is not
+    absent"): those whose review terms its text or any display matches, and, for an ICD or
+    ATC code above the rows of a value set (the bare category `M32`), those value sets."""
+    text = concept.get("text") if isinstance(concept, dict) else None
+    words = " | ".join(t for t in [text, *(c.display for c in codes)] if isinstance(t, str))
+    found = terms.review_matches(words)
+    for code in codes:
+        found |= terms.concepts_under(code.system, code.code)
+    return found
 
 
 def patient_reference(reference: Any) -> str | None:

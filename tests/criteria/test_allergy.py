@@ -69,8 +69,8 @@ def status(resource: dict[str, Any], field: str, code: str) -> dict[str, Any]:
         ),
         pytest.param(
             [status(allergy(PENICILLIN, criticality="high"), "clinicalStatus", "resolved")],
-            "pass",
-            id="resolved-pass",
+            "fail",
+            id="resolved-severe-allergy-is-history-fail",
         ),
         pytest.param([], "pass", id="no-record-pass"),
     ],

@@ -193,7 +193,14 @@ def test_diagnosis_recorded_after_as_of_does_not_count() -> None:
             [condition(PNEUMONIA, onset=ago(90))], "fail", id="active-infection-onset-day-90-fail"
         ),
         pytest.param(
-            [condition(PNEUMONIA, onset=ago(91))], "pass", id="active-infection-onset-day-91-pass"
+            [condition(PNEUMONIA, onset=ago(91))],
+            "unknown",
+            id="active-infection-onset-day-91-not-recorded-resolved-unknown",
+        ),
+        pytest.param(
+            [condition(PNEUMONIA, onset=ago(91), abatement=ago(60), clinical="resolved")],
+            "pass",
+            id="infection-onset-day-91-resolved-pass",
         ),
         pytest.param(
             [condition(PNEUMONIA, onset=ago(20), abatement=ago(5), clinical="resolved")],

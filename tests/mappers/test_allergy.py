@@ -50,7 +50,6 @@ def test_no_known_drug_allergy_is_a_negation(terms: Terminology) -> None:
     [
         pytest.param("verificationStatus", "refuted", id="refuted"),
         pytest.param("verificationStatus", "entered-in-error", id="entered-in-error"),
-        pytest.param("clinicalStatus", "resolved", id="resolved"),
     ],
 )
 def test_records_that_do_not_count_are_dropped(terms: Terminology, field: str, code: str) -> None:
@@ -60,6 +59,21 @@ def test_records_that_do_not_count_are_dropped(terms: Terminology, field: str, c
     )
     resource[field] = {"coding": [{"system": system, "code": code}]}
     assert map_resource(resource, terms) is None
+
+
+def test_resolved_allergy_is_kept_as_history(terms: Terminology) -> None:
+    """A resolved severe reaction is still "history of severe drug allergy" (E3)."""
+    resource = allergy(PENICILLIN, criticality="high")
+    resource["clinicalStatus"] = {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                "code": "resolved",
+            }
+        ]
+    }
+    found = mapped_allergy(resource, terms)
+    assert (found.clinical_status, found.criticality) == ("resolved", "high")
 
 
 def test_unconfirmed_allergy_is_kept(terms: Terminology) -> None:
