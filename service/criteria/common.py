@@ -279,5 +279,5 @@ def review_reason(
     "possible <title>: '<display>' (<system> <code>, not in the value set): review"."""
     first = codes[0] if codes else None
     where = f"{SYSTEM_NAMES.get(first.system, first.system)} {first.code}" if first else "no code"
-    shown = text or (first.display if first else None) or "no text"
+    shown = text or (first.display or first.code if first else None) or "no text"
     return f"possible {title(terms, valueset)}: '{shown}' ({where}, not in the value set): review"

@@ -11,6 +11,7 @@ from service.facts import Allergy
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
 from tests.factories import ANAPHYLAXIS, NKDA, PENICILLIN, SNOMED, allergy
+from tests.realworld import coding, ehr_allergy, review_terms
 
 
 def mapped_allergy(resource: dict[str, Any], terms: Terminology) -> Allergy:
@@ -113,3 +114,25 @@ def test_malformed_allergy_raises_mapping_error_naming_it(
     resource[field] = value
     with pytest.raises(MappingError, match=f"^AllergyIntolerance/{resource['id']}: "):
         map_resource(resource, terms)
+
+
+# ------------------------------------------------------------------ as EHRs send them
+def test_snomed_finding_without_category_maps_its_concepts(terms: Terminology) -> None:
+    resource = ehr_allergy(
+        coding("http://snomed.info/sct", "91936005", "Allergy to penicillin"),
+        criticality="high",
+        verification="confirmed",
+    )
+    found = mapped_allergy(resource, terms)
+    assert found.category == frozenset()
+    assert "drug_allergen" in found.concepts
+    assert (found.clinical_status, found.verification_status) == ("active", "confirmed")
+    assert found.text == "Allergy to penicillin"
+    assert found.review == frozenset()
+
+
+def test_text_only_allergy_gets_review_value_sets() -> None:
+    found = mapped_allergy(ehr_allergy(text="青霉素过敏", criticality="high"), review_terms())
+    assert (found.codes, found.concepts) == ((), frozenset())
+    assert found.review == frozenset({"drug_allergen"})
+    assert found.text == "青霉素过敏"
