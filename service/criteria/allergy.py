@@ -39,10 +39,11 @@ Severity = Literal["severe", "mild", "unclear"]
 
 def evaluate_allergy(rule: AllergyRule, facts: PatientFacts, ctx: Context) -> Verdict:
     found = Findings()
+    drug_sets = _drug_valuesets(rule, ctx)
     for allergy in facts.allergies:
         if allergy.negated or (allergy.recorded is not None and allergy.recorded > ctx.as_of):
             continue
-        _judge_allergy(rule, allergy, ctx, found)
+        _judge_allergy(rule, allergy, drug_sets, ctx, found)
     _judge_diagnoses(rule, facts, ctx, found)
     problem = unreadable(facts, "AllergyIntolerance")
     if problem is None and rule.diagnoses:
@@ -60,16 +61,20 @@ def evaluate_allergy(rule: AllergyRule, facts: PatientFacts, ctx: Context) -> Ve
     )
 
 
-def _judge_allergy(rule: AllergyRule, allergy: Allergy, ctx: Context, found: Findings) -> None:
-    basis = _drug_basis(rule, allergy, ctx)
+def _judge_allergy(
+    rule: AllergyRule, allergy: Allergy, drug_sets: frozenset[str], ctx: Context, found: Findings
+) -> None:
+    basis = _drug_basis(rule, allergy, drug_sets)
     if basis is None:
         return
     severity = _severity(rule, allergy)
     history = allergy.clinical_status in RESOLVED_STATUSES
     note = f"history of: clinical status {allergy.clinical_status}" if history else None
     if basis == "review":
-        drug_sets = sorted(allergy.review & _drug_valuesets(rule, ctx))
-        reason = review_reason(ctx.terms, drug_sets[0], allergy.codes, allergy.text)
+        suggested = sorted(allergy.review & drug_sets)
+        if rule.allergens in suggested:  # the rule's own set names the concern best
+            suggested.insert(0, rule.allergens)
+        reason = review_reason(ctx.terms, suggested[0], allergy.codes, allergy.text)
         evidence = _allergy_evidence(allergy, note=reason)
         if severity == "mild":
             found.shown.append(evidence)
@@ -85,10 +90,9 @@ def _judge_allergy(rule: AllergyRule, allergy: Allergy, ctx: Context, found: Fin
         found.doubt(f"drug allergy of unrecorded severity ({allergy.reference})", evidence)
 
 
-def _drug_basis(rule: AllergyRule, allergy: Allergy, ctx: Context) -> str | None:
+def _drug_basis(rule: AllergyRule, allergy: Allergy, drug_sets: frozenset[str]) -> str | None:
     """'coded' when the record says the allergen is a drug, 'review' when only its text
     suggests one, None when it is not a drug allergy (or nothing says it is)."""
-    drug_sets = _drug_valuesets(rule, ctx)
     if (
         rule.category in allergy.category
         or any(c.system in MEDICATION_SYSTEMS for c in allergy.codes)

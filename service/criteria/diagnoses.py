@@ -111,7 +111,7 @@ def evaluate_diagnosis_excludes(
     names = " or ".join(title(ctx.terms, v) for v in rule.valuesets)
     found = Findings()
     _judge_diagnoses(rule, facts, ctx, found)
-    _review_doubts(facts, rule.valuesets, rule.active_only, ctx, found)
+    _review_doubts(facts, _searched(rule), rule.active_only, ctx, found)
     _judge_procedures(rule, facts, ctx, found)
     _judge_tests(rule, facts, ctx, found)
     if not found.decisive:
@@ -132,7 +132,7 @@ def _judge_diagnoses(
     rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
 ) -> None:
     seen: set[str] = set()
-    for valueset in rule.valuesets:
+    for valueset in _searched(rule):
         for dx in facts.diagnoses_for(valueset):
             if dx.reference in seen or not _counted(dx, rule.active_only, ctx.as_of):
                 continue
@@ -148,6 +148,13 @@ def _judge_diagnoses(
                 found.doubt(note, evidence)
             else:
                 found.shown.append(evidence)
+
+
+def _searched(rule: DiagnosisExcludesRule) -> list[str]:
+    """The rule's value sets, then those of its exceptions and of `at_most_unknown`: a record
+    coded only in an excepted or limited set (a subset by design) is still judged, never missed."""
+    extra = [e.valueset for e in rule.exceptions] + rule.at_most_unknown
+    return list(dict.fromkeys([*rule.valuesets, *extra]))
 
 
 def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Outcome | None:
@@ -329,8 +336,7 @@ def _types_read(rule: DiagnosisExcludesRule) -> list[str]:
 def _concerned(rule: DiagnosisExcludesRule) -> list[str]:
     """The value sets an unreadable record would have to concern to withhold a pass."""
     return [
-        *rule.valuesets,
-        *(e.valueset for e in rule.exceptions),
+        *_searched(rule),
         *([rule.procedures.valueset] if rule.procedures else []),
         *(t.lab for t in (rule.positive_tests.tests.values() if rule.positive_tests else [])),
         *filter(None, [rule.suspect_if_medication_active]),

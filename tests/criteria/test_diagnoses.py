@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.facts import Code, MedicationExposure
+from service.facts import Code, Diagnosis, MedicationExposure
 from service.mappers import problem_for
 from tests.conftest import AS_OF, facts_of, run
 from tests.factories import (
@@ -822,3 +822,48 @@ def test_e13_stale_pregnancy_is_shown_not_counted() -> None:
 def test_i7_lactation_stops_counting(resource: dict[str, Any], expected: str) -> None:
     result = run_ehr([FEMALE, resource], "I7.lactation")
     assert result.verdict == expected, result.reason
+
+
+def _coded_only_in(
+    valueset: str,
+    clinical_status: str = "active",
+    onset: date | None = None,
+    abatement: date | None = None,
+) -> Diagnosis:
+    """A diagnosis whose code only the named (subset) value set lists."""
+    return Diagnosis(
+        reference="Condition/subset-only",
+        codes=(Code(SCT_URI, UNLISTED_SNOMED, "synthetic"),),
+        concepts=frozenset({valueset}),
+        clinical_status=clinical_status,
+        verification_status="confirmed",
+        onset=onset or ago(5),
+        abatement=abatement,
+        recorded=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("criterion", "dx", "expected"),
+    [
+        pytest.param(
+            "E4", _coded_only_in("infection_superficial"), "unknown", id="e4-superficial-only"
+        ),
+        pytest.param("E5", _coded_only_in("cns_transient"), "fail", id="e5-transient-active"),
+        pytest.param(
+            "E5",
+            _coded_only_in(
+                "cns_transient",
+                clinical_status="resolved",
+                onset=date(2010, 1, 1),
+                abatement=date(2010, 2, 1),
+            ),
+            "pass",
+            id="e5-transient-resolved-long-ago",
+        ),
+    ],
+)
+def test_records_only_in_a_subset_value_set_are_judged(
+    criterion: str, dx: Diagnosis, expected: str
+) -> None:
+    assert run_ehr([], criterion, extra=[dx]).verdict == expected
