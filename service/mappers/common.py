@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from service.facts import Code, Quantity
@@ -84,9 +85,15 @@ def review_of(
     ATC code above the rows of a value set (the bare category `M32`), those value sets."""
     text = concept.get("text") if isinstance(concept, dict) else None
     words = " | ".join(t for t in [text, *(c.display for c in codes)] if isinstance(t, str))
+    return _review(terms, words, tuple((c.system, c.code) for c in codes))
+
+
+@lru_cache(maxsize=4096)
+def _review(terms: Terminology, words: str, codes: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    # A population repeats the same few thousand unmapped codes and texts: match each once.
     found = terms.review_matches(words)
-    for code in codes:
-        found |= terms.concepts_under(code.system, code.code)
+    for system, code in codes:
+        found |= terms.concepts_under(system, code)
     return found
 
 
