@@ -160,8 +160,8 @@ def _searched(rule: DiagnosisExcludesRule) -> list[str]:
 def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Outcome | None:
     """('fail'|'unknown'|'pass', note) for one counted diagnosis, or None if it does not count.
 
-    In order: a stale record nobody closed, the onset window, the exceptions, value sets that
-    never exclude on their own, the verification status.
+    In order: a stale record nobody closed, the onset window, the exceptions, the verification
+    status, value sets that never exclude on their own (at most `unknown`).
     """
     outcome = _judge_stale(rule, dx, ctx) or _judge_onset(rule, dx, ctx)
     if outcome is not None:
