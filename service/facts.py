@@ -117,13 +117,12 @@ class Diagnosis:
         return self.abatement is None
 
     def known_on(self, day: date) -> bool:
-        """The record existed on `day`: neither its onset nor its recorded date is later.
-
-        Screening as of a past day must not see a diagnosis made (or entered) after it.
+        """The condition existed on `day`: its onset (else, with no onset, its recorded date)
+        is not later. A diagnosis recorded only after `day` did not exist yet; one entered later
+        with an earlier onset (a history taken afterwards) was already there.
         """
-        return (self.onset is None or self.onset <= day) and (
-            self.recorded is None or self.recorded <= day
-        )
+        began = self.onset or self.recorded
+        return began is None or began <= day
 
     def active_on(self, day: date) -> bool:
         """Active on `day`: known by then and not yet over.

@@ -445,12 +445,17 @@ def test_i1_review_reason_names_display_system_and_code() -> None:
     assert result.evidence[0].reference == f"Condition/{resource['id']}"
 
 
-def test_i1_recorded_after_as_of_did_not_exist_yet() -> None:
+def test_i1_recorded_only_after_as_of_did_not_exist_yet() -> None:
+    resource = ehr_condition(coding(SCT_URI, SLE), recorded="2026-12-03T10:00:00+08:00")
+    assert run_ehr([resource], "I1").verdict == "fail"
+    assert run_ehr([resource], "I1", as_of=date(2026, 12, 3)).verdict == "pass"
+
+
+def test_i1_history_entered_after_as_of_with_earlier_onset_counts() -> None:
     resource = ehr_condition(
         coding(SCT_URI, SLE), onset="2019-04-02", recorded="2026-12-03T10:00:00+08:00"
     )
-    assert run_ehr([resource], "I1").verdict == "fail"
-    assert run_ehr([resource], "I1", as_of=date(2026, 12, 3)).verdict == "pass"
+    assert run_ehr([resource], "I1").verdict == "pass"
 
 
 # ------------------------------------------------------------------ E2: unmapped TTP

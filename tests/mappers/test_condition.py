@@ -179,6 +179,12 @@ def test_listed_code_gets_no_review(terms: Terminology) -> None:
         pytest.param({"abatement": "2026-11-27"}, date(2026, 11, 27), False, id="abates-that-day"),
         pytest.param({"onset": "2026-11-28"}, date(2026, 11, 27), False, id="onset-later"),
         pytest.param({"recorded": "2026-11-28"}, date(2026, 11, 27), False, id="recorded-later"),
+        pytest.param(
+            {"onset": "2026-11-01", "recorded": "2026-11-28"},
+            date(2026, 11, 27),
+            True,
+            id="entered-later-onset-before",
+        ),
         pytest.param({"clinical": "resolved"}, date(2026, 11, 27), False, id="resolved-undated"),
         pytest.param({"clinical": None}, date(2026, 11, 27), True, id="no-status"),
     ],
