@@ -872,3 +872,17 @@ def test_records_only_in_a_subset_value_set_are_judged(
     criterion: str, dx: Diagnosis, expected: str
 ) -> None:
     assert run_ehr([], criterion, extra=[dx]).verdict == expected
+
+
+def test_unreadable_record_whose_text_suggests_the_value_set_withholds_the_pass() -> None:
+    broken = ehr_condition(coding(LOCAL, "XY-77"), text="血栓性血小板减少性紫癜")
+    broken["onsetDateTime"] = "last spring"  # unreadable, but its code and text still are
+    result = run_ehr([broken], "E2")
+    assert result.verdict == "unknown"
+    assert "could not be read" in result.reason
+
+
+def test_unreadable_unrelated_unmapped_record_withholds_nothing() -> None:
+    broken = ehr_condition(coding(LOCAL, "XY-78"), text="缺铁性贫血")
+    broken["onsetDateTime"] = "last spring"
+    assert run_ehr([broken], "E2").verdict == "pass"
