@@ -9,6 +9,7 @@ or a clinical-drug RxNorm code, and writes the reaction in text.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import shutil
 import tempfile
@@ -151,7 +152,9 @@ def ehr_observation(
 @lru_cache(maxsize=1)
 def review_terms() -> Terminology:
     """The shipped code tables, with REVIEW_TERMS added to their value sets' YAML."""
-    target = Path(tempfile.mkdtemp(prefix="cohort-match-review-")) / "terminology"
+    scratch = tempfile.mkdtemp(prefix="cohort-match-review-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    target = Path(scratch) / "terminology"
     shutil.copytree(ROOT / "terminology", target)
     for name, terms in REVIEW_TERMS.items():
         path = target / "valuesets" / f"{name}.yaml"
