@@ -361,22 +361,6 @@ class Terminology:
         return None
 
 
-def _rows_under(
-    members: dict[tuple[str, str], frozenset[str]],
-) -> dict[tuple[str, str], frozenset[str]]:
-    """Every proper prefix (a real hierarchy level) of each ICD/ATC row -> the row's sets."""
-    under: dict[tuple[str, str], set[str]] = {}
-    for (system, code), names in members.items():
-        shortest = HIERARCHICAL.get(system)
-        if shortest is None:
-            continue
-        for end in range(len(code) - 1, shortest - 1, -1):
-            prefix = code[:end].rstrip(".")
-            if len(prefix) >= shortest:
-                under.setdefault((system, prefix), set()).update(names)
-    return {key: frozenset(names) for key, names in under.items()}
-
-
 def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     """Store in a per-instance cache, starting it over when it reaches CACHE_LIMIT keys."""
     if len(cache) >= CACHE_LIMIT:
@@ -421,6 +405,22 @@ def _review_patterns(valuesets: dict[str, ValueSetInfo]) -> list[tuple[str, re.P
         ]
         patterns.append((name, re.compile("|".join(parts))))
     return patterns
+
+
+def _rows_under(
+    members: dict[tuple[str, str], frozenset[str]],
+) -> dict[tuple[str, str], frozenset[str]]:
+    """Every proper prefix (a real hierarchy level) of each ICD/ATC row -> the row's sets."""
+    under: dict[tuple[str, str], set[str]] = {}
+    for (system, code), names in members.items():
+        shortest = HIERARCHICAL.get(system)
+        if shortest is None:
+            continue
+        for end in range(len(code) - 1, shortest - 1, -1):
+            prefix = code[:end].rstrip(".")
+            if len(prefix) >= shortest:
+                under.setdefault((system, prefix), set()).update(names)
+    return {key: frozenset(names) for key, names in under.items()}
 
 
 def _optional_int(value: Any) -> int | None:
