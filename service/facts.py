@@ -16,6 +16,8 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 Sex = Literal["female", "male", "other", "unknown"]
+# Condition.clinicalStatus codes that say the condition is over.
+RESOLVED_STATUSES = frozenset({"inactive", "resolved", "remission"})
 Qualitative = Literal["positive", "negative"]
 
 
@@ -110,9 +112,29 @@ class Diagnosis:
     @property
     def active(self) -> bool:
         """Active unless the record says it resolved (status or an abatement date)."""
-        if self.clinical_status in {"inactive", "resolved", "remission"}:
+        if self.clinical_status in RESOLVED_STATUSES:
             return False
         return self.abatement is None
+
+    def known_on(self, day: date) -> bool:
+        """The condition existed on `day`: its onset (else, with no onset, its recorded date)
+        is not later. A diagnosis recorded only after `day` did not exist yet; one entered later
+        with an earlier onset (a history taken afterwards) was already there.
+        """
+        began = self.onset or self.recorded
+        return began is None or began <= day
+
+    def active_on(self, day: date) -> bool:
+        """Active on `day`: known by then and not yet over.
+
+        An abatement date decides when there is one (after `day`: still active then, whatever
+        the status says today); without one, a resolved/inactive/remission status means over.
+        """
+        if not self.known_on(day):
+            return False
+        if self.abatement is not None:
+            return self.abatement > day
+        return self.clinical_status not in RESOLVED_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

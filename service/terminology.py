@@ -137,6 +137,8 @@ class Terminology:
         # concepts of a result -> the one whose canonical unit its value is converted to
         self._quantity_concept_cache: dict[frozenset[str], str | None] = {}
         self._review = _review_patterns(valuesets)
+        # (system, ICD/ATC code) -> value sets with rows strictly below it; built on first use
+        self._under: dict[tuple[str, str], frozenset[str]] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -268,6 +270,16 @@ class Terminology:
             return frozenset()
         folded = normalize_text(text)
         return frozenset(name for name, pattern in self._review if pattern.search(folded))
+
+    def concepts_under(self, system: str, code: str) -> frozenset[str]:
+        """Value sets with rows below this ICD-10/ICD-10-CM/ATC code (a category such as `M32`
+        above `M32.1`): the record may be one of them, or a sibling that is not. Empty for
+        other systems and for codes that are value-set members themselves."""
+        if system not in HIERARCHICAL or self.concepts_of_code(system, code):
+            return frozenset()
+        if self._under is None:
+            self._under = _rows_under(self._members)
+        return self._under.get((system, normalize_code(system, code).rstrip(".")), frozenset())
 
     def translate(self, code: Code) -> Code | None:
         """The standard code a site maps its local code to, if any."""
@@ -473,6 +485,22 @@ def _uln_interval(raw: Any, where: Path) -> UlnInterval | None:
     if interval.low > interval.high:
         raise TerminologyError(f"{where}: uln_interval low is above high")
     return interval
+
+
+def _rows_under(
+    members: dict[tuple[str, str], frozenset[str]],
+) -> dict[tuple[str, str], frozenset[str]]:
+    """Every proper prefix (a real hierarchy level) of each ICD/ATC row -> the row's sets."""
+    under: dict[tuple[str, str], set[str]] = {}
+    for (system, code), names in members.items():
+        shortest = HIERARCHICAL.get(system)
+        if shortest is None:
+            continue
+        for end in range(len(code) - 1, shortest - 1, -1):
+            prefix = code[:end].rstrip(".")
+            if len(prefix) >= shortest:
+                under.setdefault((system, prefix), set()).update(names)
+    return {key: frozenset(names) for key, names in under.items()}
 
 
 def _optional_int(value: Any) -> int | None:

@@ -85,6 +85,9 @@ VALUESET_KEYS = frozenset(
         "diagnosis_valueset",
         "suspect_if_medication_active",
         "severe_manifestations",
+        "allergens",
+        "diagnoses",
+        "at_most_unknown",
     }
 )
 

@@ -1,16 +1,25 @@
-"""Helpers every rule uses: the evaluation context, time windows, comparisons, evidence."""
+"""Helpers every rule uses: the evaluation context, time windows, comparisons, evidence, and
+the fail / unclear / unreadable / pass ladder that record-based rules climb down (`decide`)."""
 
 from __future__ import annotations
 
 import calendar
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta
+from typing import Literal
 
 from service.criteria.model import Op
-from service.criteria.verdict import Evidence
-from service.facts import Demographics, Diagnosis, LabResult, MedicationExposure, PatientFacts
+from service.criteria.verdict import Evidence, Verdict, VerdictValue
+from service.facts import (
+    Code,
+    Demographics,
+    Diagnosis,
+    LabResult,
+    MedicationExposure,
+    PatientFacts,
+)
 from service.terminology import Terminology
 
 
@@ -256,3 +265,77 @@ def unreadable(
         return None
     kinds = sorted({p.resource_type for p in problems})
     return f"{len(problems)} {'/'.join(kinds)} record(s) could not be read ({problems[0].where})"
+
+
+@dataclass(slots=True)
+class Findings:
+    """What a rule found in the record, sorted onto the rungs of the ladder (see `decide`)."""
+
+    decisive: list[Evidence] = field(default_factory=list)  # decides on its own
+    doubts: list[tuple[str, Evidence]] = field(default_factory=list)  # (why unclear, evidence)
+    shown: list[Evidence] = field(default_factory=list)  # found, does not count: shown only
+
+    def doubt(self, reason: str, evidence: Evidence) -> None:
+        self.doubts.append((reason, evidence))
+
+
+def decide(
+    found: Findings,
+    *,
+    decided: Callable[[Evidence], str],
+    problem: str | None,
+    nothing: str,
+    only_shown: str,
+    absent: str,
+    decisive_verdict: Literal["fail", "pass"] = "fail",
+) -> Verdict:
+    """The ladder every record-based rule uses, written once:
+
+    1. decisive evidence -> `decisive_verdict` (`fail` for an exclusion; `pass` for a required
+       diagnosis), reason `decided(first)`;
+    2. a doubt -> `unknown`, with the first doubt's reason;
+    3. records of the types the rule reads that could not be read (`problem`) -> `unknown`
+       ("<nothing>, but <problem>"): unreadable is not absent;
+    4. otherwise the opposite verdict: `only_shown` when records were found that do not count,
+       else `absent` ("no record of ...").
+
+    Evidence is ordered decisive, doubtful, shown, so the first item is what decided.
+    """
+    doubtful = [evidence for _, evidence in found.doubts]
+    if found.decisive:
+        evidence = tuple(found.decisive + doubtful + found.shown)
+        return Verdict(decisive_verdict, decided(found.decisive[0]), evidence)
+    if found.doubts:
+        return Verdict("unknown", found.doubts[0][0], tuple(doubtful + found.shown))
+    if problem:
+        return Verdict("unknown", f"{nothing}, but {problem}", tuple(found.shown))
+    otherwise: VerdictValue = "fail" if decisive_verdict == "pass" else "pass"
+    if found.shown:
+        return Verdict(otherwise, only_shown, tuple(found.shown))
+    return Verdict(otherwise, absent)
+
+
+def and_more(first: str, count: int) -> str:
+    """`first`, or "`first` and N more" when `count` items were found."""
+    return first + (f" and {count - 1} more" if count > 1 else "")
+
+
+SYSTEM_NAMES = {
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.whocc.no/atc": "ATC",
+    "http://loinc.org": "LOINC",
+}
+
+
+def review_reason(
+    terms: Terminology, valueset: str, codes: Sequence[Code], text: str | None
+) -> str:
+    """Why a record no value set knows keeps a criterion from passing on absence:
+    "possible <title>: '<display>' (<system> <code>, not in the value set): review"."""
+    first = codes[0] if codes else None
+    where = f"{SYSTEM_NAMES.get(first.system, first.system)} {first.code}" if first else "no code"
+    shown = text or (first.display or first.code if first else None) or "no text"
+    return f"possible {title(terms, valueset)}: '{shown}' ({where}, not in the value set): review"

@@ -15,18 +15,15 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from service.criteria.age import evaluate_age
+from service.criteria.allergy import evaluate_allergy
 from service.criteria.common import Context, age_range
 from service.criteria.creatinine_clearance import evaluate_creatinine_clearance
+from service.criteria.diagnoses import evaluate_diagnosis_excludes, evaluate_diagnosis_required
 from service.criteria.graded_domains import evaluate_graded_domains
-from service.criteria.history import (
-    evaluate_age,
-    evaluate_allergy,
-    evaluate_diagnosis_excludes,
-    evaluate_diagnosis_required,
-    evaluate_study_participation,
-)
 from service.criteria.measurement import evaluate_measurement
 from service.criteria.model import Criterion, TrialDefinition
+from service.criteria.study_participation import evaluate_study_participation
 from service.criteria.test_results import evaluate_test_results
 from service.criteria.therapy_history import evaluate_therapy_history
 from service.criteria.verdict import (

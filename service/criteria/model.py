@@ -190,8 +190,16 @@ class TestResultsRule(_Strict):
 
 
 class DiseaseFreeException(_Strict):
+    """Records of this value set do not exclude once over for more than N years.
+
+    Over on an unrecorded date (or never recorded over) is `unknown` by default: a
+    "history of" code is often recorded active. `when_unresolved: fail` is for value sets
+    whose active record means the disease is present now (a current CNS infection).
+    """
+
     valueset: str
     disease_free_years_more_than: int
+    when_unresolved: Literal["unknown", "fail"] = "unknown"
 
 
 class ProcedureWindow(_Strict):
@@ -213,12 +221,23 @@ class DiagnosisExcludesRule(_Strict):
     procedures: ProcedureWindow | None = None
     suspect_if_medication_active: str | None = None
     positive_tests: PositiveTests | None = None
+    # Value sets whose records never exclude on their own: at most `unknown` (superficial
+    # infections under "uncontrolled infections requiring treatment").
+    at_most_unknown: list[str] = Field(default_factory=list)
+    # A record with no clinical status and no end date stops counting this many days after
+    # its onset (or recorded date): a pregnancy or lactation entry nobody closed.
+    unstated_status_counts_days: int | None = None
 
 
 class AllergyRule(_Strict):
     type: Literal["allergy"]
     category: Literal["medication", "food", "environment", "biologic"]
     severe_manifestations: str
+    # Allergen codes that are drugs whatever the record's category (SNOMED substances,
+    # "allergy to <drug>" findings); RxNorm and ATC codes are drugs anyway.
+    allergens: str | None = None
+    # Severe drug hypersensitivity recorded as a Condition (SJS/TEN, DRESS, drug anaphylaxis).
+    diagnoses: str | None = None
 
 
 class StudyParticipationRule(_Strict):
@@ -315,6 +334,9 @@ VALUESET_KEYS = frozenset(
         "diagnosis_valueset",
         "suspect_if_medication_active",
         "severe_manifestations",
+        "allergens",
+        "diagnoses",
+        "at_most_unknown",
     }
 )
 

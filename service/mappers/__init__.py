@@ -15,7 +15,13 @@ from typing import Any
 
 from service.facts import Fact, Problem
 from service.mappers.allergy import map_allergy
-from service.mappers.common import MappingError, Resource, codes_of, patient_reference
+from service.mappers.common import (
+    MappingError,
+    Resource,
+    codes_of,
+    patient_reference,
+    review_of,
+)
 from service.mappers.condition import map_condition
 from service.mappers.medication import map_medication
 from service.mappers.observation import map_observation
@@ -145,6 +151,8 @@ def problem_for(
             field = "medicationCodeableConcept" if "Medication" in str(kind) else "code"
             codes = codes_of(resource.get(field))
             concepts = terms.resolve(codes)[1] if codes else None
+            if concepts == frozenset():  # unmapped is not absent: what its text suggests
+                concepts = review_of(terms, resource.get(field), codes)
         except (MappingError, TypeError, AttributeError):
             concepts = None
     return Mapped(patient, Problem(str(kind), source or "", message, concepts))

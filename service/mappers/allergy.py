@@ -1,9 +1,22 @@
-"""AllergyIntolerance -> Allergy."""
+"""AllergyIntolerance -> Allergy.
+
+Kept: active, inactive and resolved allergies (a resolved severe reaction is still "history of
+severe drug allergy"), with their statuses. Dropped: refuted and entered-in-error records. The
+allergen code's value sets go into `concepts`; a code no value set knows keeps the value sets
+whose review terms its text matches in `review`.
+"""
 
 from __future__ import annotations
 
 from service.facts import Allergy, Code
-from service.mappers.common import Resource, codes_of, parse_date, status_code
+from service.mappers.common import (
+    Resource,
+    codes_of,
+    concept_text,
+    parse_date,
+    review_of,
+    status_code,
+)
 from service.terminology import Terminology
 
 NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
@@ -12,19 +25,19 @@ NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
 def map_allergy(
     resource: Resource, terms: Terminology, source: str | None = None
 ) -> Allergy | None:
-    if status_code(resource.get("verificationStatus")) in NOT_COUNTED:
+    verification = status_code(resource.get("verificationStatus"))
+    if verification in NOT_COUNTED:
         return None
-    if status_code(resource.get("clinicalStatus")) == "resolved":
-        return None  # a resolved allergy (e.g. desensitised) is no longer a hypersensitivity
-    codes, concepts = terms.resolve(codes_of(resource.get("code")))
+    concept = resource.get("code")
+    codes, concepts = terms.resolve(codes_of(concept))
     severities: set[str] = set()
     manifestation_codes: list[Code] = []
     manifestations: set[str] = set()
     for reaction in resource.get("reaction") or ():
         if isinstance(reaction.get("severity"), str):
             severities.add(reaction["severity"])
-        for concept in reaction.get("manifestation") or ():
-            found, names = terms.resolve(codes_of(concept))
+        for manifestation in reaction.get("manifestation") or ():
+            found, names = terms.resolve(codes_of(manifestation))
             manifestation_codes.extend(found)
             manifestations |= names
     category = resource.get("category") or []
@@ -39,4 +52,9 @@ def map_allergy(
         recorded=parse_date(resource.get("recordedDate") or resource.get("onsetDateTime")),
         negated="no_known_allergy" in concepts,
         source=source,
+        concepts=concepts,
+        text=concept_text(concept, codes),
+        review=frozenset() if concepts else review_of(terms, concept, codes),
+        clinical_status=status_code(resource.get("clinicalStatus")),
+        verification_status=verification,
     )

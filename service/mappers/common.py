@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from service.facts import Code, Quantity
+from service.terminology import Terminology
 
 __all__ = [
     "MappingError",
     "codes_of",
+    "concept_text",
     "parse_date",
     "patient_reference",
     "quantity_of",
+    "review_of",
     "status_code",
 ]
 
@@ -63,6 +67,34 @@ def status_code(concept: Any) -> str | None:
     """The code of a status CodeableConcept (clinicalStatus, verificationStatus)."""
     codes = codes_of(concept)
     return codes[0].code if codes else None
+
+
+def concept_text(concept: Any, codes: list[Code] | tuple[Code, ...]) -> str | None:
+    """What a clinician reads for a CodeableConcept: its `text`, else the first display."""
+    text = concept.get("text") if isinstance(concept, dict) else None
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    return next((c.display for c in codes if c.display), None)
+
+
+def review_of(
+    terms: Terminology, concept: Any, codes: list[Code] | tuple[Code, ...]
+) -> frozenset[str]:
+    """Value sets a record no value set knows by code may still be about ("unmapped is not
+    absent"): those whose review terms its text or any display matches, and, for an ICD or
+    ATC code above the rows of a value set (the bare category `M32`), those value sets."""
+    text = concept.get("text") if isinstance(concept, dict) else None
+    words = " | ".join(t for t in [text, *(c.display for c in codes)] if isinstance(t, str))
+    return _review(terms, words, tuple((c.system, c.code) for c in codes))
+
+
+@lru_cache(maxsize=4096)
+def _review(terms: Terminology, words: str, codes: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    # A population repeats the same few thousand unmapped codes and texts: match each once.
+    found = terms.review_matches(words)
+    for system, code in codes:
+        found |= terms.concepts_under(system, code)
+    return found
 
 
 def patient_reference(reference: Any) -> str | None:

@@ -1,9 +1,23 @@
-"""Condition -> Diagnosis."""
+"""Condition -> Diagnosis.
+
+A Condition whose codes no value set knows is dropped, unless its text or a display matches a
+value set's review terms (or its ICD code is a category above a value set's rows, e.g. `M32`):
+then it is kept with `concepts` empty and `review` naming those value sets, so a criterion that
+would pass on absence says "possible ...: review" instead ("unmapped is not absent").
+"""
 
 from __future__ import annotations
 
 from service.facts import Diagnosis
-from service.mappers.common import MappingError, Resource, codes_of, parse_date, status_code
+from service.mappers.common import (
+    MappingError,
+    Resource,
+    codes_of,
+    concept_text,
+    parse_date,
+    review_of,
+    status_code,
+)
 from service.terminology import Terminology
 
 # Records that assert nothing about the patient (FHIR R4 condition-ver-status).
@@ -16,13 +30,15 @@ def map_condition(
     verification = status_code(resource.get("verificationStatus"))
     if verification in NOT_COUNTED:
         return None
-    recorded = codes_of(resource.get("code"))
-    if not recorded:
+    concept = resource.get("code")
+    recorded = codes_of(concept)
+    codes, concepts = terms.resolve(recorded)
+    review = frozenset() if concepts else review_of(terms, concept, codes)
+    if not recorded and not review:
         # A diagnosis written only as text may be exactly what a criterion excludes: it is
         # reported (and withholds diagnosis-based passes), never silently dropped.
         raise MappingError("diagnosis has no code (text only or empty); review it")
-    codes, concepts = terms.resolve(recorded)
-    if not concepts:
+    if not concepts and not review:
         return None
     return Diagnosis(
         reference=f"Condition/{resource.get('id')}",
@@ -40,4 +56,6 @@ def map_condition(
         ),
         recorded=parse_date(resource.get("recordedDate")),
         source=source,
+        text=concept_text(concept, codes),
+        review=review,
     )

@@ -36,7 +36,14 @@ from datetime import date, timedelta
 from typing import Any
 
 from service.facts import Code, MedicationExposure, Quantity
-from service.mappers.common import MappingError, Resource, codes_of, parse_date, quantity_of
+from service.mappers.common import (
+    MappingError,
+    Resource,
+    codes_of,
+    parse_date,
+    quantity_of,
+    review_of,
+)
 from service.terminology import Terminology
 from service.units import UnitError
 
@@ -109,7 +116,7 @@ def map_medication(
     if not recorded and not text:
         return None
     codes, concepts = terms.resolve(recorded)
-    review = frozenset() if concepts else _review(terms, text, recorded)
+    review = frozenset() if concepts else review_of(terms, {"text": text}, recorded)
     if not concepts and not review:
         return None
     status = resource.get("status")
@@ -189,15 +196,6 @@ def _medication_text(resource: Resource, recorded: list[Code]) -> str | None:
         display = (resource.get("medicationReference") or {}).get("display")
         text = display if isinstance(display, str) and display.strip() else None
     return text
-
-
-def _review(terms: Terminology, text: str | None, recorded: list[Code]) -> frozenset[str]:
-    """Value sets whose review terms the text or any display matches."""
-    found = terms.review_matches(text)
-    for code in recorded:
-        if code.display and code.display != text:
-            found |= terms.review_matches(code.display)
-    return found
 
 
 def _dosage(resource: Resource, kind: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""E3: history of severe drug allergy or hypersensitivity (AllergyIntolerance)."""
+"""E3: history of severe drug allergy or hypersensitivity (AllergyIntolerance, Condition)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import run
 from tests.factories import ANAPHYLAXIS, NKDA, PENICILLIN, SNOMED, allergy
+from tests.realworld import LOCAL, coding, ehr_allergy, ehr_condition, run_ehr
 
 PEANUT = "256349002"  # SNOMED CT substance; a food, never a drug allergy
 
@@ -69,8 +70,8 @@ def status(resource: dict[str, Any], field: str, code: str) -> dict[str, Any]:
         ),
         pytest.param(
             [status(allergy(PENICILLIN, criticality="high"), "clinicalStatus", "resolved")],
-            "pass",
-            id="resolved-pass",
+            "fail",
+            id="resolved-severe-allergy-is-history-fail",
         ),
         pytest.param([], "pass", id="no-record-pass"),
     ],
@@ -96,3 +97,152 @@ def test_e3_unreadable_allergy_turns_pass_into_unknown() -> None:
     result = run([broken], "E3")
     assert result.verdict == "unknown"
     assert "AllergyIntolerance" in result.reason
+
+
+# ================================================================== records as EHRs send them
+# No `category`; SNOMED CT findings and substances, clinical-drug RxNorm codes, Chinese text.
+SCT = "http://snomed.info/sct"
+RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
+PENICILLIN_ALLERGY = coding(SCT, "91936005", "Allergy to penicillin")  # drug_allergen
+AMOXICILLIN_250_CAP = coding(RX, "308182", "amoxicillin 250 MG Oral Capsule")  # clinical drug
+PEANUT_SUBSTANCE = coding(SCT, PEANUT, "Peanut (substance)")
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, criticality="high")],
+            "fail",
+            id="snomed-finding-no-category-high-fail",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, severity="severe", reaction_text="过敏性休克")],
+            "fail",
+            id="snomed-finding-severe-reaction-fail",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY)],
+            "unknown",
+            id="snomed-finding-severity-unrecorded-unknown",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, criticality="low", severity="mild")],
+            "pass",
+            id="snomed-finding-mild-pass",
+        ),
+        pytest.param(
+            [ehr_allergy(AMOXICILLIN_250_CAP, severity="severe")],
+            "fail",
+            id="rxnorm-clinical-drug-no-category-fail",
+        ),
+        pytest.param(
+            [ehr_allergy(PEANUT_SUBSTANCE, criticality="high")],
+            "pass",
+            id="food-substance-no-category-pass",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, criticality="high", clinical="resolved")],
+            "fail",
+            id="resolved-severe-drug-allergy-is-history-fail",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, criticality="high", clinical="inactive")],
+            "fail",
+            id="inactive-severe-drug-allergy-is-history-fail",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, criticality="high", verification="refuted")],
+            "pass",
+            id="refuted-pass",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, criticality="high", verification="entered-in-error")],
+            "pass",
+            id="entered-in-error-pass",
+        ),
+        pytest.param(
+            [ehr_allergy(PENICILLIN_ALLERGY, criticality="high", recorded="2026-12-20")],
+            "pass",
+            id="recorded-after-as-of-pass",
+        ),
+        pytest.param(
+            [ehr_allergy(text="青霉素过敏", criticality="high")],
+            "unknown",
+            id="text-only-chinese-penicillin-high-unknown",
+        ),
+        pytest.param(
+            [ehr_allergy(coding(LOCAL, "GM-009", "磺胺类药物"), severity="mild")],
+            "pass",
+            id="unmapped-drug-text-mild-pass",
+        ),
+        pytest.param(
+            [ehr_allergy(coding(LOCAL, "GM-010", "花粉"), criticality="high")],
+            "pass",
+            id="unmapped-non-drug-text-pass",
+        ),
+    ],
+)
+def test_e3_allergies_as_recorded(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run_ehr(resources, "E3")
+    assert result.verdict == expected, result.reason
+
+
+def test_e3_history_of_resolved_allergy_is_named() -> None:
+    resolved = ehr_allergy(PENICILLIN_ALLERGY, criticality="high", clinical="resolved")
+    result = run_ehr([resolved], "E3")
+    assert "history of: clinical status resolved" in result.reason
+
+
+def test_e3_unmapped_drug_allergy_reason() -> None:
+    result = run_ehr([ehr_allergy(text="青霉素过敏", criticality="high")], "E3")
+    assert result.reason == (
+        "possible Drug allergen: '青霉素过敏' (no code, not in the value set): review"
+    )
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_condition(coding(SCT, "73442001", "Stevens-Johnson syndrome"), onset="2018-07-01"),
+            "fail",
+            id="sjs-snomed-condition-fail",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding("http://hl7.org/fhir/sid/icd-10-cm", "L51.2"),
+                text="中毒性表皮坏死松解症",
+                clinical="resolved",
+                abatement="2016-01-01",
+            ),
+            "fail",
+            id="resolved-ten-icd-condition-is-history-fail",
+        ),
+        pytest.param(
+            ehr_condition(coding("http://hl7.org/fhir/sid/icd-10-cm", "Z88.0")),
+            "fail",
+            id="penicillin-allergy-status-z88-fail",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT, "702809001"), verification="provisional"),
+            "unknown",
+            id="provisional-dress-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(LOCAL, "PF-31"), text="Stevens-Johnson syndrome due to drug"),
+            "unknown",
+            id="unmapped-sjs-text-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT, "73442001"), onset="2027-01-05"),
+            "pass",
+            id="sjs-after-as-of-pass",
+        ),
+    ],
+)
+def test_e3_drug_hypersensitivity_recorded_as_a_condition(
+    resource: dict[str, Any], expected: str
+) -> None:
+    result = run_ehr([resource], "E3")
+    assert result.verdict == expected, result.reason

@@ -8,13 +8,14 @@ with "no record of ...", and becomes `unknown` when Condition records could not 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 
+from service.facts import Code, Diagnosis, MedicationExposure
 from service.mappers import problem_for
-from tests.conftest import facts_of, run
+from tests.conftest import AS_OF, facts_of, run
 from tests.factories import (
     AMOXICILLIN,
     BCC,
@@ -43,6 +44,7 @@ from tests.factories import (
     patient,
     procedure,
 )
+from tests.realworld import LOCAL, coding, ehr_condition, ehr_observation, notes, run_ehr
 
 
 def unreadable_condition() -> dict[str, Any]:
@@ -193,7 +195,14 @@ def test_diagnosis_recorded_after_as_of_does_not_count() -> None:
             [condition(PNEUMONIA, onset=ago(90))], "fail", id="active-infection-onset-day-90-fail"
         ),
         pytest.param(
-            [condition(PNEUMONIA, onset=ago(91))], "pass", id="active-infection-onset-day-91-pass"
+            [condition(PNEUMONIA, onset=ago(91))],
+            "unknown",
+            id="active-infection-onset-day-91-not-recorded-resolved-unknown",
+        ),
+        pytest.param(
+            [condition(PNEUMONIA, onset=ago(91), abatement=ago(60), clinical="resolved")],
+            "pass",
+            id="infection-onset-day-91-resolved-pass",
         ),
         pytest.param(
             [condition(PNEUMONIA, onset=ago(20), abatement=ago(5), clinical="resolved")],
@@ -376,3 +385,504 @@ def test_manual_pass_is_reported_as_unknown_with_what_the_record_shows() -> None
         "confirmed only at the screening visit; the record shows: no record of"
     )
     assert result.check is not None
+
+
+# ================================================================== records as EHRs send them
+# Raw Condition JSON (problem-list category, several codings, Chinese text, offsets) through the
+# mapper, then the engine, with review terms loaded (tests/realworld.py).
+SCT_URI, ICD10CM_URI = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm"
+UNLISTED_SNOMED = "1287654001"  # a code no value set lists (synthetic)
+
+
+# ------------------------------------------------------------------ I1: unmapped SLE
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_condition(
+                coding(SCT_URI, UNLISTED_SNOMED, "Lupus nephritis, ISN/RPS class IV-G"),
+                onset="2021-05-10T08:00:00+08:00",
+            ),
+            "unknown",
+            id="unlisted-snomed-lupus-nephritis-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(LOCAL, "ZD-0233"), text="系统性红斑狼疮（SLE）"),  # noqa: RUF001
+            "unknown",
+            id="local-code-chinese-text-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10CM_URI, "M32")), "unknown", id="bare-icd-category-M32-unknown"
+        ),
+        pytest.param(
+            ehr_condition(coding(LOCAL, "ZD-0101"), text="原发性高血压"),
+            "fail",
+            id="unlisted-code-unrelated-text-fail",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(LOCAL, "ZD-0233"),
+                coding(SCT_URI, SLE, "Systemic lupus erythematosus"),
+                text="系统性红斑狼疮",
+            ),
+            "pass",
+            id="local-code-beside-listed-snomed-pass",
+        ),
+    ],
+)
+def test_i1_unmapped_sle_is_never_fail(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "I1")
+    assert result.verdict == expected, result.reason
+
+
+def test_i1_review_reason_names_display_system_and_code() -> None:
+    resource = ehr_condition(coding(SCT_URI, UNLISTED_SNOMED, "Lupus nephritis, class IV"))
+    result = run_ehr([resource], "I1")
+    assert result.reason == (
+        "possible Systemic lupus erythematosus (established diagnosis): 'Lupus nephritis, class "
+        f"IV' (SNOMED CT {UNLISTED_SNOMED}, not in the value set): review"
+    )
+    assert result.evidence[0].reference == f"Condition/{resource['id']}"
+
+
+def test_i1_recorded_only_after_as_of_did_not_exist_yet() -> None:
+    resource = ehr_condition(coding(SCT_URI, SLE), recorded="2026-12-03T10:00:00+08:00")
+    assert run_ehr([resource], "I1").verdict == "fail"
+    assert run_ehr([resource], "I1", as_of=date(2026, 12, 3)).verdict == "pass"
+
+
+def test_i1_history_entered_after_as_of_with_earlier_onset_counts() -> None:
+    resource = ehr_condition(
+        coding(SCT_URI, SLE), onset="2019-04-02", recorded="2026-12-03T10:00:00+08:00"
+    )
+    assert run_ehr([resource], "I1").verdict == "pass"
+
+
+# ------------------------------------------------------------------ E2: unmapped TTP
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_condition(coding(LOCAL, "XY-77"), text="血栓性血小板减少性紫癜（已治愈）"),  # noqa: RUF001
+            "unknown",
+            id="chinese-text-local-code-unknown",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(SCT_URI, UNLISTED_SNOMED, "Acquired thrombotic thrombocytopenic purpura"),
+                clinical="resolved",
+                abatement="2019-06-01",
+            ),
+            "unknown",
+            id="resolved-unlisted-code-is-still-history-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT_URI, TTP), clinical="resolved", abatement="2019-06-01"),
+            "fail",
+            id="resolved-listed-ttp-is-history-fail",
+        ),
+        pytest.param(
+            ehr_condition(coding(LOCAL, "XY-78"), text="缺铁性贫血"),
+            "pass",
+            id="unrelated-unmapped-record-pass",
+        ),
+    ],
+)
+def test_e2_unmapped_is_not_absent(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "E2")
+    assert result.verdict == expected, result.reason
+
+
+def test_e2_refuted_unmapped_record_does_not_count() -> None:
+    resource = ehr_condition(
+        coding(LOCAL, "XY-77"), text="血栓性血小板减少性紫癜", verification="refuted"
+    )
+    assert run_ehr([resource], "E2").verdict == "pass"
+
+
+# ------------------------------------------------------------------ E4: infections
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [ehr_condition(coding(ICD10CM_URI, "B35.3", "Tinea pedis"), onset=f"{ago(10)}")],
+            "unknown",
+            id="tinea-pedis-is-superficial-unknown",
+        ),
+        pytest.param(
+            [ehr_condition(coding(ICD10CM_URI, "B00.1"), text="单纯疱疹-唇", onset=f"{ago(5)}")],
+            "unknown",
+            id="herpes-labialis-is-superficial-unknown",
+        ),
+        pytest.param(
+            [ehr_condition(coding(ICD10CM_URI, "B37.7", "Candidal sepsis"), onset=f"{ago(5)}")],
+            "fail",
+            id="candidal-sepsis-is-not-superficial-fail",
+        ),
+        pytest.param(
+            [
+                ehr_condition(
+                    coding(SCT_URI, PNEUMONIA),
+                    clinical="resolved",
+                    onset=f"{ago(20)}T07:00:00+08:00",
+                    abatement=f"{AS_OF + timedelta(days=10)}T10:00:00+08:00",
+                )
+            ],
+            "fail",
+            id="abatement-after-as-of-was-active-then-fail",
+        ),
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PNEUMONIA), onset=f"{ago(200)}")],
+            "unknown",
+            id="active-infection-older-than-window-unknown",
+        ),
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PNEUMONIA), clinical="resolved", onset=f"{ago(200)}")],
+            "pass",
+            id="old-infection-recorded-resolved-pass",
+        ),
+        pytest.param(
+            [ehr_condition(coding(LOCAL, "GR-12"), text="社区获得性肺炎", onset=f"{ago(3)}")],
+            "unknown",
+            id="unmapped-chinese-pneumonia-unknown",
+        ),
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PNEUMONIA), onset=f"{AS_OF + timedelta(days=2)}")],
+            "pass",
+            id="infection-after-as-of-did-not-exist-yet-pass",
+        ),
+    ],
+)
+def test_e4_real_world_infections(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run_ehr(resources, "E4")
+    assert result.verdict == expected, result.reason
+
+
+def test_e4_superficial_reason_says_it_does_not_exclude() -> None:
+    result = run_ehr([ehr_condition(coding(ICD10CM_URI, "B35.1"), onset=f"{ago(10)}")], "E4")
+    assert "Superficial infection does not exclude by itself" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("med", "expected"),
+    [
+        pytest.param(
+            medication(AMOXICILLIN, start="1980-03-01", status="completed"),
+            "pass",
+            id="antibiotic-from-1980-is-not-current-pass",
+        ),
+        pytest.param(
+            medication(AMOXICILLIN, start=ago(2), status="active", kind="MedicationRequest"),
+            "unknown",
+            id="antibiotic-ordered-2-days-ago-unknown",
+        ),
+        pytest.param(
+            medication(AMOXICILLIN, start=ago(40), end=ago(33)),
+            "pass",
+            id="antibiotic-course-ended-pass",
+        ),
+    ],
+)
+def test_e4_suspected_infection_uses_exposure(med: dict[str, Any], expected: str) -> None:
+    assert run_ehr([med], "E4").verdict == expected
+
+
+def _unmapped_medication(start: date, status: str = "active") -> MedicationExposure:
+    return MedicationExposure(
+        reference="MedicationRequest/local-amox",
+        codes=(Code(LOCAL, "YP-0031", "阿莫西林胶囊 0.25g"),),
+        concepts=frozenset(),
+        status=status,
+        start=start,
+        end=None,
+        resource_type="MedicationRequest",
+        text="阿莫西林胶囊 0.25g",
+        review=frozenset({"anti_infectives_systemic"}),
+    )
+
+
+def test_e4_unmapped_anti_infective_taken_now_is_unknown() -> None:
+    result = run_ehr([], "E4", extra=[_unmapped_medication(ago(1))])
+    assert result.verdict == "unknown"
+    assert result.reason.startswith("possible Systemic anti-infectives")
+    assert "not in the value set" in result.reason
+
+
+def test_e4_unmapped_anti_infective_long_finished_passes() -> None:
+    result = run_ehr([], "E4", extra=[_unmapped_medication(date(2001, 1, 1), "completed")])
+    assert result.verdict == "pass"
+
+
+# ------------------------------------------------------------------ E5: transient CNS events
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_condition(
+                coding(ICD10CM_URI, "A87.9", "Viral meningitis, unspecified"),
+                clinical="resolved",
+                onset="2015-03-02",
+                abatement="2015-04-01",
+            ),
+            "pass",
+            id="meningitis-resolved-11-years-ago-pass",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10CM_URI, "G00.1"),
+                clinical="resolved",
+                onset="2025-01-02",
+                abatement="2025-02-01",
+            ),
+            "fail",
+            id="meningitis-resolved-under-2-years-ago-fail",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10CM_URI, "G00.1"),
+                clinical="resolved",
+                onset="2024-11-20",
+                abatement="2024-11-26",
+            ),
+            "pass",
+            id="resolved-2-years-and-a-day-pass",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10CM_URI, "G00.1"),
+                clinical="resolved",
+                onset="2024-11-20",
+                abatement="2024-11-27",
+            ),
+            "fail",
+            id="resolved-exactly-2-years-fail",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10CM_URI, "G93.41"), clinical="resolved", onset="2012-05-01"),
+            "unknown",
+            id="metabolic-encephalopathy-resolved-undated-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10CM_URI, "A87.9"), onset="2012-05-01"),
+            "fail",
+            id="meningitis-never-recorded-over-fail",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT_URI, STROKE), clinical="resolved", abatement="2010-01-01"),
+            "fail",
+            id="old-stroke-still-excludes-fail",
+        ),
+    ],
+)
+def test_e5_transient_cns_events(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "E5")
+    assert result.verdict == expected, result.reason
+
+
+# ------------------------------------------------------------------ E8: excepted, no end date
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_condition(coding(SCT_URI, BCC), onset="2015-01-01"),
+            "unknown",
+            id="history-of-excepted-cancer-recorded-active-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT_URI, BCC), clinical="resolved", onset="2015-01-01"),
+            "unknown",
+            id="excepted-cancer-resolved-undated-unknown",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(SCT_URI, BCC),
+                clinical="resolved",
+                onset="2015-01-01",
+                abatement=f"{AS_OF + timedelta(days=30)}",
+            ),
+            "unknown",
+            id="excepted-cancer-over-only-after-as-of-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT_URI, BCC), clinical="resolved", abatement="2016-02-01"),
+            "pass",
+            id="excepted-cancer-over-10-years-pass",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT_URI, MELANOMA), clinical="resolved", abatement="2010-02-01"),
+            "fail",
+            id="melanoma-is-never-excepted-fail",
+        ),
+    ],
+)
+def test_e8_excepted_cancers_as_recorded(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "E8")
+    assert result.verdict == expected, result.reason
+
+
+# ------------------------------------------------------------------ E13 / I7.lactation: stale
+PREGNANCY_STATUS = "82810-3"
+PREGNANT, NOT_PREGNANT = (
+    coding(SCT_URI, "77386006", "Pregnant"),
+    coding(SCT_URI, "60001007", "Not pregnant"),
+)
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PREGNANCY), clinical=None, onset=f"{ago(100)}")],
+            "fail",
+            id="no-status-pregnancy-day-100-fail",
+        ),
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PREGNANCY), clinical=None, onset=f"{ago(300)}")],
+            "fail",
+            id="no-status-pregnancy-day-300-fail",
+        ),
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PREGNANCY), clinical=None, onset=f"{ago(301)}")],
+            "pass",
+            id="no-status-pregnancy-day-301-not-current-pass",
+        ),
+        pytest.param(
+            [ehr_condition(coding(ICD10CM_URI, "Z34.90"), clinical=None, recorded=f"{ago(400)}")],
+            "pass",
+            id="no-status-recorded-400-days-ago-pass",
+        ),
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PREGNANCY), onset=f"{ago(400)}")],
+            "unknown",
+            id="recorded-active-for-400-days-unknown",
+        ),
+        pytest.param(
+            [ehr_condition(coding(SCT_URI, PREGNANCY), clinical=None)],
+            "unknown",
+            id="no-status-no-date-unknown",
+        ),
+        pytest.param(
+            [
+                ehr_condition(
+                    coding(SCT_URI, PREGNANCY),
+                    clinical="resolved",
+                    onset=f"{ago(200)}",
+                    abatement=f"{AS_OF + timedelta(days=60)}",
+                )
+            ],
+            "fail",
+            id="delivery-after-as-of-was-pregnant-then-fail",
+        ),
+        pytest.param(
+            [ehr_observation(PREGNANCY_STATUS, PREGNANT, effective=f"{ago(10)}T09:00:00+08:00")],
+            "fail",
+            id="pregnancy-status-pregnant-fail",
+        ),
+        pytest.param(
+            [ehr_observation(PREGNANCY_STATUS, PREGNANT, effective=f"{ago(31)}")],
+            "pass",
+            id="pregnancy-status-pregnant-31-days-ago-pass",
+        ),
+        pytest.param(
+            [ehr_observation(PREGNANCY_STATUS, NOT_PREGNANT, effective=f"{ago(3)}")],
+            "pass",
+            id="pregnancy-status-not-pregnant-pass",
+        ),
+    ],
+)
+def test_e13_pregnancy_as_recorded(resources: list[dict[str, Any]], expected: str) -> None:
+    result = run_ehr([FEMALE, *resources], "E13")
+    assert result.verdict == expected, result.reason
+
+
+def test_e13_not_pregnant_answer_is_shown() -> None:
+    answer = ehr_observation(PREGNANCY_STATUS, NOT_PREGNANT, effective=f"{ago(3)}")
+    result = run_ehr([FEMALE, answer], "E13")
+    assert result.verdict == "pass"
+    assert [e.reference for e in result.evidence] == [f"Observation/{answer['id']}"]
+
+
+def test_e13_stale_pregnancy_is_shown_not_counted() -> None:
+    stale = ehr_condition(coding(SCT_URI, PREGNANCY), clinical=None, onset="2023-02-01")
+    result = run_ehr([FEMALE, stale], "E13")
+    assert result.verdict == "pass"
+    assert "counted for 300 days after 2023-02-01 only" in notes(result)
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_condition(coding(SCT_URI, LACTATION), clinical=None, onset=f"{ago(700)}"),
+            "fail",
+            id="no-status-lactation-day-700-fail",
+        ),
+        pytest.param(
+            ehr_condition(coding(SCT_URI, LACTATION), clinical=None, onset=f"{ago(731)}"),
+            "unknown",
+            id="no-status-lactation-day-731-not-counted-manual-unknown",
+        ),
+    ],
+)
+def test_i7_lactation_stops_counting(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([FEMALE, resource], "I7.lactation")
+    assert result.verdict == expected, result.reason
+
+
+def _coded_only_in(
+    valueset: str,
+    clinical_status: str = "active",
+    onset: date | None = None,
+    abatement: date | None = None,
+) -> Diagnosis:
+    """A diagnosis whose code only the named (subset) value set lists."""
+    return Diagnosis(
+        reference="Condition/subset-only",
+        codes=(Code(SCT_URI, UNLISTED_SNOMED, "synthetic"),),
+        concepts=frozenset({valueset}),
+        clinical_status=clinical_status,
+        verification_status="confirmed",
+        onset=onset or ago(5),
+        abatement=abatement,
+        recorded=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("criterion", "dx", "expected"),
+    [
+        pytest.param(
+            "E4", _coded_only_in("infection_superficial"), "unknown", id="e4-superficial-only"
+        ),
+        pytest.param("E5", _coded_only_in("cns_transient"), "fail", id="e5-transient-active"),
+        pytest.param(
+            "E5",
+            _coded_only_in(
+                "cns_transient",
+                clinical_status="resolved",
+                onset=date(2010, 1, 1),
+                abatement=date(2010, 2, 1),
+            ),
+            "pass",
+            id="e5-transient-resolved-long-ago",
+        ),
+    ],
+)
+def test_records_only_in_a_subset_value_set_are_judged(
+    criterion: str, dx: Diagnosis, expected: str
+) -> None:
+    assert run_ehr([], criterion, extra=[dx]).verdict == expected
+
+
+def test_unreadable_record_whose_text_suggests_the_value_set_withholds_the_pass() -> None:
+    broken = ehr_condition(coding(LOCAL, "XY-77"), text="血栓性血小板减少性紫癜")
+    broken["onsetDateTime"] = "last spring"  # unreadable, but its code and text still are
+    result = run_ehr([broken], "E2")
+    assert result.verdict == "unknown"
+    assert "could not be read" in result.reason
+
+
+def test_unreadable_unrelated_unmapped_record_withholds_nothing() -> None:
+    broken = ehr_condition(coding(LOCAL, "XY-78"), text="缺铁性贫血")
+    broken["onsetDateTime"] = "last spring"
+    assert run_ehr([broken], "E2").verdict == "pass"

@@ -11,6 +11,7 @@ from service.facts import Allergy
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
 from tests.factories import ANAPHYLAXIS, NKDA, PENICILLIN, SNOMED, allergy
+from tests.realworld import coding, ehr_allergy, review_terms
 
 
 def mapped_allergy(resource: dict[str, Any], terms: Terminology) -> Allergy:
@@ -50,7 +51,6 @@ def test_no_known_drug_allergy_is_a_negation(terms: Terminology) -> None:
     [
         pytest.param("verificationStatus", "refuted", id="refuted"),
         pytest.param("verificationStatus", "entered-in-error", id="entered-in-error"),
-        pytest.param("clinicalStatus", "resolved", id="resolved"),
     ],
 )
 def test_records_that_do_not_count_are_dropped(terms: Terminology, field: str, code: str) -> None:
@@ -60,6 +60,21 @@ def test_records_that_do_not_count_are_dropped(terms: Terminology, field: str, c
     )
     resource[field] = {"coding": [{"system": system, "code": code}]}
     assert map_resource(resource, terms) is None
+
+
+def test_resolved_allergy_is_kept_as_history(terms: Terminology) -> None:
+    """A resolved severe reaction is still "history of severe drug allergy" (E3)."""
+    resource = allergy(PENICILLIN, criticality="high")
+    resource["clinicalStatus"] = {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                "code": "resolved",
+            }
+        ]
+    }
+    found = mapped_allergy(resource, terms)
+    assert (found.clinical_status, found.criticality) == ("resolved", "high")
 
 
 def test_unconfirmed_allergy_is_kept(terms: Terminology) -> None:
@@ -99,3 +114,25 @@ def test_malformed_allergy_raises_mapping_error_naming_it(
     resource[field] = value
     with pytest.raises(MappingError, match=f"^AllergyIntolerance/{resource['id']}: "):
         map_resource(resource, terms)
+
+
+# ------------------------------------------------------------------ as EHRs send them
+def test_snomed_finding_without_category_maps_its_concepts(terms: Terminology) -> None:
+    resource = ehr_allergy(
+        coding("http://snomed.info/sct", "91936005", "Allergy to penicillin"),
+        criticality="high",
+        verification="confirmed",
+    )
+    found = mapped_allergy(resource, terms)
+    assert found.category == frozenset()
+    assert "drug_allergen" in found.concepts
+    assert (found.clinical_status, found.verification_status) == ("active", "confirmed")
+    assert found.text == "Allergy to penicillin"
+    assert found.review == frozenset()
+
+
+def test_text_only_allergy_gets_review_value_sets() -> None:
+    found = mapped_allergy(ehr_allergy(text="青霉素过敏", criticality="high"), review_terms())
+    assert (found.codes, found.concepts) == ((), frozenset())
+    assert found.review == frozenset({"drug_allergen"})
+    assert found.text == "青霉素过敏"

@@ -11,6 +11,7 @@ from service.facts import Diagnosis
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
 from tests.factories import ICD10, ICD10CM, PNEUMONIA, SLE, TTP, condition
+from tests.realworld import LOCAL, coding, ehr_condition, review_terms
 
 
 def diagnosis(resource: dict[str, Any], terms: Terminology) -> Diagnosis:
@@ -111,7 +112,10 @@ def test_malformed_condition_raises_mapping_error_naming_it(
         map_resource(resource, terms)
 
 
-@pytest.mark.parametrize("code", [None, {"text": "history of TTP"}], ids=["no-code", "text-only"])
+# Text no value set's review terms match (a matching text is kept for review: see below).
+@pytest.mark.parametrize(
+    "code", [None, {"text": "see scanned discharge letter"}], ids=["no-code", "text-only"]
+)
 def test_condition_without_a_code_is_reported_not_dropped(
     terms: Terminology, code: dict | None
 ) -> None:  # type: ignore[type-arg]
@@ -122,3 +126,69 @@ def test_condition_without_a_code_is_reported_not_dropped(
         resource["code"] = code
     with pytest.raises(MappingError, match="has no code"):
         map_resource(resource, terms)
+
+
+# ------------------------------------------------------------------ unmapped is not absent
+SCT_URI = "http://snomed.info/sct"
+
+
+def test_unlisted_code_with_review_text_is_kept_for_review() -> None:
+    resource = ehr_condition(
+        coding(SCT_URI, "1287654001", "Lupus nephritis, ISN/RPS class IV-G"),
+        onset="2021-05-10T08:00:00+08:00",
+        recorded="2021-05-11T10:00:00+08:00",
+    )
+    dx = diagnosis(resource, review_terms())
+    assert dx.concepts == frozenset()
+    assert dx.review == frozenset({"sle"})
+    assert dx.text == "Lupus nephritis, ISN/RPS class IV-G"
+    assert (dx.onset, dx.recorded) == (date(2021, 5, 10), date(2021, 5, 11))
+
+
+def test_local_code_with_chinese_text_is_kept_for_review() -> None:
+    resource = ehr_condition(coding(LOCAL, "ZD-0233", "SLE"), text="系统性红斑狼疮 活动期")
+    dx = diagnosis(resource, review_terms())
+    assert dx.review == frozenset({"sle"})
+    assert dx.text == "系统性红斑狼疮 活动期"
+
+
+def test_bare_icd_category_above_value_set_rows_is_kept_for_review(terms: Terminology) -> None:
+    dx = diagnosis(ehr_condition(coding(ICD10CM, "M32")), terms)
+    assert dx.review == frozenset({"sle", "lupus_non_sle"})
+
+
+def test_text_only_condition_matching_review_terms_is_kept() -> None:
+    dx = diagnosis(ehr_condition(text="社区获得性肺炎"), review_terms())
+    assert (dx.codes, dx.review) == ((), frozenset({"infection"}))
+
+
+def test_unlisted_code_with_unrelated_text_is_dropped() -> None:
+    resource = ehr_condition(coding(LOCAL, "ZD-0101"), text="原发性高血压")
+    assert map_resource(resource, review_terms()) is None
+
+
+def test_listed_code_gets_no_review(terms: Terminology) -> None:
+    dx = diagnosis(ehr_condition(coding(SCT_URI, SLE), text="系统性红斑狼疮"), terms)
+    assert ("sle" in dx.concepts, dx.review) == (True, frozenset())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "day", "active"),
+    [
+        pytest.param({"abatement": "2026-12-01"}, date(2026, 11, 27), True, id="abates-later"),
+        pytest.param({"abatement": "2026-11-27"}, date(2026, 11, 27), False, id="abates-that-day"),
+        pytest.param({"onset": "2026-11-28"}, date(2026, 11, 27), False, id="onset-later"),
+        pytest.param({"recorded": "2026-11-28"}, date(2026, 11, 27), False, id="recorded-later"),
+        pytest.param(
+            {"onset": "2026-11-01", "recorded": "2026-11-28"},
+            date(2026, 11, 27),
+            True,
+            id="entered-later-onset-before",
+        ),
+        pytest.param({"clinical": "resolved"}, date(2026, 11, 27), False, id="resolved-undated"),
+        pytest.param({"clinical": None}, date(2026, 11, 27), True, id="no-status"),
+    ],
+)
+def test_active_on(terms: Terminology, kwargs: dict[str, Any], day: date, active: bool) -> None:
+    dx = diagnosis(ehr_condition(coding(SCT_URI, SLE), **kwargs), terms)
+    assert dx.active_on(day) is active

@@ -1,0 +1,151 @@
+"""`allergy`: a history of severe drug allergy or hypersensitivity.
+
+- An allergy is a drug allergy when its category says so (often absent), or its code is a drug:
+  an RxNorm or ATC code, a code in the rule's `allergens` value set (SNOMED CT substances and
+  "allergy to <drug>" findings) or in any medication value set.
+- A drug allergy with high criticality, a severe reaction or the rule's severe manifestation
+  (anaphylaxis) fails; one of unrecorded severity is `unknown`; low-criticality, non-severe ones
+  pass and are shown. Inactive and resolved allergies are still history ("history of ...");
+  refuted and entered-in-error ones never reach here (the mapper drops them).
+- Severe drug hypersensitivity recorded as a Condition (the rule's `diagnoses` value set:
+  SJS/TEN, DRESS, drug anaphylaxis, drug-allergy status) fails; an unconfirmed one is `unknown`.
+- Unmapped is not absent: an allergy or diagnosis no value set knows whose text suggests a drug
+  allergen (review terms) is `unknown` when it would be severe or of unrecorded severity.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from service.criteria.common import (
+    Context,
+    Findings,
+    decide,
+    diagnosis_evidence,
+    review_reason,
+    title,
+    unreadable,
+)
+from service.criteria.model import AllergyRule
+from service.criteria.verdict import Evidence, Verdict
+from service.facts import RESOLVED_STATUSES, Allergy, PatientFacts
+
+MEDICATION_SYSTEMS = frozenset(
+    {"http://www.nlm.nih.gov/research/umls/rxnorm", "http://www.whocc.no/atc"}
+)
+UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
+Severity = Literal["severe", "mild", "unclear"]
+
+
+def evaluate_allergy(rule: AllergyRule, facts: PatientFacts, ctx: Context) -> Verdict:
+    found = Findings()
+    drug_sets = _drug_valuesets(rule, ctx)
+    for allergy in facts.allergies:
+        if allergy.negated or (allergy.recorded is not None and allergy.recorded > ctx.as_of):
+            continue
+        _judge_allergy(rule, allergy, drug_sets, ctx, found)
+    _judge_diagnoses(rule, facts, ctx, found)
+    problem = unreadable(facts, "AllergyIntolerance")
+    if problem is None and rule.diagnoses:
+        problem = unreadable(facts, "Condition", concepts=[rule.diagnoses])
+    return decide(
+        found,
+        decided=lambda first: (
+            f"severe drug allergy or hypersensitivity on record "
+            f"({first.reference}{', ' + first.note if first.note else ''})"
+        ),
+        problem=problem,
+        nothing="no severe drug allergy found",
+        only_shown="only non-severe drug allergies on record",
+        absent="no record of drug allergy",
+    )
+
+
+def _judge_allergy(
+    rule: AllergyRule, allergy: Allergy, drug_sets: frozenset[str], ctx: Context, found: Findings
+) -> None:
+    basis = _drug_basis(rule, allergy, drug_sets)
+    if basis is None:
+        return
+    severity = _severity(rule, allergy)
+    history = allergy.clinical_status in RESOLVED_STATUSES
+    note = f"history of: clinical status {allergy.clinical_status}" if history else None
+    if basis == "review":
+        suggested = sorted(allergy.review & drug_sets)
+        if rule.allergens in suggested:  # the rule's own set names the concern best
+            suggested.insert(0, rule.allergens)
+        reason = review_reason(ctx.terms, suggested[0], allergy.codes, allergy.text)
+        evidence = _allergy_evidence(allergy, note=reason)
+        if severity == "mild":
+            found.shown.append(evidence)
+        else:
+            found.doubt(reason, evidence)
+        return
+    evidence = _allergy_evidence(allergy, note=note)
+    if severity == "severe":
+        found.decisive.append(evidence)
+    elif severity == "mild":
+        found.shown.append(evidence)
+    else:
+        found.doubt(f"drug allergy of unrecorded severity ({allergy.reference})", evidence)
+
+
+def _drug_basis(rule: AllergyRule, allergy: Allergy, drug_sets: frozenset[str]) -> str | None:
+    """'coded' when the record says the allergen is a drug, 'review' when only its text
+    suggests one, None when it is not a drug allergy (or nothing says it is)."""
+    if (
+        rule.category in allergy.category
+        or any(c.system in MEDICATION_SYSTEMS for c in allergy.codes)
+        or allergy.concepts & drug_sets
+    ):
+        return "coded"
+    return "review" if allergy.review & drug_sets else None
+
+
+def _drug_valuesets(rule: AllergyRule, ctx: Context) -> frozenset[str]:
+    """The rule's allergen value set and every medication value set of the code tables."""
+    names = {name for name, info in ctx.terms.valuesets.items() if info.kind == "medication"}
+    return frozenset(names | ({rule.allergens} if rule.allergens else set()))
+
+
+def _severity(rule: AllergyRule, allergy: Allergy) -> Severity:
+    if (
+        allergy.criticality == "high"
+        or "severe" in allergy.severities
+        or rule.severe_manifestations in allergy.manifestations
+    ):
+        return "severe"
+    if allergy.criticality == "low" or allergy.severities & {"mild", "moderate"}:
+        return "mild"
+    return "unclear"
+
+
+def _judge_diagnoses(rule: AllergyRule, facts: PatientFacts, ctx: Context, found: Findings) -> None:
+    """Severe drug hypersensitivity recorded on the problem list, at any time before as_of."""
+    if not rule.diagnoses:
+        return
+    name = title(ctx.terms, rule.diagnoses)
+    for dx in facts.diagnoses_for(rule.diagnoses):
+        if not dx.known_on(ctx.as_of):
+            continue
+        if dx.verification_status in UNCONFIRMED:
+            note = f"{name} recorded as {dx.verification_status}; confirm"
+            found.doubt(f"{dx.reference}: {note}", diagnosis_evidence(dx, note=note))
+        else:
+            found.decisive.append(diagnosis_evidence(dx, note=f"{name} (diagnosis)"))
+    for dx in facts.diagnoses:
+        if rule.diagnoses in dx.review and dx.known_on(ctx.as_of):
+            reason = review_reason(ctx.terms, rule.diagnoses, dx.codes, dx.text)
+            found.doubt(reason, diagnosis_evidence(dx, note=reason))
+
+
+def _allergy_evidence(allergy: Allergy, note: str | None = None) -> Evidence:
+    return Evidence(
+        reference=allergy.reference,
+        code=allergy.codes[0] if allergy.codes else None,
+        date=allergy.recorded,
+        value=allergy.criticality,
+        rule=f"criticality {allergy.criticality or 'not recorded'}; reaction severity "
+        f"{'/'.join(sorted(allergy.severities)) or 'not recorded'}",
+        note=note,
+    )

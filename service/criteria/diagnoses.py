@@ -1,0 +1,343 @@
+"""`diagnosis_required` and `diagnosis_excludes`: criteria decided by the problem list.
+
+Everything is judged as of `as_of`: a diagnosis first recorded (or with onset) later did not
+exist yet; one whose abatement date is after `as_of` was active then (`Diagnosis.active_on`).
+
+- An exclusion passes when the record holds no such diagnosis ("no record of ..."), unless
+  records of that type could not be read; an unconfirmed (provisional, differential) diagnosis is
+  `unknown`, never `fail`.
+- Unmapped is not absent: a diagnosis no value set knows by code, whose text matches the value
+  set's review terms (`Diagnosis.review`), is `unknown` where absence would pass: "possible
+  <title>: '<display>' (<system> <code>, not in the value set): review". For a required
+  diagnosis, it turns `fail` into `unknown`.
+- A required diagnosis recorded only as unconfirmed, or only by a related code that does not
+  establish it (`uncertain_valueset`), is `unknown`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Literal
+
+from service.criteria.common import (
+    Context,
+    Findings,
+    add_months,
+    and_more,
+    decide,
+    diagnosis_evidence,
+    medication_evidence,
+    review_reason,
+    title,
+    unreadable,
+)
+from service.criteria.exposure import exposure
+from service.criteria.model import (
+    DiagnosisExcludesRule,
+    DiagnosisRequiredRule,
+    DiseaseFreeException,
+)
+from service.criteria.test_results import test_state
+from service.criteria.verdict import Evidence, Verdict
+from service.facts import Diagnosis, MedicationExposure, PatientFacts
+
+MEDICATION_TYPES = (
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "MedicationDispense",
+)
+UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
+Outcome = tuple[Literal["fail", "unknown", "pass"], str]
+
+
+def _counted(dx: Diagnosis, active_only: bool, day: date) -> bool:
+    """A record the criterion looks at on `day`: active then, or (history) known by then."""
+    return dx.active_on(day) if active_only else dx.known_on(day)
+
+
+def _review_doubts(
+    facts: PatientFacts, valuesets: list[str], active_only: bool, ctx: Context, found: Findings
+) -> None:
+    """Diagnoses no value set knows whose text suggests one of `valuesets`: doubts."""
+    for dx in facts.diagnoses:
+        hits = [v for v in valuesets if v in dx.review]
+        if hits and _counted(dx, active_only, ctx.as_of):
+            reason = review_reason(ctx.terms, hits[0], dx.codes, dx.text)
+            found.doubt(reason, diagnosis_evidence(dx, note=reason))
+
+
+# ---------------------------------------------------------------- diagnosis_required
+def evaluate_diagnosis_required(
+    rule: DiagnosisRequiredRule, facts: PatientFacts, ctx: Context
+) -> Verdict:
+    name = title(ctx.terms, rule.valueset)
+    found = Findings()
+    for dx in facts.diagnoses_for(rule.valueset):
+        if not dx.known_on(ctx.as_of):
+            continue
+        if dx.verification_status in UNCONFIRMED:
+            found.doubt(
+                f"{name} recorded only as {dx.verification_status}",
+                diagnosis_evidence(dx, note=f"verification: {dx.verification_status}"),
+            )
+        else:
+            found.decisive.append(diagnosis_evidence(dx, rule=f"in value set {rule.valueset}"))
+    if rule.uncertain_valueset:
+        for dx in facts.diagnoses_for(rule.uncertain_valueset):
+            if dx.known_on(ctx.as_of):
+                found.doubt(
+                    f"{title(ctx.terms, rule.uncertain_valueset)} on record, "
+                    f"which does not establish {name}",
+                    diagnosis_evidence(dx, rule=f"in value set {rule.uncertain_valueset}"),
+                )
+    concerned = [rule.valueset, *filter(None, [rule.uncertain_valueset])]
+    _review_doubts(facts, concerned, False, ctx, found)
+    return decide(
+        found,
+        decisive_verdict="pass",
+        decided=lambda first: f"{name} on record ({first.reference})",
+        problem=unreadable(facts, "Condition", concepts=concerned),
+        nothing=f"no {name} found",
+        only_shown=f"no {name} diagnosis on record",
+        absent=f"no {name} diagnosis on record",
+    )
+
+
+# ---------------------------------------------------------------- diagnosis_excludes
+def evaluate_diagnosis_excludes(
+    rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context
+) -> Verdict:
+    names = " or ".join(title(ctx.terms, v) for v in rule.valuesets)
+    found = Findings()
+    _judge_diagnoses(rule, facts, ctx, found)
+    _review_doubts(facts, _searched(rule), rule.active_only, ctx, found)
+    _judge_procedures(rule, facts, ctx, found)
+    _judge_tests(rule, facts, ctx, found)
+    if not found.decisive:
+        _judge_suspect_medications(rule, facts, ctx, found)
+    return decide(
+        found,
+        decided=lambda first: and_more(
+            f"{names} on record: {first.reference}", len(found.decisive)
+        ),
+        problem=unreadable(facts, *_types_read(rule), concepts=_concerned(rule)),
+        nothing=f"no {names} found",
+        only_shown=f"no {names} that excludes (the records shown do not count)",
+        absent=f"no record of {names}",
+    )
+
+
+def _judge_diagnoses(
+    rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
+) -> None:
+    seen: set[str] = set()
+    for valueset in _searched(rule):
+        for dx in facts.diagnoses_for(valueset):
+            if dx.reference in seen or not _counted(dx, rule.active_only, ctx.as_of):
+                continue
+            seen.add(dx.reference)
+            outcome = _judge_diagnosis(rule, dx, ctx)
+            if outcome is None:
+                continue
+            kind, note = outcome
+            evidence = diagnosis_evidence(dx, note=note)
+            if kind == "fail":
+                found.decisive.append(evidence)
+            elif kind == "unknown":
+                found.doubt(note, evidence)
+            else:
+                found.shown.append(evidence)
+
+
+def _searched(rule: DiagnosisExcludesRule) -> list[str]:
+    """The rule's value sets, then those of its exceptions and of `at_most_unknown`: a record
+    coded only in an excepted or limited set (a subset by design) is still judged, never missed."""
+    extra = [e.valueset for e in rule.exceptions] + rule.at_most_unknown
+    return list(dict.fromkeys([*rule.valuesets, *extra]))
+
+
+def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Outcome | None:
+    """('fail'|'unknown'|'pass', note) for one counted diagnosis, or None if it does not count.
+
+    In order: a stale record nobody closed, the onset window, the exceptions, the verification
+    status, value sets that never exclude on their own (at most `unknown`).
+    """
+    outcome = _judge_stale(rule, dx, ctx) or _judge_onset(rule, dx, ctx)
+    if outcome is not None:
+        return outcome
+    for exception in rule.exceptions:
+        if exception.valueset in dx.concepts:
+            return _judge_exception(exception, dx, ctx)
+    if dx.verification_status in UNCONFIRMED:
+        return "unknown", f"{dx.reference}: recorded as {dx.verification_status}; confirm"
+    limited = [v for v in rule.at_most_unknown if v in dx.concepts]
+    if limited:
+        return (
+            "unknown",
+            f"{dx.reference}: {title(ctx.terms, limited[0])} does not exclude by itself; "
+            "confirm it is not uncontrolled or systemic",
+        )
+    return "fail", "matches the exclusion"
+
+
+def _judge_stale(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Outcome | None:
+    """A record that should have ended by now (a pregnancy, lactation) but was never closed.
+
+    No status and no end date: counted only for `unstated_status_counts_days` after its onset
+    (or recorded date); later it is shown, not counted; with no date at all, `unknown`. Recorded
+    active for longer than that: `unknown` (recorded active with no date: it counts).
+    """
+    days = rule.unstated_status_counts_days
+    if days is None or dx.abatement is not None or not rule.active_only:
+        return None
+    began = dx.onset or dx.recorded
+    if began is None:
+        if dx.clinical_status is None:
+            return (
+                "unknown",
+                f"{dx.reference}: no status and no date recorded; confirm it is current",
+            )
+        return None  # recorded active, with nothing to say since when: it counts
+    if began + timedelta(days=days) >= ctx.as_of:
+        return None
+    if dx.clinical_status is None:
+        return (
+            "pass",
+            f"no status and no end date; counted for {days} days after {began} only: not current",
+        )
+    return (
+        "unknown",
+        f"{dx.reference}: recorded {dx.clinical_status} since {began}, longer than {days} days; "
+        "confirm it is current",
+    )
+
+
+def _judge_onset(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Outcome | None:
+    """The onset window of an active-only exclusion (a recent infection).
+
+    An active record older than the window is not dropped silently: `unknown` unless the record
+    shows it resolved (then `_counted` already left it out).
+    """
+    if rule.onset_within_days is None:
+        return None
+    began = dx.onset or dx.recorded
+    if began is None:
+        return "unknown", f"{dx.reference}: active, onset date not recorded"
+    if began < ctx.as_of - timedelta(days=rule.onset_within_days):
+        return (
+            "unknown",
+            f"{dx.reference}: active since {began} (before the {rule.onset_within_days}-day "
+            "window) and not recorded resolved; confirm whether it is still active",
+        )
+    return None
+
+
+def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Context) -> Outcome:
+    """An excepted kind (non-melanoma skin cancer, a CNS infection long over): excepted only when
+    over for more than N years before `as_of`."""
+    years = exception.disease_free_years_more_than
+    over = dx.abatement if dx.abatement is not None and dx.abatement <= ctx.as_of else None
+    if over is None:
+        if not dx.active_on(ctx.as_of):
+            return (
+                "unknown",
+                f"{dx.reference}: excepted only if over for > {years} years; recorded "
+                f"{dx.clinical_status} without an end date",
+            )
+        if exception.when_unresolved == "fail":
+            return "fail", f"excepted only when over for > {years} years; not recorded over"
+        return (
+            "unknown",
+            f"{dx.reference}: excepted only if disease-free > {years} years; no end date recorded",
+        )
+    if over < add_months(ctx.as_of, -12 * years):
+        return "pass", f"excepted: disease-free since {over} (> {years} years)"
+    return "fail", f"excepted type, but disease-free only since {over} (not > {years} years)"
+
+
+def _judge_procedures(
+    rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
+) -> None:
+    if rule.procedures is None:
+        return
+    since = ctx.as_of - timedelta(days=rule.procedures.within_days)
+    for proc in facts.procedures:
+        if (
+            rule.procedures.valueset in proc.concepts
+            and proc.performed
+            and since <= proc.performed <= ctx.as_of
+        ):
+            found.decisive.append(
+                Evidence(
+                    reference=proc.reference,
+                    code=proc.codes[0] if proc.codes else None,
+                    date=proc.performed,
+                    note=f"{title(ctx.terms, rule.procedures.valueset)} "
+                    f"within {rule.procedures.within_days} days",
+                )
+            )
+
+
+def _judge_tests(
+    rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
+) -> None:
+    """Positive tests in the window fail; one that reads neither way is a doubt; a negative one
+    is shown (a "not pregnant" answer)."""
+    if rule.positive_tests is None:
+        return
+    for spec in rule.positive_tests.tests.values():
+        state, reason, shown = test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
+        if state == "positive":
+            found.decisive.extend(shown)
+        elif state == "negative":
+            found.shown.extend(shown)
+        elif state == "unknown" and any(e.note is None for e in shown):
+            # a result in the window that reads neither way (e.g. hCG 5-25 mIU/mL)
+            for evidence in shown:
+                found.doubt(reason, evidence)
+
+
+def _judge_suspect_medications(
+    rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
+) -> None:
+    """A medication that suggests the condition (a systemic anti-infective for an infection)
+    taken on `as_of` (criteria/exposure.py decides which days a record covers) makes the
+    exclusion `unknown` when no diagnosis decided it; so does a medication no value set knows
+    whose text suggests one."""
+    valueset = rule.suspect_if_medication_active
+    if not valueset:
+        return
+    name = title(ctx.terms, valueset)
+    for med in facts.medications_for(valueset):
+        if (period := _taken_on(med, ctx)) is not None:
+            note = f"{name} taken on {ctx.as_of} ({period})"
+            found.doubt(note, medication_evidence(med, note=note))
+    for med in facts.medications:
+        if valueset in med.review and _taken_on(med, ctx) is not None:
+            reason = review_reason(ctx.terms, valueset, med.codes, med.text)
+            found.doubt(reason, medication_evidence(med, note=reason))
+
+
+def _taken_on(med: MedicationExposure, ctx: Context) -> str | None:
+    """How the record covers `as_of` (for the evidence), or None when it does not."""
+    period = exposure(med, ctx.as_of, ctx.terms)
+    if period is None or not period.start <= ctx.as_of <= period.end:
+        return None
+    return f"{period.start} to {period.end}: {period.basis}"
+
+
+def _types_read(rule: DiagnosisExcludesRule) -> list[str]:
+    types = ["Condition"] + (["Procedure"] if rule.procedures else [])
+    types += ["Observation"] if rule.positive_tests else []
+    return types + (list(MEDICATION_TYPES) if rule.suspect_if_medication_active else [])
+
+
+def _concerned(rule: DiagnosisExcludesRule) -> list[str]:
+    """The value sets an unreadable record would have to concern to withhold a pass."""
+    return [
+        *_searched(rule),
+        *([rule.procedures.valueset] if rule.procedures else []),
+        *(t.lab for t in (rule.positive_tests.tests.values() if rule.positive_tests else [])),
+        *filter(None, [rule.suspect_if_medication_active]),
+    ]

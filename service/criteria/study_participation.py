@@ -1,0 +1,57 @@
+"""`study_participation`: another clinical trial within `within_months` before `as_of`.
+
+From ResearchSubject records. A study other than this trial that was ongoing, ended or started
+inside the window fails; one that ended on an unrecorded date is `unknown`; no record passes
+(confirmed with the patient at screening).
+"""
+
+from __future__ import annotations
+
+from service.criteria.common import Context, Findings, add_months, decide, unreadable
+from service.criteria.model import StudyParticipationRule
+from service.criteria.verdict import Evidence, Verdict
+from service.facts import PatientFacts
+
+OFF_STUDY = frozenset({"off-study", "withdrawn"})
+
+
+def evaluate_study_participation(
+    rule: StudyParticipationRule, facts: PatientFacts, ctx: Context
+) -> Verdict:
+    since = add_months(ctx.as_of, -rule.within_months)
+    found = Findings()
+    for study in facts.studies:
+        if ctx.trial_id in study.study or (study.start is not None and study.start > ctx.as_of):
+            continue
+        ongoing = study.end is None and study.status not in OFF_STUDY
+        evidence = Evidence(
+            reference=study.reference,
+            value=study.study,
+            date=study.start,
+            note=f"status {study.status}, ended {study.end or 'not recorded'}",
+        )
+        if ongoing or (study.end is not None and study.end >= since):
+            found.decisive.append(evidence)
+        elif study.end is None and study.start is not None and study.start >= since:
+            found.decisive.append(evidence)  # off study now, but it started inside the window
+        elif study.end is None:
+            # Off study on an unrecorded date: it may or may not have been within the window.
+            found.doubt(
+                f"another study ended on an unrecorded date: {study.study}",
+                Evidence(
+                    reference=study.reference,
+                    value=study.study,
+                    date=study.start,
+                    note="end date not recorded",
+                ),
+            )
+        else:
+            found.shown.append(evidence)
+    return decide(
+        found,
+        decided=lambda first: f"in another study within {rule.within_months} months: {first.value}",
+        problem=unreadable(facts, "ResearchSubject"),
+        nothing="no recent study found",
+        only_shown=f"studies on record ended before {since}",
+        absent="no record of participation in another clinical trial",
+    )
