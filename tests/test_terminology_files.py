@@ -52,7 +52,7 @@ CODE_PATTERNS = {
 }
 
 KINDS = frozenset(
-    {"lab", "score", "grade", "diagnosis", "medication", "procedure", "manifestation"}
+    {"lab", "score", "grade", "diagnosis", "medication", "allergen", "procedure", "manifestation"}
 )
 RESULTS = frozenset({"positive", "negative"})
 BILAG_DOMAINS = (

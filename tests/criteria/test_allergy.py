@@ -197,7 +197,8 @@ def test_e3_history_of_resolved_allergy_is_named() -> None:
 def test_e3_unmapped_drug_allergy_reason() -> None:
     result = run_ehr([ehr_allergy(text="青霉素过敏", criticality="high")], "E3")
     assert result.reason == (
-        "possible Drug allergen: '青霉素过敏' (no code, not in the value set): review"
+        "possible Drug allergens (SNOMED CT substances and drug-allergy findings): "
+        "'青霉素过敏' (no code, not in the value set): review"
     )
 
 
