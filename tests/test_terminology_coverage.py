@@ -156,7 +156,8 @@ def test_widened_set_states_definition_and_review_terms(name: str) -> None:
         if "system" in entry:
             assert {"ecl", "prefixes", "codes"} & entry.keys(), f"{name}.yaml: {entry}"
     terms = data["review_terms"]
-    assert terms["en"] and terms["zh"], f"{name}.yaml: review terms need English and Chinese"
+    assert terms["en"], f"{name}.yaml: review terms need English"
+    assert terms["zh"], f"{name}.yaml: review terms need Chinese"
 
 
 def test_icd_prefixes_of_the_definition_are_the_icd_rows() -> None:
