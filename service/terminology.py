@@ -429,9 +429,14 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
 
 
+# libyaml's safe loader when the build has it: the value-set files carry long definition lists,
+# and the pure-Python parser made loading them the bulk of start-up time.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506
     except (OSError, yaml.YAMLError) as exc:
         raise TerminologyError(f"{path}: {exc}") from exc
     if not isinstance(loaded, dict):

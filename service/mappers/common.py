@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from service.facts import Code, Quantity
-from service.terminology import Terminology
+from service.terminology import HIERARCHICAL, Terminology
 
 __all__ = [
     "MappingError",
@@ -84,8 +84,14 @@ def review_of(
     absent"): those whose review terms its text or any display matches, and, for an ICD or
     ATC code above the rows of a value set (the bare category `M32`), those value sets."""
     text = concept.get("text") if isinstance(concept, dict) else None
+    keys = tuple((c.system, c.code) for c in codes)
+    if any(system in HIERARCHICAL for system, _ in keys):
+        # ICD-10 and ATC tables list whole categories, so a code they do not reach was left
+        # out on purpose (old MI I25.2 is not a severe cardiac disease): its text is not asked.
+        # SNOMED CT, RxNorm and local codes may be deeper than a table: their text is.
+        return _review(terms, "", keys)
     words = " | ".join(t for t in [text, *(c.display for c in codes)] if isinstance(t, str))
-    return _review(terms, words, tuple((c.system, c.code) for c in codes))
+    return _review(terms, words, keys)
 
 
 @lru_cache(maxsize=4096)
