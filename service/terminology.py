@@ -25,6 +25,7 @@ import yaml
 
 from service.facts import Code, Qualitative
 from service.units import UnitError, conversion_factor, normalize_unit
+from service.vocab.definition import DefinitionError, ValueSetDefinition, parse_definition
 
 __all__ = ["GlucocorticoidPotency", "Terminology", "TerminologyError", "ValueSetInfo"]
 
@@ -57,6 +58,8 @@ class ValueSetInfo:
     default_course_days: int | None = None
     # words that suggest the concept in a record no value set knows (English, Chinese ...)
     review_terms: tuple[str, ...] = ()
+    # what the CSV is the expansion of (service/vocab/definition.py); None where not yet written
+    definition: ValueSetDefinition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,8 @@ class Terminology:
         # concepts of a result -> the one whose canonical unit its value is converted to
         self._quantity_concept_cache: dict[frozenset[str], str | None] = {}
         self._review = _review_patterns(valuesets)
+        # memberships a terminology server taught at run time (service/vocab/runtime.py)
+        self._learned: dict[tuple[str, str], frozenset[str]] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -142,6 +147,7 @@ class Terminology:
                 or None,
                 default_course_days=_optional_int(meta.get("default_course_days")),
                 review_terms=_review_terms(meta.get("review_terms"), meta_path),
+                definition=_definition(meta.get("definition"), meta_path),
             )
 
         def table(relative: str) -> list[dict[str, str]]:
@@ -194,6 +200,7 @@ class Terminology:
             return cached
         normalized = normalize_code(system, code)
         found = set(self._members.get((system, normalized), ()))
+        found |= self._learned.get((system, normalized), frozenset())
         shortest = HIERARCHICAL.get(system)
         if shortest is not None:
             for end in range(len(normalized) - 1, shortest - 1, -1):
@@ -202,6 +209,20 @@ class Terminology:
         result = frozenset(found)
         self._concept_cache[key] = result
         return result
+
+    def learn(self, system: str, code: str, concepts: frozenset[str]) -> None:
+        """Add value-set memberships a terminology server answered for a code the tables do
+        not list (an overlay: the tables are unchanged). Bounded like the caches: past
+        CACHE_LIMIT codes the overlay starts over and codes are asked again."""
+        key = (system, normalize_code(system, code))
+        known = self._learned.get(key, frozenset())
+        _remember(self._learned, key, known | concepts)
+        self._concept_cache.clear()
+
+    def learned(self, system: str, code: str) -> frozenset[str] | None:
+        """What the server taught about this code, or None if it was never asked (or the
+        overlay started over since)."""
+        return self._learned.get((system, normalize_code(system, code)))
 
     def codes_in(self, names: set[str] | frozenset[str]) -> set[tuple[str, str]]:
         """(system, code) of every row of these value sets, and the site's local codes that
@@ -393,6 +414,13 @@ def _review_patterns(valuesets: dict[str, ValueSetInfo]) -> list[tuple[str, re.P
         ]
         patterns.append((name, re.compile("|".join(parts))))
     return patterns
+
+
+def _definition(raw: Any, where: Path) -> ValueSetDefinition | None:
+    try:
+        return parse_definition(raw, str(where))
+    except DefinitionError as exc:
+        raise TerminologyError(str(exc)) from None
 
 
 def _optional_int(value: Any) -> int | None:
