@@ -265,6 +265,11 @@ class Terminology:
         """The standard code a site maps its local code to, if any."""
         return self._site_map.get((code.system, code.code))
 
+    def translate_pair(self, system: str, code: str) -> tuple[str, str] | None:
+        """`translate` for a bare (system, code)."""
+        mapped = self._site_map.get((system, code))
+        return (mapped.system, mapped.code) if mapped is not None else None
+
     def resolve(self, codes: Iterable[Code]) -> tuple[tuple[Code, ...], frozenset[str]]:
         """Codes as recorded plus site-mapped ones, ordered matching-first, and their concepts."""
         matched: list[Code] = []

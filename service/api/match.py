@@ -22,7 +22,7 @@ from service.criteria.verdict import PatientResult
 from service.errors import BadRequest, FhirError, FhirNotFound, NotFound, ServiceError
 from service.facts import PatientFacts
 from service.fhir import FhirClient, fetch_patient
-from service.fhir.patient import add_resources
+from service.fhir.patient import map_records
 from service.mappers import subject_of
 from service.ranking import rank
 from service.schemas import PatientResultPublic, RankedListPublic
@@ -116,7 +116,7 @@ async def match(
     try:
         if isinstance(payload, BundleInput):
             started = time.perf_counter()
-            facts = _facts_from_bundle(payload, state)
+            facts = await _facts_from_bundle(payload, state, state.plans[trial_id].valuesets)
             timing["map"] = time.perf_counter() - started
             reference = facts.reference
             day = as_of or dt.date.today()
@@ -131,6 +131,7 @@ async def match(
                     state.plans[trial_id],
                     state.terms,
                     token=_fhir_token(state, caller),
+                    tx=state.tx,
                 )
             except FhirNotFound as exc:
                 raise NotFound(f"{reference} not found on the FHIR server") from exc
@@ -152,7 +153,9 @@ async def match(
         await _audit(state, request_id, caller, "match", trial_id, [reference], outcome)
 
 
-def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
+async def _facts_from_bundle(
+    bundle: BundleInput, state: AppState, wanted: frozenset[str]
+) -> PatientFacts:
     resources = [
         r
         for r, _, error in bundle_entries(bundle.model_dump(), "body")
@@ -165,7 +168,7 @@ def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
         )
     reference = str(patients.pop())
     facts = PatientFacts(reference)
-    add_resources(facts, resources, state.terms)
+    await map_records(facts, resources, state.terms, tx=state.tx, wanted=wanted)
     return facts
 
 
@@ -264,7 +267,7 @@ async def screen_many(
         async with gate:
             try:
                 fetched = await fetch_patient(
-                    fhir, ident, state.plans[trial.id], state.terms, token=token
+                    fhir, ident, state.plans[trial.id], state.terms, token=token, tx=state.tx
                 )
             except FhirError as exc:
                 errors += 1

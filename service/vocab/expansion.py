@@ -40,6 +40,7 @@ __all__ = [
     "merge",
     "plan",
     "read_rows",
+    "readers",
     "render",
     "write",
 ]
@@ -238,3 +239,31 @@ def plan(valuesets_dir: Path, names: Sequence[str], readers: Sequence[Reader]) -
 
 def write(valuesets_dir: Path, change: Change) -> None:
     (valuesets_dir / f"{change.name}.csv").write_text(render(change.rows), encoding="utf-8")
+
+
+def readers(
+    *,
+    rf2: Path | None = None,
+    omop: Path | None = None,
+    rxnorm: Path | None = None,
+    tx: str | None = None,
+) -> list[Reader]:
+    """The readers for the sources a site has, in this order of preference: local release
+    files first (RF2, RRF, OMOP), then a terminology server. Raises ValueError without one."""
+    from service.vocab.fhir_tx import TxReader
+    from service.vocab.omop import OmopReader
+    from service.vocab.rf2 import Rf2Reader
+    from service.vocab.rrf import RrfReader
+
+    found: list[Reader] = []
+    if rf2 is not None:
+        found.append(Rf2Reader(rf2))
+    if rxnorm is not None:
+        found.append(RrfReader(rxnorm))
+    if omop is not None:
+        found.append(OmopReader(omop))
+    if tx is not None:
+        found.append(TxReader(tx))
+    if not found:
+        raise ValueError("give at least one source: --rf2, --omop, --rxnorm or --tx")
+    return found
