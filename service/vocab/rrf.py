@@ -82,7 +82,8 @@ class RrfReader:
         self._conso = _find(root, "RXNCONSO.RRF")
         self._rel = _find(root, "RXNREL.RRF")
         match = next(
-            (m for part in reversed(root.resolve().parts) if (m := RELEASE.search(part))), None
+            (m for part in reversed(self._conso.resolve().parts) if (m := RELEASE.search(part))),
+            None,
         )
         self.release = match.group(1) if match else "unknown"
 
