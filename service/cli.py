@@ -11,7 +11,7 @@
     cohort-match terminology expand   [NAME ...] (--rf2 DIR | --omop DIR | --rxnorm DIR | --tx URL)
                                       [--write]
     cohort-match terminology unmapped --trial ID [--data PATH] [--format table|json|csv]
-                                      [--limit N]
+                                      [--limit N] [--type RESOURCE_TYPE ...]
 
 Without --data the bundled synthetic demo population is screened. Errors are one line on
 stderr; a bad file or resource is named and skipped, and the run completes.
@@ -739,6 +739,10 @@ def unmapped_command(
     data: DataOption = None,
     output: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     limit: Annotated[int | None, typer.Option(help="Only the N most frequent codes.")] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only this resource type (repeatable), e.g. Condition."),
+    ] = None,
 ) -> None:
     """List, by frequency, the codes in a population that no value set of the trial knows."""
     from service.criteria.model import valuesets_named
@@ -749,8 +753,12 @@ def unmapped_command(
     try:
         definition, _ = find_trial(settings.trials_dir, trial)
         terms = load_default(settings.terminology_dir, settings.site_code_map)
-        report = unmapped(data or settings.demo_dir, terms, frozenset(valuesets_named(definition)))
-    except (TrialNotFound, TrialError, TerminologyError, FileNotFoundError) as exc:
+        wanted = frozenset(valuesets_named(definition))
+        if types:
+            report = unmapped(data or settings.demo_dir, terms, wanted, frozenset(types))
+        else:
+            report = unmapped(data or settings.demo_dir, terms, wanted)
+    except (TrialNotFound, TrialError, TerminologyError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     rows = report.codes[:limit] if limit is not None else report.codes
     if output is Format.json:

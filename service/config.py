@@ -202,6 +202,13 @@ class Settings(BaseSettings):
                 "COHORT_MATCH_AUTH_DISABLED=true is refused unless COHORT_MATCH_HOST is a "
                 f"loopback address (got {self.host!r})"
             )
+        if self.terminology_url is not None and not self.terminology_url.lower().startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                "COHORT_MATCH_TERMINOLOGY_URL must be an http(s) URL "
+                f"(got {self.terminology_url!r})"
+            )
         if self.fhir_auth == "bearer" and self.fhir_token is None:
             raise ValueError("COHORT_MATCH_FHIR_AUTH=bearer needs COHORT_MATCH_FHIR_TOKEN")
         if self.fhir_auth == "smart-backend" and not (

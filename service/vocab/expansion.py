@@ -123,8 +123,10 @@ def expand(
     for entry in definition.exclude:
         if entry.prefixes is not None and entry.system in PREFIX_SYSTEMS:
             result.exclude_prefixes += [(entry.system, p) for p in entry.prefixes]
-            continue
-        result.excluded |= {key for key, _, _ in _entry_rows(entry, readers, known, result)}
+        elif entry.codes is not None and entry.system is not None:
+            result.excluded |= {(entry.system, code) for code in entry.codes}
+        else:
+            result.excluded |= {key for key, _, _ in _entry_rows(entry, readers, known, result)}
     return result
 
 

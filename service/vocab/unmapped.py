@@ -105,8 +105,17 @@ def _resources(data: Path) -> Iterator[tuple[dict[str, Any] | None, str | None]]
             yield resource, error
 
 
-def unmapped(data: Path, terms: Terminology, wanted: frozenset[str]) -> Report:
-    """Count, by (resource type, system, code), the records no value set in `wanted` knows."""
+def unmapped(
+    data: Path,
+    terms: Terminology,
+    wanted: frozenset[str],
+    types: frozenset[str] = frozenset(CODE_FIELD),
+) -> Report:
+    """Count, by (resource type, system, code), the records of `types` no value set in
+    `wanted` knows."""
+    unknown_types = sorted(types - set(CODE_FIELD))
+    if unknown_types:
+        raise ValueError(f"not a resource type the report reads: {', '.join(unknown_types)}")
     counts: Counter[tuple[str, str, str]] = Counter()
     displays: dict[tuple[str, str, str], str] = {}
     read = missed = errors = 0
@@ -115,7 +124,7 @@ def unmapped(data: Path, terms: Terminology, wanted: frozenset[str]) -> Report:
             errors += error is not None
             continue
         kind = resource.get("resourceType")
-        if kind not in CODE_FIELD:
+        if kind not in types:
             continue
         read += 1
         codes, text = codings_of(resource)

@@ -109,6 +109,16 @@ def test_exclusions_remove_rows_whatever_their_source() -> None:
     assert [r.code for r in change.removed] == ["68815009"]
 
 
+def test_code_exclusions_need_no_display() -> None:
+    current = [Row(LOINC, "718-7", "Hemoglobin", "curated: LOINC 2.80")]
+    result = expand(
+        definition(SLE, exclude=(Entry(system=LOINC, codes=["718-7", "4544-3"]),)), [READER]
+    )
+    change = merge("x", current, result)
+    assert not change.problems
+    assert [r.code for r in change.removed] == ["718-7"]
+
+
 def test_prefix_exclusions_remove_codes_below() -> None:
     current = [
         Row(ICD10CM, "M32.10", "a", "curated: x"),

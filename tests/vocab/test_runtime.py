@@ -272,6 +272,11 @@ def test_match_with_a_bundle_body_asks_the_server(
     assert ("validate-code", SLE_DEEPER) in tx_state.asked
 
 
+def test_the_setting_must_be_an_http_url() -> None:
+    with pytest.raises(ValueError, match="TERMINOLOGY_URL must be an http"):
+        Settings(terminology_url="tx.example.org/fhir")
+
+
 # ---------------------------------------------------------------------------- $expand
 def test_tx_reader_pages_through_an_ecl_expansion(tx_base: str, tx_state: TxState) -> None:
     reader = TxReader(tx_base)

@@ -117,6 +117,17 @@ def test_cli_table_json_csv() -> None:
     assert {row["resource_type"] for row in rows} >= {"AllergyIntolerance", "Observation"}
 
 
+def test_cli_type_filter() -> None:
+    args = ["terminology", "unmapped", "--data", str(POPULATION), "--format", "json"]
+    result = runner.invoke(app, [*args, "--type", "Condition", "--type", "AllergyIntolerance"])
+    assert result.exit_code == 0, result.output
+    kinds = {c["resource_type"] for c in json.loads(result.stdout)["codes"]}
+    assert kinds == {"Condition", "AllergyIntolerance"}
+    result = runner.invoke(app, [*args, "--type", "Encounter"])
+    assert result.exit_code == 2
+    assert "Encounter" in result.stderr
+
+
 def test_cli_unknown_trial_is_one_line() -> None:
     args = ["terminology", "unmapped", "--trial", "NCT0", "--data", str(POPULATION)]
     result = runner.invoke(app, args)
