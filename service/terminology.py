@@ -4,6 +4,9 @@
   hierarchies written into the code itself, so a row `M32.1` also covers `M32.14` and a row
   `J01` every antibacterial; SNOMED CT and LOINC codes match exactly.
 - Site code map: a hospital's local codes translated to standard ones before membership.
+- Each value set's `definition` (service/vocab/definition.py) is read and checked; the CSV is
+  its expansion. Memberships a terminology server answered at run time are an overlay
+  (`learn`), consulted by `concepts_of_code`; the tables themselves never change.
 - Units: aliases for the non-UCUM strings labs send, then UCUM conversion to the value set's
   canonical unit (with its molar mass for mg/dL <-> umol/L).
 - Qualitative results ("Positive", SNOMED 10828004, "阳性") and glucocorticoid potency.
