@@ -4,7 +4,8 @@ Reads, from anywhere under the directory given:
 - `sct2_Concept_Snapshot*.txt`: active concepts;
 - `sct2_Relationship_Snapshot*.txt`: active rows of type 116680003 |Is a| (source is a
   child of destination); other attributes are not read;
-- `sct2_Description_Snapshot*.txt`: active fully specified names (type 900000000000003001).
+- `sct2_Description_Snapshot*.txt`: active fully specified names (type 900000000000003001),
+  English first when an edition ships several languages.
 
 RF2 files are tab-separated UTF-8 with a header line and no quoting (terms may hold quotes),
 so lines are split on tabs rather than read as CSV. The release is the date in the Concept
@@ -84,9 +85,21 @@ class Rf2Reader:
 
     @cached_property
     def _names(self) -> dict[str, str]:
-        path = _find(self.root, "sct2_Description_Snapshot")
-        rows = _rows(path, ("conceptId", "typeId", "active", "term"))
-        return {cid: term for cid, kind, active, term in rows if active == "1" and kind == FSN}
+        """Active FSNs; a national edition ships one Description file per language: the
+        English one is read first, the others fill in."""
+        paths = sorted(
+            (p for p in self.root.rglob("sct2_Description_Snapshot*.txt") if p.is_file()),
+            key=lambda p: ("-en_" not in p.name, p.name),
+        )
+        if not paths:
+            raise ValueError(f"{self.root}: no sct2_Description_Snapshot*.txt file")
+        names: dict[str, str] = {}
+        for path in paths:
+            rows = _rows(path, ("conceptId", "typeId", "active", "term"))
+            for cid, kind, active, term in rows:
+                if active == "1" and kind == FSN:
+                    names.setdefault(cid, term)
+        return names
 
     def descendants(self, concept: str) -> set[str]:
         """Proper descendants over active IS-A relationships, active concepts only."""

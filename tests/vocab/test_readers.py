@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,22 @@ def test_rrf_refuses_a_clinical_drug_and_does_not_do_snomed(rrf: RrfReader) -> N
     with pytest.raises(ValueError, match="a SCD, not an ingredient"):
         rrf.expand(ingredients("1437968"))
     assert rrf.expand(ecl("<< 55464009")) is None
+
+
+def test_rf2_reads_every_language_english_first(tmp_path: Path) -> None:
+    shutil.copytree(DATA / "rf2", tmp_path / "rf2")
+    terminology = next((tmp_path / "rf2").rglob("Terminology"))
+    header = (
+        "id\teffectiveTime\tactive\tmoduleId\tconceptId\tlanguageCode\ttypeId\tterm"
+        "\tcaseSignificanceId"
+    )
+    rows = [
+        "9990011000005112\t20250101\t1\t554471000005108\t55464009\tda\t900000000000003001"
+        "\tsystemisk lupus erythematosus (sygdom)\t900000000000448009",
+    ]
+    # a national edition's file that sorts before the English one
+    (terminology / "sct2_Description_Snapshot-da_DK1000005_20250101.txt").write_text(
+        "\r\n".join([header, *rows]) + "\r\n", encoding="utf-8"
+    )
+    reader = Rf2Reader(tmp_path / "rf2")
+    assert reader.display(SNOMED, "55464009") == "Systemic lupus erythematosus (disorder)"

@@ -149,6 +149,16 @@ def runtime(base: str, terms: Terminology) -> RuntimeTerminology:
 
 
 # ---------------------------------------------------------------------------- classification
+def test_learn_is_an_overlay_the_membership_reads(terms: Terminology) -> None:
+    assert terms.concepts_of_code(SNOMED, SLE_DEEPER) == frozenset()  # cached as unknown
+    assert terms.learned(SNOMED, SLE_DEEPER) is None
+    terms.learn(SNOMED, SLE_DEEPER, frozenset({"sle"}))
+    assert terms.concepts_of_code(SNOMED, SLE_DEEPER) == {"sle"}  # the cache was dropped
+    terms.learn(SNOMED, SLE_DEEPER, frozenset({"cns_disorder"}))
+    assert terms.learned(SNOMED, SLE_DEEPER) == {"sle", "cns_disorder"}
+    assert terms.concepts_of_code(SNOMED, "55464009") >= {"sle"}  # tables unchanged
+
+
 def test_definition_urls_are_implicit_ecl_value_sets(terms: Terminology) -> None:
     definition = terms.valuesets["sle"].definition
     assert definition is not None
