@@ -80,6 +80,7 @@ class RuntimeTerminology:
         self.requests = 0  # answered or not: for tests and logs
         # (system, code) -> {value set: member?}
         self._answers: dict[Key, dict[str, bool]] = {}
+        self._inflight: dict[tuple[Key, frozenset[str]], asyncio.Future[Any]] = {}
 
     async def aclose(self) -> None:
         await self.server.aclose()
@@ -95,9 +96,22 @@ class RuntimeTerminology:
         return found
 
     async def classify(
-        self, key: Key, wanted: Iterable[str], limit: asyncio.Semaphore
+        self, key: Key, wanted: frozenset[str], limit: asyncio.Semaphore
     ) -> frozenset[str] | _Failure:
-        """The value sets among `wanted` the server puts the code in (asked once each)."""
+        """The value sets among `wanted` the server puts the code in. Each (code, value set)
+        is asked once: concurrent callers (a ranked list fetching several patients) share
+        the questions in flight."""
+        flight = (key, wanted)
+        task = self._inflight.get(flight)
+        if task is None:
+            task = asyncio.ensure_future(self._classify(key, wanted, limit))
+            self._inflight[flight] = task
+            task.add_done_callback(lambda _: self._inflight.pop(flight, None))
+        return await asyncio.shield(task)
+
+    async def _classify(
+        self, key: Key, wanted: frozenset[str], limit: asyncio.Semaphore
+    ) -> frozenset[str] | _Failure:
         system, code = key
         answers = self._answers.get(key, {})
         missing = {
@@ -112,13 +126,17 @@ class RuntimeTerminology:
                 return await self.server.validate_code(url, system, code)
 
         names = list(missing)
-        try:
-            results = await asyncio.gather(*(self._any(ask, missing[name]) for name in names))
-        except (FhirError, ValueError) as exc:
-            message = getattr(exc, "message", None) or str(exc)
-            log.warning("terminology server failed for %s codes: %s", system, message)
-            return _Failure(message)
-        answers = {**answers, **dict(zip(names, results, strict=True))}
+        results = await asyncio.gather(
+            *(self._any(ask, missing[name]) for name in names), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, FhirError | ValueError):
+                message = getattr(result, "message", None) or str(result)
+                log.warning("terminology server failed for %s codes: %s", system, message)
+                return _Failure(message)
+            if isinstance(result, BaseException):
+                raise result
+        answers = {**answers, **dict(zip(names, (r is True for r in results), strict=True))}
         if len(self._answers) >= CACHE_LIMIT:
             self._answers.clear()
         self._answers[key] = answers

@@ -7,6 +7,7 @@ terminology/valuesets lists. The tables are a temporary copy with definitions on
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 from collections.abc import Iterator
@@ -208,6 +209,30 @@ async def test_answers_are_cached_members_and_non_members(
     assert tx_state.requests == first
     assert criteria["E4"].verdict == "pass"  # not an infection: the server said so, once
     assert terms.concepts_of_code(SNOMED, "38341003") == frozenset()
+
+
+async def test_concurrent_patients_share_the_questions(
+    tx_base: str, tx_state: TxState, tables: Path, trial: TrialDefinition
+) -> None:
+    one = Terminology.load(tables)
+    tx = runtime(tx_base, one)
+    try:
+        await screen(lupus_nephropathy("g1"), one, trial, tx)
+    finally:
+        await tx.aclose()
+    alone = tx_state.requests
+
+    both = Terminology.load(tables)
+    tx = runtime(tx_base, both)
+    try:
+        results = await asyncio.gather(
+            screen(lupus_nephropathy("g2"), both, trial, tx),
+            screen(lupus_nephropathy("g3"), both, trial, tx),
+        )
+    finally:
+        await tx.aclose()
+    assert tx_state.requests == 2 * alone  # the second patient asked nothing new
+    assert all(criteria["I1"].verdict == "pass" for criteria, _ in results)
 
 
 async def test_a_known_code_is_not_asked(
