@@ -8,6 +8,10 @@
     cohort-match runs    [--trial ID] [--format table|json]
     cohort-match diff    RUN_A RUN_B [--format table|json]
     cohort-match export  RUN [--format json|csv|fhir]
+    cohort-match terminology expand   [NAME ...] (--rf2 DIR | --omop DIR | --rxnorm DIR | --tx URL)
+                                      [--write]
+    cohort-match terminology unmapped --trial ID [--data PATH] [--format table|json|csv]
+                                      [--limit N] [--type RESOURCE_TYPE ...]
 
 Without --data the bundled synthetic demo population is screened. Errors are one line on
 stderr; a bad file or resource is named and skipped, and the run completes.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import logging
 import sys
 from datetime import date
@@ -689,6 +694,123 @@ def export_command(
         raise _fail(exc.message) from None
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------------------- terminology
+terminology_app = typer.Typer(
+    no_args_is_help=True, help="Maintain the code tables: expand definitions, find unmapped codes."
+)
+app.add_typer(terminology_app, name="terminology")
+
+
+@terminology_app.command("expand")
+def expand_command(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Value sets (default: all with a definition)."),
+    ] = None,
+    rf2: Annotated[Path | None, typer.Option(help="SNOMED CT RF2 release directory.")] = None,
+    omop: Annotated[
+        Path | None, typer.Option(help="OMOP vocabulary export (Athena CSV directory).")
+    ] = None,
+    rxnorm: Annotated[Path | None, typer.Option(help="RxNorm RRF release directory.")] = None,
+    tx: Annotated[str | None, typer.Option(help="FHIR terminology server base URL.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Write the CSVs (default: dry run).")] = (
+        False
+    ),
+) -> None:
+    """Regenerate value-set CSVs from their definitions; prints what would change."""
+    from service.vocab import expansion
+
+    try:
+        readers = expansion.readers(rf2=rf2, omop=omop, rxnorm=rxnorm, tx=tx)
+        changes = expansion.plan(get_settings().terminology_dir / "valuesets", names or [], readers)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    for change in changes:
+        mark = "" if change.added or change.removed else " [dim](unchanged)[/]"
+        out.print(f"[bold]{change.name}[/]: +{len(change.added)} -{len(change.removed)}{mark}")
+        for row in change.added:
+            out.print(f"  [green]+[/] {row.system} {row.code} {row.display} ({row.source})")
+        for row in change.removed:
+            out.print(f"  [red]-[/] {row.system} {row.code} {row.display} ({row.source})")
+        for entry in change.skipped:
+            err.print(f"[yellow]{change.name}: not expanded (no source given can):[/] {entry}")
+        for problem in change.problems:
+            err.print(f"[yellow]{change.name}:[/] {problem}", highlight=False)
+        if write and (change.added or change.removed):
+            expansion.write(get_settings().terminology_dir / "valuesets", change)
+    if not write:
+        err.print("dry run: nothing written (add --write)")
+    if any(change.problems for change in changes):
+        raise typer.Exit(code=1)
+
+
+@terminology_app.command("unmapped")
+def unmapped_command(
+    trial: TrialOption = "NCT06946485",
+    data: DataOption = None,
+    output: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    limit: Annotated[int | None, typer.Option(help="Only the N most frequent codes.")] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only this resource type (repeatable), e.g. Condition."),
+    ] = None,
+) -> None:
+    """List, by frequency, the codes in a population that no value set of the trial knows."""
+    from service.criteria.model import valuesets_named
+    from service.terminology import load_default
+    from service.vocab.unmapped import unmapped
+
+    settings = get_settings()
+    try:
+        definition, _ = find_trial(settings.trials_dir, trial)
+        terms = load_default(settings.terminology_dir, settings.site_code_map)
+        wanted = frozenset(valuesets_named(definition))
+        if types:
+            report = unmapped(data or settings.demo_dir, terms, wanted, frozenset(types))
+        else:
+            report = unmapped(data or settings.demo_dir, terms, wanted)
+    except (TrialNotFound, TrialError, TerminologyError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    rows = report.codes[:limit] if limit is not None else report.codes
+    if output is Format.json:
+        body = {
+            "trial": trial,
+            "resources": report.resources,
+            "unmapped_resources": report.unmapped_resources,
+            "codes": [dataclasses.asdict(row) for row in rows],
+        }
+        sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    if output is Format.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(("count", "resource_type", "system", "code", "display", "possible"))
+        for row in rows:
+            writer.writerow(
+                (
+                    row.count,
+                    row.resource_type,
+                    row.system,
+                    row.code,
+                    row.display,
+                    " ".join(row.possible),
+                )
+            )
+        return
+    table = Table(title=f"Codes no value set of {trial} recognises")
+    for column in ("count", "type", "system", "code", "display", "possible"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for row in rows:
+        possible = f"possible: {', '.join(row.possible)}" if row.possible else ""
+        table.add_row(
+            str(row.count), row.resource_type, row.system, row.code, row.display, possible
+        )
+    out.print(table)
+    out.print(
+        f"{report.unmapped_resources} of {report.resources} records unmapped; "
+        f"{len(report.codes)} distinct codes"
+    )
 
 
 def main() -> None:

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # A hospital's own local-code map, added to terminology/site_code_map.csv.
     site_code_map: Path | None = None
     demo_dir: Path = Field(default_factory=lambda: data_root() / "demo")
+    # Optional FHIR terminology server (e.g. https://tx.example.org/fhir): a SNOMED CT or
+    # RxNorm code the tables do not list is asked about once per patient fetch (ValueSet/
+    # $validate-code against the value sets' definitions) and the answer cached. When it
+    # fails, the records concerned make their criteria `unknown`. Unset: the tables alone.
+    terminology_url: str | None = None
+    terminology_timeout_s: float = Field(5.0, gt=0)
     log_level: str = "WARNING"
 
     # --- the FHIR server we read from
@@ -197,6 +203,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "COHORT_MATCH_AUTH_DISABLED=true is refused unless COHORT_MATCH_HOST is a "
                 f"loopback address (got {self.host!r})"
+            )
+        if self.terminology_url is not None and not self.terminology_url.lower().startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                "COHORT_MATCH_TERMINOLOGY_URL must be an http(s) URL "
+                f"(got {self.terminology_url!r})"
             )
         if self.fhir_auth == "bearer" and self.fhir_token is None:
             raise ValueError("COHORT_MATCH_FHIR_AUTH=bearer needs COHORT_MATCH_FHIR_TOKEN")

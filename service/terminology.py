@@ -4,6 +4,9 @@
   hierarchies written into the code itself, so a row `M32.1` also covers `M32.14` and a row
   `J01` every antibacterial; SNOMED CT and LOINC codes match exactly.
 - Site code map: a hospital's local codes translated to standard ones before membership.
+- Each value set's `definition` (service/vocab/definition.py) is read and checked; the CSV is
+  its expansion. Memberships a terminology server answered at run time are an overlay
+  (`learn`), consulted by `concepts_of_code`; the tables themselves never change.
 - Units: aliases for the non-UCUM strings labs send, then UCUM conversion to the value set's
   canonical unit (with its molar mass for mg/dL <-> umol/L).
 - Qualitative results ("Positive", SNOMED 10828004, "阳性") and glucocorticoid potency.
@@ -25,6 +28,7 @@ import yaml
 
 from service.facts import Code, Qualitative
 from service.units import UnitError, conversion_factor, normalize_unit
+from service.vocab.definition import DefinitionError, ValueSetDefinition, parse_definition
 
 __all__ = [
     "GlucocorticoidPotency",
@@ -81,6 +85,8 @@ class ValueSetInfo:
     review_terms: tuple[str, ...] = ()
     # labs judged against a multiple of the ULN: the ULNs labs use (criteria/measurement.py)
     uln_interval: UlnInterval | None = None
+    # what the CSV is the expansion of (service/vocab/definition.py); None where not yet written
+    definition: ValueSetDefinition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,8 @@ class Terminology:
         self._review = _review_patterns(valuesets)
         # (system, ICD/ATC code) -> value sets with rows strictly below it; built on first use
         self._under: dict[tuple[str, str], frozenset[str]] | None = None
+        # memberships a terminology server taught at run time (service/vocab/runtime.py)
+        self._learned: dict[tuple[str, str], frozenset[str]] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -169,6 +177,7 @@ class Terminology:
                 default_course_days=_optional_int(meta.get("default_course_days")),
                 review_terms=_review_terms(meta.get("review_terms"), meta_path),
                 uln_interval=_uln_interval(meta.get("uln_interval"), meta_path),
+                definition=_definition(meta.get("definition"), meta_path),
             )
 
         def table(relative: str) -> list[dict[str, str]]:
@@ -225,6 +234,7 @@ class Terminology:
             return cached
         normalized = normalize_code(system, code)
         found = set(self._members.get((system, normalized), ()))
+        found |= self._learned.get((system, normalized), frozenset())
         shortest = HIERARCHICAL.get(system)
         if shortest is not None:
             for end in range(len(normalized) - 1, shortest - 1, -1):
@@ -233,6 +243,20 @@ class Terminology:
         result = frozenset(found)
         self._concept_cache[key] = result
         return result
+
+    def learn(self, system: str, code: str, concepts: frozenset[str]) -> None:
+        """Add value-set memberships a terminology server answered for a code the tables do
+        not list (an overlay: the tables are unchanged). Bounded like the caches: past
+        CACHE_LIMIT codes the overlay starts over and codes are asked again."""
+        key = (system, normalize_code(system, code))
+        known = self._learned.get(key, frozenset())
+        _remember(self._learned, key, known | concepts)
+        self._concept_cache.clear()
+
+    def learned(self, system: str, code: str) -> frozenset[str] | None:
+        """What the server taught about this code, or None if it was never asked (or the
+        overlay started over since)."""
+        return self._learned.get((system, normalize_code(system, code)))
 
     def codes_in(self, names: set[str] | frozenset[str]) -> set[tuple[str, str]]:
         """(system, code) of every row of these value sets, and the site's local codes that
@@ -284,6 +308,11 @@ class Terminology:
     def translate(self, code: Code) -> Code | None:
         """The standard code a site maps its local code to, if any."""
         return self._site_map.get((code.system, code.code))
+
+    def translate_pair(self, system: str, code: str) -> tuple[str, str] | None:
+        """`translate` for a bare (system, code)."""
+        mapped = self._site_map.get((system, code))
+        return (mapped.system, mapped.code) if mapped is not None else None
 
     def resolve(self, codes: Iterable[Code]) -> tuple[tuple[Code, ...], frozenset[str]]:
         """Codes as recorded plus site-mapped ones, ordered matching-first, and their concepts."""
@@ -506,6 +535,13 @@ def _rows_under(
             if len(prefix) >= shortest:
                 under.setdefault((system, prefix), set()).update(names)
     return {key: frozenset(names) for key, names in under.items()}
+
+
+def _definition(raw: Any, where: Path) -> ValueSetDefinition | None:
+    try:
+        return parse_definition(raw, str(where))
+    except DefinitionError as exc:
+        raise TerminologyError(str(exc)) from None
 
 
 def _optional_int(value: Any) -> int | None:

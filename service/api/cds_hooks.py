@@ -375,7 +375,8 @@ async def call_service(
     fetch_started = time.perf_counter()
     try:
         async with asyncio.timeout(max(remaining, 0.0)):
-            gathered = await _gather(queries, readings, patient_id, state, target)
+            wanted = state.plans[trial.id].valuesets
+            gathered = await _gather(queries, readings, patient_id, state, target, wanted)
     except TimeoutError:
         log.warning(
             "cds %s Patient/%s: FHIR searches exceeded the %.1f s budget; no card",
@@ -426,11 +427,14 @@ async def _gather(
     patient_id: str,
     state: AppState,
     target: FhirTarget | None,
+    wanted: frozenset[str],
 ) -> Gathered:
     needs_fhir = any(readings.get(q.key) is None for q in queries)
     if not needs_fhir or target is None or target.shared is not None:
         shared = target.shared if target is not None else None
-        return await gather(queries, readings, patient_id, state.terms, fhir=shared)
+        return await gather(
+            queries, readings, patient_id, state.terms, fhir=shared, tx=state.tx, wanted=wanted
+        )
     settings = state.settings
     async with FhirClient(
         target.base_url,
@@ -438,7 +442,14 @@ async def _gather(
         page_size=settings.fhir_page_size,
     ) as fhir:
         return await gather(
-            queries, readings, patient_id, state.terms, fhir=fhir, token=target.token
+            queries,
+            readings,
+            patient_id,
+            state.terms,
+            fhir=fhir,
+            token=target.token,
+            tx=state.tx,
+            wanted=wanted,
         )
 
 

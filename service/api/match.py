@@ -32,7 +32,7 @@ from service.errors import (
 from service.facts import PatientFacts
 from service.fhir import FhirClient, fetch_patient
 from service.fhir.ids import InvalidFhirId, reference_id
-from service.fhir.patient import add_resources
+from service.fhir.patient import map_records
 from service.mappers import subject_of
 from service.ranking import rank
 from service.schemas import PatientResultPublic, RankedListPublic
@@ -126,7 +126,7 @@ async def match(
         trial = _trial(state, trial_id)
         if isinstance(payload, BundleInput):
             started = time.perf_counter()
-            facts = _facts_from_bundle(payload, state)
+            facts = await _facts_from_bundle(payload, state, state.plans[trial_id].valuesets)
             timing["map"] = time.perf_counter() - started
             reference = facts.reference
             day = as_of or dt.date.today()
@@ -141,6 +141,7 @@ async def match(
                     state.plans[trial_id],
                     state.terms,
                     token=_fhir_token(state, caller),
+                    tx=state.tx,
                 )
             except FhirNotFound as exc:
                 raise NotFound(f"{reference} not found on the FHIR server") from exc
@@ -165,7 +166,9 @@ async def match(
         await _audit(state, request_id, caller, "match", trial_id, [reference], outcome)
 
 
-def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
+async def _facts_from_bundle(
+    bundle: BundleInput, state: AppState, wanted: frozenset[str]
+) -> PatientFacts:
     resources = [
         r
         for r, _, error in bundle_entries(bundle.model_dump(), "body")
@@ -182,7 +185,7 @@ def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
     except InvalidFhirId as exc:
         raise BadRequest(f"the Bundle's patient: {exc}") from None
     facts = PatientFacts(reference)
-    add_resources(facts, resources, state.terms)
+    await map_records(facts, resources, state.terms, tx=state.tx, wanted=wanted)
     return facts
 
 
@@ -296,7 +299,7 @@ async def screen_many(
         async with gate:
             try:
                 fetched = await fetch_patient(
-                    fhir, ident, state.plans[trial.id], state.terms, token=token
+                    fhir, ident, state.plans[trial.id], state.terms, token=token, tx=state.tx
                 )
             except FhirError as exc:
                 errors += 1

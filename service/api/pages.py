@@ -248,7 +248,12 @@ async def _patient_body(
         # error, if any, is the one reported. The Patient read is only for the banner.
         fetched, resource = await asyncio.gather(
             fetch_patient(
-                fhir, wanted, state.plans[trial.id], state.terms, token=session.access_token
+                fhir,
+                wanted,
+                state.plans[trial.id],
+                state.terms,
+                token=session.access_token,
+                tx=state.tx,
             ),
             fhir.read("Patient", wanted, token=session.access_token),
             return_exceptions=True,

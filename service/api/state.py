@@ -15,6 +15,8 @@ from service.fhir.auth import auth_from_settings
 from service.security import TokenValidator
 from service.terminology import Terminology
 from service.trials import list_trials
+from service.vocab.fhir_tx import TerminologyServer
+from service.vocab.runtime import RuntimeTerminology
 
 __all__ = ["AppState", "State", "build_state"]
 
@@ -28,10 +30,14 @@ class AppState:
     fhir: FhirClient | None
     validator: TokenValidator | None
     audit: AuditStore
+    # the optional terminology server (COHORT_MATCH_TERMINOLOGY_URL), with its cache
+    tx: RuntimeTerminology | None = None
 
     async def aclose(self) -> None:
         if self.fhir is not None:
             await self.fhir.aclose()
+        if self.tx is not None:
+            await self.tx.aclose()
         self.audit.close()
 
 
@@ -59,7 +65,14 @@ def build_state(settings: Settings) -> AppState:
             timeout_s=settings.fhir_timeout_s,
             page_size=settings.fhir_page_size,
         )
+    tx = None
+    if settings.terminology_url:
+        server = TerminologyServer.connect(
+            settings.terminology_url, timeout_s=settings.terminology_timeout_s
+        )
+        tx = RuntimeTerminology(server, terms)
     return AppState(
+        tx=tx,
         settings=settings,
         trials=trials,
         plans={trial_id: plan_for(trial, terms) for trial_id, trial in trials.items()},

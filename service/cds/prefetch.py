@@ -32,14 +32,17 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from service.errors import BadRequest, FhirError, ServiceError
 from service.facts import PatientFacts, Problem
 from service.fhir import FetchPlan, FhirClient
-from service.fhir.patient import PATIENT_PARAM, add_resources
+from service.fhir.patient import PATIENT_PARAM, map_records
 from service.terminology import Terminology
+
+if TYPE_CHECKING:
+    from service.vocab.runtime import RuntimeTerminology
 
 __all__ = [
     "PATIENT_TOKEN",
@@ -228,11 +231,15 @@ async def gather(
     *,
     fhir: FhirClient | None,
     token: str | None = None,
+    tx: RuntimeTerminology | None = None,
+    wanted: frozenset[str] = frozenset(),
 ) -> Gathered:
-    """Prefetched resources, plus a search for every key not prefetched, mapped to facts.
+    """Prefetched resources, plus a search for every key not prefetched, mapped to facts
+    (after asking the optional terminology server `tx` about unknown codes).
 
     Searches run concurrently. `fhir` None with something left to search is a 412.
     """
+    records: list[dict[str, Any]] = []
     facts = PatientFacts(f"Patient/{patient_id}")
     gathered = Gathered(facts)
     missing = [q for q in queries if readings.get(q.key) is None]
@@ -263,10 +270,11 @@ async def gather(
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            add_resources(facts, outcome, terms)
+            records += outcome
     for query in queries:
         resources = readings.get(query.key)
         if resources is not None:
             gathered.prefetched.append(query.key)
-            add_resources(facts, resources, terms)
+            records += resources
+    gathered.problems += await map_records(facts, records, terms, tx=tx, wanted=wanted)
     return gathered

@@ -9,6 +9,10 @@ concurrently, one request each.
 A resource type whose fetch fails does not stop the others: it becomes a `Problem` for the
 patient, and every criterion that would have relied on the absence of such records becomes
 `unknown` (never pass or fail) with the failure as its reason.
+
+Between fetching and mapping, every path (this fetch, a Bundle posted to /match, CDS Hooks)
+calls `map_records`, which first asks the optional terminology server about codes the tables
+do not know (service/vocab/runtime.py).
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ import logging
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.criteria.model import TrialDefinition, valuesets_named
 from service.errors import FhirError, FhirFatalError, FhirMalformedResponse, FhirTemporaryError
 from service.facts import PatientFacts, Problem
 from service.fhir.client import FhirClient
-from service.mappers import MappingError, map_resource, problem_for
+from service.mappers import MappingError, map_resource, problem_for, subject_of
 from service.terminology import Terminology
 
-__all__ = ["FetchPlan", "PatientFetch", "fetch_patient", "plan_for"]
+if TYPE_CHECKING:
+    from service.vocab.runtime import RuntimeTerminology
+
+__all__ = ["FetchPlan", "PatientFetch", "fetch_patient", "map_records", "plan_for"]
 
 log = logging.getLogger(__name__)
 # How each type is searched by patient (FHIR R4 search parameters).
@@ -51,6 +58,8 @@ class FetchPlan:
 
     observation_codes: tuple[str, ...]
     other_types: tuple[str, ...] = tuple(PATIENT_PARAM)
+    # the value sets the trial reads: what a terminology server is asked about (runtime.py)
+    valuesets: frozenset[str] = frozenset()
 
     def observation_queries(self) -> list[str]:
         codes = self.observation_codes
@@ -66,7 +75,10 @@ def plan_for(trial: TrialDefinition, terms: Terminology) -> FetchPlan:
         name for name in valuesets_named(trial) if terms.valuesets[name].kind in OBSERVATION_KINDS
     }
     codes = sorted(terms.codes_in(wanted))
-    return FetchPlan(observation_codes=tuple(f"{system}|{code}" for system, code in codes))
+    return FetchPlan(
+        observation_codes=tuple(f"{system}|{code}" for system, code in codes),
+        valuesets=frozenset(valuesets_named(trial)),
+    )
 
 
 @dataclass
@@ -121,9 +133,10 @@ async def fetch_patient(
     terms: Terminology,
     *,
     token: str | None = None,
+    tx: RuntimeTerminology | None = None,
 ) -> PatientFetch:
     """Patient + every planned search, in one batch or concurrently; failures become
-    Problems."""
+    Problems. With `tx`, unknown codes are asked about before mapping (`map_records`)."""
     reference = f"Patient/{patient_id}"
     searches = _searches(plan, reference)
     started = time.perf_counter()
@@ -135,6 +148,7 @@ async def fetch_patient(
     waited = time.perf_counter()
     facts = PatientFacts(reference)
     fetch = PatientFetch(facts, wait_s=waited - started)
+    fetched: list[dict[str, Any]] = []
     for key, outcome in outcomes.items():
         kind = key.split("#")[0]
         if isinstance(outcome, FhirError) and kind == "Patient":
@@ -155,7 +169,8 @@ async def fetch_patient(
             raise FhirMalformedResponse(f"the server answered {reference} with another resource")
         resources = [outcome] if kind == "Patient" else outcome
         fetch.resources += len(resources)
-        add_resources(facts, resources, terms)
+        fetched += resources
+    fetch.problems += await map_records(facts, fetched, terms, tx=tx, wanted=plan.valuesets)
     fetch.map_s = time.perf_counter() - waited
     log.info(
         "fetched %s: %d resources, %d failed searches",
@@ -246,6 +261,27 @@ async def _finish_search(
             raise
     result: list[dict[str, Any]] = await search.run(fhir, reference, token)
     return result
+
+
+async def map_records(
+    facts: PatientFacts,
+    resources: list[dict[str, Any]],
+    terms: Terminology,
+    *,
+    tx: RuntimeTerminology | None = None,
+    wanted: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """Ask the terminology server (when one is configured) about the records' codes the
+    tables do not know, then map the records into `facts`. Returns the Problems added for
+    records the server could not classify (already in `facts`)."""
+    problems: list[Problem] = []
+    if tx is not None:
+        for resource, problem in await tx.consult(resources, wanted):
+            if subject_of(resource) == facts.reference:
+                facts.add(problem)
+                problems.append(problem)
+    add_resources(facts, resources, terms)
+    return problems
 
 
 def add_resources(
