@@ -172,6 +172,7 @@ DELIBERATELY_OUT: dict[tuple[str, str], str] = {
         "http://loinc.org",
         "55277-8",
     ): "HIV status: a self-reported survey answer (PRAPARE), not a test",
+    (SNOMED, "80583007"): "severe anxiety from a GAD-7 screen: a finding, not a diagnosis (review)",
     (SNOMED, "110359009"): "intellectual disability of unrecorded severity: severe only (F72-F73)",
     (SNOMED, "15724005"): "vertebral fracture without spinal cord injury: not a CNS disorder",
     (SNOMED, "262521009"): "spinal cord and/or vertebral column: cord not stated (review)",
