@@ -54,7 +54,7 @@ CODE_PATTERNS = {
 KINDS = frozenset(
     {"lab", "score", "grade", "diagnosis", "medication", "procedure", "manifestation"}
 )
-RESULTS = frozenset({"positive", "negative"})
+RESULTS = frozenset({"positive", "negative", "indeterminate"})
 BILAG_DOMAINS = (
     "constitutional",
     "mucocutaneous",
@@ -117,10 +117,19 @@ TABLES = {
         system_column="system",
         systems=STANDARD_SYSTEMS | {V3_INTERPRETATION},
     ),
+    "results/interpretation_flags.csv": Table(
+        header=("system", "code", "display", "result"),
+        key=("system", "code"),
+        required=("system", "code", "display", "result"),
+        system_column="system",
+        systems=frozenset({V3_INTERPRETATION}),
+    ),
     "results/qualitative_text.csv": Table(
         header=("text", "result"), key=("text",), required=("text", "result")
     ),
-    "units/aliases.csv": Table(header=("text", "ucum"), key=("text",), required=("text", "ucum")),
+    "units/aliases.csv": Table(
+        header=("text", "ucum", "case"), key=("text",), required=("text", "ucum")
+    ),
     "site_code_map.csv": Table(
         header=("local_system", "local_code", "system", "code", "note"),
         key=("local_system", "local_code"),
@@ -303,7 +312,14 @@ def test_csv_file(path: Path) -> None:
         previous = key
 
 
-@pytest.mark.parametrize("name", ["results/qualitative_codes.csv", "results/qualitative_text.csv"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "results/interpretation_flags.csv",
+        "results/qualitative_codes.csv",
+        "results/qualitative_text.csv",
+    ],
+)
 def test_qualitative_results(name: str) -> None:
     path = TERMINOLOGY / name
     for line, row in read_rows(path)[1]:
