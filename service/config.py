@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     site_code_map: Path | None = None
     demo_dir: Path = Field(default_factory=lambda: data_root() / "demo")
     log_level: str = "WARNING"
+    # The Patient.identifier type code (HL7 v2 table 0203) shown as the patient's `mrn` in
+    # results, CSV, the CLI table and the pages: MR (medical record number) unless the site
+    # files its chart numbers under another type (PI, PT, a local code).
+    mrn_type: str = Field("MR", min_length=1)
 
     # --- the FHIR server we read from
     fhir_base_url: str | None = None

@@ -44,9 +44,17 @@ def age_on(birth: date, day: date) -> int:
 
 
 def age_range(demographics: Demographics | None, day: date) -> tuple[int, int] | None:
-    """(youngest, oldest) possible age at `day`; equal unless the birth date is partial."""
+    """(youngest, oldest) possible age at `day`; equal unless the birth date is partial.
+
+    Never past death: a patient who died before `day` is as old as on the day of death, and
+    one recorded deceased without a date has no age we can compute.
+    """
     if demographics is None or demographics.birth_date is None:
         return None
+    if demographics.deceased:
+        if demographics.deceased_date is None:
+            return None
+        day = min(day, demographics.deceased_date)
     latest = demographics.birth_date_latest or demographics.birth_date
     return age_on(latest, day), age_on(demographics.birth_date, day)
 

@@ -82,7 +82,7 @@ def test_the_status_filter(app: TestClient, ehr: TestEhr, cli_csv: str) -> None:
     expected = [
         line.split(",")[1]
         for line in cli_csv.splitlines()[1:]
-        if line.split(",")[2] == "likely_eligible"
+        if line.split(",")[4] == "likely_eligible"
     ]
     assert expected
     assert _ranked(page) == expected

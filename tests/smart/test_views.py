@@ -93,15 +93,18 @@ def test_csv_has_the_clis_columns_in_rank_order() -> None:
     assert rows[0] == [
         "rank",
         "patient",
+        "mrn",
+        "identifiers",
         "status",
+        "status_reason",
         "score",
         "age",
         "sex",
         *(c.id for c in trial.criteria),
     ]
-    assert rows[1][:6] == ["1", "Patient/z", "likely_eligible", "1.0", "40", "female"]
-    assert rows[2][:3] == ["2", "Patient/y", "ineligible"]
-    assert rows[2][6] == "fail"
+    assert rows[1][:9] == ["1", "Patient/z", "", "", "likely_eligible", "", "1.0", "40", "female"]
+    assert rows[2][:5] == ["2", "Patient/y", "", "", "ineligible"]
+    assert rows[2][9] == "fail"
 
 
 def test_source_links_only_for_plain_references() -> None:
