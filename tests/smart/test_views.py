@@ -13,6 +13,7 @@ from service.criteria.verdict import (
     PatientSummary,
     TrialRef,
 )
+from service.facts import Identifier
 from service.ranking import rank
 from service.web.views import (
     candidates_csv,
@@ -231,3 +232,35 @@ def test_patient_banner() -> None:
         == "Lin Mei"
     )
     assert patient_banner(None)["name"] is None
+
+
+def test_explain_puts_the_status_reason_first_and_apart() -> None:
+    trial = load_nct()
+    result = _result("Patient/d", {}, status="ineligible", score=0.0)
+    result.status_reason = "deceased on 2026-10-01 (Patient.deceasedDateTime): not a candidate"
+    first = explain(result, trial)[0]
+    assert first.startswith("Ineligible: deceased on 2026-10-01")
+    assert "do not decide" in first
+
+
+def test_csv_carries_the_mrn_identifiers_and_status_reason() -> None:
+    trial = load_nct()
+    result = _result("Patient/d", {}, status="ineligible", score=0.0)
+    result.status_reason = "deceased on 2026-10-01 (Patient.deceasedDateTime): not a candidate"
+    result.patient = PatientSummary(
+        "Patient/d",
+        36,
+        "female",
+        identifiers=(
+            Identifier("ZY1", "http://h/mrn", "MR", "住院号"),
+            Identifier("9", None, None, "card"),
+        ),
+        mrn="ZY1",
+        deceased=True,
+        deceased_date=date(2026, 10, 1),
+    )
+    rows = list(csv.DictReader(io.StringIO(candidates_csv(trial, rank([result])))))
+    assert rows[0]["mrn"] == "ZY1"
+    assert rows[0]["identifiers"] == "MR ZY1; card 9"
+    assert rows[0]["status_reason"] == result.status_reason
+    assert rows[0]["status"] == "ineligible"
