@@ -35,7 +35,7 @@ from service.mappers.common import (
     quantity_of,
 )
 from service.qualitative import Reading, Titer, parse_bounded_value, parse_titer
-from service.terminology import Terminology, ValueSetInfo
+from service.terminology import Terminology
 from service.units import UnitError
 
 # FHIR R4 ObservationStatus: results that are final enough to act on.
@@ -79,18 +79,27 @@ def map_observation(
     )
     effective = parse_date(when)
     quantity, text, coded, titer = _value(resource)
-    infos = [terms.valuesets[name] for name in sorted(concepts) if name in terms.valuesets]
     interpretation = _interpretation(resource.get("interpretation"))
-    qualitative = _qualitative(
-        terms, infos, text, coded, titer, quantity is not None, interpretation
+    qualitative = (
+        _qualitative(terms, concepts, text, coded, titer, quantity is not None, interpretation)
+        if text or coded or titer or interpretation
+        else None  # a bare number: most results
     )
     grade = _grade(text, coded)
     concept = terms.quantity_concept(concepts)
     if quantity is not None and concept is not None:
         quantity = _canonical(terms, concept, quantity)
-    ranges = _ref_ranges(
-        terms, concept, resource.get("referenceRange"), quantity.unit if quantity else None
+    raw_ranges = resource.get("referenceRange")
+    ranges = (
+        _ref_ranges(terms, concept, raw_ranges, quantity.unit if quantity else None)
+        if raw_ranges
+        else ()
     )
+    ref_high = None
+    for found in ranges:
+        if found.high is not None:
+            ref_high = found.high
+            break
     return LabResult(
         reference=reference,
         codes=codes,
@@ -101,11 +110,13 @@ def map_observation(
         text=text,
         qualitative=qualitative,
         grade=grade,
-        ref_high=next((r.high for r in ranges if r.high is not None), None),
+        ref_high=ref_high,
         source=source,
         effective_at=parse_timestamp(when),
         ref_ranges=ranges,
-        interpretation=tuple(code for concept_codes in interpretation for code in concept_codes[0]),
+        interpretation=tuple(c for codes_, _ in interpretation for c in codes_)
+        if interpretation
+        else (),
         titer=_titer_value(titer),
     )
 
@@ -189,7 +200,7 @@ def _decided(reading: Reading | None) -> tuple[bool, Qualitative | None]:
 
 def _qualitative(
     terms: Terminology,
-    infos: list[ValueSetInfo],
+    concepts: frozenset[str],
     text: str | None,
     coded: list[Code],
     titer: Titer | None,
@@ -197,6 +208,7 @@ def _qualitative(
     interpretation: list[tuple[list[Code], str | None]],
 ) -> Qualitative | None:
     """Positive or negative, from the first source that says (module docstring)."""
+    infos = [terms.valuesets[name] for name in concepts if name in terms.valuesets]
     for code in coded:
         stop, found = _decided(terms.qualitative_of_code(code.system, code.code))
         if stop:
@@ -268,6 +280,11 @@ def _ref_ranges(
     for entry in ranges:
         if not isinstance(entry, dict):
             raise MappingError("referenceRange is not an object")
+        low = _limit(terms, concept, entry.get("low"), value_unit)
+        high = _limit(terms, concept, entry.get("high"), value_unit)
+        if len(entry) <= 2 and ("low" in entry or "high" in entry) and "text" not in entry:
+            found.append(RefRange(low, high))  # most ranges: limits only
+            continue
         applies = [code for concept_ in entry.get("appliesTo") or () for code in codes_of(concept_)]
         sexes = {RANGE_SEXES[c.code] for c in applies if c.code in RANGE_SEXES}
         age_low, age_high = _age_years(terms, entry.get("age"))
@@ -275,8 +292,8 @@ def _ref_ranges(
         type_codes = codes_of(entry.get("type"))
         found.append(
             RefRange(
-                low=_limit(terms, concept, entry.get("low"), value_unit),
-                high=_limit(terms, concept, entry.get("high"), value_unit),
+                low=low,
+                high=high,
                 type=type_codes[0].code if type_codes else None,
                 applies_to=tuple(c.code for c in applies),
                 sex=sexes.pop() if len(sexes) == 1 else None,
@@ -291,6 +308,8 @@ def _ref_ranges(
 def _limit(
     terms: Terminology, concept: str | None, raw: Any, value_unit: str | None
 ) -> Quantity | None:
+    if raw is None:
+        return None
     limit = quantity_of(raw)
     if limit is None:
         return None
