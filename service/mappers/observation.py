@@ -48,6 +48,7 @@ RANGE_SEXES: dict[str, Sex] = {
     "female": "female",
     "male": "male",
 }
+LIMITS_ONLY = frozenset({"low", "high"})
 # Units a percentage may be sent in when `fraction_below` reads small values as fractions.
 PERCENT_LIKE = frozenset({"%", "1", ""})
 
@@ -282,7 +283,7 @@ def _ref_ranges(
             raise MappingError("referenceRange is not an object")
         low = _limit(terms, concept, entry.get("low"), value_unit)
         high = _limit(terms, concept, entry.get("high"), value_unit)
-        if len(entry) <= 2 and ("low" in entry or "high" in entry) and "text" not in entry:
+        if entry.keys() <= LIMITS_ONLY:
             found.append(RefRange(low, high))  # most ranges: limits only
             continue
         applies = [code for concept_ in entry.get("appliesTo") or () for code in codes_of(concept_)]
