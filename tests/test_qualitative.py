@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from service.qualitative import (
@@ -12,7 +15,8 @@ from service.qualitative import (
     parse_titer,
     read_qualitative,
 )
-from service.terminology import Terminology
+from service.terminology import Terminology, TerminologyError
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -152,3 +156,35 @@ def test_parse_bounded_value(text: str, expected: BoundedValue) -> None:
 @pytest.mark.parametrize("text", ["1:16", "1/160", "阴性 0.12", "0.12 阴性", "negative", "", None])
 def test_parse_bounded_value_refuses_words_and_titers(text: str | None) -> None:
     assert parse_bounded_value(text) is None
+
+
+# ------------------------------------------------ the value-set keys that steer reading
+def _terms_with(tmp_path: Path, name: str, extra: str) -> Terminology:
+    root = tmp_path / "terminology"
+    shutil.copytree(ROOT / "terminology", root)
+    path = root / "valuesets" / f"{name}.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("kind: lab\n", f"kind: lab\n{extra}\n", 1), encoding="utf-8")
+    return Terminology.load(root)
+
+
+def test_the_shipped_keys_are_read(terms: Terminology) -> None:
+    assert terms.valuesets["hbsag"].interpretation_decides is True
+    assert terms.valuesets["hcg_serum"].interpretation_decides is False
+    assert terms.valuesets["rpr"].titer_reactive_at_any_dilution is True
+    assert terms.valuesets["hiv_ab"].titer_reactive_at_any_dilution is False
+    assert terms.valuesets["lvef"].fraction_below == 1.0
+    assert terms.valuesets["hemoglobin"].fraction_below is None
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        pytest.param("creatinine", "interpretation_decides: yes please", id="flag-not-a-boolean"),
+        pytest.param("creatinine", "fraction_below: -1", id="fraction-negative"),
+        pytest.param("creatinine", "fraction_below: one", id="fraction-text"),
+    ],
+)
+def test_malformed_keys_are_refused(tmp_path: Path, name: str, extra: str) -> None:
+    with pytest.raises(TerminologyError, match=name):
+        _terms_with(tmp_path, name, extra)
