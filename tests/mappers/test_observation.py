@@ -11,7 +11,7 @@ import pytest
 from service.facts import LabResult
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
-from tests.conftest import ROOT, run
+from tests.conftest import AS_OF, ROOT, run
 from tests.factories import (
     ALT,
     HGB,
@@ -21,6 +21,7 @@ from tests.factories import (
     POSITIVE,
     SNOMED,
     TBIL,
+    TPHA,
     WBC,
     obs,
 )
@@ -659,3 +660,71 @@ def test_free_text_units_from_a_lis(
     result = lab(raw(loinc, valueQuantity={"value": value, "unit": unit}), terms)
     assert result.quantity is not None
     assert result.quantity.canonical_value == pytest.approx(expected, rel=1e-3)
+
+
+# ------------------------------------------------------------------ through to a verdict
+def dated(resource: dict[str, Any], days: int = 3) -> dict[str, Any]:
+    """`resource` dated `days` before AS_OF, at 07:45 China time."""
+    return {**resource, "effectiveDateTime": f"{AS_OF - timedelta(days=days)}T07:45:00+08:00"}
+
+
+def test_hiv_index_with_a_high_flag_excludes() -> None:
+    flagged = dated(
+        raw(HIV, valueQuantity={"value": 38.2, "unit": "S/CO"}, interpretation=flag("H"))
+    )
+    assert run([flagged], "E10.hiv").verdict == "fail"
+
+
+def test_hiv_index_with_a_normal_flag_passes() -> None:
+    flagged = dated(
+        raw(HIV, valueQuantity={"value": 0.12, "unit": "S/CO"}, interpretation=flag("N"))
+    )
+    assert run([flagged], "E10.hiv").verdict == "pass"
+
+
+def test_hiv_index_without_a_flag_stays_unknown() -> None:
+    bare = dated(raw(HIV, valueQuantity={"value": 0.12, "unit": "S/CO"}))
+    assert run([bare], "E10.hiv").verdict == "unknown"
+
+
+def test_rpr_titer_and_reactive_tpha_exclude() -> None:
+    rpr = dated(raw(RPR_TITER, valueRatio={"numerator": {"value": 1}, "denominator": {"value": 8}}))
+    tpha = dated(raw(TPHA, valueString="阳性(+)"))
+    assert run([rpr, tpha], "E10.syphilis").verdict == "fail"
+
+
+def test_nonreactive_tpha_in_chinese_passes_syphilis() -> None:
+    tpha = dated(raw(TPHA, valueString="阴性(-)"))
+    rpr = dated(raw(RPR_TITER, valueString="1:2"))
+    assert run([rpr, tpha], "E10.syphilis").verdict == "pass"
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        pytest.param(0.61, "%", "pass", id="fraction-0.61-is-61-percent"),
+        pytest.param(0.54, "%", "fail", id="fraction-0.54-is-54-percent"),
+        pytest.param(0.55, None, "pass", id="fraction-at-the-limit"),
+        pytest.param(55, "%", "pass", id="percent-at-the-limit"),
+    ],
+)
+def test_lvef_sent_as_a_fraction_decides_as_a_percentage(
+    value: float, unit: str | None, expected: str
+) -> None:
+    quantity = {"value": value} | ({"unit": unit} if unit else {})
+    assert run([dated(raw(LVEF, valueQuantity=quantity))], "I6.lvef").verdict == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        pytest.param(3.0, "G/L", "pass", id="G/L-at-the-limit"),
+        pytest.param(2.9, "G/L", "fail", id="G/L-below"),
+        pytest.param(3000, "cells/µL", "pass", id="cells-per-micro-litre"),
+        pytest.param(2.9, "×10⁹/L", "fail", id="times-ten-superscript-nine"),
+        pytest.param(3.0, "x10E3/uL", "pass", id="x10E3/uL"),
+    ],
+)
+def test_wbc_in_lab_spellings_decides(value: float, unit: str, expected: str) -> None:
+    resource = dated(raw(WBC, valueQuantity={"value": value, "unit": unit}))
+    assert run([resource], "I6.wbc").verdict == expected
