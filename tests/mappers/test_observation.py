@@ -728,3 +728,22 @@ def test_lvef_sent_as_a_fraction_decides_as_a_percentage(
 def test_wbc_in_lab_spellings_decides(value: float, unit: str, expected: str) -> None:
     resource = dated(raw(WBC, valueQuantity={"value": value, "unit": unit}))
     assert run([resource], "I6.wbc").verdict == expected
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [
+        pytest.param({"low": {"value": 18, "unit": "years"}}, 18.0, id="years"),
+        pytest.param({"low": {"value": 18, "unit": "岁"}}, 18.0, id="chinese-years"),
+        pytest.param({"low": {"value": 6, "unit": "months"}}, 0.5, id="months"),
+        pytest.param({"low": {"value": 18}}, 18.0, id="no-unit-is-years"),
+        pytest.param({"low": {"value": 18, "unit": "furlongs"}}, None, id="unreadable-unit"),
+    ],
+)
+def test_reference_range_age_in_years(
+    terms: Terminology, age: dict[str, Any], expected: float | None
+) -> None:
+    resource = raw(ALT, valueQuantity={"value": 30, "unit": "U/L"})
+    resource["referenceRange"] = [{"high": {"value": 40}, "age": age}]
+    (only,) = lab(resource, terms).ref_ranges
+    assert only.age_low_years == (pytest.approx(expected) if expected is not None else None)
