@@ -38,6 +38,7 @@ from service.as_of import check_as_of
 from service.config import Settings, get_settings
 from service.criteria.model import TrialError
 from service.errors import ServiceError
+from service.results_csv import CSV_HEAD, csv_row, identifiers_text
 from service.screening import ScreenRun, screen
 from service.sweeps import RunInfo, Source, SweepRunner, SweepStore, configured_source
 from service.sweeps.report import (
@@ -100,6 +101,7 @@ def _run(
             settings.terminology_dir,
             as_of,
             site_map=settings.site_code_map,
+            mrn_type=settings.mrn_type,
             **kwargs,
         )
     except (TrialNotFound, TrialError, TerminologyError, FileNotFoundError) as exc:
@@ -186,21 +188,9 @@ def _write_json(run: ScreenRun) -> None:
 def _write_csv(run: ScreenRun) -> None:
     ids = [c.id for c in run.trial.criteria]
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["rank", "patient", "status", "score", "age", "sex", *ids])
+    writer.writerow([*CSV_HEAD, *ids])
     for result in run.results():
-        verdicts = {c["id"]: c["verdict"] for c in result["criteria"]}
-        patient = result["patient"]
-        writer.writerow(
-            [
-                result["rank"],
-                patient["reference"],
-                result["status"],
-                result["score"],
-                patient["age"] if patient["age"] is not None else "",
-                patient["sex"] or "",
-                *(verdicts[i] for i in ids),
-            ]
-        )
+        writer.writerow(csv_row(result, ids))
 
 
 def _write_table(run: ScreenRun, limit: int | None) -> None:
@@ -209,6 +199,7 @@ def _write_table(run: ScreenRun, limit: int | None) -> None:
     for column in (
         "rank",
         "patient",
+        "mrn",
         "status",
         "score",
         "age",
@@ -224,6 +215,7 @@ def _write_table(run: ScreenRun, limit: int | None) -> None:
         table.add_row(
             str(rank),
             s.reference,
+            s.mrn or "",
             f"[{style[s.status]}]{s.status}[/]",
             f"{s.score:.2f}",
             "" if s.age is None else str(s.age),
@@ -272,11 +264,16 @@ def explain_command(
 
 def _print_checklist(result: dict[str, Any]) -> None:
     patient = result["patient"]
+    mrn = f"  MRN {patient['mrn']}" if patient.get("mrn") else ""
     out.print(
-        f"[bold]{patient['reference']}[/]  age {patient['age']}  sex {patient['sex']}  "
+        f"[bold]{patient['reference']}[/]{mrn}  age {patient['age']}  sex {patient['sex']}  "
         f"as of {result['as_of']}  ->  [bold]{result['status']}[/] (score {result['score']:.2f})",
         highlight=False,
     )
+    if patient.get("identifiers"):
+        out.print(f"  identifiers: {identifiers_text(patient['identifiers'])}", highlight=False)
+    if result.get("status_reason"):
+        out.print(f"  [bold red]{result['status_reason']}[/]", highlight=False)
     for kind in ("inclusion", "exclusion"):
         out.print(f"\n[bold underline]{kind.title()} criteria[/]")
         for c in (c for c in result["criteria"] if c["kind"] == kind):

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     terminology_url: str | None = None
     terminology_timeout_s: float = Field(5.0, gt=0)
     log_level: str = "WARNING"
+    # The Patient.identifier type code (HL7 v2 table 0203) shown as the patient's `mrn` in
+    # results, CSV, the CLI table and the pages: MR (medical record number) unless the site
+    # files its chart numbers under another type (PI, PT, a local code).
+    mrn_type: str = Field("MR", min_length=1)
 
     # --- the FHIR server we read from
     fhir_base_url: str | None = None

@@ -1,7 +1,9 @@
 """Verdicts -> status, score and order.
 
-- status: `ineligible` with any `fail`; `likely_eligible` when every criterion that is not
-  `manual` is `pass` or `not_applicable`; otherwise `possibly_eligible`.
+- status: `ineligible` with any `fail`, or when the patient is no candidate whatever the
+  criteria say (deceased on or before `as_of`: `excluded` gives the reason); `likely_eligible`
+  when every criterion that is not `manual` is `pass` or `not_applicable`; otherwise
+  `possibly_eligible`.
 - score (0-1): the share of the trial's automatic screening effort already settled, each
   criterion weighted by its `cost` in the trial file. Unknown manual criteria cost nothing
   (every candidate has them). 1.0 means nothing left to check before the screening visit.
@@ -22,8 +24,10 @@ STATUS_ORDER: dict[str, int] = {"likely_eligible": 0, "possibly_eligible": 1, "i
 
 
 def rank_fields(
-    trial: TrialDefinition, results: Sequence[CriterionResult]
+    trial: TrialDefinition, results: Sequence[CriterionResult], excluded: str | None = None
 ) -> tuple[Status, float, list[str]]:
+    if excluded is not None:
+        return "ineligible", 0.0, []  # nothing to check: the patient is no candidate
     costs = {criterion.id: criterion.cost for criterion in trial.criteria}
     verdicts = [r.verdict for r in results]
     automatic = [r for r in results if r.assessment == "automatic"]

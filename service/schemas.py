@@ -17,6 +17,7 @@ __all__ = [
     "CountsPublic",
     "CriterionResultPublic",
     "EvidencePublic",
+    "IdentifierPublic",
     "PatientResultPublic",
     "RankedListPublic",
     "TrialRefPublic",
@@ -70,10 +71,31 @@ class TrialRefPublic(_Public):
     terminology: str = Field(description="Version (content hash) of the code tables used")
 
 
+class IdentifierPublic(_Public):
+    value: str
+    system: str | None = None
+    type: str | None = Field(None, description="Identifier.type code, e.g. MR (HL7 v2 0203)")
+    label: str | None = Field(None, description="Identifier.type text or display")
+
+
 class PatientPublic(_Public):
     reference: str
-    age: int | None
+    age: int | None = Field(
+        description="Age at as_of, or at death; null when unknown (date of birth or of death)"
+    )
     sex: str | None
+    identifiers: list[IdentifierPublic] = Field(
+        default_factory=list,
+        description="Business identifiers from Patient.identifier (MRN and the like)",
+    )
+    mrn: str | None = Field(
+        None,
+        description="The identifier of the configured type (COHORT_MATCH_MRN_TYPE, default MR)",
+    )
+    deceased: bool = Field(
+        False, description="Died on or before as_of (or recorded deceased without a date)"
+    )
+    deceased_date: dt.date | None = None
 
 
 class PatientResultPublic(_Public):
@@ -84,6 +106,10 @@ class PatientResultPublic(_Public):
     score: float = Field(ge=0, le=1)
     criteria: list[CriterionResultPublic]
     next_steps: list[str]
+    status_reason: str | None = Field(
+        None,
+        description="Why the status was set apart from the criteria (a deceased patient)",
+    )
     problems: list[str] = Field(default_factory=list, description="Records that could not be read")
     rank: int | None = None
 

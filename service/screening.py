@@ -64,6 +64,7 @@ class Summary:
     partition: int
     offset: int
     length: int
+    mrn: str | None = None  # the patient's identifier of the configured type
 
     def key(self) -> tuple[Any, ...]:
         return sort_key(self.status, self.score, self.fails, self.reference)
@@ -143,6 +144,7 @@ class _Job:
     # Name each record by its `Type/id` rather than file and line: for files that are no
     # source a user knows (a sweep's snapshot of a FHIR server), the reference is the name.
     by_reference: bool = False
+    mrn_type: str = "MR"  # the identifier type shown as `mrn` (COHORT_MATCH_MRN_TYPE)
 
 
 def _partition_of(patient: str, partitions: int) -> int:
@@ -254,7 +256,7 @@ def _write_results(
     summaries = []
     with (Path(job.spool) / f"results-{partition}.jsonl").open("wb") as out:
         for reference in sorted(patients):
-            result = evaluate(trial, patients[reference], job.as_of, terms)
+            result = evaluate(trial, patients[reference], job.as_of, terms, mrn_type=job.mrn_type)
             payload = orjson.dumps(result)
             offset = out.tell()
             out.write(payload + b"\n")
@@ -272,13 +274,16 @@ def _write_results(
                     partition=partition,
                     offset=offset,
                     length=len(payload),
+                    mrn=result.patient.mrn,
                 )
             )
     return summaries
 
 
 def _next_step(result: PatientResult) -> str | None:
-    """What a coordinator does next: for an ineligible patient, which criteria exclude."""
+    """What a coordinator does next: for an ineligible patient, what excludes them."""
+    if result.status_reason is not None:
+        return result.status_reason
     if result.status == "ineligible":
         return "fails " + ", ".join(c.id for c in result.criteria if c.verdict == "fail")
     return result.next_steps[0] if result.next_steps else None
@@ -305,6 +310,7 @@ def screen(
     only_patient: str | None = None,
     by_reference: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    mrn_type: str = "MR",
 ) -> ScreenRun:
     """Screen every patient found under `data`. Call `close()` on the run when done."""
     work = chunks(data)
@@ -326,6 +332,7 @@ def screen(
         as_of,
         only_patient,
         by_reference,
+        mrn_type,
     )
     trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)
     log.info(
@@ -381,9 +388,15 @@ def screen(
 
 
 def screen_facts(
-    trial: TrialDefinition, terms: Terminology, as_of: date, patients: dict[str, PatientFacts]
+    trial: TrialDefinition,
+    terms: Terminology,
+    as_of: date,
+    patients: dict[str, PatientFacts],
+    mrn_type: str = "MR",
 ) -> list[Any]:
     """In-memory variant for a handful of patients (tests, the API's Bundle input)."""
     from service.ranking import rank
 
-    return rank([evaluate(trial, facts, as_of, terms) for facts in patients.values()])
+    return rank(
+        [evaluate(trial, facts, as_of, terms, mrn_type=mrn_type) for facts in patients.values()]
+    )

@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from service.facts import Code, Qualitative
-from service.units import UnitError, conversion_factor, normalize_unit
+from service.facts import Code
+from service.qualitative import Reading, normalize_result_text, read_qualitative
+from service.units import UnitError, conversion_factor, fold_aliases, normalize_unit
 from service.vocab.definition import DefinitionError, ValueSetDefinition, parse_definition
 
 __all__ = [
@@ -87,6 +88,13 @@ class ValueSetInfo:
     uln_interval: UlnInterval | None = None
     # what the CSV is the expansion of (service/vocab/definition.py); None where not yet written
     definition: ValueSetDefinition | None = None
+    # qualitative tests: a reference-range flag (H, A, N ...) on a numeric value reads as
+    # positive/negative (terminology/results/interpretation_flags.csv)
+    interpretation_decides: bool = False
+    # syphilis tests: a titer at any dilution (1:1 and up) is reactive
+    titer_reactive_at_any_dilution: bool = False
+    # a value below this sent as "%", "1" or without a unit is a fraction (LVEF 0.61 = 61 %)
+    fraction_below: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +129,21 @@ class Terminology:
         valuesets: dict[str, ValueSetInfo],
         members: dict[tuple[str, str], set[str]],
         unit_aliases: dict[str, str],
-        qualitative_codes: dict[tuple[str, str], Qualitative],
-        qualitative_text: dict[str, Qualitative],
+        qualitative_codes: dict[tuple[str, str], Reading],
+        qualitative_text: dict[str, Reading],
         glucocorticoids: dict[tuple[str, str], GlucocorticoidPotency],
         site_map: dict[tuple[str, str], Code],
         version: str,
+        interpretation_flags: dict[tuple[str, str], Reading] | None = None,
+        case_sensitive_units: frozenset[str] = frozenset(),
     ) -> None:
         self.valuesets = valuesets
         self._members = {key: frozenset(names) for key, names in members.items()}
         self.unit_aliases = unit_aliases
+        self._folded_aliases = fold_aliases(unit_aliases, case_sensitive_units)
         self._qualitative_codes = qualitative_codes
-        self._qualitative_text = qualitative_text
+        self._qualitative_text = {normalize_result_text(k): v for k, v in qualitative_text.items()}
+        self._interpretation_flags = interpretation_flags or {}
         self._glucocorticoids = glucocorticoids
         self._site_map = site_map
         self.version = version
@@ -178,6 +190,11 @@ class Terminology:
                 review_terms=_review_terms(meta.get("review_terms"), meta_path),
                 uln_interval=_uln_interval(meta.get("uln_interval"), meta_path),
                 definition=_definition(meta.get("definition"), meta_path),
+                interpretation_decides=_flag(meta, "interpretation_decides", meta_path),
+                titer_reactive_at_any_dilution=_flag(
+                    meta, "titer_reactive_at_any_dilution", meta_path
+                ),
+                fraction_below=_optional_float(meta.get("fraction_below"), meta_path),
             )
 
         def table(relative: str) -> list[dict[str, str]]:
@@ -187,16 +204,22 @@ class Terminology:
             digest.update(path.read_bytes())
             return _read_csv(path)
 
-        aliases = {row["text"]: row["ucum"] for row in table("units/aliases.csv")}
-        qual_codes: dict[tuple[str, str], Qualitative] = {
+        alias_rows = table("units/aliases.csv")
+        aliases = {row["text"]: row["ucum"] for row in alias_rows}
+        exact_units = frozenset(row["text"] for row in alias_rows if row.get("case") == "exact")
+        qual_codes: dict[tuple[str, str], Reading] = {
             (row["system"], row["code"]): _qualitative(row["result"], row)
             for row in table("results/qualitative_codes.csv")
         }
-        qual_text: dict[str, Qualitative] = {
-            row["text"].strip().lower(): _qualitative(row["result"], row)
+        qual_text: dict[str, Reading] = {
+            row["text"]: _qualitative(row["result"], row)
             for row in table("results/qualitative_text.csv")
         }
         potency_rows = table("glucocorticoid_equivalents.csv")
+        flags: dict[tuple[str, str], Reading] = {
+            (row["system"], row["code"]): _qualitative(row["result"], row)
+            for row in table("results/interpretation_flags.csv")
+        }
         potency = {
             (row["system"], row["code"]): GlucocorticoidPotency(
                 prednisone_mg_per_mg=float(row["prednisone_mg_per_mg"]),
@@ -224,6 +247,8 @@ class Terminology:
             potency,
             site_map,
             version=digest.hexdigest()[:12],
+            interpretation_flags=flags,
+            case_sensitive_units=exact_units,
         )
 
     # ------------------------------------------------------------------ membership
@@ -402,14 +427,21 @@ class Terminology:
                     continue  # not dimensionless: parsed all the same
 
     def ucum(self, unit: str) -> str:
-        return normalize_unit(unit, self.unit_aliases)
+        return normalize_unit(unit, self.unit_aliases, self._folded_aliases)
 
     # ------------------------------------------------------------------ results
-    def qualitative_of_code(self, system: str, code: str) -> Qualitative | None:
+    def qualitative_of_code(self, system: str, code: str) -> Reading | None:
+        """A coded result value or an explicitly qualitative interpretation (POS, ND ...)."""
         return self._qualitative_codes.get((system, code))
 
-    def qualitative_of_text(self, text: str) -> Qualitative | None:
-        return self._qualitative_text.get(text.strip().lower())
+    def qualitative_of_text(self, text: str) -> Reading | None:
+        """Result text as labs write it (service/qualitative.py: "阴性 0.12", "(+)", "POS")."""
+        return read_qualitative(text, self._qualitative_text)
+
+    def interpretation_flag(self, system: str, code: str) -> Reading | None:
+        """A reference-range flag (H, A, N ...) read as a qualitative result: only for value
+        sets marked `interpretation_decides` (the caller checks)."""
+        return self._interpretation_flags.get((system, code))
 
     def glucocorticoid_potency(self, codes: Iterable[Code]) -> GlucocorticoidPotency | None:
         for code in codes:
@@ -552,12 +584,31 @@ def _optional_int(value: Any) -> int | None:
     return value
 
 
-def _qualitative(result: str, row: dict[str, str]) -> Qualitative:
+def _qualitative(result: str, row: dict[str, str]) -> Reading:
     if result == "positive":
         return "positive"
     if result == "negative":
         return "negative"
-    raise TerminologyError(f"result must be positive or negative, got {result!r} in {row}")
+    if result == "indeterminate":
+        return "indeterminate"
+    raise TerminologyError(
+        f"result must be positive, negative or indeterminate, got {result!r} in {row}"
+    )
+
+
+def _flag(meta: dict[str, Any], key: str, where: Path) -> bool:
+    value = meta.get(key, False)
+    if not isinstance(value, bool):
+        raise TerminologyError(f"{where}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _optional_float(value: Any, where: Path) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise TerminologyError(f"{where}: expected a positive number, got {value!r}")
+    return float(value)
 
 
 @lru_cache(maxsize=4)

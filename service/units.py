@@ -13,12 +13,20 @@ analyte: the caller passes the analyte's molar mass from the value set's metadat
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Any
 
 from ucumvert import PintUcumRegistry
 
-__all__ = ["UnitError", "conversion_factor", "normalize_unit"]
+__all__ = [
+    "UnitError",
+    "conversion_factor",
+    "fold_aliases",
+    "lab_spelling",
+    "normalize_unit",
+    "superscripts_to_caret",
+]
 
 # A unit that is only an annotation ("{INR}", "{score}") is the unit 1 in UCUM (spec 2.5 §12).
 _ONLY_ANNOTATION = re.compile(r"^\{[^{}]*\}$")
@@ -42,12 +50,58 @@ def _registry() -> Any:
     return PintUcumRegistry()
 
 
-def normalize_unit(unit: str, aliases: dict[str, str] | None = None) -> str:
-    """The UCUM form of a unit as a lab sent it: known aliases first, then as is."""
+_SUPERSCRIPT_RUN = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+")
+_SUPERSCRIPT_DIGITS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+# "×10^9/L", "x10E3/uL", "10^9/L", "10E9/L", "10**9/L": the power of ten UCUM writes 10*9.
+_POWER_OF_TEN = re.compile(r"^(?:[x×*]\s*)?10\s*(?:\^|\*\*?|e)\s*(\d+)", re.IGNORECASE)
+
+
+def superscripts_to_caret(text: str) -> str:
+    """`10⁹` -> `10^9`, before NFKC would make it `109`."""
+    return _SUPERSCRIPT_RUN.sub(lambda m: "^" + m.group().translate(_SUPERSCRIPT_DIGITS), text)
+
+
+def lab_spelling(unit: str) -> str:
+    """A unit as labs spell it, brought closer to UCUM without changing what it means.
+
+    Superscript exponents to `^`, NFKC (full-width forms; the micro sign to Greek mu), both
+    mu characters to `u`, a power of ten written `×10^9`, `x10E3`, `10^9` or `10E9` to
+    UCUM's `10*9`, and no white space. Case is kept: `G/L` (giga per litre) is not `g/L`.
+    """
+    text = unicodedata.normalize("NFKC", superscripts_to_caret(unit.strip()))
+    text = text.replace("μ", "u")
+    text = _POWER_OF_TEN.sub(r"10*\1", text)
+    return "".join(text.split())
+
+
+def fold_aliases(aliases: dict[str, str], exact: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The case-insensitive alias table: each text's lab spelling, case folded, except the
+    texts in `exact` (their case carries the meaning, e.g. `G/L` giga vs `g/L` gram)."""
+    return {
+        lab_spelling(text).casefold(): ucum for text, ucum in aliases.items() if text not in exact
+    }
+
+
+def normalize_unit(
+    unit: str, aliases: dict[str, str] | None = None, folded: dict[str, str] | None = None
+) -> str:
+    """The UCUM form of a unit as a lab sent it.
+
+    In order: an alias as written; the lab spelling (`lab_spelling`) as an alias; the lab
+    spelling case-insensitively in `folded` (see `fold_aliases`); else the lab spelling
+    itself, which UCUM may know (`umol/l`, `10*3/uL`).
+    """
     text = unit.strip()
+    if aliases and text in aliases:
+        return aliases[text]
+    spelled = lab_spelling(text)
     if aliases:
-        return aliases.get(text, aliases.get(text.lower(), text))
-    return text
+        found = aliases.get(spelled)
+        if found is None:
+            found = (folded or {}).get(spelled.casefold(), aliases.get(spelled.lower()))
+        if found is not None:
+            return found
+    return spelled
 
 
 @lru_cache(maxsize=4096)

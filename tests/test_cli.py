@@ -128,6 +128,100 @@ def test_a_second_trial_needs_only_a_file(monkeypatch: pytest.MonkeyPatch) -> No
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0])[6:] == ["I1", "I2", "I3", "E1"]
+    assert list(rows[0])[9:] == ["I1", "I2", "I3", "E1"]
     p01 = next(r for r in rows if r["patient"] == "Patient/p01")
     assert p01["status"] == "likely_eligible"
+
+
+# ---------------------------------------------------------------- identifiers and death
+def _bundle_with_a_deceased_patient(tmp_path: Path) -> Path:
+    deceased = json.loads(
+        (DATA / "realworld" / "deceased-patient-with-chinese-identifiers.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    alive = {
+        "resourceType": "Patient",
+        "id": "p2",
+        "gender": "male",
+        "birthDate": "1985-01-01",
+        "identifier": [
+            {
+                "type": {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                    ]
+                },
+                "value": "MZ-0002",
+            }
+        ],
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": deceased}, {"resource": alive}],
+    }
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_csv_carries_mrn_identifiers_and_the_reason_a_deceased_patient_is_out(
+    tmp_path: Path,
+) -> None:
+    data = _bundle_with_a_deceased_patient(tmp_path)
+    result = runner.invoke(
+        app, ["screen", "--data", str(data), "--as-of", "2026-11-20", "--format", "csv"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {r["patient"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    dead, alive = rows["Patient/p1"], rows["Patient/p2"]
+    assert dead["mrn"] == "ZY20260451"
+    assert dead["identifiers"] == "MR ZY20260451; NNCHN 320102199003150022; 6217000010001234"
+    assert dead["status"] == "ineligible"
+    assert dead["status_reason"].startswith("deceased on 2026-09-30")
+    assert dead["age"] == "36"  # at death (born 1990-03-15, died 2026-09-30)
+    assert (alive["mrn"], alive["status_reason"]) == ("MZ-0002", "")
+
+
+def test_table_and_json_show_the_mrn_and_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _bundle_with_a_deceased_patient(tmp_path)
+    table = runner.invoke(app, ["screen", "--data", str(data), "--as-of", "2026-11-20"])
+    assert table.exit_code == 0, table.output
+    assert "ZY20260451" in table.stdout
+    assert "deceased on 2026-09-30" in table.stdout
+    monkeypatch.setenv("COHORT_MATCH_MRN_TYPE", "NNCHN")
+    get_settings.cache_clear()
+    body = runner.invoke(
+        app, ["screen", "--data", str(data), "--as-of", "2026-11-20", "--format", "json"]
+    )
+    assert body.exit_code == 0, body.output
+    candidates = {c["patient"]["reference"]: c for c in json.loads(body.stdout)["candidates"]}
+    dead = candidates["Patient/p1"]
+    assert dead["patient"]["mrn"] == "320102199003150022"  # the configured type
+    assert dead["patient"]["deceased"] is True
+    assert dead["status_reason"].startswith("deceased on 2026-09-30")
+    assert len(dead["criteria"]) > 0  # still shown
+    assert candidates["Patient/p2"]["patient"]["mrn"] is None
+
+
+def test_explain_prints_identifiers_and_the_reason(tmp_path: Path) -> None:
+    data = _bundle_with_a_deceased_patient(tmp_path)
+    result = runner.invoke(
+        app, ["explain", "--data", str(data), "--patient", "p1", "--as-of", "2026-11-20"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "MRN ZY20260451" in result.stdout
+    assert "NNCHN 320102199003150022" in result.stdout
+    assert "deceased on 2026-09-30" in result.stdout
+
+
+def test_death_after_as_of_is_no_reason(tmp_path: Path) -> None:
+    data = _bundle_with_a_deceased_patient(tmp_path)
+    result = runner.invoke(
+        app, ["screen", "--data", str(data), "--as-of", "2026-09-29", "--format", "csv"]
+    )
+    rows = {r["patient"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert rows["Patient/p1"]["status_reason"] == ""

@@ -169,3 +169,22 @@ def test_rank_is_deterministic_for_any_input_order(trial: TrialDefinition) -> No
     for order in itertools.permutations(population):
         orders.add(tuple(r.patient.reference for r in rank(list(order))))
     assert orders == {("Patient/a", "Patient/b", "Patient/c", "Patient/d")}
+
+
+# ------------------------------------------------ no candidate whatever the criteria
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="all-pass"),
+        pytest.param({"I6.lvef": "unknown"}, id="open-criteria"),
+    ],
+)
+def test_an_excluded_patient_is_ineligible_with_no_next_steps(
+    trial: TrialDefinition, overrides: dict[str, VerdictValue]
+) -> None:
+    status, score, steps = rank_fields(trial, results(trial, overrides), "deceased on 2026-10-01")
+    assert (status, score, steps) == ("ineligible", 0.0, [])
+
+
+def test_without_an_exclusion_the_criteria_decide(trial: TrialDefinition) -> None:
+    assert rank_fields(trial, results(trial), None)[0] == "likely_eligible"

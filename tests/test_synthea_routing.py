@@ -143,13 +143,11 @@ def test_deceased_patient_is_ineligible(results: dict[str, dict[str, Any]]) -> N
     assert results["lung-cancer-bipolar-deceased"]["status"] == "ineligible"
 
 
-@pytest.mark.xfail(strict=True, reason="needs the deceased rule: ages never computed past death")
 def test_age_stops_at_death(results: dict[str, dict[str, Any]]) -> None:
     # born 1982-10-15, died 2018-11-30
     assert results["lung-cancer-bipolar-deceased"]["patient"]["age"] == 36
 
 
-@pytest.mark.xfail(strict=True, reason="needs the deceased rule: death shown apart from criteria")
 def test_death_is_the_stated_reason(results: dict[str, dict[str, Any]]) -> None:
     result = results["lung-cancer-bipolar-deceased"]
     outside_criteria = {k: v for k, v in result.items() if k != "criteria"}

@@ -61,7 +61,7 @@ DEFINITION_KINDS = frozenset({"diagnosis", "allergy", "medication", "procedure"}
 KINDS = frozenset(
     {"lab", "score", "grade", "diagnosis", "medication", "allergen", "procedure", "manifestation"}
 )
-RESULTS = frozenset({"positive", "negative"})
+RESULTS = frozenset({"positive", "negative", "indeterminate"})
 BILAG_DOMAINS = (
     "constitutional",
     "mucocutaneous",
@@ -130,10 +130,19 @@ TABLES = {
         system_column="system",
         systems=STANDARD_SYSTEMS | {V3_INTERPRETATION},
     ),
+    "results/interpretation_flags.csv": Table(
+        header=("system", "code", "display", "result"),
+        key=("system", "code"),
+        required=("system", "code", "display", "result"),
+        system_column="system",
+        systems=frozenset({V3_INTERPRETATION}),
+    ),
     "results/qualitative_text.csv": Table(
         header=("text", "result"), key=("text",), required=("text", "result")
     ),
-    "units/aliases.csv": Table(header=("text", "ucum"), key=("text",), required=("text", "ucum")),
+    "units/aliases.csv": Table(
+        header=("text", "ucum", "case"), key=("text",), required=("text", "ucum")
+    ),
     "site_code_map.csv": Table(
         header=("local_system", "local_code", "system", "code", "note"),
         key=("local_system", "local_code"),
@@ -322,7 +331,14 @@ def test_csv_file(path: Path) -> None:
         previous = key
 
 
-@pytest.mark.parametrize("name", ["results/qualitative_codes.csv", "results/qualitative_text.csv"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "results/interpretation_flags.csv",
+        "results/qualitative_codes.csv",
+        "results/qualitative_text.csv",
+    ],
+)
 def test_qualitative_results(name: str) -> None:
     path = TERMINOLOGY / name
     for line, row in read_rows(path)[1]:

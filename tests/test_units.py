@@ -31,6 +31,10 @@ CREATININE = 113.12
         pytest.param("ukat/L", "U/L", None, 60.0, id="enzyme-ukat/L-to-U/L"),
         pytest.param("[lb_av]", "kg", None, 0.45359237, id="weight-lb-to-kg"),
         pytest.param("g", "kg", None, 0.001, id="weight-g-to-kg"),
+        pytest.param("g/L", "g/dL", None, 0.1, id="hgb-g/L-to-g/dL"),
+        pytest.param("10*9/L", "/uL", None, 1000.0, id="count-10*9/L-to-per-uL"),
+        pytest.param("10*12/L", "10*9/L", None, 1000.0, id="count-tera-to-giga"),
+        pytest.param("%", "1", None, 0.01, id="percent-to-fraction"),
         pytest.param("m[IU]/mL", "[IU]/L", None, 1.0, id="hcg-mIU/mL-to-IU/L"),
         pytest.param("[IU]/L", "m[IU]/mL", None, 1.0, id="hcg-IU/L-to-mIU/mL"),
         pytest.param("mL/s", "mL/min", None, 60.0, id="clearance-mL/s-to-mL/min"),
@@ -78,15 +82,89 @@ def test_normalize_unit_prefers_exact_alias_then_lower_case() -> None:
     ("text", "ucum"),
     [
         pytest.param("K/uL", "10*3/uL", id="K/uL"),
+        pytest.param("K/µL", "10*3/uL", id="K/micro-sign-L"),
+        pytest.param("k/ul", "10*3/uL", id="k/ul-any-case"),
         pytest.param("x10^9/L", "10*9/L", id="x10^9/L"),
+        pytest.param("×10^9/L", "10*9/L", id="times-10^9/L"),
+        pytest.param("×10⁹/L", "10*9/L", id="times-10-superscript-9/L"),
         pytest.param("10^9/L", "10*9/L", id="10^9/L"),
+        pytest.param("10E9/L", "10*9/L", id="10E9/L"),
+        pytest.param("x10E3/uL", "10*3/uL", id="x10E3/uL"),
+        pytest.param("10^3/uL", "10*3/uL", id="10^3/uL"),
+        pytest.param("10^3/µL", "10*3/uL", id="10^3/micro-L"),
+        pytest.param("/uL", "/uL", id="per-uL"),
+        pytest.param("cells/uL", "/uL", id="cells/uL"),
+        pytest.param("Cells/µL", "/uL", id="Cells/micro-L"),
         pytest.param("µmol/L", "umol/L", id="micro-sign-umol/L"),
+        pytest.param("μmol/L", "umol/L", id="greek-mu-umol/L"),
+        pytest.param("µmol/l", "umol/L", id="micro-sign-umol/l"),
+        pytest.param("umol/l", "umol/L", id="umol/l"),
+        pytest.param("UMOL/L", "umol/L", id="UMOL/L"),
         pytest.param("IU/L", "[IU]/L", id="IU/L"),
+        pytest.param("iu/l", "[IU]/L", id="iu/l"),
         pytest.param("mIU/mL", "m[IU]/mL", id="mIU/mL"),
+        pytest.param("mIU/ml", "m[IU]/mL", id="mIU/ml"),
+        pytest.param("Kg", "kg", id="Kg"),
+        pytest.param("KG", "kg", id="KG"),
+        pytest.param("g/dl", "g/dL", id="g/dl"),
+        pytest.param("G/DL", "g/dL", id="G/DL"),
+        pytest.param("mg/dl", "mg/dL", id="mg/dl"),
+        pytest.param("U/l", "U/L", id="U/l"),
+        pytest.param("u/L", "U/L", id="u/L"),
+        pytest.param("sec", "s", id="sec"),
+        pytest.param("secs", "s", id="secs"),
+        pytest.param("SEC", "s", id="SEC"),
+        pytest.param("G/L", "10*9/L", id="G/L-is-giga-per-litre"),
+        pytest.param("T/L", "10*12/L", id="T/L-is-tera-per-litre"),
+        pytest.param("g/L", "g/L", id="g/L-stays-gram-per-litre"),
+        pytest.param("%", "%", id="percent"),
+        pytest.param("ｇ/Ｌ", "g/L", id="full-width-g/L"),
+        pytest.param(" 10^9 /L ", "10*9/L", id="spaces"),
     ],
 )
 def test_alias_table(terms: Terminology, text: str, ucum: str) -> None:
     assert terms.ucum(text) == ucum
+
+
+@pytest.mark.parametrize(
+    ("concept", "value", "unit", "expected"),
+    [
+        pytest.param("hemoglobin", 6.2, "g/dl", 62.0, id="hgb-g/dl"),
+        pytest.param("hemoglobin", 62, "G/L", None, id="hgb-G/L-is-a-count-not-grams"),
+        pytest.param("wbc", 4.2, "G/L", 4.2, id="wbc-G/L"),
+        pytest.param("wbc", 0.0042, "T/L", 4.2, id="wbc-T/L"),
+        pytest.param("wbc", 4.2, "×10⁹/L", 4.2, id="wbc-times-10-superscript-9"),
+        pytest.param("wbc", 4.2, "10E9/L", 4.2, id="wbc-10E9/L"),
+        pytest.param("wbc", 4.2, "x10E3/uL", 4.2, id="wbc-x10E3/uL"),
+        pytest.param("wbc", 4.2, "K/µL", 4.2, id="wbc-K/micro-L"),
+        pytest.param("neutrophils_abs", 1500, "cells/uL", 1.5, id="anc-cells/uL"),
+        pytest.param("neutrophils_abs", 1500, "/µL", 1.5, id="anc-per-micro-L"),
+        pytest.param("creatinine", 1.0, "mg/dl", 88.40, id="creatinine-mg/dl"),
+        pytest.param("creatinine", 88.4, "µmol/l", 88.4, id="creatinine-micro-mol/l"),
+        pytest.param("bilirubin_total", 1.0, "MG/DL", 17.104, id="bilirubin-MG/DL"),
+        pytest.param("bilirubin_total", 17.1, "μmol/L", 17.1, id="bilirubin-greek-mu"),
+        pytest.param("alt", 40, "U/l", 40, id="alt-U/l"),
+        pytest.param("alt", 40, "IU/L", 40, id="alt-IU/L"),
+        pytest.param("body_weight", 60, "Kg", 60, id="weight-Kg"),
+        pytest.param("body_weight", 60, "KG", 60, id="weight-KG"),
+        pytest.param("hcg_serum", 25, "mIU/ml", 25, id="hcg-mIU/ml"),
+        pytest.param("prothrombin_time", 12, "secs", 12, id="pt-secs"),
+    ],
+)
+def test_lab_spellings_convert(
+    terms: Terminology, concept: str, value: float, unit: str, expected: float | None
+) -> None:
+    converted = terms.canonical(concept, value, unit)
+    if expected is None:
+        assert converted is None
+        return
+    assert converted is not None
+    assert converted[0] == pytest.approx(expected, rel=1e-3)
+
+
+def test_normalize_unit_spelling_without_aliases() -> None:
+    assert normalize_unit("×10⁹/L") == "10*9/L"
+    assert normalize_unit("µmol/L") == "umol/L"
 
 
 @pytest.mark.parametrize(

@@ -388,7 +388,7 @@ async def call_service(
         return _json({"cards": []})
     fetch_s = time.perf_counter() - fetch_started
     started = time.perf_counter()
-    result = evaluate(trial, gathered.facts, day, state.terms)
+    result = evaluate(trial, gathered.facts, day, state.terms, mrn_type=state.settings.mrn_type)
     card = card_for(result, trial, card_id=str(uuid.uuid4()), launch_url=runtime.launch_url)
     engine_s = time.perf_counter() - started
     log.info(

@@ -151,7 +151,7 @@ async def match(
         if born is not None and day < born:
             raise Unprocessable(f"as_of {day} is before {reference} was born")
         started = time.perf_counter()
-        result = evaluate(trial, facts, day, state.terms)
+        result = evaluate(trial, facts, day, state.terms, mrn_type=state.settings.mrn_type)
         body = orjson.dumps(result)
         timing["engine"] = time.perf_counter() - started
         outcome = result.status
@@ -308,7 +308,7 @@ async def screen_many(
                 return None
         resources += fetched.resources
         errors += len(fetched.facts.problems)  # failed searches and unreadable records
-        return evaluate(trial, fetched.facts, day, state.terms)
+        return evaluate(trial, fetched.facts, day, state.terms, mrn_type=state.settings.mrn_type)
 
     done = await asyncio.gather(*(one(i) for i in ids))
     return [r for r in done if r is not None], resources, errors, unscreened

@@ -60,6 +60,7 @@ from service.errors import (
 )
 from service.fhir import FhirClient, fetch_patient
 from service.ranking import rank
+from service.results_csv import CSV_HEAD
 from service.smart import SmartRuntime, SmartSession
 from service.sweeps.report import attrition, csv_lines
 from service.sweeps.store import RunInfo, SweepStore
@@ -262,7 +263,7 @@ async def _patient_body(
             raise fetched
         if isinstance(resource, BaseException):
             resource = None
-        result = evaluate(trial, fetched.facts, day, state.terms)
+        result = evaluate(trial, fetched.facts, day, state.terms, mrn_type=state.settings.mrn_type)
         outcome = result.status
     except FhirNotFound:
         outcome = "error 404"
@@ -373,6 +374,7 @@ def _row(
     sex: str | None,
     verdicts: Sequence[str],
     next_: str | None,
+    mrn: str | None = None,
 ) -> dict[str, Any]:
     """One line of the ranked table; the link opens the live checklist on the EHR."""
     query = {"id": reference.removeprefix("Patient/"), "trial": trial.id, "as_of": day.isoformat()}
@@ -385,6 +387,7 @@ def _row(
         "score": score,
         "age": age,
         "sex": sex,
+        "mrn": mrn,
         "fails": sum(v == "fail" for v in verdicts),
         "unknowns": sum(v == "unknown" for v in verdicts),
         "next": next_,
@@ -403,7 +406,8 @@ def _rows(screened: Screened, status: str | None) -> list[dict[str, Any]]:
             age=result.patient.age,
             sex=result.patient.sex,
             verdicts=[c.verdict for c in result.criteria],
-            next_=next_check(result),
+            next_=result.status_reason or next_check(result),
+            mrn=result.patient.mrn,
         )
         for result in screened.ranked
         if status is None or result.status == status
@@ -557,7 +561,8 @@ def _stored(store: SweepStore, run: RunInfo, trial: TrialDefinition, status: str
                 age=patient["age"],
                 sex=patient["sex"],
                 verdicts=[c["verdict"] for c in result["criteria"]],
-                next_=short_step(result["next_steps"]),
+                next_=result.get("status_reason") or short_step(result["next_steps"]),
+                mrn=patient.get("mrn"),
             )
         )
     return Stored(rows, stored_funnel(attrition(store, run)))
@@ -567,10 +572,11 @@ def _stored_csv(store: SweepStore, run: RunInfo, status: str | None) -> tuple[st
     """The run's CSV (report.csv_lines, the status filter applied) and its patients."""
     lines = csv_lines(store, run)
     kept = [next(lines)]
+    column = CSV_HEAD.index("status")
     patients = []
     for line in lines:
         row = next(csv.reader([line]))
-        if status is None or row[2] == status:
+        if status is None or row[column] == status:
             kept.append(line)
             patients.append(row[1])
     return "".join(kept), patients

@@ -54,9 +54,17 @@ def age_on(birth: date, day: date) -> int:
 def age_range(demographics: Demographics | None, day: date) -> tuple[int, int] | None:
     """(youngest, oldest) possible age at `day`; equal unless the birth date is partial.
 
-    None when the birth date is unknown or after `day`: an age is never negative.
+    None when the birth date is unknown or after `day`: an age is never negative. Never past
+    death: a patient who died before `day` is as old as on the day of death, and one recorded
+    deceased without a date has no age we can compute.
     """
-    if demographics is None or demographics.birth_date is None or day < demographics.birth_date:
+    if demographics is None or demographics.birth_date is None:
+        return None
+    if demographics.deceased:
+        if demographics.deceased_date is None:
+            return None
+        day = min(day, demographics.deceased_date)
+    if day < demographics.birth_date:
         return None
     latest = demographics.birth_date_latest or demographics.birth_date
     return max(0, age_on(latest, day)), age_on(demographics.birth_date, day)

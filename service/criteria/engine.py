@@ -6,6 +6,10 @@ The engine applies the rules of judgement common to every criterion:
   record showed), but it can fail when the record shows the problem;
 - a rule that raises is a bug, not a verdict: the criterion becomes `unknown` and the
   error is logged with the patient reference only.
+
+A patient deceased on or before `as_of` (or recorded deceased without a date) is never a
+candidate: status `ineligible` with `status_reason` saying so, apart from the criteria, which
+are still evaluated and shown; ages stop at death. A death after `as_of` does not count.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from service.criteria.verdict import (
     TrialRef,
     Verdict,
 )
-from service.facts import PatientFacts
+from service.facts import Demographics, PatientFacts
 from service.ranking import rank_fields
 from service.terminology import Terminology
 
@@ -88,10 +92,31 @@ def evaluate_criterion(criterion: Criterion, facts: PatientFacts, ctx: Context) 
     )
 
 
+def deceased_reason(demographics: Demographics | None, as_of: date) -> str | None:
+    """Why the patient is no candidate on `as_of` because of death, or None."""
+    if demographics is None or not demographics.deceased:
+        return None
+    if demographics.deceased_date is None:
+        return "deceased (Patient.deceasedBoolean; date of death not recorded): not a candidate"
+    if demographics.deceased_date <= as_of:
+        return (
+            f"deceased on {demographics.deceased_date} (Patient.deceasedDateTime): not a candidate"
+        )
+    return None
+
+
 def evaluate(
-    trial: TrialDefinition, facts: PatientFacts, as_of: date, terms: Terminology
+    trial: TrialDefinition,
+    facts: PatientFacts,
+    as_of: date,
+    terms: Terminology,
+    *,
+    mrn_type: str = "MR",
 ) -> PatientResult:
-    """Every criterion of `trial` for one patient on `as_of`, with status, score and next steps."""
+    """Every criterion of `trial` for one patient on `as_of`, with status, score and next steps.
+
+    `mrn_type` is the identifier type code whose value is shown as the patient's `mrn`.
+    """
     ctx = Context(
         as_of=as_of,
         terms=terms,
@@ -99,20 +124,27 @@ def evaluate(
         default_lookback_days=trial.defaults.lookback_days,
     )
     results = [evaluate_criterion(criterion, facts, ctx) for criterion in trial.criteria]
-    status, score, next_steps = rank_fields(trial, results)
-    ages = age_range(facts.demographics, as_of)
     demographics = facts.demographics
+    deceased = deceased_reason(demographics, as_of)
+    status, score, next_steps = rank_fields(trial, results, deceased)
+    ages = age_range(demographics, as_of)
+    identifiers = demographics.identifiers if demographics else ()
     return PatientResult(
         trial=TrialRef(trial.id, trial.version, terms.version),
         patient=PatientSummary(
             reference=facts.reference,
             age=ages[1] if ages and ages[0] == ages[1] else None,
             sex=demographics.sex if demographics else None,
+            identifiers=identifiers,
+            mrn=next((i.value for i in identifiers if i.type == mrn_type), None),
+            deceased=deceased is not None,
+            deceased_date=demographics.deceased_date if deceased and demographics else None,
         ),
         as_of=as_of,
         status=status,
         score=score,
         criteria=results,
         next_steps=next_steps,
+        status_reason=deceased,
         problems=[f"{p.where}: {p.message}" if p.where else p.message for p in facts.problems],
     )

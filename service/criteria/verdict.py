@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-from service.facts import Code
+from service.facts import Code, Identifier
 
 VerdictValue = Literal["pass", "fail", "unknown", "not_applicable"]
 Status = Literal["likely_eligible", "possibly_eligible", "ineligible"]
@@ -64,8 +64,14 @@ class TrialRef:
 @dataclass(frozen=True)
 class PatientSummary:
     reference: str
-    age: int | None
+    age: int | None  # at as_of, or at death; None when the date of death is not recorded
     sex: str | None
+    # business identifiers (MRN ...) so a coordinator finds the chart; `mrn` is the value of
+    # the configured type (COHORT_MATCH_MRN_TYPE, default MR)
+    identifiers: tuple[Identifier, ...] = ()
+    mrn: str | None = None
+    deceased: bool = False  # died on or before as_of (or deceasedBoolean without a date)
+    deceased_date: date | None = None
 
 
 @dataclass
@@ -77,6 +83,8 @@ class PatientResult:
     score: float
     criteria: list[CriterionResult]
     next_steps: list[str]
+    # why the status was set apart from the criteria (a deceased patient), else None
+    status_reason: str | None = None
     problems: list[str] = field(default_factory=list)
     rank: int | None = None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +14,7 @@ __all__ = [
     "codes_of",
     "concept_text",
     "parse_date",
+    "parse_timestamp",
     "patient_reference",
     "quantity_of",
     "review_of",
@@ -47,6 +48,22 @@ def parse_date(value: Any) -> date | None:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise MappingError(f"not a FHIR date: {value!r}") from exc
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """The full instant of a FHIR dateTime/instant with its offset ("2026-11-20T23:30:00+08:00").
+
+    None for a date without a time, and for a time without an offset (FHIR requires one;
+    a naive time cannot be ordered against the others). Call `parse_date` first: it rejects
+    what is not a date at all.
+    """
+    if not isinstance(value, str) or len(value) <= 10:
+        return None
+    try:
+        found = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else None
 
 
 def codes_of(concept: Any) -> list[Code]:

@@ -2,25 +2,55 @@
 
 Only results whose code belongs to a value set the trials use are kept; the rest of a
 real EHR's Observations (most of them) are dropped after one dictionary lookup.
+
+Results as labs send them:
+- the value: valueQuantity, valueInteger, valueString (a number written as text, "<20 IU/mL",
+  becomes a Quantity with its comparator: below the limit of quantitation is a bound, not
+  "not detected"), valueCodeableConcept, valueRatio (a titer 1:N);
+- `qualitative`, first match wins: a coded value (qualitative_codes.csv); the text
+  (qualitative_text.csv, read by service/qualitative.py: "阴性 0.12", "(+)", "Negative (0.05
+  S/CO)"); a titer, for value sets whose yaml says `titer_reactive_at_any_dilution` (any
+  dilution is positive, "<1:1" negative); an explicitly qualitative interpretation code (POS,
+  NEG, DET, ND, RR, NR ...); and, for value sets whose yaml says `interpretation_decides` (the
+  serology screens), a reference-range flag on a numeric value (H, HH, A, AA -> positive, N ->
+  negative; interpretation_flags.csv). An "indeterminate" reading (equivocal, "±") stops the
+  search: the result is neither. A flag never overrides a coded value or text;
+- every reference range, its limits converted like the value; `ref_high` stays the first
+  range's upper limit;
+- a fraction sent for a percentage (LVEF 0.61 as "%", "1" or no unit) is read as 61 % for
+  value sets whose yaml gives `fraction_below` (values below it are fractions).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.facts import Code, LabResult, Qualitative, Quantity
+from service.facts import Code, LabResult, Qualitative, Quantity, RefRange, Sex
 from service.mappers.common import (
     MappingError,
     Resource,
     codes_of,
     parse_date,
+    parse_timestamp,
     quantity_of,
 )
+from service.qualitative import Reading, Titer, parse_bounded_value, parse_titer
 from service.terminology import Terminology
+from service.units import UnitError
 
 # FHIR R4 ObservationStatus: results that are final enough to act on.
 COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
 GRADES = frozenset("ABCDE")
+# referenceRange.appliesTo codes that name a sex (SNOMED CT; administrative-gender codes).
+RANGE_SEXES: dict[str, Sex] = {
+    "248152002": "female",
+    "248153007": "male",
+    "female": "female",
+    "male": "male",
+}
+LIMITS_ONLY = frozenset({"low", "high"})
+# Units a percentage may be sent in when `fraction_below` reads small values as fractions.
+PERCENT_LIKE = frozenset({"%", "1", ""})
 
 
 def map_observation(
@@ -42,18 +72,35 @@ def map_observation(
     if status not in COUNTED_STATUSES:
         return None  # preliminary, registered, cancelled, entered-in-error, unknown
     reference = f"Observation/{resource.get('id')}"
-    effective = parse_date(
+    when = (
         resource.get("effectiveDateTime")
         or (resource.get("effectivePeriod") or {}).get("start")
         or resource.get("effectiveInstant")
         or resource.get("issued")
     )
-    quantity, text, coded = _value(resource)
-    qualitative = _qualitative(terms, text, coded, resource.get("interpretation"))
+    effective = parse_date(when)
+    quantity, text, coded, titer = _value(resource)
+    interpretation = _interpretation(resource.get("interpretation"))
+    qualitative = (
+        _qualitative(terms, concepts, text, coded, titer, quantity is not None, interpretation)
+        if text or coded or titer or interpretation
+        else None  # a bare number: most results
+    )
     grade = _grade(text, coded)
     concept = terms.quantity_concept(concepts)
     if quantity is not None and concept is not None:
         quantity = _canonical(terms, concept, quantity)
+    raw_ranges = resource.get("referenceRange")
+    ranges = (
+        _ref_ranges(terms, concept, raw_ranges, quantity.unit if quantity else None)
+        if raw_ranges
+        else ()
+    )
+    ref_high = None
+    for found in ranges:
+        if found.high is not None:
+            ref_high = found.high
+            break
     return LabResult(
         reference=reference,
         codes=codes,
@@ -64,50 +111,134 @@ def map_observation(
         text=text,
         qualitative=qualitative,
         grade=grade,
-        ref_high=_reference_high(
-            terms, concept, resource.get("referenceRange"), quantity.unit if quantity else None
-        ),
+        ref_high=ref_high,
         source=source,
+        effective_at=parse_timestamp(when),
+        ref_ranges=ranges,
+        interpretation=tuple(c for codes_, _ in interpretation for c in codes_)
+        if interpretation
+        else (),
+        titer=_titer_value(titer),
     )
 
 
-def _value(resource: Resource) -> tuple[Quantity | None, str | None, list[Code]]:
+def _value(
+    resource: Resource,
+) -> tuple[Quantity | None, str | None, list[Code], Titer | None]:
+    """(quantity, text, coded value, titer) of the value[x] we read."""
     if "valueQuantity" in resource:
-        return quantity_of(resource["valueQuantity"]), None, []
+        return quantity_of(resource["valueQuantity"]), None, [], None
     if "valueInteger" in resource:
         number = resource["valueInteger"]
         if isinstance(number, bool) or not isinstance(number, int):
             raise MappingError(f"valueInteger is not an integer: {number!r}")
-        return Quantity(float(number), None), None, []
+        return Quantity(float(number), None), None, [], None
     if "valueString" in resource:
         text = resource["valueString"]
         if not isinstance(text, str):
             raise MappingError("valueString is not a string")
-        return None, text.strip(), []
+        text = text.strip()
+        bounded = parse_bounded_value(text)
+        quantity = Quantity(bounded.value, bounded.unit, bounded.comparator) if bounded else None
+        return quantity, text, [], parse_titer(text)
     if "valueCodeableConcept" in resource:
         concept = resource["valueCodeableConcept"]
         coded = codes_of(concept)
         text = concept.get("text") or (coded[0].display if coded else None)
-        return None, text, coded
-    return None, None, []
+        return None, text, coded, parse_titer(text)
+    if "valueRatio" in resource:
+        return _ratio(resource["valueRatio"])
+    return None, None, [], None
+
+
+def _ratio(ratio: Any) -> tuple[Quantity | None, str | None, list[Code], Titer | None]:
+    """valueRatio: a titer when the numerator is 1 (1:16 is numerator 1, denominator 16)."""
+    if not isinstance(ratio, dict):
+        raise MappingError("valueRatio is not an object")
+    numerator = quantity_of(ratio.get("numerator"))
+    denominator = quantity_of(ratio.get("denominator"))
+    if numerator is None or denominator is None:
+        return None, None, [], None
+    text = (
+        f"{numerator.comparator or ''}{numerator.value:g}:"
+        f"{denominator.comparator or ''}{denominator.value:g}"
+    )
+    if numerator.value != 1 or denominator.value < 1:
+        return None, text, [], None
+    comparator = denominator.comparator or numerator.comparator
+    return None, text, [], Titer(denominator.value, comparator)
+
+
+def _titer_value(titer: Titer | None) -> float | None:
+    """The dilution N of a titer the lab found reactive; none for "<1:N" (below it)."""
+    if titer is None or titer.comparator in ("<", "<="):
+        return None
+    return titer.dilution
+
+
+def _interpretation(raw: Any) -> list[tuple[list[Code], str | None]]:
+    """Each interpretation CodeableConcept: its codes and its text."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise MappingError("interpretation is not a list")
+    found = []
+    for concept in raw:
+        codes = codes_of(concept)
+        text = concept.get("text") if isinstance(concept, dict) else None
+        found.append((codes, text if isinstance(text, str) else None))
+    return found
+
+
+def _decided(reading: Reading | None) -> tuple[bool, Qualitative | None]:
+    """(whether the search stops, the result): "indeterminate" stops it with no result."""
+    if reading is None:
+        return False, None
+    if reading == "indeterminate":
+        return True, None
+    return True, reading
 
 
 def _qualitative(
-    terms: Terminology, text: str | None, coded: list[Code], interpretation: Any
+    terms: Terminology,
+    concepts: frozenset[str],
+    text: str | None,
+    coded: list[Code],
+    titer: Titer | None,
+    numeric: bool,
+    interpretation: list[tuple[list[Code], str | None]],
 ) -> Qualitative | None:
+    """Positive or negative, from the first source that says (module docstring)."""
+    infos = [terms.valuesets[name] for name in concepts if name in terms.valuesets]
     for code in coded:
-        found = terms.qualitative_of_code(code.system, code.code)
-        if found:
+        stop, found = _decided(terms.qualitative_of_code(code.system, code.code))
+        if stop:
             return found
     if text:
-        found = terms.qualitative_of_text(text)
-        if found:
+        stop, found = _decided(terms.qualitative_of_text(text))
+        if stop:
             return found
-    for concept in interpretation or ():
-        for code in codes_of(concept):
-            found = terms.qualitative_of_code(code.system, code.code)
-            if found:
+    if titer is not None and any(info.titer_reactive_at_any_dilution for info in infos):
+        if titer.comparator not in ("<", "<="):
+            return "positive"  # reactive at any dilution, 1:1 included
+        if titer.dilution <= 1:
+            return "negative"  # not reactive even undiluted
+        return None  # "<1:8": the lower dilutions are not reported
+    for codes, concept_text in interpretation:
+        for code in codes:
+            stop, found = _decided(terms.qualitative_of_code(code.system, code.code))
+            if stop:
                 return found
+        if concept_text:
+            stop, found = _decided(terms.qualitative_of_text(concept_text))
+            if stop:
+                return found
+    if numeric and not coded and any(info.interpretation_decides for info in infos):
+        for codes, _ in interpretation:
+            for code in codes:
+                stop, found = _decided(terms.interpretation_flag(code.system, code.code))
+                if stop:
+                    return found
     return None
 
 
@@ -124,6 +255,10 @@ def _grade(text: str | None, coded: list[Code]) -> str | None:
 def _canonical(terms: Terminology, concept: str, quantity: Quantity) -> Quantity:
     info = terms.valuesets[concept]
     unit = quantity.unit if quantity.unit is not None else None
+    if info.fraction_below is not None and (unit or "").strip() in PERCENT_LIKE:
+        # LVEF 0.61 sent as "%" (or "1", or no unit) is a fraction: 61 %, never 0.61 %.
+        value = quantity.value * 100 if quantity.value < info.fraction_below else quantity.value
+        return Quantity(quantity.value, quantity.unit, quantity.comparator, value, "%")
     if unit is None and info.canonical_unit is not None and info.canonical_unit.startswith("{"):
         unit = info.canonical_unit  # scores and ratios are often sent without a unit
     converted = terms.canonical(concept, quantity.value, unit)
@@ -133,17 +268,70 @@ def _canonical(terms: Terminology, concept: str, quantity: Quantity) -> Quantity
     return Quantity(quantity.value, quantity.unit, quantity.comparator, converted[0], converted[1])
 
 
-def _reference_high(
+def _ref_ranges(
     terms: Terminology, concept: str | None, ranges: Any, value_unit: str | None
-) -> Quantity | None:
-    """The first reference range's upper limit; without its own unit, the value's unit."""
-    for entry in ranges or ():
-        high = quantity_of(entry.get("high"))
-        if high is None:
+) -> tuple[RefRange, ...]:
+    """Every referenceRange: limits converted like the value (a limit without a unit takes
+    the value's), type and appliesTo codes, the sex appliesTo names, the age in years."""
+    if not ranges:
+        return ()
+    if not isinstance(ranges, list):
+        raise MappingError("referenceRange is not a list")
+    found = []
+    for entry in ranges:
+        if not isinstance(entry, dict):
+            raise MappingError("referenceRange is not an object")
+        low = _limit(terms, concept, entry.get("low"), value_unit)
+        high = _limit(terms, concept, entry.get("high"), value_unit)
+        if entry.keys() <= LIMITS_ONLY:
+            found.append(RefRange(low, high))  # most ranges: limits only
             continue
-        if high.unit is None:
-            high = Quantity(
-                high.value, value_unit, high.comparator, high.canonical_value, high.canonical_unit
+        applies = [code for concept_ in entry.get("appliesTo") or () for code in codes_of(concept_)]
+        sexes = {RANGE_SEXES[c.code] for c in applies if c.code in RANGE_SEXES}
+        age_low, age_high = _age_years(terms, entry.get("age"))
+        text = entry.get("text")
+        type_codes = codes_of(entry.get("type"))
+        found.append(
+            RefRange(
+                low=low,
+                high=high,
+                type=type_codes[0].code if type_codes else None,
+                applies_to=tuple(c.code for c in applies),
+                sex=sexes.pop() if len(sexes) == 1 else None,
+                age_low_years=age_low,
+                age_high_years=age_high,
+                text=text if isinstance(text, str) else None,
             )
-        return _canonical(terms, concept, high) if concept else high
-    return None
+        )
+    return tuple(found)
+
+
+def _limit(
+    terms: Terminology, concept: str | None, raw: Any, value_unit: str | None
+) -> Quantity | None:
+    if raw is None:
+        return None
+    limit = quantity_of(raw)
+    if limit is None:
+        return None
+    if limit.unit is None:
+        limit = Quantity(limit.value, value_unit, limit.comparator)
+    return _canonical(terms, concept, limit) if concept else limit
+
+
+def _age_years(terms: Terminology, age: Any) -> tuple[float | None, float | None]:
+    """referenceRange.age (a Range) in years; a limit without a unit is in years."""
+    if not isinstance(age, dict):
+        return None, None
+    limits: list[float | None] = []
+    for key in ("low", "high"):
+        limit = quantity_of(age.get(key))
+        if limit is None:
+            limits.append(None)
+            continue
+        try:
+            factor = terms.factor(limit.unit, "a") if limit.unit else 1.0
+        except UnitError:
+            factor = None  # an age unit we cannot read: no limit rather than a wrong one
+        limits.append(None if factor is None else round(limit.value * factor, 4))
+    return limits[0], limits[1]

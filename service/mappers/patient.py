@@ -1,14 +1,24 @@
-"""Patient -> Demographics."""
+"""Patient -> Demographics: birth date (a range when partial), sex, death, business identifiers.
+
+- `deceasedBoolean: true` or any `deceasedDateTime` marks the patient deceased; the date is
+  kept when sent (the engine decides whether the death is on or before `as_of`).
+- `identifier`: every identifier with a value, as the EHR shows it (value, system, the
+  `type` code such as MR, and the type's text or display), except those whose `use` is `old`
+  (a number the hospital no longer uses would send a coordinator to the wrong chart).
+"""
 
 from __future__ import annotations
 
 import calendar
 from datetime import date
+from typing import Any
 
-from service.facts import Demographics, Sex
-from service.mappers.common import MappingError, Resource, parse_date
+from service.facts import Demographics, Identifier, Sex
+from service.mappers.common import MappingError, Resource, codes_of, parse_date
 
 SEXES: dict[str, Sex] = {"female": "female", "male": "male", "other": "other", "unknown": "unknown"}
+# The identifier type code system (HL7 v2 table 0203: MR, PI, NI ...) is preferred.
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
 def map_patient(resource: Resource) -> Demographics:
@@ -26,9 +36,54 @@ def map_patient(resource: Resource) -> Demographics:
             last = calendar.monthrange(earliest.year, earliest.month)[1]
             latest = date(earliest.year, earliest.month, last)
     gender = resource.get("gender")
+    deceased, deceased_date = _deceased(resource)
     return Demographics(
         reference=f"Patient/{identifier}",
         birth_date=earliest,
         birth_date_latest=latest,
         sex=SEXES.get(gender) if isinstance(gender, str) else None,
+        deceased=deceased,
+        deceased_date=deceased_date,
+        identifiers=_identifiers(resource.get("identifier")),
     )
+
+
+def _deceased(resource: Resource) -> tuple[bool, date | None]:
+    """(deceased, date of death): deceasedDateTime wins over deceasedBoolean."""
+    when = resource.get("deceasedDateTime")
+    if when is not None:
+        return True, parse_date(when)
+    flag = resource.get("deceasedBoolean")
+    if flag is None:
+        return False, None
+    if not isinstance(flag, bool):
+        raise MappingError(f"deceasedBoolean is not a boolean: {flag!r}")
+    return flag, None
+
+
+def _identifiers(raw: Any) -> tuple[Identifier, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise MappingError("Patient.identifier is not a list")
+    found = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise MappingError("Patient.identifier is not an object")
+        value = entry.get("value")
+        if not isinstance(value, str) or not value.strip() or entry.get("use") == "old":
+            continue
+        system = entry.get("system")
+        kind = entry.get("type")
+        codes = codes_of(kind)
+        code = next((c for c in codes if c.system == V2_0203), codes[0] if codes else None)
+        label = kind.get("text") if isinstance(kind, dict) else None
+        found.append(
+            Identifier(
+                value=value.strip(),
+                system=system if isinstance(system, str) else None,
+                type=code.code if code else None,
+                label=label if isinstance(label, str) else (code.display if code else None),
+            )
+        )
+    return tuple(found)

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from service.errors import BadRequest
+from service.results_csv import CSV_HEAD, csv_row
 from service.schemas import TrialRefPublic
 from service.sweeps.schemas import (
     AttritionPublic,
@@ -62,7 +63,6 @@ __all__ = [
 
 VERDICTS = ("pass", "fail", "unknown", "not_applicable")
 CANDIDATE = frozenset({"likely_eligible", "possibly_eligible"})
-CSV_HEAD = ["rank", "patient", "status", "score", "age", "sex"]
 # Identifier systems. NCT numbers are ClinicalTrials.gov's (HL7 THO NamingSystem
 # ClinicalTrials-Gov); other trial ids and the resources we create are ours.
 CLINICALTRIALS_GOV = "https://clinicaltrials.gov"
@@ -354,20 +354,7 @@ def csv_lines(store: SweepStore, run: RunInfo, *, limit: int | None = None) -> I
 
     yield line([*CSV_HEAD, *ids])
     for body in store.results(run.id, limit=limit):
-        result = orjson.loads(body)
-        verdicts = {c["id"]: c["verdict"] for c in result["criteria"]}
-        patient = result["patient"]
-        yield line(
-            [
-                result["rank"],
-                patient["reference"],
-                result["status"],
-                result["score"],
-                patient["age"] if patient["age"] is not None else "",
-                patient["sex"] or "",
-                *(verdicts[i] for i in ids),
-            ]
-        )
+        yield line(csv_row(orjson.loads(body), ids))
 
 
 def _fhir_id(*parts: str) -> str:

@@ -342,6 +342,7 @@ class SweepRunner:
             spool=spool,
             progress=tracker,
             by_reference=fetched.snapshots is not None,
+            mrn_type=self.settings.mrn_type,
         )
         try:
             funnel = self._store_results(run, screened, tracker)

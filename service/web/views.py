@@ -18,8 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import CriterionResult, Evidence, PatientResult
+from service.results_csv import CSV_HEAD, csv_row
 
 if TYPE_CHECKING:  # the web layer needs no sweeps machinery to be imported
     from service.sweeps.schemas import AttritionPublic
@@ -182,7 +185,13 @@ def explain(result: PatientResult, trial: TrialDefinition) -> list[str]:
     open_ = [c for c in automatic if c.verdict == "unknown"]
     total = sum(costs[c.id] for c in automatic)
     settled = total - sum(costs[c.id] for c in open_)
-    if result.status == "ineligible":
+    if result.status_reason is not None:
+        status = (
+            f"Ineligible: {result.status_reason}. The criteria below are shown for the record "
+            "only; they do not decide."
+        )
+        score = "Score 0: an ineligible patient ranks after every other candidate."
+    elif result.status == "ineligible":
         status = f"Ineligible: {len(fails)} criterion failed ({', '.join(fails)})."
         if len(fails) != 1:
             status = f"Ineligible: {len(fails)} criteria failed ({', '.join(fails)})."
@@ -262,26 +271,14 @@ def stored_funnel(attrition: AttritionPublic) -> list[FunnelRow]:
 
 
 def candidates_csv(trial: TrialDefinition, ranked: Sequence[PatientResult]) -> str:
-    """rank, patient, status, score, age, sex, then one verdict column per criterion in
-    protocol order: the columns and values of `cohort-match screen --format csv`."""
+    """The columns and values of `cohort-match screen --format csv` (report.CSV_HEAD, then
+    one verdict column per criterion in protocol order), written by the same row function."""
     ids = [c.id for c in trial.criteria]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", "patient", "status", "score", "age", "sex", *ids])
+    writer.writerow([*CSV_HEAD, *ids])
     for result in ranked:
-        verdicts = result.verdicts()
-        patient = result.patient
-        writer.writerow(
-            [
-                result.rank,
-                patient.reference,
-                result.status,
-                result.score,
-                patient.age if patient.age is not None else "",
-                patient.sex or "",
-                *(verdicts.get(i, "") for i in ids),
-            ]
-        )
+        writer.writerow(csv_row(orjson.loads(orjson.dumps(result)), ids))
     return out.getvalue()
 
 

@@ -871,3 +871,18 @@ def test_markdown_text_escapes_what_would_format_and_cuts_long_lines() -> None:
     assert markdown_text("<script>a_b</script> [x](y)") == r"\<script>a\_b\</script> \[x\](y)"
     assert markdown_text("two\nlines") == "two lines"
     assert markdown_text("x" * 20, 10) == "x" * 9 + "\u2026"
+
+
+def test_a_deceased_patient_gets_no_card(
+    cds: TestClient,
+    call: Callable[..., httpx.Response],
+    ehr_token: Callable[..., str],
+    fhir: RecordingFhir,
+) -> None:
+    """p01 is likely eligible (a card above); recorded deceased, she is no candidate."""
+    prefetch = prefetch_for(fhir, templates(cds, ehr_token), "p01")
+    key = next(k for k, v in prefetch.items() if v.get("resourceType") == "Patient")
+    prefetch[key] = {**prefetch[key], "deceasedDateTime": "2026-11-01T08:00:00+08:00"}
+    response = call(hook("p01", prefetch))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"cards": []}

@@ -29,7 +29,15 @@ def test_match_fetches_and_screens_one_patient(api: TestClient, auth: dict[str, 
     response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["patient"] == {"reference": "Patient/p01", "age": 35, "sex": "female"}
+    assert body["patient"] == {
+        "reference": "Patient/p01",
+        "age": 35,
+        "sex": "female",
+        "identifiers": [],
+        "mrn": None,
+        "deceased": False,
+        "deceased_date": None,
+    }
     assert body["status"] == "likely_eligible"
     hgb = next(c for c in body["criteria"] if c["id"] == "I6.hgb")
     assert hgb["evidence"][0]["reference"].startswith("Observation/p01-")

@@ -119,7 +119,15 @@ def test_start_follow_and_read_a_sweep(
     table = client.get(f"/sweeps/{started.id}/candidates?format=csv&limit=5", headers=token(READ))
     assert table.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(table.text)))
-    assert rows[0][:4] == ["rank", "patient", "status", "score"]
+    assert rows[0][:7] == [
+        "rank",
+        "patient",
+        "mrn",
+        "identifiers",
+        "status",
+        "status_reason",
+        "score",
+    ]
     assert len(rows) == 6
 
     fhir = client.get(f"/sweeps/{started.id}/candidates?format=fhir", headers=token(READ))

@@ -6,11 +6,13 @@ import logging
 from datetime import date
 from typing import Any
 
+import orjson
 import pytest
 
 from service.criteria import engine
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
+from service.schemas import PatientResultPublic
 from service.terminology import Terminology
 from tests.conftest import AS_OF, facts_of, run
 from tests.factories import (
@@ -229,3 +231,113 @@ TESTED = {
 
 def test_every_criterion_of_the_trial_is_tested(trial: TrialDefinition) -> None:
     assert {c.id for c in trial.criteria} == set(TESTED)
+
+
+# ------------------------------------------------------------------ death and identifiers
+def died(**fields: Any) -> list[dict[str, Any]]:
+    """The eligible patient, with `fields` added to the Patient resource."""
+    resources = eligible()
+    resources[0] = {**resources[0], **fields}
+    return resources
+
+
+@pytest.mark.parametrize(
+    ("fields", "age"),
+    [
+        pytest.param({"deceasedDateTime": "2025-03-14T21:00:00+08:00"}, 34, id="before-as-of"),
+        pytest.param({"deceasedDateTime": AS_OF.isoformat()}, 36, id="on-as-of"),
+        pytest.param({"deceasedBoolean": True}, None, id="boolean-without-date"),
+    ],
+)
+def test_a_deceased_patient_is_never_a_candidate(
+    trial: TrialDefinition, terms: Terminology, fields: dict[str, Any], age: int | None
+) -> None:
+    result = evaluate(trial, facts_of(died(**fields)), AS_OF, terms)
+    assert (result.status, result.score, result.next_steps) == ("ineligible", 0.0, [])
+    assert result.status_reason is not None
+    assert result.status_reason.startswith("deceased")
+    assert "not a candidate" in result.status_reason
+    # the criteria are still evaluated and shown, none of them fails: the reason is apart
+    # (without a date of death the age, and so I5 and Cockcroft-Gault, are unknown)
+    automatic = {c.verdict for c in result.criteria if c.assessment == "automatic"}
+    assert automatic == ({"pass"} if age is not None else {"pass", "unknown"})
+    assert result.patient.deceased is True
+    assert result.patient.age == age  # at death, never past it; unknown without a date
+
+
+def test_death_after_as_of_does_not_count(trial: TrialDefinition, terms: Terminology) -> None:
+    later = AS_OF.replace(day=AS_OF.day + 1).isoformat()
+    result = evaluate(trial, facts_of(died(deceasedDateTime=later)), AS_OF, terms)
+    assert result.status == "likely_eligible"
+    assert result.status_reason is None
+    assert (result.patient.deceased, result.patient.deceased_date) == (False, None)
+    assert result.patient.age == 36
+
+
+def test_deceased_date_is_in_the_result(trial: TrialDefinition, terms: Terminology) -> None:
+    result = evaluate(trial, facts_of(died(deceasedDateTime="2026-10-01")), AS_OF, terms)
+    assert result.patient.deceased_date == date(2026, 10, 1)
+    assert result.status_reason is not None
+    assert "2026-10-01" in result.status_reason
+
+
+def test_age_criterion_is_judged_at_death(trial: TrialDefinition, terms: Terminology) -> None:
+    """Born 1955-01-10: 71 on AS_OF (over 65) but 65 when she died in 2020."""
+    resources = died(birthDate="1955-01-10", deceasedDateTime="2020-06-01")
+    result = evaluate(trial, facts_of(resources), AS_OF, terms)
+    assert result.patient.age == 65
+    assert result.status == "ineligible"
+
+
+IDENTIFIERS = [
+    {
+        "type": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "PI"}]
+        },
+        "value": "PI-77",
+    },
+    {
+        "type": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
+        },
+        "system": "http://hospital.example.cn/fhir/sid/mrn",
+        "value": "ZY20260451",
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("mrn_type", "expected"),
+    [("MR", "ZY20260451"), ("PI", "PI-77"), ("NNCHN", None)],
+)
+def test_mrn_is_the_identifier_of_the_configured_type(
+    trial: TrialDefinition, terms: Terminology, mrn_type: str, expected: str | None
+) -> None:
+    result = evaluate(
+        trial, facts_of(died(identifier=IDENTIFIERS)), AS_OF, terms, mrn_type=mrn_type
+    )
+    assert result.patient.mrn == expected
+    assert [i.value for i in result.patient.identifiers] == ["PI-77", "ZY20260451"]
+
+
+def test_default_mrn_type_is_mr(trial: TrialDefinition, terms: Terminology) -> None:
+    result = evaluate(trial, facts_of(died(identifier=IDENTIFIERS)), AS_OF, terms)
+    assert result.patient.mrn == "ZY20260451"
+
+
+def test_result_json_carries_identifiers_and_death(
+    trial: TrialDefinition, terms: Terminology
+) -> None:
+    resources = died(identifier=IDENTIFIERS, deceasedDateTime="2026-10-01")
+    result = evaluate(trial, facts_of(resources), AS_OF, terms)
+    body = orjson.loads(orjson.dumps(result))
+    PatientResultPublic.model_validate(body)  # the published contract
+    assert body["status_reason"] == result.status_reason
+    assert body["patient"]["mrn"] == "ZY20260451"
+    assert body["patient"]["deceased_date"] == "2026-10-01"
+    assert body["patient"]["identifiers"][1] == {
+        "value": "ZY20260451",
+        "system": "http://hospital.example.cn/fhir/sid/mrn",
+        "type": "MR",
+        "label": None,
+    }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from service.facts import LabResult
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
-from tests.conftest import ROOT, run
+from tests.conftest import AS_OF, ROOT, run
 from tests.factories import (
     ALT,
     HGB,
@@ -18,10 +19,18 @@ from tests.factories import (
     LOINC,
     NEGATIVE,
     POSITIVE,
+    SNOMED,
     TBIL,
+    TPHA,
     WBC,
     obs,
 )
+
+HBSAG = "5196-1"
+HCG = "20415-6"  # hcg_serum: quantitative beta-hCG
+RPR_TITER = "11084-1"
+HBV_DNA = "29615-2"
+LVEF = "10230-1"
 
 
 def lab(resource: dict[str, Any], terms: Terminology) -> LabResult:
@@ -291,3 +300,450 @@ def test_bundled_site_map_local_code_decides_a_criterion() -> None:
 def test_local_code_without_site_map_is_dropped(terms: Terminology) -> None:
     resource = obs("HB01", 6.0, "g/dL", system="http://hospital.example/lab")
     assert map_resource(resource, terms) is None
+
+
+# ------------------------------------------------------------------ as labs send them
+REALWORLD = ROOT / "tests" / "data" / "realworld"
+V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+def scenario(name: str, terms: Terminology) -> LabResult:
+    """A raw Observation as a hospital LIS sends it (tests/data/realworld/<name>.json)."""
+    resource = json.loads((REALWORLD / f"{name}.json").read_text(encoding="utf-8"))
+    return lab(resource, terms)
+
+
+def raw(loinc: str, **value: Any) -> dict[str, Any]:
+    """A bare Observation as an EHR emits it: a timestamp with an offset, no category."""
+    return {
+        "resourceType": "Observation",
+        "id": "raw1",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": loinc}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-11-20T07:45:00+08:00",
+        **value,
+    }
+
+
+def flag(code: str) -> list[dict[str, Any]]:
+    return [{"coding": [{"system": V3, "code": code}]}]
+
+
+def test_effective_at_keeps_the_full_timestamp_and_its_offset(terms: Terminology) -> None:
+    result = lab(raw(HGB, valueQuantity={"value": 120, "unit": "g/L"}), terms)
+    assert result.effective == date(2026, 11, 20)
+    assert result.effective_at == datetime(2026, 11, 20, 7, 45, tzinfo=timezone(timedelta(hours=8)))
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        pytest.param("2026-11-20", None, id="date-only"),
+        pytest.param("2026-11", None, id="partial"),
+        pytest.param("2026-11-20T07:45:00", None, id="no-offset-cannot-be-ordered"),
+        pytest.param(
+            "2026-11-19T23:45:00.120Z",
+            datetime(2026, 11, 19, 23, 45, 0, 120000, tzinfo=UTC),
+            id="utc-with-fraction",
+        ),
+    ],
+)
+def test_effective_at_only_with_a_time_and_offset(
+    terms: Terminology, when: str, expected: datetime | None
+) -> None:
+    resource = raw(HGB, valueQuantity={"value": 120, "unit": "g/L"}, effectiveDateTime=when)
+    assert lab(resource, terms).effective_at == expected
+
+
+def test_every_reference_range_is_read(terms: Terminology) -> None:
+    result = scenario("creatinine-ranges-by-sex-and-age", terms)
+    assert result.quantity is not None
+    assert result.quantity.canonical_value == pytest.approx(97.24, rel=1e-3)
+    male, female, therapeutic, text_only = result.ref_ranges
+    assert (male.type, male.sex, male.applies_to) == ("normal", "male", ("248153007",))
+    assert male.high is not None
+    assert male.high.canonical_value == pytest.approx(106.08, rel=1e-3)
+    assert male.low is not None
+    assert male.low.canonical_value == pytest.approx(61.88, rel=1e-3)
+    assert (male.age_low_years, male.age_high_years) == (18, 65)
+    assert male.text == "男 0.7-1.2"
+    # a limit without a unit takes the value's unit; an age in months is read in years
+    assert female.sex == "female"
+    assert female.high is not None
+    assert female.high.canonical_value == pytest.approx(79.56, rel=1e-3)
+    assert female.age_low_years == pytest.approx(18.0)
+    assert female.age_high_years is None
+    assert therapeutic.type == "treatment"
+    assert therapeutic.sex is None
+    assert (text_only.low, text_only.high, text_only.text) == (None, None, "see report")
+    # ref_high stays the first range's upper limit
+    assert result.ref_high == male.high
+    assert [c.code for c in result.interpretation] == ["N"]
+
+
+def test_reference_range_naming_both_sexes_has_no_sex(terms: Terminology) -> None:
+    both = {
+        "coding": [{"system": SNOMED, "code": "248153007"}, {"system": SNOMED, "code": "248152002"}]
+    }
+    resource = raw(ALT, valueQuantity={"value": 30, "unit": "U/L"})
+    resource["referenceRange"] = [{"high": {"value": 40}, "appliesTo": [both]}]
+    (only,) = lab(resource, terms).ref_ranges
+    assert only.sex is None
+    assert only.applies_to == ("248153007", "248152002")
+
+
+def test_reference_range_that_is_not_a_list_raises(terms: Terminology) -> None:
+    resource = raw(ALT, valueQuantity={"value": 30, "unit": "U/L"}, referenceRange={"high": 1})
+    with pytest.raises(MappingError, match="referenceRange"):
+        map_resource(resource, terms)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("hbsag-index-flag-high", "positive", id="index-with-H"),
+        pytest.param("hbsag-index-flag-normal", "negative", id="index-with-N"),
+        pytest.param("hbsag-text-negative-with-flag-high", "negative", id="text-beats-flag"),
+    ],
+)
+def test_interpretation_flag_decides_a_numeric_serology(
+    terms: Terminology, name: str, expected: str
+) -> None:
+    assert scenario(name, terms).qualitative == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("H", "positive"),
+        ("HH", "positive"),
+        ("A", "positive"),
+        ("AA", "positive"),
+        ("POS", "positive"),
+        ("DET", "positive"),
+        ("N", "negative"),
+        ("NEG", "negative"),
+        ("ND", "negative"),
+        ("L", None),
+        ("IND", None),
+    ],
+)
+def test_interpretation_codes_on_an_hbsag_index(
+    terms: Terminology, code: str, expected: str | None
+) -> None:
+    resource = raw(HBSAG, valueQuantity={"value": 3.2, "unit": "COI"}, interpretation=flag(code))
+    assert lab(resource, terms).qualitative == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        pytest.param("H", None, id="H-is-a-range-flag-not-a-result"),
+        pytest.param("N", None, id="N-is-a-range-flag-not-a-result"),
+        pytest.param("POS", "positive", id="POS-is-a-result-everywhere"),
+    ],
+)
+def test_range_flags_do_not_decide_tests_not_marked_qualitative(
+    terms: Terminology, code: str, expected: str | None
+) -> None:
+    resource = raw(HCG, valueQuantity={"value": 12, "unit": "mIU/mL"}, interpretation=flag(code))
+    assert lab(resource, terms).qualitative == expected
+
+
+def test_flag_never_overrides_a_coded_value(terms: Terminology) -> None:
+    coded = {"coding": [{"system": SNOMED, "code": "260385009"}], "text": "Negative"}
+    resource = raw(HBSAG, valueCodeableConcept=coded, interpretation=flag("H"))
+    assert lab(resource, terms).qualitative == "negative"
+
+
+def test_equivocal_coded_value_is_neither_even_with_a_flag(terms: Terminology) -> None:
+    coded = {"coding": [{"system": SNOMED, "code": "42425007"}]}
+    resource = raw(HBSAG, valueCodeableConcept=coded, interpretation=flag("POS"))
+    assert lab(resource, terms).qualitative is None
+
+
+def test_interpretation_text_reads_like_result_text(terms: Terminology) -> None:
+    resource = raw(HBSAG, valueQuantity={"value": 0.2}, interpretation=[{"text": "阴性"}])
+    assert lab(resource, terms).qualitative == "negative"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("阴性", "negative"),
+        ("阳性", "positive"),
+        ("弱阳性", "positive"),
+        ("未检出", "negative"),
+        ("检出", "positive"),
+        ("低于检测下限", "negative"),
+        ("++", "positive"),
+        ("±", None),
+        ("（－）", "negative"),
+        ("(+)", "positive"),
+        ("Pos", "positive"),
+        ("NEG", "negative"),
+        ("non-reactive", "negative"),
+        ("Weakly reactive", "positive"),
+        ("TND", "negative"),
+        ("可疑", None),
+        ("Negative (0.05 S/CO)", "negative"),
+        ("阴性 0.12", "negative"),
+    ],
+)
+def test_string_results_as_labs_write_them(
+    terms: Terminology, text: str, expected: str | None
+) -> None:
+    assert lab(raw(HIV, valueString=text), terms).qualitative == expected
+
+
+# ------------------------------------------------------------------ titers
+def test_titer_as_a_ratio_is_reactive_for_syphilis_tests(terms: Terminology) -> None:
+    result = scenario("rpr-titer-ratio", terms)
+    assert result.titer == 16
+    assert result.qualitative == "positive"
+    assert result.text == "1:16"
+
+
+@pytest.mark.parametrize(
+    ("value", "titer", "expected"),
+    [
+        pytest.param({"valueString": "1:16"}, 16, "positive", id="string"),
+        pytest.param({"valueString": "1：16"}, 16, "positive", id="full-width-colon"),
+        pytest.param({"valueString": "1/160"}, 160, "positive", id="slash"),
+        pytest.param({"valueString": "1:1"}, 1, "positive", id="undiluted-is-any-dilution"),
+        pytest.param({"valueString": ">1:1024"}, 1024, "positive", id="above"),
+        pytest.param({"valueString": "<1:1"}, None, "negative", id="below-undiluted"),
+        pytest.param({"valueString": "<1:8"}, None, None, id="below-a-dilution-cannot-decide"),
+        pytest.param({"valueString": "Non-reactive"}, None, "negative", id="text"),
+        pytest.param({"valueString": "Reactive 1:8"}, 8, "positive", id="text-and-titer"),
+        pytest.param(
+            {"valueRatio": {"numerator": {"value": 1}, "denominator": {"value": 32}}},
+            32,
+            "positive",
+            id="ratio",
+        ),
+        pytest.param(
+            {
+                "valueRatio": {
+                    "numerator": {"value": 1},
+                    "denominator": {"value": 1, "comparator": "<"},
+                }
+            },
+            None,
+            "negative",
+            id="ratio-below-undiluted",
+        ),
+        pytest.param(
+            {"valueRatio": {"numerator": {"value": 3}, "denominator": {"value": 2}}},
+            None,
+            None,
+            id="ratio-that-is-no-titer",
+        ),
+    ],
+)
+def test_rpr_titers(
+    terms: Terminology, value: dict[str, Any], titer: float | None, expected: str | None
+) -> None:
+    result = lab(raw(RPR_TITER, **value), terms)
+    assert result.titer == titer
+    assert result.qualitative == expected
+
+
+def test_rpr_titer_below_undiluted_scenario(terms: Terminology) -> None:
+    result = scenario("rpr-titer-below-undiluted", terms)
+    assert (result.titer, result.qualitative) == (None, "negative")
+
+
+def test_titer_is_recorded_but_not_read_as_positive_elsewhere(terms: Terminology) -> None:
+    result = lab(raw(HIV, valueString="1:16"), terms)
+    assert result.titer == 16
+    assert result.qualitative is None  # hiv_ab does not say a titer is reactive
+
+
+# ------------------------------------------------------------------ below the limit of quantitation
+@pytest.mark.parametrize("name", ["hbv-dna-below-loq", "hbv-dna-below-loq-text"])
+def test_below_the_limit_of_quantitation_is_a_bound_not_not_detected(
+    terms: Terminology, name: str
+) -> None:
+    result = scenario(name, terms)
+    assert result.quantity is not None
+    assert (result.quantity.value, result.quantity.comparator) == (20, "<")
+    assert result.quantity.canonical_value == pytest.approx(20)
+    assert result.quantity.canonical_unit == "[IU]/mL"
+    assert result.qualitative is None
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "comparator"),
+    [
+        ("<20 IU/mL", 20, "<"),
+        ("< 20", 20, "<"),
+        ("＜20", 20, "<"),
+        ("≤15", 15, "<="),
+        ("35", 35, None),
+    ],
+)
+def test_string_values_become_quantities(
+    terms: Terminology, text: str, value: float, comparator: str | None
+) -> None:
+    result = lab(raw(HBV_DNA, valueString=text), terms)
+    assert result.quantity is not None
+    assert (result.quantity.value, result.quantity.comparator) == (value, comparator)
+    assert result.text == text
+
+
+def test_string_value_unit_is_converted(terms: Terminology) -> None:
+    result = lab(raw(HGB, valueString="6.2 g/dl"), terms)
+    assert result.quantity is not None
+    assert result.quantity.canonical_value == pytest.approx(62)
+
+
+# ------------------------------------------------------------------ LVEF sent as a fraction
+def test_lvef_fraction_sent_as_percent_scenario(terms: Terminology) -> None:
+    result = scenario("lvef-fraction-sent-as-percent", terms)
+    assert result.quantity is not None
+    assert result.quantity.canonical_value == pytest.approx(61)
+    assert result.quantity.canonical_unit == "%"
+    (ref,) = result.ref_ranges
+    assert ref.low is not None
+    assert ref.low.canonical_value == pytest.approx(50)
+    assert ref.high is not None
+    assert ref.high.canonical_value == pytest.approx(70)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        pytest.param(0.61, "%", 61, id="fraction-as-percent"),
+        pytest.param(0.61, "1", 61, id="fraction-as-unity"),
+        pytest.param(0.61, None, 61, id="fraction-without-unit"),
+        pytest.param(0.99, "%", 99, id="just-below-the-limit"),
+        pytest.param(1.0, "%", 1, id="at-the-limit-a-percent"),
+        pytest.param(61, "%", 61, id="percent"),
+        pytest.param(61, None, 61, id="percent-without-unit"),
+        pytest.param(35, "1", 35, id="percent-sent-as-unity"),
+    ],
+)
+def test_lvef_fraction_below_one(
+    terms: Terminology, value: float, unit: str | None, expected: float
+) -> None:
+    quantity = {"value": value} | ({"unit": unit} if unit else {})
+    result = lab(raw(LVEF, valueQuantity=quantity), terms)
+    assert result.quantity is not None
+    assert result.quantity.canonical_value == pytest.approx(expected)
+
+
+def test_fraction_rule_is_only_for_value_sets_that_ask(terms: Terminology) -> None:
+    result = lab(raw(HGB, valueQuantity={"value": 0.61, "unit": "g/dL"}), terms)
+    assert result.quantity is not None
+    assert result.quantity.canonical_value == pytest.approx(6.1)
+
+
+# ------------------------------------------------------------------ lab unit spellings
+@pytest.mark.parametrize(
+    ("loinc", "value", "unit", "expected"),
+    [
+        pytest.param(WBC, 4.2, "×10^9/L", 4.2, id="wbc-times-10^9/L"),
+        pytest.param(WBC, 4.2, "G/L", 4.2, id="wbc-G/L"),
+        pytest.param(WBC, 4200, "cells/uL", 4.2, id="wbc-cells/uL"),
+        pytest.param(WBC, 4.2, "K/µL", 4.2, id="wbc-K/micro-L"),
+        pytest.param(HGB, 6.2, "g/dl", 62, id="hgb-g/dl"),
+        pytest.param(TBIL, 1.0, "mg/dl", 17.104, id="bilirubin-mg/dl"),
+        pytest.param(TBIL, 17.1, "µmol/l", 17.1, id="bilirubin-micro-mol/l"),
+        pytest.param(ALT, 40, "U/l", 40, id="alt-U/l"),
+    ],
+)
+def test_free_text_units_from_a_lis(
+    terms: Terminology, loinc: str, value: float, unit: str, expected: float
+) -> None:
+    result = lab(raw(loinc, valueQuantity={"value": value, "unit": unit}), terms)
+    assert result.quantity is not None
+    assert result.quantity.canonical_value == pytest.approx(expected, rel=1e-3)
+
+
+# ------------------------------------------------------------------ through to a verdict
+def dated(resource: dict[str, Any], days: int = 3) -> dict[str, Any]:
+    """`resource` dated `days` before AS_OF, at 07:45 China time."""
+    return {**resource, "effectiveDateTime": f"{AS_OF - timedelta(days=days)}T07:45:00+08:00"}
+
+
+def test_hiv_index_with_a_high_flag_excludes() -> None:
+    flagged = dated(
+        raw(HIV, valueQuantity={"value": 38.2, "unit": "S/CO"}, interpretation=flag("H"))
+    )
+    assert run([flagged], "E10.hiv").verdict == "fail"
+
+
+def test_hiv_index_with_a_normal_flag_passes() -> None:
+    flagged = dated(
+        raw(HIV, valueQuantity={"value": 0.12, "unit": "S/CO"}, interpretation=flag("N"))
+    )
+    assert run([flagged], "E10.hiv").verdict == "pass"
+
+
+def test_hiv_index_without_a_flag_stays_unknown() -> None:
+    bare = dated(raw(HIV, valueQuantity={"value": 0.12, "unit": "S/CO"}))
+    assert run([bare], "E10.hiv").verdict == "unknown"
+
+
+def test_rpr_titer_and_reactive_tpha_exclude() -> None:
+    rpr = dated(raw(RPR_TITER, valueRatio={"numerator": {"value": 1}, "denominator": {"value": 8}}))
+    tpha = dated(raw(TPHA, valueString="阳性(+)"))
+    assert run([rpr, tpha], "E10.syphilis").verdict == "fail"
+
+
+def test_nonreactive_tpha_in_chinese_passes_syphilis() -> None:
+    tpha = dated(raw(TPHA, valueString="阴性(-)"))
+    rpr = dated(raw(RPR_TITER, valueString="1:2"))
+    assert run([rpr, tpha], "E10.syphilis").verdict == "pass"
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        pytest.param(0.61, "%", "pass", id="fraction-0.61-is-61-percent"),
+        pytest.param(0.54, "%", "fail", id="fraction-0.54-is-54-percent"),
+        pytest.param(0.55, None, "pass", id="fraction-at-the-limit"),
+        pytest.param(55, "%", "pass", id="percent-at-the-limit"),
+    ],
+)
+def test_lvef_sent_as_a_fraction_decides_as_a_percentage(
+    value: float, unit: str | None, expected: str
+) -> None:
+    quantity = {"value": value} | ({"unit": unit} if unit else {})
+    assert run([dated(raw(LVEF, valueQuantity=quantity))], "I6.lvef").verdict == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        pytest.param(3.0, "G/L", "pass", id="G/L-at-the-limit"),
+        pytest.param(2.9, "G/L", "fail", id="G/L-below"),
+        pytest.param(3000, "cells/µL", "pass", id="cells-per-micro-litre"),
+        pytest.param(2.9, "×10⁹/L", "fail", id="times-ten-superscript-nine"),
+        pytest.param(3.0, "x10E3/uL", "pass", id="x10E3/uL"),
+    ],
+)
+def test_wbc_in_lab_spellings_decides(value: float, unit: str, expected: str) -> None:
+    resource = dated(raw(WBC, valueQuantity={"value": value, "unit": unit}))
+    assert run([resource], "I6.wbc").verdict == expected
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [
+        pytest.param({"low": {"value": 18, "unit": "years"}}, 18.0, id="years"),
+        pytest.param({"low": {"value": 18, "unit": "岁"}}, 18.0, id="chinese-years"),
+        pytest.param({"low": {"value": 6, "unit": "months"}}, 0.5, id="months"),
+        pytest.param({"low": {"value": 18}}, 18.0, id="no-unit-is-years"),
+        pytest.param({"low": {"value": 18, "unit": "furlongs"}}, None, id="unreadable-unit"),
+    ],
+)
+def test_reference_range_age_in_years(
+    terms: Terminology, age: dict[str, Any], expected: float | None
+) -> None:
+    resource = raw(ALT, valueQuantity={"value": 30, "unit": "U/L"})
+    resource["referenceRange"] = [{"high": {"value": 40}, "age": age}]
+    (only,) = lab(resource, terms).ref_ranges
+    assert only.age_low_years == (pytest.approx(expected) if expected is not None else None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.facts import Demographics
+from service.facts import Demographics, Identifier
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
 from tests.factories import patient
@@ -77,3 +79,80 @@ def test_patient_without_id_raises(terms: Terminology) -> None:
     del resource["id"]
     with pytest.raises(MappingError, match="Patient has no id"):
         map_resource(resource, terms)
+
+
+# ------------------------------------------------------------------ death and identifiers
+REALWORLD = Path(__file__).parents[1] / "data" / "realworld"
+
+
+def test_deceased_patient_with_identifiers_as_an_ehr_sends_it(terms: Terminology) -> None:
+    resource = json.loads(
+        (REALWORLD / "deceased-patient-with-chinese-identifiers.json").read_text(encoding="utf-8")
+    )
+    found = demographics(resource, terms)
+    assert (found.deceased, found.deceased_date) == (True, date(2026, 9, 30))
+    assert found.identifiers == (
+        Identifier("ZY20260451", "http://hospital.example.cn/fhir/sid/mrn", "MR", "住院号"),
+        Identifier("320102199003150022", "urn:oid:2.16.156.10011.1.1", "NNCHN", "身份证号"),
+        # use=old is skipped; an identifier without a type keeps its system; no value: skipped
+        Identifier("6217000010001234", "http://hospital.example.cn/fhir/sid/card", None, None),
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "deceased", "day"),
+    [
+        pytest.param({}, False, None, id="not-recorded"),
+        pytest.param({"deceasedBoolean": False}, False, None, id="boolean-false"),
+        pytest.param({"deceasedBoolean": True}, True, None, id="boolean-true-no-date"),
+        pytest.param({"deceasedDateTime": "2025-02"}, True, date(2025, 2, 1), id="partial-date"),
+        pytest.param(
+            {"deceasedDateTime": "2026-11-20T23:30:00-05:00"},
+            True,
+            date(2026, 11, 20),
+            id="date-time-its-own-day",
+        ),
+    ],
+)
+def test_deceased(
+    terms: Terminology, fields: dict[str, Any], deceased: bool, day: date | None
+) -> None:
+    found = demographics({**patient(), **fields}, terms)
+    assert (found.deceased, found.deceased_date) == (deceased, day)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({"deceasedBoolean": "yes"}, "deceasedBoolean", id="boolean-as-text"),
+        pytest.param({"deceasedDateTime": "30/09/2026"}, "not a FHIR date", id="bad-date"),
+        pytest.param({"identifier": {"value": "1"}}, "identifier", id="identifier-not-a-list"),
+        pytest.param({"identifier": ["MR1"]}, "identifier", id="identifier-not-an-object"),
+    ],
+)
+def test_malformed_death_or_identifier_raises(
+    terms: Terminology, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(MappingError, match=message):
+        map_resource({**patient(), **fields}, terms)
+
+
+def test_identifier_type_prefers_the_v2_code_and_falls_back_to_display(
+    terms: Terminology,
+) -> None:
+    local = {"system": "http://hospital.example/types", "code": "CHART", "display": "Chart"}
+    v2 = {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+    found = demographics(
+        {
+            **patient(),
+            "identifier": [
+                {"type": {"coding": [local, v2]}, "value": "0012345"},
+                {"type": {"coding": [local]}, "value": "C-77"},
+            ],
+        },
+        terms,
+    )
+    assert [(i.type, i.label, i.value) for i in found.identifiers] == [
+        ("MR", None, "0012345"),
+        ("CHART", "Chart", "C-77"),
+    ]

@@ -82,7 +82,7 @@ def test_the_status_filter(app: TestClient, ehr: TestEhr, cli_csv: str) -> None:
     expected = [
         line.split(",")[1]
         for line in cli_csv.splitlines()[1:]
-        if line.split(",")[2] == "likely_eligible"
+        if line.split(",")[4] == "likely_eligible"
     ]
     assert expected
     assert _ranked(page) == expected
@@ -219,3 +219,32 @@ def test_the_cohort_page_streams_progress_before_the_results(
     page = "".join(chunks)
     assert page.index("Screening 12 patients…") < page.index("Screened 4 of 12 patients…")
     assert page.index("Screened 8 of 12 patients…") < page.index("Ranked candidates")
+
+
+def test_pages_show_the_mrn_and_why_a_deceased_patient_is_out(
+    app: TestClient, ehr: TestEhr, fake: FakeFhir
+) -> None:
+    p01 = next(r for r in fake.resources if r["resourceType"] == "Patient" and r["id"] == "p01")
+    p01["identifier"] = [
+        {
+            "type": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                ],
+                "text": "住院号",
+            },
+            "value": "ZY20260451",
+        }
+    ]
+    p01["deceasedDateTime"] = "2026-10-01T03:00:00+08:00"
+    page = _coordinator(app, ehr)
+    row = page.split('data-patient="Patient/p01"')[1].split("</tr>")[0]
+    assert "ZY20260451" in row
+    assert "deceased on 2026-10-01" in row
+    assert "Ineligible" in row
+    checklist = app.get(f"/app/patient?id=p01&trial=NCT06946485&as_of={AS_OF}").text
+    assert "Not a candidate" in checklist
+    assert "deceased on 2026-10-01" in checklist.split("Not a candidate")[1]
+    assert "ZY20260451" in checklist
+    assert "住院号" in checklist
+    assert "Inclusion criteria" in checklist  # the criteria are still shown

@@ -13,6 +13,7 @@ from service.criteria.verdict import (
     PatientSummary,
     TrialRef,
 )
+from service.facts import Identifier
 from service.ranking import rank
 from service.web.views import (
     candidates_csv,
@@ -93,15 +94,18 @@ def test_csv_has_the_clis_columns_in_rank_order() -> None:
     assert rows[0] == [
         "rank",
         "patient",
+        "mrn",
+        "identifiers",
         "status",
+        "status_reason",
         "score",
         "age",
         "sex",
         *(c.id for c in trial.criteria),
     ]
-    assert rows[1][:6] == ["1", "Patient/z", "likely_eligible", "1.0", "40", "female"]
-    assert rows[2][:3] == ["2", "Patient/y", "ineligible"]
-    assert rows[2][6] == "fail"
+    assert rows[1][:9] == ["1", "Patient/z", "", "", "likely_eligible", "", "1.0", "40", "female"]
+    assert rows[2][:5] == ["2", "Patient/y", "", "", "ineligible"]
+    assert rows[2][9] == "fail"
 
 
 def test_source_links_only_for_plain_references() -> None:
@@ -228,3 +232,35 @@ def test_patient_banner() -> None:
         == "Lin Mei"
     )
     assert patient_banner(None)["name"] is None
+
+
+def test_explain_puts_the_status_reason_first_and_apart() -> None:
+    trial = load_nct()
+    result = _result("Patient/d", {}, status="ineligible", score=0.0)
+    result.status_reason = "deceased on 2026-10-01 (Patient.deceasedDateTime): not a candidate"
+    first = explain(result, trial)[0]
+    assert first.startswith("Ineligible: deceased on 2026-10-01")
+    assert "do not decide" in first
+
+
+def test_csv_carries_the_mrn_identifiers_and_status_reason() -> None:
+    trial = load_nct()
+    result = _result("Patient/d", {}, status="ineligible", score=0.0)
+    result.status_reason = "deceased on 2026-10-01 (Patient.deceasedDateTime): not a candidate"
+    result.patient = PatientSummary(
+        "Patient/d",
+        36,
+        "female",
+        identifiers=(
+            Identifier("ZY1", "http://h/mrn", "MR", "住院号"),
+            Identifier("9", None, None, "card"),
+        ),
+        mrn="ZY1",
+        deceased=True,
+        deceased_date=date(2026, 10, 1),
+    )
+    rows = list(csv.DictReader(io.StringIO(candidates_csv(trial, rank([result])))))
+    assert rows[0]["mrn"] == "ZY1"
+    assert rows[0]["identifiers"] == "MR ZY1; card 9"
+    assert rows[0]["status_reason"] == result.status_reason
+    assert rows[0]["status"] == "ineligible"

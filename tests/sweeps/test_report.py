@@ -69,8 +69,18 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
     exported = "".join(csv_lines(store, run))
     assert exported == screened.stdout
     header = exported.splitlines()[0].split(",")
-    assert header[:6] == ["rank", "patient", "status", "score", "age", "sex"]
-    assert header[6:] == run.criterion_ids  # one column per criterion verdict
+    assert header[:9] == [
+        "rank",
+        "patient",
+        "mrn",
+        "identifiers",
+        "status",
+        "status_reason",
+        "score",
+        "age",
+        "sex",
+    ]
+    assert header[9:] == run.criterion_ids  # one column per criterion verdict
     assert len(exported.splitlines()) == 51
 
 
