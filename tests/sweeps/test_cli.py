@@ -35,7 +35,7 @@ def test_sweep_prints_counts_funnel_and_the_change_since_last_time(demo_copy: Pa
     assert "I6.hgb" in first
     assert "E14*" in first
     assert "21 of 50 patients fail no criterion: 12 likely eligible, 9 possibly eligible" in first
-    assert "Run 1 of NCT06946485 (v2026-11-27.1" in first
+    assert "Run 1 of NCT06946485 (v2026-12-02.1" in first
     assert "12 likely eligible, 9 possibly eligible, 29 ineligible" in first
     assert "Since run" not in first
 
