@@ -55,8 +55,10 @@ CODE_PATTERNS = {
 
 # The lead turns this on once every diagnosis/allergy/medication/procedure set has its
 # `definition:` (issue 9): until then a set without one is allowed.
-DEFINITION_REQUIRED = False
-DEFINITION_KINDS = frozenset({"diagnosis", "allergy", "medication", "procedure"})
+DEFINITION_REQUIRED = True
+DEFINITION_KINDS = frozenset({"diagnosis", "allergen", "medication", "procedure"})
+# Records of these kinds may arrive with codes no table knows: their text is read for review.
+REVIEW_TERM_KINDS = frozenset({"diagnosis", "allergen", "medication"})
 
 KINDS = frozenset(
     {"lab", "score", "grade", "diagnosis", "medication", "allergen", "procedure", "manifestation"}
@@ -422,6 +424,11 @@ def test_valueset_definition(name: str) -> None:
     path = VALUESETS / f"{name}.yaml"
     where = relative(path)
     meta = load_yaml(path)
+    if meta.get("kind") in REVIEW_TERM_KINDS:
+        terms = meta.get("review_terms") or {}
+        assert terms.get("en") and terms.get("zh"), (
+            f"{where}: a {meta.get('kind')} value set needs English and Chinese review_terms"
+        )
     if "definition" not in meta:
         assert not (DEFINITION_REQUIRED and meta.get("kind") in DEFINITION_KINDS), (
             f"{where}: a {meta.get('kind')} value set needs a `definition:` block"
