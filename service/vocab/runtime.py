@@ -13,13 +13,19 @@ called by `service.fhir.patient.map_records`):
   ECL value set of its SNOMED CT `ecl` (minus its `ecl` exclusions), or a `valueset` URL.
   `ingredients` cannot be asked (FHIR has no portable "drugs containing" filter): RxNorm
   drugs are classified only through `valueset` entries, else by the expanded tables;
-- the answer is cached per (code, value set), bounded (CACHE_LIMIT codes, then it starts
-  over), and taught to the Terminology (`terms.learn`) so the mappers, which stay pure,
-  see the code as a member;
-- when the server fails (timeout, 5xx after the client's retries, refused connection, an
-  answer that is not Parameters), nothing is cached, and each record carrying the code gets
-  a `Problem` (concepts None): a criterion that would pass on the absence of such records
-  becomes `unknown` with the reason, never `pass`.
+- each value set is asked on its own: one value set's failed or refused question never
+  discards another's answer. Answers are cached per (code, value-set URL), bounded
+  (CACHE_LIMIT codes, then it starts over), and the memberships taught to the Terminology
+  (`terms.learn`) so the mappers, which stay pure, see the code as a member;
+- a value set the server refuses (400/404/410/422: it does not hold that value set or cannot
+  evaluate that ECL) is remembered as refused for every code and not asked again; the
+  refusal is never taken for "not a member": that value set falls back to the tables, as
+  without a server (its other URLs still count);
+- when a question fails (timeout, 5xx or 401/403 after the client's retries, refused
+  connection, an answer that is not Parameters) and no other URL of that value set said
+  "member", nothing is cached for it and each record carrying the code gets a `Problem`
+  whose concepts are the value sets left undecided: a criterion on them that would pass
+  on the absence of such records becomes `unknown` with the reason, never `pass`.
 
 Sweeps do not consult the server yet: a population run classifies by the tables alone
 (expand them with `cohort-match terminology expand`).
@@ -66,9 +72,25 @@ def definition_urls(definition: ValueSetDefinition, system: str) -> tuple[str, .
     return tuple(urls)
 
 
-@dataclass
-class _Failure:
-    message: str
+# A server that cannot evaluate a value set says so per value set, not per code: 400 (an ECL
+# it does not support), 404/410 (a value set it does not hold), 422 (cannot process).
+REFUSALS = frozenset({400, 404, 410, 422})
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the server said about one code: the value sets it is a member of, and those whose
+    question failed (timeout, 5xx, refused connection, an answer that is not Parameters)."""
+
+    members: frozenset[str]
+    failed: frozenset[str] = frozenset()
+    message: str = ""
+
+
+class _Unanswered(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class RuntimeTerminology:
@@ -78,8 +100,10 @@ class RuntimeTerminology:
         self.server = server
         self.terms = terms
         self.requests = 0  # answered or not: for tests and logs
-        # (system, code) -> {value set: member?}
+        # (system, code) -> {value-set URL: member?}; only answers, never failures
         self._answers: dict[Key, dict[str, bool]] = {}
+        # value-set URLs the server refused to evaluate (for any code) -> its reason
+        self._refused: dict[str, str] = {}
         self._inflight: dict[tuple[Key, frozenset[str]], asyncio.Future[Any]] = {}
 
     async def aclose(self) -> None:
@@ -97,7 +121,7 @@ class RuntimeTerminology:
 
     async def classify(
         self, key: Key, wanted: frozenset[str], limit: asyncio.Semaphore
-    ) -> frozenset[str] | _Failure:
+    ) -> _Outcome:
         """The value sets among `wanted` the server puts the code in. Each (code, value set)
         is asked once: concurrent callers (a ranked list fetching several patients) share
         the questions in flight."""
@@ -107,40 +131,76 @@ class RuntimeTerminology:
             task = asyncio.ensure_future(self._classify(key, wanted, limit))
             self._inflight[flight] = task
             task.add_done_callback(lambda _: self._inflight.pop(flight, None))
-        return await asyncio.shield(task)
+        result: _Outcome = await asyncio.shield(task)
+        return result
 
     async def _classify(
         self, key: Key, wanted: frozenset[str], limit: asyncio.Semaphore
-    ) -> frozenset[str] | _Failure:
+    ) -> _Outcome:
+        """Each value set is asked independently; the answer of one never depends on whether
+        another's question failed or was refused.
+
+        - member: one of the value set's URLs says so;
+        - a refused URL (REFUSALS: the server does not hold or cannot evaluate that value
+          set) is remembered for every code and skipped: the value set's membership is then
+          what its other URLs say, else the tables' (as without a server). A refusal is
+          never cached as "not a member";
+        - a failed question (nothing else said "member") makes the value set `failed`:
+          nothing cached for it, the caller reports the record as a Problem for it."""
         system, code = key
-        answers = self._answers.get(key, {})
-        missing = {
-            name: urls
-            for name, urls in self._candidates(system, wanted).items()
-            if name not in answers
-        }
+        candidates = self._candidates(system, wanted)
+        answers = self._answers.get(key)
+        if answers is None:
+            if len(self._answers) >= CACHE_LIMIT:
+                self._answers.clear()
+            answers = self._answers[key] = {}
 
-        async def ask(url: str) -> bool:
-            async with limit:
-                self.requests += 1
-                return await self.server.validate_code(url, system, code)
+        async def ask(url: str) -> bool | None:
+            """The server's answer; None when it refuses the value set; raises _Unanswered."""
+            if url in self._refused:
+                return None
+            if url in answers:
+                return answers[url]
+            try:
+                async with limit:
+                    self.requests += 1
+                    member = await self.server.validate_code(url, system, code)
+            except FhirError as exc:
+                if exc.http_status in REFUSALS:
+                    if url not in self._refused:
+                        log.warning("terminology server cannot evaluate %s: %s", url, exc.message)
+                    self._refused[url] = exc.message
+                    return None
+                raise _Unanswered(exc.message) from exc
+            except ValueError as exc:
+                raise _Unanswered(str(exc)) from exc
+            answers[url] = member
+            return member
 
-        names = list(missing)
-        results = await asyncio.gather(
-            *(self._any(ask, missing[name]) for name in names), return_exceptions=True
+        async def member_of(urls: Sequence[str]) -> bool | _Unanswered:
+            failure: _Unanswered | None = None
+            for url in urls:
+                try:
+                    if await ask(url):
+                        return True
+                except _Unanswered as exc:
+                    failure = failure or exc
+            return failure if failure is not None else False
+
+        names = list(candidates)
+        results = await asyncio.gather(*(member_of(candidates[name]) for name in names))
+        members = frozenset(n for n, r in zip(names, results, strict=True) if r is True)
+        failures = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, Exception)}
+        if not failures:
+            return _Outcome(members)
+        message = next(iter(failures.values())).message
+        log.warning(
+            "terminology server failed for %s codes (%d value sets): %s",
+            system,
+            len(failures),
+            message,
         )
-        for result in results:
-            if isinstance(result, FhirError | ValueError):
-                message = getattr(result, "message", None) or str(result)
-                log.warning("terminology server failed for %s codes: %s", system, message)
-                return _Failure(message)
-            if isinstance(result, BaseException):
-                raise result
-        answers = {**answers, **dict(zip(names, (r is True for r in results), strict=True))}
-        if len(self._answers) >= CACHE_LIMIT:
-            self._answers.clear()
-        self._answers[key] = answers
-        return frozenset(name for name, member in answers.items() if member)
+        return _Outcome(members, frozenset(failures), message)
 
     async def consult(
         self, resources: Iterable[dict[str, Any]], wanted: Iterable[str]
@@ -149,13 +209,6 @@ class RuntimeTerminology:
         `self.terms`; call between fetching and mapping. Returns, for each record whose code
         could not be classified because the server failed, the record and its Problem."""
         return await _consult(self, resources, wanted)
-
-    @staticmethod
-    async def _any(ask: Any, urls: Sequence[str]) -> bool:
-        for url in urls:
-            if await ask(url):
-                return True
-        return False
 
 
 def _unknown(terms: Terminology, codes: Sequence[tuple[str, str, str]]) -> list[Key]:
@@ -183,21 +236,22 @@ async def _consult(
     limit = asyncio.Semaphore(CONCURRENCY)
     keys = list(pending)
     outcomes = await asyncio.gather(*(tx.classify(key, wanted, limit) for key in keys))
-    problems: list[tuple[dict[str, Any], Problem]] = []
-    failed: set[int] = set()
+    # per record: the codes whose questions failed, the value sets concerned, the first reason
+    failed: dict[int, tuple[dict[str, Any], list[str], set[str], str]] = {}
     for key, outcome in zip(keys, outcomes, strict=True):
-        if isinstance(outcome, _Failure):
-            for resource in pending[key]:
-                if id(resource) in failed:
-                    continue
-                failed.add(id(resource))
-                kind = str(resource.get("resourceType"))
-                where = f"{kind}/{resource.get('id')}"
-                message = (
-                    f"{key[0]}|{key[1]} is not in the code tables and the terminology server "
-                    f"could not classify it ({outcome.message}): check the record"
-                )
-                problems.append((resource, Problem(kind, where, message)))
-        elif outcome:
-            tx.terms.learn(key[0], key[1], outcome)
+        if outcome.members:
+            tx.terms.learn(key[0], key[1], outcome.members)
+        for resource in pending[key] if outcome.failed else ():
+            entry = failed.setdefault(id(resource), (resource, [], set(), outcome.message))
+            entry[1].append(f"{key[0]}|{key[1]}")
+            entry[2].update(outcome.failed)
+    problems: list[tuple[dict[str, Any], Problem]] = []
+    for resource, codes, valuesets, reason in failed.values():
+        kind = str(resource.get("resourceType"))
+        where = f"{kind}/{resource.get('id')}"
+        message = (
+            f"{', '.join(codes)} not in the code tables and the terminology server could not "
+            f"classify it for {', '.join(sorted(valuesets))} ({reason}): check the record"
+        )
+        problems.append((resource, Problem(kind, where, message, frozenset(valuesets))))
     return problems

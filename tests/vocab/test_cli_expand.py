@@ -17,6 +17,9 @@ from service.vocab.expansion import read_rows
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "terminology"
 runner = CliRunner(env={"COLUMNS": "250"})
+# drugs of the fixture RxNorm release containing cyclophosphamide (3002) that the tests treat
+# as new: taken out of the temporary tables whatever the shipped tables hold today
+NEW_IN_RELEASE = ("1734920", "1734923", "1734925")
 
 
 @pytest.fixture
@@ -32,6 +35,12 @@ def tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         meta = yaml.safe_load(path.read_text(encoding="utf-8"))
         meta["definition"] = definition
         path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
+    csv = root / "valuesets" / "cyclophosphamide.csv"
+    lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    csv.write_text(
+        "".join(line for line in lines if not any(f",{c}," in line for c in NEW_IN_RELEASE)),
+        encoding="utf-8",
+    )
     monkeypatch.setenv("COHORT_MATCH_TERMINOLOGY_DIR", str(root))
     get_settings.cache_clear()
     yield root
@@ -52,20 +61,31 @@ def test_dry_run_prints_changes_and_writes_nothing(tables: Path) -> None:
     assert (tables / "valuesets" / "cyclophosphamide.csv").read_text(encoding="utf-8") == before
 
 
+def sources(path: Path) -> dict[str, str]:
+    return {row.code: row.source for row in read_rows(path)}
+
+
 def test_write_writes_sorted_rows_with_their_source(tables: Path) -> None:
+    cyclophosphamide = tables / "valuesets" / "cyclophosphamide.csv"
+    sle = tables / "valuesets" / "sle.csv"
+    before = sources(cyclophosphamide), sources(sle)
+    assert "3002" in before[0]
+    assert "55464009" in before[1]
     # the shipped definitions reach further than the small fixture releases: name two sets
     args = ["terminology", "expand", "sle", "cyclophosphamide"]
     args += ["--rf2", str(DATA / "rf2"), "--rxnorm", str(DATA / "rrf")]
     result = runner.invoke(app, [*args, "--write"])
     assert result.exit_code == 0, result.output
     assert "sle: +" in result.stdout
-    rows = read_rows(tables / "valuesets" / "cyclophosphamide.csv")
+    rows = read_rows(cyclophosphamide)
     assert rows == sorted(rows)
-    sources = {row.code: row.source for row in rows}
-    assert sources["1734925"] == "rrf:01062025"
-    assert sources["3002"].startswith("curated")  # already there: keeps its row
-    sle = {row.code: row.source for row in read_rows(tables / "valuesets" / "sle.csv")}
-    assert sle["55464009"].startswith("curated")
+    after = sources(cyclophosphamide), sources(sle)
+    assert {c: after[0][c] for c in NEW_IN_RELEASE} == dict.fromkeys(NEW_IN_RELEASE, "rrf:01062025")
+    # rows already there keep their source (the release found them too)
+    assert after[0]["3002"] == before[0]["3002"] != "rrf:01062025"
+    assert after[1]["55464009"] == before[1]["55464009"]
+    assert not after[1]["55464009"].startswith("rf2:")
+    assert all(after[i][code] == source for i in (0, 1) for code, source in before[i].items())
     again = runner.invoke(app, args)
     assert "+0 -0" in again.stdout
 

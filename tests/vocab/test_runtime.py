@@ -38,6 +38,7 @@ AS_OF = date(2026, 11, 27)
 SLE_DEEPER = "295101000119105"  # below 68815009 |SLE glomerulonephritis syndrome|
 KLEBSIELLA_PNEUMONIA = "64479007"  # below 233604007 |Pneumonia|
 NOT_IN_TABLES = (SLE_DEEPER, KLEBSIELLA_PNEUMONIA, "36402006")
+NOT_HELD = "http://example.org/fhir/ValueSet/not-held"  # the test server answers 404
 DEFINITIONS = {
     "sle": {"include": [{"system": SNOMED, "ecl": "<< 55464009 |Systemic lupus erythematosus|"}]},
     "infection": {"include": [{"system": SNOMED, "ecl": "<< 40733004 |Infectious disease|"}]},
@@ -62,7 +63,8 @@ def tx_base(tx_state: TxState) -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _fresh_server(tx_state: TxState) -> None:
-    tx_state.failure, tx_state.requests, tx_state.asked = None, 0, []
+    tx_state.failure, tx_state.failing_url, tx_state.requests = None, None, 0
+    tx_state.asked, tx_state.validated = [], []
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,24 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         kept = [line for line in lines if not any(f",{c}," in line for c in NOT_IN_TABLES)]
         path.write_text("".join(kept), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def refusing_tables(tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tables` where infection is defined only by a value set the server does not hold, and
+    sle by its ECL and such a value set."""
+    root = tmp_path_factory.mktemp("refusing") / "terminology"
+    shutil.copytree(tables, root)
+    definitions = {
+        "sle": {"include": [*DEFINITIONS["sle"]["include"], {"valueset": NOT_HELD}]},
+        "infection": {"include": [{"valueset": NOT_HELD}]},
+    }
+    for name, definition in definitions.items():
+        path = root / "valuesets" / f"{name}.yaml"
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+        meta["definition"] = definition
+        path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     return root
 
 
@@ -136,6 +156,15 @@ def pneumonia(pid: str) -> list[dict[str, Any]]:
     display = "Pneumonia due to Klebsiella pneumoniae"
     onset = "2026-11-02T22:15:00+08:00"
     return [patient(pid), condition(pid, f"{pid}-pn", KLEBSIELLA_PNEUMONIA, display, onset)]
+
+
+def code_only(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with their codings' displays left out (some EHRs send the code alone), so
+    no review term can flag them: only the code can classify them."""
+    for resource in resources:
+        for coding in resource.get("code", {}).get("coding", ()):
+            coding.pop("display", None)
+    return resources
 
 
 async def screen(
@@ -263,11 +292,12 @@ async def test_a_failing_server_makes_the_criterion_unknown_never_pass(
     tx = runtime(tx_base, terms)
     try:
         tx_state.failure = status
-        criteria, facts = await screen(pneumonia("d1"), terms, trial, tx)
+        criteria, facts = await screen(code_only(pneumonia("d1")), terms, trial, tx)
         assert criteria["E4"].verdict == "unknown", criteria["E4"].reason
         assert "Condition/d1-pn" in criteria["E4"].reason
         [problem] = facts.problems
-        assert problem.concepts is None
+        assert problem.concepts is not None
+        assert "infection" in problem.concepts
         assert f"{SNOMED}|{KLEBSIELLA_PNEUMONIA}" in problem.message
         assert "terminology server" in problem.message
         # a failure is not cached: once the server is back, the code is asked again
@@ -277,6 +307,50 @@ async def test_a_failing_server_makes_the_criterion_unknown_never_pass(
         await tx.aclose()
     assert criteria["E4"].verdict == "fail", criteria["E4"].reason
     assert not facts.problems
+
+
+async def test_a_failed_question_keeps_the_other_value_sets_answers(
+    tx_base: str, tx_state: TxState, terms: Terminology, trial: TrialDefinition
+) -> None:
+    tx_state.failing_url = "40733004"  # only the infection question fails
+    tx = runtime(tx_base, terms)
+    try:
+        criteria, facts = await screen(code_only(lupus_nephropathy("h1")), terms, trial, tx)
+    finally:
+        await tx.aclose()
+    assert criteria["I1"].verdict == "pass", criteria["I1"].reason  # sle was answered
+    assert terms.learned(SNOMED, SLE_DEEPER) == {"sle"}
+    [problem] = facts.problems
+    assert problem.concepts == {"infection"}  # undecided only for the failed value set
+    assert criteria["E4"].verdict == "unknown", criteria["E4"].reason
+    assert "Condition/h1-ln" in criteria["E4"].reason
+
+
+async def test_a_refused_value_set_keeps_the_others_and_is_not_a_no(
+    tx_base: str, tx_state: TxState, refusing_tables: Path, trial: TrialDefinition
+) -> None:
+    terms = Terminology.load(refusing_tables)
+    without, _ = await screen(code_only(pneumonia("i0")), terms, trial, None)
+    tx = runtime(tx_base, terms)
+    try:
+        sle, sle_facts = await screen(code_only(lupus_nephropathy("i1")), terms, trial, tx)
+        infected, facts = await screen(code_only(pneumonia("i2")), terms, trial, tx)
+        asked = tx_state.requests
+        again, _ = await screen(code_only(pneumonia("i3")), terms, trial, tx)
+    finally:
+        await tx.aclose()
+    # sle's ECL answered although the value set next to it (and infection's) was refused
+    assert sle["I1"].verdict == "pass", sle["I1"].reason
+    assert not sle_facts.problems
+    # infection falls back to the tables, as without a server: a refusal is neither a
+    # failure (no Problem) nor a "not a member" (the verdict is the tables' one)
+    assert not facts.problems
+    assert terms.learned(SNOMED, KLEBSIELLA_PNEUMONIA) is None
+    assert infected["E4"].verdict == again["E4"].verdict == without["E4"].verdict
+    # the refusal holds for every code: the refused value set is asked once only
+    assert tx_state.validated.count(NOT_HELD) == 1
+    assert ("validate-code", KLEBSIELLA_PNEUMONIA) in tx_state.asked
+    assert tx_state.requests == asked  # the same code again: every answer came from the cache
 
 
 async def test_a_refused_connection_makes_the_criterion_unknown(
