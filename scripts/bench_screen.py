@@ -65,7 +65,7 @@ def population(patients: int, args: argparse.Namespace) -> tuple[Path, dict[str,
         "patients": patients,
         "seed": seed,
         "as_of": as_of.isoformat(),
-        "terminology_digest": make_population.tables_digest(args.terminology),
+        "terminology_digest": make_population.tables_digest(_population_tables(args)),
     }
     manifest_path = out / make_population.MANIFEST
     if manifest_path.exists():
@@ -81,11 +81,17 @@ def population(patients: int, args: argparse.Namespace) -> tuple[Path, dict[str,
             f"--out={out}",
             f"--seed={seed}",
             f"--as-of={as_of.isoformat()}",
-            f"--terminology={args.terminology}",
+            f"--terminology={_population_tables(args)}",
         ],
         check=True,
     )
     return out, orjson.loads(manifest_path.read_bytes())
+
+
+def _population_tables(args: argparse.Namespace) -> Path:
+    """The code tables the population is drawn from: --population-from, else --terminology.
+    Comparing two versions of the tables on one population needs the same input for both."""
+    return args.population_from or args.terminology
 
 
 # ---------------------------------------------------------------- phases (child side)
@@ -453,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-of", type=date.fromisoformat, default=date(2026, 11, 27))
     parser.add_argument("--data-root", type=Path, default=REPO / "bench-data")
     parser.add_argument("--terminology", type=Path, default=REPO / "terminology")
+    parser.add_argument(
+        "--population-from",
+        type=Path,
+        help="draw the population from these code tables (default: --terminology), e.g. an "
+        "older checkout's terminology/ to compare versions on the same input",
+    )
     parser.add_argument("--json-out", type=Path)
     parser.add_argument(
         "--check-flat-memory",
