@@ -192,7 +192,7 @@ def test_a_failed_condition_fetch_never_becomes_pass_or_fail(
     for criterion in ("I1", "E2", "E5", "E6", "E7", "E8", "E11"):
         assert result[criterion] == "unknown", criterion
     reason = next(c for c in body["criteria"] if c["id"] == "E2")["reason"]
-    assert "could not be read" in reason
+    assert "the Condition search failed (" in reason
     assert body["status"] == "possibly_eligible"
     assert any("Condition" in p and "fetch failed" in p for p in body["problems"])
     # Criteria read from other resources are still decided.
@@ -428,3 +428,19 @@ def test_a_failed_observation_search_is_named_short_in_problems(
     assert all(len(p) < 400 and "code=" not in p for p in problems), problems
     assert all(p.startswith("Observation search: fetch failed") for p in problems), problems
     assert verdicts(response.json())["I6.hgb"] == "unknown"
+
+
+def test_a_failed_observation_search_makes_lab_criteria_say_so_not_order_the_lab(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    fake_fhir.faults["Observation"] = lambda request: httpx.Response(503)
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 200, response.text
+    criteria = {c["id"]: c for c in response.json()["criteria"]}
+    # measurement, graded domains, creatinine clearance and test results alike
+    for criterion in ("I2", "I3", "I6.wbc", "I6.hgb", "I6.crcl", "I7.hcg", "E10.hbv"):
+        found = criteria[criterion]
+        assert found["verdict"] == "unknown", criterion
+        assert "Observation search failed" in found["reason"], (criterion, found["reason"])
+        assert "503" in found["reason"], (criterion, found["reason"])
+        assert not found["reason"].startswith("no "), (criterion, found["reason"])
