@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -110,6 +111,9 @@ class _Call:
     trial_id: str | None = None
     patients: list[str] = field(default_factory=list)
     outcome: str = "error"
+    # Writes the call makes once its audit row is in (a card issued, feedback): a call that
+    # fails, its audit included, stores nothing.
+    writes: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _call(request: Request) -> _Call:
@@ -139,7 +143,7 @@ class CdsRoute(APIRoute):
             call = _Call(action)
             request.state.cds_call = call
             try:
-                return await handler(request)
+                response = await handler(request)
             except RequestValidationError as exc:
                 call.outcome = "error 400"
                 raise BadRequest(_validation_message(exc)) from exc
@@ -160,6 +164,10 @@ class CdsRoute(APIRoute):
                             call.outcome,
                         )
                     )
+            # Only reached when the handler answered and its audit row was written.
+            for write in call.writes:
+                await asyncio.to_thread(write)
+            return response
 
         return route
 
@@ -404,7 +412,8 @@ async def call_service(
         call.outcome = f"{result.status}: no card"
         return _json({"cards": []}, timing)
     assert card.uuid is not None
-    runtime.store.card_issued(
+    issued = partial(
+        runtime.store.card_issued,
         IssuedCard(
             card.uuid,
             service_id,
@@ -413,8 +422,9 @@ async def call_service(
             f"Patient/{patient_id}",
             result.status,
             day,
-        )
+        ),
     )
+    call.writes.append(issued)
     call.outcome = f"{result.status}: card"
     body = CdsResponsePublic(cards=[card]).model_dump(mode="json", exclude_none=True)
     return _json(body, timing)
@@ -461,6 +471,9 @@ async def feedback(
     trial = runtime.trial(service_id)
     call.trial_id = trial.id
     items = payload.feedback
-    call.patients = runtime.store.add_feedback(service_id, client.issuer if client else None, items)
+    call.patients = await asyncio.to_thread(runtime.store.patients_of, [i.card for i in items])
+    call.writes.append(
+        partial(runtime.store.add_feedback, service_id, client.issuer if client else None, items)
+    )
     call.outcome = f"{len(items)} stored"
     return _json(FeedbackStoredPublic(stored=len(items)).model_dump())
