@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     auth_issuer: str | None = None
     auth_audience: str | None = None
     max_body_bytes: int = 20 * 1024 * 1024
+    # A Bundle body (or the CDS prefetch bundles together) with more entries: 413.
+    max_bundle_entries: int = Field(20_000, ge=1)
+    # Threads that parse, map and screen request bodies off the event loop: one keeps /healthz
+    # quickest (more add no throughput under the GIL; scripts/bench_loop.py).
+    cpu_threads: int = Field(1, ge=1, le=64)
     database_url: str = "sqlite:///cohort-match.db"
 
     # --- sweeps (issue 4): add fields for sweeps below this line

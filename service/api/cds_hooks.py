@@ -47,9 +47,9 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 
-from service.api.state import AppState, State
+from service.api.match import check_entries
+from service.api.state import AppState, OffLoopJsonRoute, State
 from service.audit import AuditRecord
 from service.cds.auth import CdsClient, CdsClientValidator
 from service.cds.cards import card_for
@@ -131,7 +131,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-class CdsRoute(APIRoute):
+class CdsRoute(OffLoopJsonRoute):
     """Audits hook and feedback calls whatever their outcome, and answers a body that does not
     match the specification with 400 (CDS clients expect 4xx client errors, not 422)."""
 
@@ -378,6 +378,9 @@ async def call_service(
         raise BadRequest(f"extension.{AS_OF_EXTENSION}: {exc}") from exc
     queries = runtime.queries[trial.id]
     readings = read_prefetch(queries, payload.prefetch, patient_id, settings.cds_null_prefetch)
+    check_entries(
+        sum(len(r or ()) for r in readings.values()), settings.max_bundle_entries, "the prefetch"
+    )
     target = runtime.fhir_target(payload)
     remaining = settings.cds_time_budget_s - (time.monotonic() - call.started)
     fetch_started = time.perf_counter()
@@ -395,7 +398,7 @@ async def call_service(
         return _json({"cards": []})
     fetch_s = time.perf_counter() - fetch_started
     started = time.perf_counter()
-    result = evaluate(trial, gathered.facts, day, state.terms)
+    result = await state.off_loop(evaluate, trial, gathered.facts, day, state.terms)
     card = card_for(result, trial, card_id=str(uuid.uuid4()), launch_url=runtime.launch_url)
     engine_s = time.perf_counter() - started
     log.info(
@@ -440,7 +443,9 @@ async def _gather(
     needs_fhir = any(readings.get(q.key) is None for q in queries)
     if not needs_fhir or target is None or target.shared is not None:
         shared = target.shared if target is not None else None
-        return await gather(queries, readings, patient_id, state.terms, fhir=shared)
+        return await gather(
+            queries, readings, patient_id, state.terms, fhir=shared, off_loop=state.off_loop
+        )
     settings = state.settings
     async with FhirClient(
         target.base_url,
@@ -448,7 +453,13 @@ async def _gather(
         page_size=settings.fhir_page_size,
     ) as fhir:
         return await gather(
-            queries, readings, patient_id, state.terms, fhir=fhir, token=target.token
+            queries,
+            readings,
+            patient_id,
+            state.terms,
+            fhir=fhir,
+            token=target.token,
+            off_loop=state.off_loop,
         )
 
 

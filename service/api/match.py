@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from service.api.deps import Caller, RequestId
 from service.api.schemas import BundleInput, CandidatesRequest, MatchRequest
-from service.api.state import AppState, State
+from service.api.state import AppState, OffLoopJsonRoute, State
 from service.as_of import AsOf
 from service.audit import AuditRecord
 from service.criteria.engine import evaluate
@@ -26,6 +26,7 @@ from service.errors import (
     FhirError,
     FhirNotFound,
     NotFound,
+    PayloadTooLarge,
     ServiceError,
     Unprocessable,
 )
@@ -38,8 +39,9 @@ from service.ranking import rank
 from service.schemas import PatientResultPublic, RankedListPublic
 from service.security import Principal, require_scope
 from service.sources import bundle_entries
+from service.terminology import Terminology
 
-router = APIRouter(tags=["screening"])
+router = APIRouter(tags=["screening"], route_class=OffLoopJsonRoute)
 log = logging.getLogger(__name__)
 JSON = "application/json"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -125,8 +127,9 @@ async def match(
         require_scope(caller, "cohort-match/match.read")
         trial = _trial(state, trial_id)
         if isinstance(payload, BundleInput):
+            check_entries(len(payload.entry), state.settings.max_bundle_entries, "the Bundle")
             started = time.perf_counter()
-            facts = _facts_from_bundle(payload, state)
+            facts = await state.off_loop(_facts_from_bundle, payload, state)
             timing["map"] = time.perf_counter() - started
             reference = facts.reference
             day = as_of or dt.date.today()
@@ -150,8 +153,7 @@ async def match(
         if born is not None and day < born:
             raise Unprocessable(f"as_of {day} is before {reference} was born")
         started = time.perf_counter()
-        result = evaluate(trial, facts, day, state.terms)
-        body = orjson.dumps(result)
+        result, body = await state.off_loop(_screen, trial, facts, day, state.terms)
         timing["engine"] = time.perf_counter() - started
         outcome = result.status
         # Server-Timing (W3C) separates waiting for the FHIR server from our own work, for
@@ -165,10 +167,29 @@ async def match(
         await _audit(state, request_id, caller, "match", trial_id, [reference], outcome)
 
 
+def check_entries(count: int, limit: int, what: str) -> None:
+    """413 for a body with more entries than COHORT_MATCH_MAX_BUNDLE_ENTRIES (mapping and
+    screening grow with them; the byte limit alone lets 16 MB of tiny entries through)."""
+    if count > limit:
+        raise PayloadTooLarge(
+            f"{what} has {count} entries; at most {limit} are screened "
+            "(COHORT_MATCH_MAX_BUNDLE_ENTRIES)"
+        )
+
+
+def _screen(
+    trial: TrialDefinition, facts: PatientFacts, day: dt.date, terms: Terminology
+) -> tuple[PatientResult, bytes]:
+    """Evaluate and serialise: CPU work, run off the event loop."""
+    result = evaluate(trial, facts, day, terms)
+    return result, orjson.dumps(result)
+
+
 def _facts_from_bundle(bundle: BundleInput, state: AppState) -> PatientFacts:
     resources = [
         r
-        for r, _, error in bundle_entries(bundle.model_dump(), "body")
+        # The entries as parsed (a model_dump would copy 16 MB again, for nothing).
+        for r, _, error in bundle_entries({"entry": bundle.entry}, "body")
         if r is not None and error is None
     ]
     patients = {subject_of(r) for r in resources} - {None}
@@ -305,7 +326,7 @@ async def screen_many(
                 return None
         resources += fetched.resources
         errors += len(fetched.facts.problems)  # failed searches and unreadable records
-        return evaluate(trial, fetched.facts, day, state.terms)
+        return await state.off_loop(evaluate, trial, fetched.facts, day, state.terms)
 
     done = await asyncio.gather(*(one(i) for i in ids))
     return [r for r in done if r is not None], resources, errors, unscreened

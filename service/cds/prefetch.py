@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -228,10 +228,13 @@ async def gather(
     *,
     fhir: FhirClient | None,
     token: str | None = None,
+    off_loop: OffLoop | None = None,
 ) -> Gathered:
     """Prefetched resources, plus a search for every key not prefetched, mapped to facts.
 
-    Searches run concurrently. `fhir` None with something left to search is a 412.
+    Searches run concurrently. `fhir` None with something left to search is a 412. Mapping
+    runs through `off_loop` when given (the API's CPU threads), so a large prefetch does not
+    hold the event loop.
     """
     facts = PatientFacts(f"Patient/{patient_id}")
     gathered = Gathered(facts)
@@ -263,10 +266,25 @@ async def gather(
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            add_resources(facts, outcome, terms)
+            await _map(off_loop, facts, outcome, terms)
     for query in queries:
         resources = readings.get(query.key)
         if resources is not None:
             gathered.prefetched.append(query.key)
-            add_resources(facts, resources, terms)
+            await _map(off_loop, facts, resources, terms)
     return gathered
+
+
+OffLoop = Callable[..., Awaitable[Any]]
+
+
+async def _map(
+    off_loop: OffLoop | None,
+    facts: PatientFacts,
+    resources: list[dict[str, Any]],
+    terms: Terminology,
+) -> None:
+    if off_loop is None:
+        add_resources(facts, resources, terms)
+    else:
+        await off_loop(add_resources, facts, resources, terms)

@@ -947,3 +947,22 @@ def test_feedback_whose_audit_fails_is_503_and_stores_nothing(
     )
     assert response.status_code == 503, response.text
     assert cds.app.state.cds_hooks.store.feedback() == []  # type: ignore[attr-defined]
+
+
+def test_a_prefetch_over_the_entry_cap_is_413_and_searches_nothing(
+    cds_settings: Settings, fhir: RecordingFhir, ehr_token: Callable[..., str]
+) -> None:
+    with _client(cds_settings) as client:
+        prefetch = prefetch_for(fhir, templates(client, ehr_token), "p01")
+    entries = sum(
+        len(v.get("entry", [])) if v.get("resourceType") == "Bundle" else 1
+        for v in prefetch.values()
+    )
+    capped = cds_settings.model_copy(update={"max_bundle_entries": entries - 1})
+    with _client(capped) as client:
+        response = client.post(
+            URL, json=hook("p01", prefetch), headers={"Authorization": f"Bearer {ehr_token(URL)}"}
+        )
+    assert response.status_code == 413, response.text
+    assert "at most" in response.json()["issue"][0]["diagnostics"]
+    assert fhir.requests == []

@@ -9,7 +9,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from service.config import Settings
 from service.fhir.client import RetryPolicy
+from service.main import create_app
 from tests.api.conftest import DEMO, FakeFhir
 
 MATCH = "/trials/NCT06946485/match"
@@ -444,3 +446,19 @@ def test_a_failed_observation_search_makes_lab_criteria_say_so_not_order_the_lab
         assert "Observation search failed" in found["reason"], (criterion, found["reason"])
         assert "503" in found["reason"], (criterion, found["reason"])
         assert not found["reason"].startswith("no "), (criterion, found["reason"])
+
+
+def test_a_bundle_over_the_entry_cap_is_413_before_it_is_mapped(
+    settings: Settings, fake_fhir: FakeFhir, auth: dict[str, str]
+) -> None:
+    bundle = json.loads((DEMO / "p24-hbsag-positive.json").read_text(encoding="utf-8"))
+    cap = len(bundle["entry"])
+    with TestClient(create_app(settings.model_copy(update={"max_bundle_entries": cap}))) as api:
+        at_cap = api.post(f"{MATCH}?as_of=2026-11-20", json=bundle, headers=auth)
+        assert at_cap.status_code == 200, at_cap.text
+        bundle["entry"].append(bundle["entry"][-1])
+        over = api.post(f"{MATCH}?as_of=2026-11-20", json=bundle, headers=auth)
+    assert over.status_code == 413, over.text
+    outcome = over.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert f"at most {cap}" in outcome["issue"][0]["diagnostics"]
