@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     sweep_schedule: dict[str, str] = Field(default_factory=dict)
     sweep_timezone: str | None = None  # IANA zone for cron times and "today"; default the host's
     sweep_workers: int | None = Field(None, ge=1)  # worker processes; default by input size
+    # Where screens and sweeps spool per-patient data (owner-only; see service/spool.py).
+    spool_dir: Path | None = None  # None: the system temp directory
     sweep_batch_size: int = Field(500, ge=1, le=100_000)  # results written per transaction
     # A running sweep writes a heartbeat this often; one silent for sweep_stale_after_s (or
     # whose process is gone, on the same host) is marked failed by the next sweep.
