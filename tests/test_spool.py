@@ -8,6 +8,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
 from service.spool import new_spool, remove_stale, spool_root
 
 
@@ -44,3 +48,17 @@ def test_only_spools_of_dead_processes_are_removed(tmp_path: Path) -> None:
 
 def test_the_default_root_is_the_temp_directory() -> None:
     assert spool_root(None) == Path(tempfile.gettempdir())
+
+
+def test_serve_removes_stale_spools_at_start(tmp_path: Path) -> None:
+    spools = tmp_path / "spools"
+    stale = spools / f"cohort-match-sweep-{_dead_pid()}-abc"
+    stale.mkdir(parents=True)
+    settings = Settings(
+        auth_disabled=True,
+        database_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        spool_dir=spools,
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+    assert not stale.exists()
