@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -114,8 +115,17 @@ class _OffLoopJsonRequest(Request):
         if not hasattr(self, "_json"):
             body = await self.body()
             state: AppState = self.app.state.cohort
-            self._json = await state.off_loop(orjson.loads, body)
+            self._json = await state.off_loop(_parse_json, body)
         return self._json
+
+
+def _parse_json(body: bytes) -> Any:
+    """orjson, falling back to `json` for what only it reads (NaN, integers past 64 bits), so
+    what a body means does not change; the fallback's error is the one FastAPI reports."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 class OffLoopJsonRoute(APIRoute):

@@ -462,3 +462,19 @@ def test_a_bundle_over_the_entry_cap_is_413_before_it_is_mapped(
     outcome = over.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert f"at most {cap}" in outcome["issue"][0]["diagnostics"]
+
+
+def test_a_body_parsed_off_the_loop_reads_as_json_reads_it(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    # orjson refuses NaN and integers past 64 bits; `json` reads them: the meaning stays.
+    bundle = json.loads((DEMO / "p24-hbsag-positive.json").read_text(encoding="utf-8"))
+    text = json.dumps(bundle)[:-2] + ', {"resource": {"resourceType": "Basic", "n": NaN, '
+    text += '"big": 123456789012345678901234567890}}]}'
+    response = api.post(
+        f"{MATCH}?as_of=2026-11-20",
+        content=text.encode(),
+        headers={**auth, "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert verdicts(response.json())["E10.hbv"] == "fail"
