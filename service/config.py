@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     auth_issuer: str | None = None
     auth_audience: str | None = None
     max_body_bytes: int = 20 * 1024 * 1024
+    # A Bundle body (or the CDS prefetch bundles together) with more entries: 413.
+    max_bundle_entries: int = Field(20_000, ge=1)
+    # Threads that parse, map and screen request bodies off the event loop: one keeps /healthz
+    # quickest (more add no throughput under the GIL; scripts/bench_loop.py).
+    cpu_threads: int = Field(1, ge=1, le=64)
     database_url: str = "sqlite:///cohort-match.db"
 
     # --- sweeps (issue 4): add fields for sweeps below this line
@@ -103,6 +108,8 @@ class Settings(BaseSettings):
     sweep_schedule: dict[str, str] = Field(default_factory=dict)
     sweep_timezone: str | None = None  # IANA zone for cron times and "today"; default the host's
     sweep_workers: int | None = Field(None, ge=1)  # worker processes; default by input size
+    # Where screens and sweeps spool per-patient data (owner-only; see service/spool.py).
+    spool_dir: Path | None = None  # None: the system temp directory
     sweep_batch_size: int = Field(500, ge=1, le=100_000)  # results written per transaction
     # A running sweep writes a heartbeat this often; one silent for sweep_stale_after_s (or
     # whose process is gone, on the same host) is marked failed by the next sweep.

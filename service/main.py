@@ -9,6 +9,7 @@ chunks). Every response carries `X-Request-ID`, a 500 from an unhandled error in
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -28,6 +29,7 @@ from service.api.state import AppState, build_state
 from service.config import Settings
 from service.errors import PayloadTooLarge
 from service.logs import install_log_redaction
+from service.spool import remove_stale, spool_root
 
 __all__ = ["create_app"]
 
@@ -136,6 +138,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cohort = state or build_state(settings)
+        # Spools of sweeps killed with the last process (service/spool.py).
+        await asyncio.to_thread(remove_stale, spool_root(settings.spool_dir))
         # The code tables, trials and registry live as long as the process: keep them out of
         # the collector's full passes (about 50 ms each otherwise, a p99 latency tail).
         gc.freeze()

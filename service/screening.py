@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from service.config import Settings
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition, check_valuesets, load_trial
 from service.criteria.verdict import PatientResult
@@ -41,6 +42,7 @@ from service.sources import (
     observation_prefilter,
     total_bytes,
 )
+from service.spool import exit_with_parent, new_spool, spool_root
 from service.terminology import Terminology
 
 __all__ = ["ScreenRun", "Summary", "screen"]
@@ -307,12 +309,16 @@ def screen(
     workers: int | None = None,
     partitions: int | None = None,
     spool: Path | None = None,
+    spool_dir: Path | None = None,
     only_patient: str | None = None,
     by_reference: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     mrn_type: str = "MR",
 ) -> ScreenRun:
-    """Screen every patient found under `data`. Call `close()` on the run when done."""
+    """Screen every patient found under `data`. Call `close()` on the run when done.
+
+    Without `spool`, one is made under `spool_dir` (default COHORT_MATCH_SPOOL_DIR, else the
+    temp directory) and removed by `close()` or a failure (service/spool.py)."""
     work = chunks(data)
     size = total_bytes(work)
     if workers is None:
@@ -321,7 +327,8 @@ def screen(
         partitions = _partition_count(size, workers)
     tmp = None
     if spool is None:
-        tmp = tempfile.TemporaryDirectory(prefix="cohort-match-")
+        root = spool_root(spool_dir if spool_dir is not None else Settings().spool_dir)
+        tmp = new_spool(root, "screen")
         spool = Path(tmp.name)
     job = _Job(
         str(trial_path),
@@ -357,7 +364,9 @@ def screen(
                 if progress:
                     progress(stage, len(done), len(args))
             return done
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             outcomes = pool.map(fn, *zip(*args, strict=True))  # submitted; workers forked
             meanwhile()
             for outcome in outcomes:

@@ -426,9 +426,10 @@ def test_valueset_definition(name: str) -> None:
     meta = load_yaml(path)
     if meta.get("kind") in REVIEW_TERM_KINDS:
         terms = meta.get("review_terms") or {}
-        assert terms.get("en") and terms.get("zh"), (
-            f"{where}: a {meta.get('kind')} value set needs English and Chinese review_terms"
-        )
+        for language in ("en", "zh"):
+            assert terms.get(language), (
+                f"{where}: a {meta.get('kind')} value set needs review_terms in {language}"
+            )
     if "definition" not in meta:
         assert not (DEFINITION_REQUIRED and meta.get("kind") in DEFINITION_KINDS), (
             f"{where}: a {meta.get('kind')} value set needs a `definition:` block"

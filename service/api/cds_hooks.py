@@ -40,15 +40,16 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 
-from service.api.state import AppState, State
+from service.api.match import check_entries
+from service.api.state import AppState, OffLoopJsonRoute, State
 from service.audit import AuditRecord
 from service.cds.auth import CdsClient, CdsClientValidator
 from service.cds.cards import card_for
@@ -110,6 +111,9 @@ class _Call:
     trial_id: str | None = None
     patients: list[str] = field(default_factory=list)
     outcome: str = "error"
+    # Writes the call makes once its audit row is in (a card issued, feedback): a call that
+    # fails, its audit included, stores nothing.
+    writes: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _call(request: Request) -> _Call:
@@ -127,7 +131,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-class CdsRoute(APIRoute):
+class CdsRoute(OffLoopJsonRoute):
     """Audits hook and feedback calls whatever their outcome, and answers a body that does not
     match the specification with 400 (CDS clients expect 4xx client errors, not 422)."""
 
@@ -139,7 +143,7 @@ class CdsRoute(APIRoute):
             call = _Call(action)
             request.state.cds_call = call
             try:
-                return await handler(request)
+                response = await handler(request)
             except RequestValidationError as exc:
                 call.outcome = "error 400"
                 raise BadRequest(_validation_message(exc)) from exc
@@ -160,6 +164,10 @@ class CdsRoute(APIRoute):
                             call.outcome,
                         )
                     )
+            # Only reached when the handler answered and its audit row was written.
+            for write in call.writes:
+                await asyncio.to_thread(write)
+            return response
 
         return route
 
@@ -370,6 +378,9 @@ async def call_service(
         raise BadRequest(f"extension.{AS_OF_EXTENSION}: {exc}") from exc
     queries = runtime.queries[trial.id]
     readings = read_prefetch(queries, payload.prefetch, patient_id, settings.cds_null_prefetch)
+    check_entries(
+        sum(len(r or ()) for r in readings.values()), settings.max_bundle_entries, "the prefetch"
+    )
     target = runtime.fhir_target(payload)
     remaining = settings.cds_time_budget_s - (time.monotonic() - call.started)
     fetch_started = time.perf_counter()
@@ -388,7 +399,9 @@ async def call_service(
         return _json({"cards": []})
     fetch_s = time.perf_counter() - fetch_started
     started = time.perf_counter()
-    result = evaluate(trial, gathered.facts, day, state.terms, mrn_type=state.settings.mrn_type)
+    result = await state.off_loop(
+        partial(evaluate, mrn_type=state.settings.mrn_type), trial, gathered.facts, day, state.terms
+    )
     card = card_for(result, trial, card_id=str(uuid.uuid4()), launch_url=runtime.launch_url)
     engine_s = time.perf_counter() - started
     log.info(
@@ -405,7 +418,8 @@ async def call_service(
         call.outcome = f"{result.status}: no card"
         return _json({"cards": []}, timing)
     assert card.uuid is not None
-    runtime.store.card_issued(
+    issued = partial(
+        runtime.store.card_issued,
         IssuedCard(
             card.uuid,
             service_id,
@@ -414,8 +428,9 @@ async def call_service(
             f"Patient/{patient_id}",
             result.status,
             day,
-        )
+        ),
     )
+    call.writes.append(issued)
     call.outcome = f"{result.status}: card"
     body = CdsResponsePublic(cards=[card]).model_dump(mode="json", exclude_none=True)
     return _json(body, timing)
@@ -433,7 +448,14 @@ async def _gather(
     if not needs_fhir or target is None or target.shared is not None:
         shared = target.shared if target is not None else None
         return await gather(
-            queries, readings, patient_id, state.terms, fhir=shared, tx=state.tx, wanted=wanted
+            queries,
+            readings,
+            patient_id,
+            state.terms,
+            fhir=shared,
+            tx=state.tx,
+            wanted=wanted,
+            off_loop=state.off_loop,
         )
     settings = state.settings
     async with FhirClient(
@@ -450,6 +472,7 @@ async def _gather(
             token=target.token,
             tx=state.tx,
             wanted=wanted,
+            off_loop=state.off_loop,
         )
 
 
@@ -472,6 +495,9 @@ async def feedback(
     trial = runtime.trial(service_id)
     call.trial_id = trial.id
     items = payload.feedback
-    call.patients = runtime.store.add_feedback(service_id, client.issuer if client else None, items)
+    call.patients = await asyncio.to_thread(runtime.store.patients_of, [i.card for i in items])
+    call.writes.append(
+        partial(runtime.store.add_feedback, service_id, client.issuer if client else None, items)
+    )
     call.outcome = f"{len(items)} stored"
     return _json(FeedbackStoredPublic(stored=len(items)).model_dump())

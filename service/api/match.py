@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -15,7 +16,7 @@ from fastapi.responses import Response
 
 from service.api.deps import Caller, RequestId
 from service.api.schemas import BundleInput, CandidatesRequest, MatchRequest
-from service.api.state import AppState, State
+from service.api.state import AppState, OffLoopJsonRoute, State
 from service.as_of import AsOf
 from service.audit import AuditRecord
 from service.criteria.engine import evaluate
@@ -26,20 +27,22 @@ from service.errors import (
     FhirError,
     FhirNotFound,
     NotFound,
+    PayloadTooLarge,
     ServiceError,
     Unprocessable,
 )
 from service.facts import PatientFacts
 from service.fhir import FhirClient, fetch_patient
 from service.fhir.ids import InvalidFhirId, reference_id
-from service.fhir.patient import map_records
+from service.fhir.patient import add_resources, consult_terminology
 from service.mappers import subject_of
 from service.ranking import rank
 from service.schemas import PatientResultPublic, RankedListPublic
 from service.security import Principal, require_scope
 from service.sources import bundle_entries
+from service.terminology import Terminology
 
-router = APIRouter(tags=["screening"])
+router = APIRouter(tags=["screening"], route_class=OffLoopJsonRoute)
 log = logging.getLogger(__name__)
 JSON = "application/json"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -125,6 +128,7 @@ async def match(
         require_scope(caller, "cohort-match/match.read")
         trial = _trial(state, trial_id)
         if isinstance(payload, BundleInput):
+            check_entries(len(payload.entry), state.settings.max_bundle_entries, "the Bundle")
             started = time.perf_counter()
             facts = await _facts_from_bundle(payload, state, state.plans[trial_id].valuesets)
             timing["map"] = time.perf_counter() - started
@@ -151,8 +155,9 @@ async def match(
         if born is not None and day < born:
             raise Unprocessable(f"as_of {day} is before {reference} was born")
         started = time.perf_counter()
-        result = evaluate(trial, facts, day, state.terms, mrn_type=state.settings.mrn_type)
-        body = orjson.dumps(result)
+        result, body = await state.off_loop(
+            _screen, trial, facts, day, state.terms, state.settings.mrn_type
+        )
         timing["engine"] = time.perf_counter() - started
         outcome = result.status
         # Server-Timing (W3C) separates waiting for the FHIR server from our own work, for
@@ -166,12 +171,41 @@ async def match(
         await _audit(state, request_id, caller, "match", trial_id, [reference], outcome)
 
 
+def check_entries(count: int, limit: int, what: str) -> None:
+    """413 for a body with more entries than COHORT_MATCH_MAX_BUNDLE_ENTRIES (mapping and
+    screening grow with them; the byte limit alone lets 16 MB of tiny entries through)."""
+    if count > limit:
+        raise PayloadTooLarge(
+            f"{what} has {count} entries; at most {limit} are screened "
+            "(COHORT_MATCH_MAX_BUNDLE_ENTRIES)"
+        )
+
+
+def _screen(
+    trial: TrialDefinition, facts: PatientFacts, day: dt.date, terms: Terminology, mrn_type: str
+) -> tuple[PatientResult, bytes]:
+    """Evaluate and serialise: CPU work, run off the event loop."""
+    result = evaluate(trial, facts, day, terms, mrn_type=mrn_type)
+    return result, orjson.dumps(result)
+
+
 async def _facts_from_bundle(
     bundle: BundleInput, state: AppState, wanted: frozenset[str]
 ) -> PatientFacts:
+    """The Bundle's one patient: entries read and mapped on the CPU threads; the terminology
+    server (if any) asked in between, on the loop (it is I/O)."""
+    resources, reference = await state.off_loop(_bundle_patient, bundle)
+    facts = PatientFacts(reference)
+    await consult_terminology(facts, resources, tx=state.tx, wanted=wanted)
+    await state.off_loop(add_resources, facts, resources, state.terms)
+    return facts
+
+
+def _bundle_patient(bundle: BundleInput) -> tuple[list[dict[str, Any]], str]:
     resources = [
         r
-        for r, _, error in bundle_entries(bundle.model_dump(), "body")
+        # The entries as parsed (a model_dump would copy 16 MB again, for nothing).
+        for r, _, error in bundle_entries({"entry": bundle.entry}, "body")
         if r is not None and error is None
     ]
     patients = {subject_of(r) for r in resources} - {None}
@@ -184,9 +218,7 @@ async def _facts_from_bundle(
         reference_id(reference, "Patient")
     except InvalidFhirId as exc:
         raise BadRequest(f"the Bundle's patient: {exc}") from None
-    facts = PatientFacts(reference)
-    await map_records(facts, resources, state.terms, tx=state.tx, wanted=wanted)
-    return facts
+    return resources, reference
 
 
 @router.post(
@@ -308,7 +340,13 @@ async def screen_many(
                 return None
         resources += fetched.resources
         errors += len(fetched.facts.problems)  # failed searches and unreadable records
-        return evaluate(trial, fetched.facts, day, state.terms, mrn_type=state.settings.mrn_type)
+        return await state.off_loop(
+            partial(evaluate, mrn_type=state.settings.mrn_type),
+            trial,
+            fetched.facts,
+            day,
+            state.terms,
+        )
 
     done = await asyncio.gather(*(one(i) for i in ids))
     return [r for r in done if r is not None], resources, errors, unscreened

@@ -280,7 +280,9 @@ def sweep_candidates(
     request_id: RequestId,
     sweeps: Sweeps,
     output: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.json,
-    limit: Annotated[int | None, Query(ge=1, description="json and csv: the first N")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_RUN_ID, description="json and csv: the first N")
+    ] = None,
 ) -> Response:
     """The ranked results of a completed run (409 while it runs, or if it failed)."""
     with _Call(state, request_id, caller, f"sweep-candidates-{output}", READ) as call:

@@ -10,9 +10,16 @@ serialize them with `model_dump(exclude_none=True)`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from service.as_of import check_as_of
 from service.fhir.ids import is_fhir_id
@@ -189,23 +196,34 @@ class CdsServicesPublic(_Out):
 
 
 # ---------------------------------------------------------------------------- feedback
+def _no_nul(value: str) -> str:
+    # PostgreSQL refuses NUL in text: refused here (400), never a failed write after the call.
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+# Feedback text as stored: no NUL; the lengths below are the columns' (service/cds/store.py).
+Stored = Annotated[str, AfterValidator(_no_nul)]
+
+
 class ReasonCoding(_In):
-    system: str = Field(min_length=1)
-    code: str = Field(min_length=1)
-    display: str | None = None
+    system: Stored = Field(min_length=1, max_length=256)
+    code: Stored = Field(min_length=1, max_length=128)
+    display: Stored | None = Field(None, max_length=256)
 
 
 class AcceptedSuggestion(_In):
-    id: str = Field(min_length=1, max_length=128)
+    id: Stored = Field(min_length=1, max_length=128)
 
 
 class OverrideReason(_In):
     reason: ReasonCoding | None = None
-    userComment: str | None = Field(None, max_length=2000)
+    userComment: Stored | None = Field(None, max_length=2000)
 
 
 class CdsFeedbackItem(_In):
-    card: str = Field(min_length=1, max_length=128, description="card.uuid from the response")
+    card: Stored = Field(min_length=1, max_length=128, description="card.uuid from the response")
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None

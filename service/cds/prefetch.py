@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -38,7 +38,7 @@ from urllib.parse import quote
 from service.errors import BadRequest, FhirError, ServiceError
 from service.facts import PatientFacts, Problem
 from service.fhir import FetchPlan, FhirClient
-from service.fhir.patient import PATIENT_PARAM, map_records
+from service.fhir.patient import PATIENT_PARAM, add_resources, consult_terminology
 from service.terminology import Terminology
 
 if TYPE_CHECKING:
@@ -233,11 +233,14 @@ async def gather(
     token: str | None = None,
     tx: RuntimeTerminology | None = None,
     wanted: frozenset[str] = frozenset(),
+    off_loop: OffLoop | None = None,
 ) -> Gathered:
     """Prefetched resources, plus a search for every key not prefetched, mapped to facts
     (after asking the optional terminology server `tx` about unknown codes).
 
-    Searches run concurrently. `fhir` None with something left to search is a 412.
+    Searches run concurrently. `fhir` None with something left to search is a 412. Mapping
+    runs through `off_loop` when given (the API's CPU threads), so a large prefetch does not
+    hold the event loop.
     """
     records: list[dict[str, Any]] = []
     facts = PatientFacts(f"Patient/{patient_id}")
@@ -276,5 +279,21 @@ async def gather(
         if resources is not None:
             gathered.prefetched.append(query.key)
             records += resources
-    gathered.problems += await map_records(facts, records, terms, tx=tx, wanted=wanted)
+    gathered.problems += await consult_terminology(facts, records, tx=tx, wanted=wanted)
+    await _map(off_loop, facts, records, terms)
     return gathered
+
+
+OffLoop = Callable[..., Awaitable[Any]]
+
+
+async def _map(
+    off_loop: OffLoop | None,
+    facts: PatientFacts,
+    resources: list[dict[str, Any]],
+    terms: Terminology,
+) -> None:
+    if off_loop is None:
+        add_resources(facts, resources, terms)
+    else:
+        await off_loop(add_resources, facts, resources, terms)

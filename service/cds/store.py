@@ -97,8 +97,8 @@ class CdsStore:
 
     def add_feedback(
         self, service_id: str, client: str | None, items: list[CdsFeedbackItem]
-    ) -> list[str]:
-        """Store every item (all or none); returns the patients of the cards that are known."""
+    ) -> None:
+        """Store every item (all or none)."""
         now = dt.datetime.now(dt.UTC)
         with Session(self.engine) as session, session.begin():
             for item in items:
@@ -122,9 +122,12 @@ class CdsStore:
                         ),
                     )
                 )
-            uuids = {item.card for item in items}
-            patients = session.scalars(select(CdsCard.patient).where(CdsCard.uuid.in_(uuids)))
-            return sorted(set(patients))
+
+    def patients_of(self, card_uuids: list[str]) -> list[str]:
+        """The patients of the cards that are known (for the feedback call's audit row)."""
+        with Session(self.engine) as session:
+            query = select(CdsCard.patient).where(CdsCard.uuid.in_(set(card_uuids)))
+            return sorted(set(session.scalars(query)))
 
     def feedback(self, card_uuid: str | None = None) -> list[CdsFeedback]:
         with Session(self.engine) as session:

@@ -265,14 +265,27 @@ def unreadable(
     facts: PatientFacts, *resource_types: str, concepts: Iterable[str] | None = None
 ) -> str | None:
     """A reason to withhold a verdict: records of these types, possibly about these value
-    sets, that could not be read."""
+    sets, that could not be read. A failed search is named as such, with its status and cause
+    (a lab rule says "the Observation search failed (...)", never "no result: order the lab")."""
     problems = facts.problems_with(
         *resource_types, concepts=None if concepts is None else set(concepts)
     )
     if not problems:
         return None
+    failed = [p for p in problems if p.concepts is None and p.message.startswith(_FAILED)]
+    if failed:
+        # A failed search says so, with its status and cause: it is not a missing record.
+        return f"the {failed[0].resource_type} search failed ({_cause(failed[0].message)})"
     kinds = sorted({p.resource_type for p in problems})
     return f"{len(problems)} {'/'.join(kinds)} record(s) could not be read ({problems[0].where})"
+
+
+_FAILED = "fetch failed: "  # how service/fhir/patient.py and service/cds/prefetch.py say it
+
+
+def _cause(message: str) -> str:
+    """A failed search's message without the `fetch failed: ` prefix the fetcher puts on it."""
+    return message.removeprefix(_FAILED)
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from service.criteria.common import (
     on_or_before,
     prefer,
     tied_with_first,
+    unreadable,
     usable,
     window_days,
 )
@@ -62,9 +63,11 @@ def evaluate_creatinine_clearance(
         if not creatinines:
             missing = [f"serum creatinine in the last {days} days", *missing]
         older = older_evidence(history, None, days)
-        return Verdict(
-            "unknown", "Cockcroft-Gault needs " + ", ".join(missing), tuple(older + shown)
-        )
+        reason = "Cockcroft-Gault needs " + ", ".join(missing)
+        problem = unreadable(facts, "Observation", concepts=_labs(rule))
+        if problem:
+            reason = f"{problem}: {reason}"
+        return Verdict("unknown", reason, tuple(older + shown))
     evidence = tuple(e for v in verdicts for e in v.evidence) + tuple(shown)
     if len({v.verdict for v in verdicts}) > 1:
         return Verdict(
@@ -230,3 +233,18 @@ def _cockcroft_gault(
     return Verdict(
         "pass" if outcome else "fail", f"{test}: {'met' if outcome else 'not met'}", evidence
     )
+
+
+def _labs(rule: CreatinineClearanceRule) -> list[str]:
+    """The value sets the rule reads, for naming an unreadable record or a failed search."""
+    return [
+        lab
+        for lab in (
+            rule.creatinine_lab,
+            rule.serum_creatinine_lab,
+            rule.measured_lab,
+            rule.reported_lab,
+            rule.weight_lab,
+        )
+        if lab
+    ]

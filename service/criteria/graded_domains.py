@@ -9,6 +9,7 @@ from service.criteria.common import (
     on_or_before,
     tied_with_first,
     title,
+    unreadable,
     window_days,
 )
 from service.criteria.model import GradedDomainsRule
@@ -54,6 +55,9 @@ def evaluate_graded_domains(rule: GradedDomainsRule, facts: PatientFacts, ctx: C
         if d not in grades and not any(c.startswith(title(ctx.terms, d)) for c in conflicting)
     ]
     parts = [summary]
+    problem = unreadable(facts, "Observation", concepts=rule.domains) if missing else None
+    if problem:
+        parts.insert(0, problem)
     if missing:
         parts.append(f"not graded in the last {days} days: {', '.join(missing)}")
     if conflicting:

@@ -81,7 +81,8 @@ def evaluate_measurement(rule: MeasurementRule, facts: PatientFacts, ctx: Contex
     if derived is not None and (not readings or _newer(derived, readings[0])):
         readings = [derived]
     if not readings:
-        return _no_result(ctx, rule.lab, days, history)
+        problem = unreadable(facts, "Observation", concepts=[rule.lab])
+        return _no_result(ctx, rule.lab, days, history, problem)
     used = {id(r.result) for r in readings}
     older = older_evidence([r for r in history if id(r) not in used], None, days)
     return _combine([_judge(rule, facts, ctx, reading) for reading in readings], older)
@@ -150,7 +151,11 @@ def _newer(derived: Reading, measured: Reading) -> bool:
     return derived.at is not None and measured.at is not None and derived.at > measured.at
 
 
-def _no_result(ctx: Context, concept: str, days: int, history: list[LabResult]) -> Verdict:
+def _no_result(
+    ctx: Context, concept: str, days: int, history: list[LabResult], problem: str | None
+) -> Verdict:
+    """`unknown`: no readable result in the window; when a search failed or a record of the
+    lab could not be read, that is the reason (missing data is not "no result")."""
     unconvertible = [
         r for r in history if r.quantity is not None and r.quantity.canonical_value is None
     ]
@@ -158,6 +163,8 @@ def _no_result(ctx: Context, concept: str, days: int, history: list[LabResult]) 
     if unconvertible:
         unit = unconvertible[0].quantity.unit if unconvertible[0].quantity else None
         reason += f" that could be read (unit {unit!r} cannot be converted)"
+    if problem:
+        reason = f"{problem}: {reason}"
     notes = older_evidence(history, None, days)
     return Verdict("unknown", reason, tuple(notes))
 

@@ -32,6 +32,7 @@ from service.criteria.common import (
     on_or_before,
     same_instant,
     title,
+    unreadable,
     window_days,
 )
 from service.criteria.model import TestResultsRule, TestSpec
@@ -87,6 +88,9 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
         ]
         return "unknown", f"{name} in the last {days} days is indeterminate", shown
     shown = older_evidence(history, None, days)
+    problem = unreadable(facts, "Observation", concepts=[spec.lab])
+    if problem:
+        return "unknown", f"{name}: {problem}", shown
     return "unknown", f"{name}: no readable result in the last {days} days", shown
 
 

@@ -274,13 +274,26 @@ async def map_records(
     """Ask the terminology server (when one is configured) about the records' codes the
     tables do not know, then map the records into `facts`. Returns the Problems added for
     records the server could not classify (already in `facts`)."""
+    problems = await consult_terminology(facts, resources, tx=tx, wanted=wanted)
+    add_resources(facts, resources, terms)
+    return problems
+
+
+async def consult_terminology(
+    facts: PatientFacts,
+    resources: list[dict[str, Any]],
+    *,
+    tx: RuntimeTerminology | None = None,
+    wanted: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """The first half of `map_records`, for callers that map off the event loop: ask the
+    terminology server about unknown codes; the Problems it leaves are added to `facts`."""
     problems: list[Problem] = []
     if tx is not None:
         for resource, problem in await tx.consult(resources, wanted):
             if subject_of(resource) == facts.reference:
                 facts.add(problem)
                 problems.append(problem)
-    add_resources(facts, resources, terms)
     return problems
 
 

@@ -33,7 +33,6 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,6 +51,7 @@ from service.fhir.auth import Auth, auth_from_settings
 from service.fhir.bulk import ExportResult
 from service.mappers import relevant
 from service.screening import ScreenRun, screen
+from service.spool import new_spool, remove_stale, spool_root
 from service.sweeps.report import FunnelCounter, diff_runs, fhir_bundle
 from service.sweeps.snapshot import SnapshotInfo, Snapshots, snapshot_key
 from service.sweeps.store import (
@@ -306,7 +306,11 @@ class SweepRunner:
                 f"trial file {trial_path} changed to version {trial.version} after the run "
                 f"was started with {run.trial_version}"
             )
-        with tempfile.TemporaryDirectory(prefix="cohort-match-sweep-") as tmp:
+        # Owner-only, under COHORT_MATCH_SPOOL_DIR, named with our pid; spools of killed
+        # sweeps (their process gone) are removed first (service/spool.py).
+        root = spool_root(self.settings.spool_dir)
+        remove_stale(root)
+        with new_spool(root, "sweep") as tmp:
             if run.source_kind == "files":
                 fetched = _Fetched(Path(run.source), RunMode("files"))
             else:

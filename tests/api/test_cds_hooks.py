@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OctKey
 
+from service.audit import AuditUnavailable
 from service.cds.cards import markdown_text
 from service.cds.prefetch import MAX_TEMPLATE_CHARS, template_length
 from service.config import Settings
@@ -886,3 +887,97 @@ def test_a_deceased_patient_gets_no_card(
     response = call(hook("p01", prefetch))
     assert response.status_code == 200, response.text
     assert response.json() == {"cards": []}
+
+
+# ---------------------------------------------------------------------------- failed calls
+def _overridden(card: str, **reason: Any) -> dict[str, Any]:
+    return {
+        "feedback": [
+            {
+                "card": card,
+                "outcome": "overridden",
+                "overrideReason": reason,
+                "outcomeTimestamp": "2026-11-20T00:00:00Z",
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ({"userComment": "seen\x00 by the team"}, "NUL"),
+        ({"reason": {"system": "http://x.org/r", "code": "c\x00"}}, "NUL"),
+        ({"reason": {"system": "http://x.org/" + "r" * 300, "code": "c"}}, "system"),
+        ({"reason": {"system": "http://x.org/r", "code": "c" * 200}}, "code"),
+        ({"reason": {"system": "http://x.org/r", "code": "c", "display": "d" * 300}}, "display"),
+        ({"userComment": "x" * 2001}, "userComment"),
+    ],
+    ids=["nul-comment", "nul-code", "long-system", "long-code", "long-display", "long-comment"],
+)
+def test_feedback_fields_too_long_or_with_nul_are_400_and_nothing_stored(
+    cds: TestClient, ehr_token: Callable[..., str], reason: dict[str, Any], message: str
+) -> None:
+    path = f"{URL}/feedback"
+    response = cds.post(
+        path,
+        json=_overridden("c1", **reason),
+        headers={"Authorization": f"Bearer {ehr_token(path)}"},
+    )
+    assert response.status_code == 400, response.text
+    assert message in response.json()["issue"][0]["diagnostics"]
+    assert cds.app.state.cds_hooks.store.feedback() == []  # type: ignore[attr-defined]
+
+
+def _audit_fails(cds: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(record: object) -> None:
+        raise AuditUnavailable("the access could not be audited; try again later")
+
+    monkeypatch.setattr(cds.app.state.cohort.audit, "record", refuse)  # type: ignore[attr-defined]
+
+
+def test_a_hook_call_whose_audit_fails_is_503_and_stores_no_card(
+    cds: TestClient, call: Callable[..., httpx.Response], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _audit_fails(cds, monkeypatch)
+    response = call(hook("p01"))
+    assert response.status_code == 503, response.text
+    assert "cards" not in response.json()
+    assert cds.app.state.cds_hooks.store.cards() == []  # type: ignore[attr-defined]
+
+
+def test_feedback_whose_audit_fails_is_503_and_stores_nothing(
+    cds: TestClient,
+    call: Callable[..., httpx.Response],
+    ehr_token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    card = only_card(call(hook("p01")))
+    _audit_fails(cds, monkeypatch)
+    path = f"{URL}/feedback"
+    response = cds.post(
+        path,
+        json=_overridden(card["uuid"], userComment="already referred"),
+        headers={"Authorization": f"Bearer {ehr_token(path)}"},
+    )
+    assert response.status_code == 503, response.text
+    assert cds.app.state.cds_hooks.store.feedback() == []  # type: ignore[attr-defined]
+
+
+def test_a_prefetch_over_the_entry_cap_is_413_and_searches_nothing(
+    cds_settings: Settings, fhir: RecordingFhir, ehr_token: Callable[..., str]
+) -> None:
+    with _client(cds_settings) as client:
+        prefetch = prefetch_for(fhir, templates(client, ehr_token), "p01")
+    entries = sum(
+        len(v.get("entry", [])) if v.get("resourceType") == "Bundle" else 1
+        for v in prefetch.values()
+    )
+    capped = cds_settings.model_copy(update={"max_bundle_entries": entries - 1})
+    with _client(capped) as client:
+        response = client.post(
+            URL, json=hook("p01", prefetch), headers={"Authorization": f"Bearer {ehr_token(URL)}"}
+        )
+    assert response.status_code == 413, response.text
+    assert "at most" in response.json()["issue"][0]["diagnostics"]
+    assert fhir.requests == []

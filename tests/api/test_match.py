@@ -9,7 +9,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from service.config import Settings
 from service.fhir.client import RetryPolicy
+from service.main import create_app
 from tests.api.conftest import DEMO, FakeFhir
 
 MATCH = "/trials/NCT06946485/match"
@@ -200,7 +202,7 @@ def test_a_failed_condition_fetch_never_becomes_pass_or_fail(
     for criterion in ("I1", "E2", "E5", "E6", "E7", "E8", "E11"):
         assert result[criterion] == "unknown", criterion
     reason = next(c for c in body["criteria"] if c["id"] == "E2")["reason"]
-    assert "could not be read" in reason
+    assert "the Condition search failed (" in reason
     assert body["status"] == "possibly_eligible"
     assert any("Condition" in p and "fetch failed" in p for p in body["problems"])
     # Criteria read from other resources are still decided.
@@ -436,3 +438,51 @@ def test_a_failed_observation_search_is_named_short_in_problems(
     assert all(len(p) < 400 and "code=" not in p for p in problems), problems
     assert all(p.startswith("Observation search: fetch failed") for p in problems), problems
     assert verdicts(response.json())["I6.hgb"] == "unknown"
+
+
+def test_a_failed_observation_search_makes_lab_criteria_say_so_not_order_the_lab(
+    api: TestClient, auth: dict[str, str], fake_fhir: FakeFhir
+) -> None:
+    fake_fhir.faults["Observation"] = lambda request: httpx.Response(503)
+    response = api.post(MATCH, json={"patient": "p01", "as_of": "2026-11-20"}, headers=auth)
+    assert response.status_code == 200, response.text
+    criteria = {c["id"]: c for c in response.json()["criteria"]}
+    # measurement, graded domains, creatinine clearance and test results alike
+    for criterion in ("I2", "I3", "I6.wbc", "I6.hgb", "I6.crcl", "I7.hcg", "E10.hbv"):
+        found = criteria[criterion]
+        assert found["verdict"] == "unknown", criterion
+        assert "Observation search failed" in found["reason"], (criterion, found["reason"])
+        assert "503" in found["reason"], (criterion, found["reason"])
+        assert not found["reason"].startswith("no "), (criterion, found["reason"])
+
+
+def test_a_bundle_over_the_entry_cap_is_413_before_it_is_mapped(
+    settings: Settings, fake_fhir: FakeFhir, auth: dict[str, str]
+) -> None:
+    bundle = json.loads((DEMO / "p24-hbsag-positive.json").read_text(encoding="utf-8"))
+    cap = len(bundle["entry"])
+    with TestClient(create_app(settings.model_copy(update={"max_bundle_entries": cap}))) as api:
+        at_cap = api.post(f"{MATCH}?as_of=2026-11-20", json=bundle, headers=auth)
+        assert at_cap.status_code == 200, at_cap.text
+        bundle["entry"].append(bundle["entry"][-1])
+        over = api.post(f"{MATCH}?as_of=2026-11-20", json=bundle, headers=auth)
+    assert over.status_code == 413, over.text
+    outcome = over.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert f"at most {cap}" in outcome["issue"][0]["diagnostics"]
+
+
+def test_a_body_parsed_off_the_loop_reads_as_json_reads_it(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    # orjson refuses NaN and integers past 64 bits; `json` reads them: the meaning stays.
+    bundle = json.loads((DEMO / "p24-hbsag-positive.json").read_text(encoding="utf-8"))
+    text = json.dumps(bundle)[:-2] + ', {"resource": {"resourceType": "Basic", "n": NaN, '
+    text += '"big": 123456789012345678901234567890}}]}'
+    response = api.post(
+        f"{MATCH}?as_of=2026-11-20",
+        content=text.encode(),
+        headers={**auth, "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert verdicts(response.json())["E10.hbv"] == "fail"

@@ -214,6 +214,7 @@ def test_errors_are_operation_outcomes(
     for path in (f"/sweeps/{huge}", f"/sweeps/{2**31}/diff", "/sweeps/0", "/sweeps/-1/attrition"):
         _outcome(client.get(path, headers=token()), 422, "run_id")
     _outcome(client.get(f"/sweeps/1/diff?against={huge}", headers=token()), 422, "against")
+    _outcome(client.get(f"/sweeps/1/candidates?limit={huge}", headers=token()), 422, "limit")
 
     release = threading.Event()
     add = SweepStore.add_results

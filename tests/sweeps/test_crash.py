@@ -82,3 +82,69 @@ def crash_and_recover(url: str, where: str) -> None:
 @pytest.mark.parametrize("where", ["store", "screen"])
 def test_sigkill_mid_sweep_leaves_the_store_consistent(tmp_path: Path, where: str) -> None:
     crash_and_recover(f"sqlite:///{tmp_path / 'crash.db'}", where)
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_killed_sweep_leaves_no_workers_and_its_spool_is_removed_by_the_next(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'orphan.db'}"
+    spools = tmp_path / "spools"
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.sweeps.orphan_sweep", url, str(DEMO), str(spools)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            workers: set[int] = set()
+            while time.monotonic() < deadline and len(workers) < 2:
+                assert proc.poll() is None, proc.communicate()
+                workers = _children(proc.pid)
+                time.sleep(0.05)
+            assert len(workers) >= 2, "the sweep never started its workers"
+            (spool,) = spools.iterdir()
+            # Owner-only, under the configured directory, named with the sweep's pid.
+            assert spool.name.startswith(f"cohort-match-sweep-{proc.pid}-")
+            assert spool.stat().st_mode & 0o777 == 0o700
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_running(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_running(w) for w in workers), "workers outlived the killed sweep"
+    assert spool.exists()  # SIGKILL leaves it; the next sweep removes it
+
+    store = SweepStore(url)
+    try:
+        runner = SweepRunner(sweep_settings(url, spool_dir=spools), store)
+        run = sweep(runner)
+        assert run.counts["patients"] == 50
+    finally:
+        store.close()
+    assert list(spools.iterdir()) == []  # the stale spool and the completed run's own
