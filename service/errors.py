@@ -8,6 +8,7 @@
      ├── PayloadTooLarge              413  request body over the configured limit
      ├── Unauthorized                 401  no or invalid bearer token
      ├── Forbidden                    403  valid token without the needed scope
+     ├── NotConfigured                503  the request needs something this deployment lacks
      └── FhirError                         the FHIR server did not give us what we asked for
           ├── FhirTemporaryError      504  timeouts, 429/502/503/504 after retries (retryable)
           └── FhirFatalError          502  not worth retrying
@@ -34,6 +35,7 @@ __all__ = [
     "FhirTemporaryError",
     "FhirUnsafeLink",
     "Forbidden",
+    "NotConfigured",
     "NotFound",
     "PayloadTooLarge",
     "ServiceError",
@@ -81,6 +83,11 @@ class Unauthorized(ServiceError):
 class Forbidden(ServiceError):
     status = 403
     code = "forbidden"
+
+
+class NotConfigured(ServiceError):
+    status = 503
+    code = "not-supported"
 
 
 class FhirError(ServiceError):

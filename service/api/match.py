@@ -26,6 +26,7 @@ from service.errors import (
     BadRequest,
     FhirError,
     FhirNotFound,
+    NotConfigured,
     NotFound,
     PayloadTooLarge,
     ServiceError,
@@ -68,7 +69,7 @@ def _trial(state: AppState, trial_id: str) -> TrialDefinition:
 
 def _fhir(state: AppState) -> FhirClient:
     if state.fhir is None:
-        raise ServiceError("no FHIR server configured (COHORT_MATCH_FHIR_BASE_URL)")
+        raise NotConfigured("no FHIR server configured (COHORT_MATCH_FHIR_BASE_URL)")
     return state.fhir
 
 

@@ -246,7 +246,7 @@ class FhirClient:
                 attempt,
                 self.retry.attempts - 1,
                 delay,
-                error.message,
+                _without_query(error.message, url),
             )
             await self._sleep(delay)
 
@@ -506,3 +506,9 @@ class FhirClient:
         if not url.startswith(self.base_url):
             raise ValueError(f"not under the base URL {self.base_url}: {url}")
         return url[len(self.base_url) :]
+
+
+def _without_query(message: str, url: str) -> str:
+    """A message quoting `url` with the URL cut to its path: a search's query holds up to 60
+    codes (kilobytes) and, for some servers, identifiers that do not belong in logs."""
+    return message.replace(url, url.split("?", 1)[0] + "?...") if "?" in url else message

@@ -486,3 +486,14 @@ def test_a_body_parsed_off_the_loop_reads_as_json_reads_it(
     )
     assert response.status_code == 200, response.text
     assert verdicts(response.json())["E10.hbv"] == "fail"
+
+
+def test_without_a_fhir_server_match_by_id_is_503_not_500(settings, make_token) -> None:  # type: ignore[no-untyped-def]
+    from service.main import create_app
+
+    bare = settings.model_copy(update={"fhir_base_url": None})
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    with TestClient(create_app(bare)) as client:
+        response = client.post(MATCH, json={"patient": "p01"}, headers=headers)
+    assert response.status_code == 503, response.text
+    assert "no FHIR server configured" in response.json()["issue"][0]["diagnostics"]

@@ -260,3 +260,21 @@ async def test_retry_after_as_an_http_date() -> None:
     async with client(sleeps) as fhir:
         await fhir.read("Patient", "p1")
     assert sleeps.calls == [0.0]  # a date in the past: retry at once
+
+
+@respx.mock
+async def test_a_retry_warning_names_the_search_without_its_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    codes = ",".join(f"http://loinc.org|{n}-1" for n in range(1000, 1060))
+    respx.get(f"{BASE}/Observation").mock(
+        side_effect=[httpx.Response(503), httpx.Response(200, json=searchset([]))]
+    )
+    async with client() as fhir:
+        with caplog.at_level("WARNING", logger="service.fhir.client"):
+            found = [r async for r in fhir.search("Observation", {"code": codes})]
+    assert found == []
+    (warning,) = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert "/Observation?..." in warning
+    assert "loinc" not in warning
+    assert len(warning) < 300
