@@ -143,7 +143,7 @@ def test_sweeps_diff_and_exports_on_postgresql(
     assert [c.patient for c in diff.dropped] == ["Patient/p01"]
     assert diff.counts["unchanged"] == 65
     assert b'"rank":50' in b"".join(ranked_json(pg_store, second))
-    assert len(fhir_bundle(pg_store, second)["entry"]) == 2 + 20
+    assert len(fhir_bundle(pg_store, second)["entry"]) == 2 + 29
 
 
 @pytest.mark.parametrize("where", ["store", "screen"])
