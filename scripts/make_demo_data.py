@@ -5,7 +5,10 @@ is a FHIR transaction Bundle named after the case it exercises, anchored to AS_O
 written in the unit style of a Chinese (SI) or a US lab. The scenarios cover the pass,
 fail and unknown paths of every criterion; `EXPECTED` records what each should show, and
 tests/test_demo_data.py holds the engine to it
-(tests/data/demo_expected.json).
+(tests/data/demo_expected.json). p51 onwards send one record the way a hospital system does
+(SNOMED CT below a listed code, clinical-drug RxNorm codes, MedicationAdministration, an
+allergy without `category`, Chinese result text, titers, lab unit spellings, several reference
+ranges, a deceased patient). Every patient carries an MRN (Patient.identifier, type MR).
 
     python scripts/make_demo_data.py [--out demo/NCT06946485] [--check]
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 from service.synthetic import (
     ICD10CM,
+    LOINC,
     LUPUS,
     SNOMED,
     make_allergy,
@@ -54,6 +58,14 @@ BILAG_DOMAINS = [
     "haematological",
 ]
 POSITIVE, NEGATIVE = ("http://snomed.info/sct", "10828004"), ("http://snomed.info/sct", "260385009")
+# Business identifiers: every patient carries a medical record number (Patient.identifier, type
+# MR) as the hospital's EHR sends it, so results can name the chart.
+MRN_SYSTEM = "http://hospital.example.org/fhir/NamingSystem/mrn"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+RANGE_MEANING = "http://terminology.hl7.org/CodeSystem/referencerange-meaning"
+LOCAL_DX = "http://hospital.example.org/fhir/CodeSystem/diagnosis"
+LOCAL_DRUG = "http://hospital.example.org/fhir/CodeSystem/drug"
 
 
 def days_ago(n: int) -> date:
@@ -93,6 +105,47 @@ class Case:
 
     def med(self, code: str, **kw: Any) -> None:
         self.add(make_medication(self.next_id("m"), self.pid, code=code, **kw))
+
+    def patient(self) -> dict[str, Any]:
+        return next(r for r in self.resources if r["resourceType"] == "Patient")
+
+    def drop_obs(self, *codes: str) -> None:
+        """Remove the panel's results with these codes (a scenario sends its own instead)."""
+        self.resources = [
+            r
+            for r in self.resources
+            if not (r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] in codes)
+        ]
+
+    def lab(self, when: date, code: str, display: str, **value: Any) -> None:
+        """A result shaped as a hospital LIS sends it: LOINC with display, a timestamp with the
+        site's UTC offset, and the value element (`valueQuantity`, `valueString` ...) as given."""
+        resource: dict[str, Any] = {
+            "resourceType": "Observation",
+            "id": self.next_id("o"),
+            "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+            "subject": {"reference": f"Patient/{self.pid}"},
+            "effectiveDateTime": f"{when.isoformat()}T09:30:00+08:00",
+        }
+        resource.update(value)
+        self.add(resource)
+
+    def administration(
+        self, when: date, coding: dict[str, str], dose: tuple[float, str] | None = None
+    ) -> None:
+        """A MedicationAdministration (a nurse's record of one dose given on the ward)."""
+        resource: dict[str, Any] = {
+            "resourceType": "MedicationAdministration",
+            "id": self.next_id("ma"),
+            "status": "completed",
+            "medicationCodeableConcept": {"coding": [coding], "text": coding["display"]},
+            "subject": {"reference": f"Patient/{self.pid}"},
+            "effectiveDateTime": f"{when.isoformat()}T10:00:00+08:00",
+        }
+        if dose is not None:
+            resource["dosage"] = {"dose": {"value": dose[0], "unit": dose[1]}}
+        self.add(resource)
 
 
 # ------------------------------------------------------------------ building blocks
@@ -827,6 +880,311 @@ def scenarios() -> list[Case]:
             "I6.lvef": "pass",
         },
     )
+    # -------------------------------------------------------------- records as hospitals send them
+    # p51 onwards: each shows one behaviour of issue 9 on a record shaped the way an EHR or LIS
+    # sends it (codes one level deeper than a list's root, clinical-drug codes, administrations,
+    # no allergy category, Chinese result text, lab unit spellings, several reference ranges).
+    case(
+        "p51-anterior-wall-stemi-deeper-snomed-code",
+        "1969-03-22",
+        "male",
+        "ineligible",
+        build=lambda c: c.dx("54329005", onset=days_ago(50)),  # a descendant of "MI"
+        expect={"E6": "fail"},
+    )
+
+    def nephritis_class(c: Case) -> None:
+        c.resources = [r for r in c.resources if r["resourceType"] != "Condition"]
+        sle(c, "36402006")  # SLE glomerulonephritis, WHO class IV: a descendant of SLE
+
+    case(
+        "p52-lupus-nephritis-class-iv-snomed-code",
+        "1993-05-09",
+        "female",
+        "likely_eligible",
+        build=nephritis_class,
+        expect={"I1": "pass"},
+    )
+
+    def gcsf_clinical_drug(c: Case) -> None:
+        neupogen = {
+            "system": RXNORM,
+            "code": "1649944",
+            "display": "1 ML filgrastim 0.3 MG/ML Injection",
+        }
+        for n in (17, 16, 15):  # three daily doses, the last 5 days before the ANC
+            c.administration(days_ago(n), neupogen, (300, "ug"))
+
+    case(
+        "p53-g-csf-clinical-drug-administered-before-anc",
+        "1990-08-14",
+        "female",
+        "possibly_eligible",
+        build=gcsf_clinical_drug,
+        expect={"I6.anc": "unknown"},
+    )
+
+    def iv_cyclophosphamide(c: Case) -> None:
+        c.resources = [r for r in c.resources if '"3002"' not in json.dumps(r)]
+        ampoule = {
+            "system": RXNORM,
+            "code": "1734919",
+            "display": "cyclophosphamide 1000 MG Injection",
+        }
+        for month in range(6):  # monthly NIH-protocol pulses, one administration each
+            c.administration(date(2024, 2, 1) + timedelta(days=28 * month), ampoule, (750, "mg"))
+
+    case(
+        "p54-iv-cyclophosphamide-as-administrations",
+        "1987-01-30",
+        "female",
+        "likely_eligible",
+        build=iv_cyclophosphamide,
+        expect={"I4": "pass"},
+    )
+
+    def sulfonamide_allergy(c: Case) -> None:
+        c.add(
+            {
+                "resourceType": "AllergyIntolerance",
+                "id": c.next_id("a"),
+                "clinicalStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                            "code": "active",
+                        }
+                    ]
+                },
+                # No `category`: most EHRs leave it out. The SNOMED substance says "drug".
+                "code": {
+                    "coding": [
+                        {
+                            "system": SNOMED,
+                            "code": "387406002",
+                            "display": "Sulfonamide (substance)",
+                        }
+                    ],
+                    "text": "磺胺类药物过敏",
+                },
+                "patient": {"reference": f"Patient/{c.pid}"},
+                "criticality": "high",
+                "recordedDate": "2019-01-01",
+            }
+        )
+
+    case(
+        "p55-severe-sulfonamide-allergy-without-category",
+        "1984-11-03",
+        "female",
+        "ineligible",
+        build=sulfonamide_allergy,
+        expect={"E3": "fail"},
+    )
+
+    def hbsag_index(c: Case) -> None:
+        c.drop_obs("5196-1")
+        c.lab(
+            days_ago(12),
+            "5196-1",
+            "HBsAg",
+            valueQuantity={"value": 250.0, "unit": "COI"},
+            interpretation=[{"coding": [{"system": V3_INTERPRETATION, "code": "H"}]}],
+        )
+
+    case(
+        "p56-hbsag-index-value-with-high-flag",
+        "1978-04-16",
+        "male",
+        "ineligible",
+        build=hbsag_index,
+        expect={"E10.hbv": "fail"},
+    )
+
+    def rpr_titer(c: Case) -> None:
+        c.drop_obs("20507-0", "24110-9")
+        c.lab(days_ago(12), "20507-0", "RPR", valueString="1:8")
+        c.lab(days_ago(12), "24312-1", "TPPA", valueString="阳性(+)")
+
+    case(
+        "p57-rpr-titer-1-to-8-and-reactive-tppa",
+        "1982-07-07",
+        "male",
+        "ineligible",
+        build=rpr_titer,
+        expect={"E10.syphilis": "fail"},
+    )
+
+    def wbc_spelling(c: Case) -> None:
+        c.drop_obs("6690-2", "751-8")
+        c.lab(
+            days_ago(10),
+            "6690-2",
+            "白细胞计数",
+            valueQuantity={"value": 2.5, "unit": "\u00d710^9/L"},
+        )  # the multiplication sign, as Chinese LIS print it
+        c.lab(
+            days_ago(10),
+            "751-8",
+            "中性粒细胞绝对值",
+            valueQuantity={"value": 1.6, "unit": "10^9/L"},
+        )
+
+    case(
+        "p58-wbc-2.5-in-x10-9-per-l-spelling",
+        "1991-02-19",
+        "female",
+        "ineligible",
+        build=wbc_spelling,
+        expect={"I6.wbc": "fail", "I6.anc": "pass"},
+    )
+
+    def inr_ranges(c: Case) -> None:
+        c.drop_obs("6301-6")
+        normal = {"coding": [{"system": RANGE_MEANING, "code": "normal"}]}
+        therapeutic = {"coding": [{"system": RANGE_MEANING, "code": "therapeutic"}]}
+        c.lab(
+            days_ago(10),
+            "6301-6",
+            "INR",
+            valueQuantity={"value": 2.0, "unit": "{INR}"},
+            referenceRange=[
+                {"low": {"value": 0.8}, "high": {"value": 1.2}, "type": normal},
+                {"low": {"value": 2.0}, "high": {"value": 3.0}, "type": therapeutic},
+            ],
+        )
+
+    case(
+        "p59-inr-2.0-normal-and-therapeutic-ranges",
+        "1976-10-28",
+        "female",
+        "ineligible",
+        build=inr_ranges,
+        expect={"I6.inr": "fail"},
+    )
+
+    def lvef_fraction(c: Case) -> None:
+        c.drop_obs("10230-1")
+        c.lab(days_ago(30), "10230-1", "LVEF", valueQuantity={"value": 0.58, "unit": "%"})
+
+    case(
+        "p60-lvef-sent-as-fraction-0.58-percent",
+        "1989-06-25",
+        "female",
+        "likely_eligible",
+        build=lvef_fraction,
+        expect={"I6.lvef": "pass"},
+    )
+
+    def local_nephritis(c: Case) -> None:
+        c.resources = [r for r in c.resources if r["resourceType"] != "Condition"]
+        c.dx("LN-4", LOCAL_DX, onset=date(2018, 1, 1))
+        c.resources[-1]["code"]["coding"][0]["display"] = "狼疮性肾炎 IV型"
+        c.resources[-1]["code"]["text"] = "狼疮性肾炎 IV型"
+
+    case(
+        "p61-lupus-nephritis-local-code-chinese-text",
+        "1995-01-12",
+        "female",
+        "possibly_eligible",
+        build=local_nephritis,
+        expect={"I1": "unknown"},
+    )
+
+    def unmapped_gcsf(c: Case) -> None:
+        local = {
+            "system": LOCAL_DRUG,
+            "code": "X-77",
+            "display": "重组人粒细胞刺激因子注射液 (非格司亭) 150ug",
+        }
+        c.administration(days_ago(15), local, (150, "ug"))
+
+    case(
+        "p62-unmapped-g-csf-named-filgrastim-in-chinese",
+        "1992-09-02",
+        "female",
+        "possibly_eligible",
+        build=unmapped_gcsf,
+        expect={"I6.anc": "unknown"},
+    )
+
+    def deceased(c: Case) -> None:
+        c.patient()["deceasedDateTime"] = "2026-06-01"
+
+    case(
+        "p63-deceased-before-screening",
+        "1980-12-05",
+        "female",
+        "ineligible",
+        build=deceased,
+        expect={"I1": "pass"},
+    )
+
+    def hbv_dna_loq(c: Case) -> None:
+        c.drop_obs("5196-1", "16933-4", "56888-1", "20507-0", "24110-9")
+        d = days_ago(12)
+        c.lab(d, "5196-1", "乙肝表面抗原", valueString="阴性")
+        c.lab(d, "16933-4", "乙肝核心抗体", valueString="阳性(+)")
+        c.lab(d, "56888-1", "HIV抗体", valueString="阴性")
+        c.lab(d, "20507-0", "RPR", valueString="阴性(-)")
+        c.lab(d, "24110-9", "TPHA", valueString="(-)")
+        # "<20" is below quantitation, not "not detected": no ND flag, no 未检出 text.
+        c.lab(
+            days_ago(8),
+            "29615-2",
+            "HBV DNA",
+            valueQuantity={"value": 20, "comparator": "<", "unit": "IU/mL"},
+        )
+
+    case(
+        "p64-hbcab-positive-hbv-dna-below-quantitation",
+        "1985-03-30",
+        "female",
+        "possibly_eligible",
+        build=hbv_dna_loq,
+        expect={"E10.hbv": "unknown", "E10.hiv": "pass", "E10.syphilis": "pass"},
+    )
+
+    def old_antibiotic(c: Case) -> None:
+        c.add(
+            {
+                "resourceType": "MedicationRequest",
+                "id": c.next_id("m"),
+                "status": "active",  # never closed in the old system
+                "intent": "order",
+                "medicationCodeableConcept": {
+                    "coding": [
+                        {
+                            "system": RXNORM,
+                            "code": "308182",
+                            "display": "Amoxicillin 250 MG Oral Capsule",
+                        }
+                    ]
+                },
+                "subject": {"reference": f"Patient/{c.pid}"},
+                "authoredOn": "1980-05-04",
+            }
+        )
+
+    case(
+        "p65-antibiotic-order-from-1980-still-active",
+        "1966-12-24",
+        "female",
+        "likely_eligible",
+        build=old_antibiotic,
+        expect={"E4": "pass"},
+    )
+    case(
+        "p66-concussion-resolved-in-2009",
+        "1988-02-08",
+        "male",
+        "likely_eligible",
+        build=lambda c: c.dx(
+            "62106007", onset=date(2009, 4, 2), clinical="resolved", abatement=date(2009, 5, 1)
+        ),
+        expect={"E5": "pass"},
+    )
+
     return cases
 
 
@@ -836,12 +1194,24 @@ def _replace_prednisone(case: Case, mg: float) -> None:
     case.med("8640", start=start, end=start + timedelta(days=42), dose_mg=mg)
 
 
+def with_mrn(case: Case) -> None:
+    """Give the patient a medical record number, first among its identifiers."""
+    patient = case.patient()
+    mrn = {
+        "type": {"coding": [{"system": V2_0203, "code": "MR", "display": "Medical record number"}]},
+        "system": MRN_SYSTEM,
+        "value": f"NJ{int(case.pid[1:]):07d}",
+    }
+    patient["identifier"] = [mrn, *patient.get("identifier", [])]
+
+
 def write(out: Path, expected_path: Path = EXPECTED) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.json"):
         old.unlink()
     written = []
     for c in scenarios():
+        with_mrn(c)
         path = out / f"{c.slug}.json"
         path.write_text(
             json.dumps(transaction_bundle(c.resources), indent=1, ensure_ascii=False) + "\n",

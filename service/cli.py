@@ -548,6 +548,12 @@ def _print_funnel(funnel: AttritionPublic) -> None:
         highlight=False,
         style="dim",
     )
+    if funnel.excluded:
+        out.print(
+            f"{funnel.excluded} patient(s) excluded before the criteria "
+            "(no candidate whatever the criteria say: deceased).",
+            highlight=False,
+        )
     out.print(
         f"{funnel.remaining} of {funnel.patients} patients fail no criterion: "
         f"{funnel.likely_eligible} likely eligible, {funnel.possibly_eligible} possibly eligible "

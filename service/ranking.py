@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.criteria.model import TrialDefinition
@@ -67,3 +67,9 @@ def rank(results: list[PatientResult]) -> list[PatientResult]:
     for position, result in enumerate(ordered, start=1):
         result.rank = position
     return ordered
+
+
+def excluded_before_criteria(verdicts: Mapping[str, str], status: str) -> bool:
+    """Ineligible without any `fail`: no candidate whatever the criteria say (deceased). The
+    funnels count such a patient apart, before the first criterion."""
+    return status == "ineligible" and "fail" not in verdicts.values()

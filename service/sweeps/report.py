@@ -6,7 +6,9 @@ large the run; only the diff's changed patients and the FHIR Bundle's candidates
 - Funnel (attrition): per criterion, in protocol order, the counts of each verdict over every
   patient, and the sequential drop: patients remaining before the criterion (no `fail` so
   far), how many of them fail it (dropped) and how many it leaves `unknown` (the unknown
-  share). `unknown` never drops a patient: only `fail` makes a patient ineligible. The patients
+  share). `unknown` never drops a patient: only `fail` makes a patient ineligible. A patient
+  who is no candidate whatever the criteria say (ineligible without any `fail`: deceased on or
+  before `as_of`) is `excluded` before the first step; their verdicts still count. The patients
   remaining after the last criterion are exactly the likely + possibly eligible.
 - Diff: run A (earlier) against run B (later), patient by patient, merged in patient order.
 - Exports: the ranked list contract (JSON), CSV like `cohort-match screen --format csv`, and a
@@ -29,6 +31,7 @@ from typing import Any
 import orjson
 
 from service.errors import BadRequest
+from service.ranking import excluded_before_criteria
 from service.results_csv import CSV_HEAD, csv_row
 from service.schemas import TrialRefPublic
 from service.sweeps.schemas import (
@@ -127,12 +130,15 @@ class FunnelCounter:
         self.dropped = [0] * len(criteria)
         self.unknown = [0] * len(criteria)
         self.patients = 0
+        self.excluded = 0
         self.statuses = dict.fromkeys(("likely_eligible", "possibly_eligible", "ineligible"), 0)
 
     def add(self, verdicts: dict[str, str], status: str) -> None:
         self.patients += 1
         self.statuses[status] += 1
-        remaining = True
+        remaining = not excluded_before_criteria(verdicts, status)
+        if not remaining:
+            self.excluded += 1
         for index, criterion in enumerate(self.ids):
             verdict = verdicts[criterion]
             self.verdicts[index][verdict] += 1
@@ -146,7 +152,7 @@ class FunnelCounter:
 
     def result(self, run: RunInfo) -> AttritionPublic:
         steps = []
-        remaining = self.patients
+        remaining = self.patients - self.excluded
         for index, criterion in enumerate(self.criteria):
             before = remaining
             remaining -= self.dropped[index]
@@ -178,6 +184,7 @@ class FunnelCounter:
             remaining=remaining,
             likely_eligible=self.statuses["likely_eligible"],
             possibly_eligible=self.statuses["possibly_eligible"],
+            excluded=self.excluded,
         )
 
 

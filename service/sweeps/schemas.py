@@ -165,6 +165,11 @@ class AttritionPublic(_Public):
     remaining: int = Field(description="Patients with no fail: likely + possibly eligible")
     likely_eligible: int
     possibly_eligible: int
+    excluded: int = Field(
+        0,
+        description="Patients who are no candidate whatever the criteria say (deceased on or "
+        "before as_of): they enter no step",
+    )
 
 
 class RunRefPublic(_Public):

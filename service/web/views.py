@@ -22,6 +22,7 @@ import orjson
 
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import CriterionResult, Evidence, PatientResult
+from service.ranking import excluded_before_criteria
 from service.results_csv import CSV_HEAD, csv_row
 
 if TYPE_CHECKING:  # the web layer needs no sweeps machinery to be imported
@@ -220,9 +221,12 @@ def explain(result: PatientResult, trial: TrialDefinition) -> list[str]:
 
 
 def funnel(trial: TrialDefinition, results: Sequence[PatientResult]) -> list[FunnelRow]:
-    """Protocol order; `remaining` counts patients with no fail up to and including a row."""
+    """Protocol order; `remaining` counts patients with no fail up to and including a row.
+    A patient who is no candidate whatever the criteria say (deceased) enters no row."""
     verdicts = [r.verdicts() for r in results]
-    still_in = [True] * len(results)
+    still_in = [
+        not excluded_before_criteria(v, r.status) for v, r in zip(verdicts, results, strict=True)
+    ]
     rows = []
     for criterion in trial.criteria:
         counts = {"pass": 0, "fail": 0, "unknown": 0, "not_applicable": 0}

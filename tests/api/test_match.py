@@ -35,8 +35,15 @@ def test_match_fetches_and_screens_one_patient(api: TestClient, auth: dict[str, 
         "reference": "Patient/p01",
         "age": 35,
         "sex": "female",
-        "identifiers": [],
-        "mrn": None,
+        "identifiers": [
+            {
+                "value": "NJ0000001",
+                "system": "http://hospital.example.org/fhir/NamingSystem/mrn",
+                "type": "MR",
+                "label": "Medical record number",
+            }
+        ],
+        "mrn": "NJ0000001",
         "deceased": False,
         "deceased_date": None,
     }

@@ -82,6 +82,20 @@ def test_funnel_counts_and_sequential_drop_off() -> None:
     assert rows[-1].remaining == 2
 
 
+def test_funnel_leaves_out_a_deceased_patient_from_the_first_row() -> None:
+    trial = load_nct()
+    first = trial.criteria[0].id
+    results = [
+        # deceased: ineligible with every criterion passing, so no row drops them
+        _result("Patient/dead", {}, status="ineligible", score=0),
+        _result("Patient/b", {first: "fail"}, status="ineligible", score=0),
+        _result("Patient/c", {}, status="likely_eligible", score=1),
+    ]
+    rows = funnel(trial, results)
+    assert (rows[0].passed, rows[0].failed, rows[0].remaining, rows[0].dropped) == (2, 1, 1, 1)
+    assert rows[-1].remaining == 1  # only the likely eligible one
+
+
 def test_csv_has_the_clis_columns_in_rank_order() -> None:
     trial = load_nct()
     ranked = rank(

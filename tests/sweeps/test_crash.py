@@ -61,7 +61,7 @@ def crash_and_recover(url: str, where: str) -> None:
                 select(func.count()).select_from(RESULTS).where(RESULTS.c.run_id == killed)
             )
         assert stored == run.stored
-        assert (stored == 0) if where == "screen" else (10 <= stored < 50)
+        assert (stored == 0) if where == "screen" else (10 <= stored < 66)
         assert [r.id for r in store.runs(TRIAL) if r.status == "completed"] == []
         with pytest.raises(RunNotReady):
             store.with_results(killed)
@@ -73,8 +73,8 @@ def crash_and_recover(url: str, where: str) -> None:
         assert dead.error is not None
         assert "is gone" in dead.error
         assert store.count_results(killed) == 0
-        assert store.count_results(after.id) == 50
-        assert after.counts["patients"] == 50
+        assert store.count_results(after.id) == 66
+        assert after.counts["patients"] == 66
     finally:
         store.close()
 

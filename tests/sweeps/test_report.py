@@ -58,7 +58,7 @@ def test_json_export_is_the_screen_commands_ranked_list(
     assert body == orjson.loads(screened.stdout)
     limited = orjson.loads(b"".join(ranked_json(store, run, limit=3)))
     assert [c["rank"] for c in limited["candidates"]] == [1, 2, 3]
-    assert limited["counts"]["patients"] == 50
+    assert limited["counts"]["patients"] == 66
 
 
 def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo]) -> None:
@@ -81,7 +81,7 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
         "sex",
     ]
     assert header[9:] == run.criterion_ids  # one column per criterion verdict
-    assert len(exported.splitlines()) == 51
+    assert len(exported.splitlines()) == 67
 
 
 def test_fhir_export_is_a_valid_r4_bundle_of_the_candidates(
@@ -97,8 +97,8 @@ def test_fhir_export_is_a_valid_r4_bundle_of_the_candidates(
         for r in _results(store, run)
         if r["status"] in ("likely_eligible", "possibly_eligible")
     ]
-    assert len(candidates) == 21
-    assert kinds == {"ResearchStudy": 1, "Group": 1, "ResearchSubject": 21}
+    assert len(candidates) == 30
+    assert kinds == {"ResearchStudy": 1, "Group": 1, "ResearchSubject": 30}
     study = ResearchStudy.model_validate(resources[0])
     assert study.identifier[0].system == "https://clinicaltrials.gov"
     assert study.identifier[0].value == "NCT06946485"
@@ -146,12 +146,15 @@ def test_attrition_agrees_with_the_ranked_list(done: tuple[SweepStore, RunInfo])
     AttritionPublic.model_validate(funnel.model_dump(by_alias=True))
     results = _results(store, run)
     statuses = Counter(r["status"] for r in results)
-    assert funnel.patients == len(results) == 50
+    assert funnel.patients == len(results) == 66
     assert funnel.remaining == statuses["likely_eligible"] + statuses["possibly_eligible"]
-    assert (funnel.likely_eligible, funnel.possibly_eligible) == (12, 9)
-    assert sum(step.dropped for step in funnel.steps) == statuses["ineligible"]
+    assert (funnel.likely_eligible, funnel.possibly_eligible) == (17, 13)
+    # p63 is deceased: ineligible without a fail, excluded before the first criterion
+    assert funnel.excluded == 1
+    assert funnel.steps[0].remaining_before == funnel.patients - funnel.excluded
+    assert sum(step.dropped for step in funnel.steps) + funnel.excluded == statuses["ineligible"]
     assert [step.id for step in funnel.steps] == run.criterion_ids  # protocol order
-    remaining = results
+    remaining = [r for r in results if r["status_reason"] is None]  # not the deceased
     for step in funnel.steps:
         verdicts = Counter(
             next(c["verdict"] for c in r["criteria"] if c["id"] == step.id) for r in results
@@ -199,6 +202,22 @@ def test_funnel_drops_on_fail_only_and_shows_the_unknown_share(
     }
     assert counter.result(run).remaining == 2
     assert trial_ref(run).id == "NCT06946485"
+
+
+def test_a_deceased_patient_is_excluded_before_the_first_step(
+    done: tuple[SweepStore, RunInfo],
+) -> None:
+    _, run = done
+    criteria = [{"id": "A", "kind": "inclusion", "assessment": "automatic", "text": "a"}]
+    counter = FunnelCounter(criteria)
+    counter.add({"A": "pass"}, "ineligible")  # deceased: ineligible without a fail
+    counter.add({"A": "fail"}, "ineligible")
+    counter.add({"A": "unknown"}, "possibly_eligible")
+    funnel = counter.result(run)
+    (step,) = funnel.steps
+    assert (funnel.patients, funnel.excluded, funnel.remaining) == (3, 1, 1)
+    assert (step.remaining_before, step.dropped, step.unknown_share) == (2, 1, 0.5)
+    assert step.verdicts.pass_ == 1  # their verdicts still count
 
 
 def test_a_run_without_candidates_exports_a_group_without_members(tmp_path: Path) -> None:
