@@ -359,10 +359,11 @@ class TestEhr:
                 answer = self.upstream(upstream_request)
                 content = answer.content
             else:
-                answer = await http["client"].get(
+                answer = await _forward(
+                    http["client"],
                     f"{self.upstream}/{path}",
-                    params=list(request.query_params.multi_items()),
-                    headers=forwarded,
+                    list(request.query_params.multi_items()),
+                    forwarded,
                 )
                 # Links (Bundle.link[next]) name the server behind the proxy: rewrite them.
                 content = answer.content.replace(self.upstream.encode(), self.iss.encode())
@@ -478,3 +479,18 @@ class TestEhr:
                 self.key,
             )
         return body
+
+
+async def _forward(
+    client: httpx.AsyncClient, url: str, params: list[tuple[str, str]], headers: dict[str, str]
+) -> httpx.Response:
+    """GET upstream as a gateway does: a pooled connection the upstream closed is retried once
+    (a GET is idempotent), and an upstream that still fails is a 502, never an exception that
+    the proxy's framework turns into a 500."""
+    for attempt in (1, 2):
+        try:
+            return await client.get(url, params=params, headers=headers)
+        except httpx.TransportError:
+            if attempt == 2:
+                return httpx.Response(502, json={"resourceType": "OperationOutcome"})
+    raise AssertionError("unreachable")

@@ -144,7 +144,7 @@ def test_a_killed_sweep_leaves_no_workers_and_its_spool_is_removed_by_the_next(
     try:
         runner = SweepRunner(sweep_settings(url, spool_dir=spools), store)
         run = sweep(runner)
-        assert run.counts["patients"] == 50
+        assert run.counts["patients"] == 66
     finally:
         store.close()
     assert list(spools.iterdir()) == []  # the stale spool and the completed run's own
