@@ -267,6 +267,8 @@ def unreadable(
     """A reason to withhold a verdict: records of these types, possibly about these value
     sets, that could not be read. A failed search is named as such, with its status and cause
     (a lab rule says "the Observation search failed (...)", never "no result: order the lab")."""
+    if not facts.problems:  # most patients: nothing unreadable, nothing to build
+        return None
     problems = facts.problems_with(
         *resource_types, concepts=None if concepts is None else set(concepts)
     )

@@ -16,6 +16,7 @@ exist yet; one whose abatement date is after `as_of` was active then (`Diagnosis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Literal
 
@@ -153,8 +154,27 @@ def _judge_diagnoses(
 def _searched(rule: DiagnosisExcludesRule) -> list[str]:
     """The rule's value sets, then those of its exceptions and of `at_most_unknown`: a record
     coded only in an excepted or limited set (a subset by design) is still judged, never missed."""
+    return _per_rule(rule, "searched", lambda: _searched_now(rule))
+
+
+def _searched_now(rule: DiagnosisExcludesRule) -> list[str]:
     extra = [e.valueset for e in rule.exceptions] + rule.at_most_unknown
     return list(dict.fromkeys([*rule.valuesets, *extra]))
+
+
+# Derived from a rule alone, asked for every patient: worked out once per rule object (rules
+# are frozen and live as long as their trial; the entry keeps the rule, so its id stays its own).
+_RULE_CACHE: dict[tuple[int, str], tuple[DiagnosisExcludesRule, list[str]]] = {}
+
+
+def _per_rule(
+    rule: DiagnosisExcludesRule, what: str, compute: Callable[[], list[str]]
+) -> list[str]:
+    key = (id(rule), what)
+    found = _RULE_CACHE.get(key)
+    if found is None or found[0] is not rule:
+        found = _RULE_CACHE[key] = (rule, compute())
+    return found[1]
 
 
 def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Outcome | None:
@@ -335,6 +355,10 @@ def _types_read(rule: DiagnosisExcludesRule) -> list[str]:
 
 def _concerned(rule: DiagnosisExcludesRule) -> list[str]:
     """The value sets an unreadable record would have to concern to withhold a pass."""
+    return _per_rule(rule, "concerned", lambda: _concerned_now(rule))
+
+
+def _concerned_now(rule: DiagnosisExcludesRule) -> list[str]:
     return [
         *_searched(rule),
         *([rule.procedures.valueset] if rule.procedures else []),
