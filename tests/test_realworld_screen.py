@@ -1,0 +1,52 @@
+"""Bundles shaped the way hospital systems send them, screened end to end as files.
+
+Each file in tests/data/realworld/screen/ is one patient and one behaviour of issue 9, built
+with other codes, values and dates than the issue's examples (an anterior-wall STEMI, a
+sulfonamide allergy without `category`, 阴性(-) serology, an HBsAg index flagged H, an RPR
+titer, 10^9/L written with a multiplication sign, an INR with a therapeutic range, a death,
+an unmapped 非格司亭 administration,
+a local lupus nephritis code, HBV DNA "<20", a 1980 amoxicillin order, tinea, a 2019 pregnancy
+without status, an LVEF fraction, a severe reaction to an RxNorm-coded allergen, a pregnancy
+status observation, an MI that abated after as_of, ALT ranges by sex, a pegfilgrastim
+dispense, creatinine in `mg/dl` and weight in `Kg`, excepted and not excepted skin cancers,
+HCV RNA 未检出, an old reactive HIV test, TTP, recent haemodialysis, `10*3/uL` and `g/dl`).
+`../screen-expected.json` names the verdicts each must get.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.screening import screen
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = ROOT / "tests" / "data" / "realworld" / "screen"
+EXPECTED: dict[str, dict[str, str]] = json.loads(
+    (CASES.parent / "screen-expected.json").read_text("utf-8")
+)
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict[str, Any]]:
+    run = screen(
+        CASES, ROOT / "trials" / "NCT06946485.yaml", ROOT / "terminology", date(2026, 11, 20)
+    )
+    try:
+        return {r["patient"]["reference"]: r for r in run.results()}
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_each_case_gets_its_verdicts(results: dict[str, dict[str, Any]], case: str) -> None:
+    patient = f"Patient/{case.split('-')[0]}"
+    result = results[patient]
+    verdicts = {c["id"]: c["verdict"] for c in result["criteria"]}
+    for criterion, expected in EXPECTED[case].items():
+        got = result["status"] if criterion == "status" else verdicts[criterion]
+        assert got == expected, f"{case} {criterion}: {got}"
