@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.as_of import check_as_of
+from service.clock import today
 from service.config import Settings, get_settings
 from service.criteria.model import TrialError
 from service.errors import ServiceError
@@ -79,7 +80,10 @@ def _fail(message: str) -> typer.Exit:
 
 def _parse_day(text: str | None) -> date:
     if text is None:
-        return date.today()
+        try:
+            return today(get_settings())
+        except ValueError as exc:  # an unknown COHORT_MATCH_SWEEP_TIMEZONE
+            raise _fail(str(exc)) from None
     try:
         day = date.fromisoformat(text)
     except ValueError:

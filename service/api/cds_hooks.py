@@ -34,7 +34,6 @@ Design decisions (see also service/cds/):
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 import uuid
@@ -70,6 +69,7 @@ from service.cds.prefetch import (
     read_prefetch,
 )
 from service.cds.store import CdsStore, IssuedCard
+from service.clock import today
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
 from service.errors import BadRequest, NotFound, ServiceError, Unauthorized
@@ -373,7 +373,7 @@ async def call_service(
     if payload.hook != HOOK:
         raise BadRequest(f"service {service_id} answers the {HOOK} hook, not {payload.hook!r}")
     try:
-        day = payload.as_of() or dt.date.today()
+        day = payload.as_of() or today(state.settings)
     except ValueError as exc:
         raise BadRequest(f"extension.{AS_OF_EXTENSION}: {exc}") from exc
     queries = runtime.queries[trial.id]

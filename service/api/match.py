@@ -19,6 +19,7 @@ from service.api.schemas import BundleInput, CandidatesRequest, MatchRequest
 from service.api.state import AppState, OffLoopJsonRoute, State
 from service.as_of import AsOf
 from service.audit import AuditRecord
+from service.clock import today
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
@@ -134,11 +135,11 @@ async def match(
             facts = await _facts_from_bundle(payload, state, state.plans[trial_id].valuesets)
             timing["map"] = time.perf_counter() - started
             reference = facts.reference
-            day = as_of or dt.date.today()
+            day = as_of or today(state.settings)
         else:
             ident = patient_id(payload.patient)
             reference = f"Patient/{ident}"
-            day = payload.as_of or as_of or dt.date.today()
+            day = payload.as_of or as_of or today(state.settings)
             try:
                 fetched = await fetch_patient(
                     _fhir(state),
@@ -244,7 +245,7 @@ async def candidates(
         trial = _trial(state, trial_id)
         fhir = _fhir(state)
         token = _fhir_token(state, caller)
-        day = body.as_of or dt.date.today()
+        day = body.as_of or today(state.settings)
         ids = await candidate_ids(fhir, body, token)
         results, resources, errors, unscreened = await screen_many(state, trial, ids, day, token)
         ranked = rank(results)

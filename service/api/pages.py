@@ -46,6 +46,7 @@ from service.api.smart import Smart, error_page, page_session, set_session_cooki
 from service.api.state import AppState, State
 from service.as_of import check_as_of
 from service.audit import AuditRecord
+from service.clock import today
 from service.config import Settings
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
@@ -112,9 +113,9 @@ def _trial(state: AppState, trial_id: str | None) -> TrialDefinition:
     return trial
 
 
-def _day(as_of: str | None) -> dt.date:
+def _day(as_of: str | None, settings: Settings) -> dt.date:
     if not as_of:
-        return dt.date.today()
+        return today(settings)
     try:
         day = dt.date.fromisoformat(as_of)
     except ValueError:
@@ -222,7 +223,7 @@ async def _patient_body(
     as_of: str | None,
 ) -> str:
     trial = _trial(state, trial_id)
-    day = _day(as_of)
+    day = _day(as_of, state.settings)
     try:
         wanted = patient_id(ident) if ident else session.patient
     except BadRequest as exc:
@@ -602,12 +603,12 @@ async def cohort_page(
     assert session is not None
     try:
         chosen = _trial(state, trial)
-        explicit = _day(as_of) if as_of else None
+        explicit = _day(as_of, state.settings) if as_of else None
         wanted = _status_filter(status)
         run, store = await _source(request, state, smart, session, chosen, explicit, fresh, sweep)
     except PageError as exc:
         return error_page(smart, exc.title, exc.message, exc.status, request_id)
-    day = run.as_of if run is not None else explicit or dt.date.today()
+    day = run.as_of if run is not None else explicit or today(state.settings)
     head = render(
         "cohort_start.html",
         title=f"{chosen.id} candidates",
@@ -812,7 +813,7 @@ async def cohort_csv(
     chosen: TrialDefinition | None = None
     try:
         chosen = _trial(state, trial)
-        explicit = _day(as_of) if as_of else None
+        explicit = _day(as_of, state.settings) if as_of else None
         wanted = _status_filter(status)
         run, store = await _source(request, state, smart, session, chosen, explicit, fresh, sweep)
         if run is not None and store is not None:
@@ -822,7 +823,7 @@ async def cohort_csv(
             outcome = f"sweep {run.id}: {run.counts['patients']} screened"
             filename = f"{chosen.id}-candidates-{run.as_of.isoformat()}-sweep-{run.id}.csv"
             return _csv_response(body, filename)
-        day = explicit or dt.date.today()
+        day = explicit or today(state.settings)
         screened = await _screen(state, smart.fhir(session.iss), chosen, day, session.access_token)
         ids = screened.ids
         outcome = f"{len(screened.ranked)} screened"

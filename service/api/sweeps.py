@@ -21,7 +21,6 @@ on shutdown asks running sweeps to stop and waits for them.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from fastapi.responses import Response, StreamingResponse
 from service.api.deps import Caller, RequestId
 from service.api.state import AppState, State
 from service.audit import AuditRecord
+from service.clock import today
 from service.errors import Forbidden, NotFound, ServiceError
 from service.schemas import RankedListPublic
 from service.security import Principal
@@ -203,7 +203,7 @@ def start_sweep(
         if body.trial not in state.trials:
             raise NotFound(f"unknown trial {body.trial!r}")
         run = sweeps.start(
-            body.trial, body.as_of or dt.date.today(), caller.subject, full=body.full
+            body.trial, body.as_of or today(state.settings), caller.subject, full=body.full
         )
         call.outcome = f"started run {run.id}"
         return _json(public(run), 202, {"Location": f"/sweeps/{run.id}"})

@@ -21,13 +21,12 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Iterable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
-from tzlocal import get_localzone
 
+from service.clock import zone
 from service.config import Settings
 from service.sweeps.runner import BackgroundSweeps
 from service.sweeps.store import SweepConflict
@@ -41,14 +40,7 @@ MISFIRE_GRACE_S = 3600
 
 
 def schedule_timezone(settings: Settings) -> dt.tzinfo:
-    if settings.sweep_timezone is None:
-        return get_localzone()
-    try:
-        return ZoneInfo(settings.sweep_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"COHORT_MATCH_SWEEP_TIMEZONE: unknown time zone {settings.sweep_timezone!r}"
-        ) from None
+    return zone(settings)  # the one clock's zone (service/clock.py)
 
 
 def trigger_for(trial_id: str, expression: str, timezone: dt.tzinfo) -> object:
