@@ -39,6 +39,7 @@ from service.fhir.responses import (
     operation_outcome,
     retry_after_s,
     status_error,
+    without_query,
 )
 
 __all__ = ["FhirClient", "RetryPolicy"]
@@ -246,7 +247,7 @@ class FhirClient:
                 attempt,
                 self.retry.attempts - 1,
                 delay,
-                _without_query(error.message, url),
+                without_query(error.message, url),
             )
             await self._sleep(delay)
 
@@ -506,9 +507,3 @@ class FhirClient:
         if not url.startswith(self.base_url):
             raise ValueError(f"not under the base URL {self.base_url}: {url}")
         return url[len(self.base_url) :]
-
-
-def _without_query(message: str, url: str) -> str:
-    """A message quoting `url` with the URL cut to its path: a search's query holds up to 60
-    codes (kilobytes) and, for some servers, identifiers that do not belong in logs."""
-    return message.replace(url, url.split("?", 1)[0] + "?...") if "?" in url else message

@@ -28,6 +28,7 @@ from service.criteria.model import TrialDefinition, valuesets_named
 from service.errors import FhirError, FhirFatalError, FhirMalformedResponse, FhirTemporaryError
 from service.facts import PatientFacts, Problem
 from service.fhir.client import FhirClient
+from service.fhir.responses import without_query
 from service.mappers import MappingError, map_resource, problem_for, subject_of
 from service.terminology import Terminology
 
@@ -109,8 +110,7 @@ class _Search:
 def _short(message: str, url: str | None, limit: int = 300) -> str:
     """A failure's message with the search URL it quotes cut to its path (a chunk of codes
     makes it kilobytes long), and at most `limit` characters."""
-    if url and "?" in url:
-        message = message.replace(url, url.split("?", 1)[0] + "?...")
+    message = without_query(message, url)
     return message if len(message) <= limit else f"{message[: limit - 3]}..."
 
 

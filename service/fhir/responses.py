@@ -27,6 +27,7 @@ __all__ = [
     "outcome_text",
     "retry_after_s",
     "status_error",
+    "without_query",
 ]
 
 # Worth asking again after a while (with Retry-After when the server sends one).
@@ -118,3 +119,11 @@ def status_error(status: int, outcome: dict[str, Any] | None, url: str) -> FhirE
         http_status=status,
         outcome=outcome,
     )
+
+
+def without_query(message: str, url: str | None) -> str:
+    """A message quoting `url` with the URL cut to its path: a search's query holds up to 60
+    codes (kilobytes) and, for some servers, identifiers that do not belong in logs."""
+    if url and "?" in url:
+        return message.replace(url, url.split("?", 1)[0] + "?...")
+    return message

@@ -199,6 +199,20 @@ def _decided(reading: Reading | None) -> tuple[bool, Qualitative | None]:
     return True, reading
 
 
+def _read_concept(
+    terms: Terminology, codes: list[Code], text: str | None
+) -> tuple[bool, Qualitative | None]:
+    """A coded or text value (or one interpretation concept) read as qualitative: its codes
+    first, then its text; (whether the search stops, the result) as `_decided`."""
+    for code in codes:
+        stop, found = _decided(terms.qualitative_of_code(code.system, code.code))
+        if stop:
+            return stop, found
+    if text:
+        return _decided(terms.qualitative_of_text(text))
+    return False, None
+
+
 def _qualitative(
     terms: Terminology,
     concepts: frozenset[str],
@@ -210,14 +224,9 @@ def _qualitative(
 ) -> Qualitative | None:
     """Positive or negative, from the first source that says (module docstring)."""
     infos = [terms.valuesets[name] for name in concepts if name in terms.valuesets]
-    for code in coded:
-        stop, found = _decided(terms.qualitative_of_code(code.system, code.code))
-        if stop:
-            return found
-    if text:
-        stop, found = _decided(terms.qualitative_of_text(text))
-        if stop:
-            return found
+    stop, found = _read_concept(terms, coded, text)
+    if stop:
+        return found
     if titer is not None and any(info.titer_reactive_at_any_dilution for info in infos):
         if titer.comparator not in ("<", "<="):
             return "positive"  # reactive at any dilution, 1:1 included
@@ -225,14 +234,9 @@ def _qualitative(
             return "negative"  # not reactive even undiluted
         return None  # "<1:8": the lower dilutions are not reported
     for codes, concept_text in interpretation:
-        for code in codes:
-            stop, found = _decided(terms.qualitative_of_code(code.system, code.code))
-            if stop:
-                return found
-        if concept_text:
-            stop, found = _decided(terms.qualitative_of_text(concept_text))
-            if stop:
-                return found
+        stop, found = _read_concept(terms, codes, concept_text)
+        if stop:
+            return found
     if numeric and not coded and any(info.interpretation_decides for info in infos):
         for codes, _ in interpretation:
             for code in codes:
