@@ -3,13 +3,17 @@
 `run(resources, criterion_id)` is the whole path a verdict takes (FHIR JSON -> mappers ->
 PatientFacts -> engine) for one criterion of NCT06946485, on the fixed date AS_OF. A resource
 that cannot be read becomes a Problem exactly as in a screening run (service.screening).
+
+No test writes into the checkout: COHORT_MATCH_DATABASE_URL (an app built with the default
+Settings) points into the session's temporary directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +42,16 @@ def load_terms() -> Terminology:
 @lru_cache(maxsize=1)
 def load_nct() -> TrialDefinition:
     return load_trial(TRIAL_PATH)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_database_in_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """An app or CLI command left at the default database writes into the session's temp
+    directory, never into the checkout (and never into another xdist worker's file)."""
+    database = tmp_path_factory.mktemp("default-database") / "cohort-match.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COHORT_MATCH_DATABASE_URL", f"sqlite:///{database}")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +94,17 @@ def run(
     """The result of one criterion of the trial for the patient these resources describe."""
     criterion = load_nct().criterion(criterion_id)
     return evaluate_criterion(criterion, facts_of(resources), context(as_of))
+
+
+TESTS = Path(__file__).resolve().parent
+# A test in these folders belongs to scripts/check's second pass (one process, in order) even
+# if its module forgets the marker.
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "browser": pytest.mark.browser}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
