@@ -1,4 +1,4 @@
-"""Helpers for scripts/fhir-server, run by the sekmet venv's Python (.fhir-server/venv).
+"""Helpers for scripts/fhir-server, run by the sekmet venv's Python (see scripts/fhir-server).
 
 They use only what sekmet-fhir itself installs (PyYAML, PyJWT, httpx, sekmet), never
 cohort-match's own environment:

@@ -1,27 +1,41 @@
-"""Shared fixtures: the real code tables, the real trial file, and `run`.
+"""Shared fixtures: the real code tables, the real trial file, `run`, and `app_for`.
 
 `run(resources, criterion_id)` is the whole path a verdict takes (FHIR JSON -> mappers ->
 PatientFacts -> engine) for one criterion of NCT06946485, on the fixed date AS_OF. A resource
 that cannot be read becomes a Problem exactly as in a screening run (service.screening).
+
+What only tests read is loaded once per test process: the code tables (`load_terms`), the
+trial files (`load_trials`); `app_for(settings)` builds each app's state around them, with
+the database, clients and threads of its own settings, so every test still writes to a
+fresh database of its own. Under pytest-xdist each worker is one such process.
+
+No test writes into the checkout: COHORT_MATCH_DATABASE_URL (an app built with the default
+Settings) points into the session's temporary directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
+from service.api.state import build_state
+from service.config import Settings
 from service.criteria.common import Context
 from service.criteria.engine import evaluate_criterion
 from service.criteria.model import TrialDefinition, load_trial
 from service.criteria.verdict import CriterionResult
 from service.facts import PatientFacts
+from service.main import create_app
 from service.mappers import MappingError, map_resource, problem_for
 from service.paths import data_root
 from service.terminology import Terminology
+from service.trials import list_trials
 
 ROOT = data_root()
 TRIAL_PATH = ROOT / "trials" / "NCT06946485.yaml"
@@ -38,6 +52,40 @@ def load_terms() -> Terminology:
 @lru_cache(maxsize=1)
 def load_nct() -> TrialDefinition:
     return load_trial(TRIAL_PATH)
+
+
+@lru_cache(maxsize=1)
+def load_trials() -> dict[str, TrialDefinition]:
+    """Every trial under trials/, as the app serves them."""
+    return {trial_id: trial for trial_id, (trial, _) in list_trials(ROOT / "trials").items()}
+
+
+def app_for(settings: Settings) -> FastAPI:
+    """`create_app(settings)`, with the code tables and trials this process already loaded
+    when `settings` reads the shipped ones (loading them is most of the cost of an app).
+    Everything else in the state (database, FHIR client, token validator) is built from
+    `settings` as the app would; the state is built here, so a configuration the app refuses
+    fails here rather than at startup."""
+    shipped = (
+        settings.terminology_dir == ROOT / "terminology"
+        and settings.site_code_map is None
+        and settings.trials_dir == ROOT / "trials"
+        # a terminology server teaches the tables new memberships: those stay in its own app
+        and settings.terminology_url is None
+    )
+    if not shipped:
+        return create_app(settings)
+    return create_app(settings, build_state(settings, terms=load_terms(), trials=load_trials()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_database_in_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """An app or CLI command left at the default database writes into the session's temp
+    directory, never into the checkout (and never into another xdist worker's file)."""
+    database = tmp_path_factory.mktemp("default-database") / "cohort-match.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COHORT_MATCH_DATABASE_URL", f"sqlite:///{database}")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +128,17 @@ def run(
     """The result of one criterion of the trial for the patient these resources describe."""
     criterion = load_nct().criterion(criterion_id)
     return evaluate_criterion(criterion, facts_of(resources), context(as_of))
+
+
+TESTS = Path(__file__).resolve().parent
+# A test in these folders belongs to scripts/check's second pass (one process, in order) even
+# if its module forgets the marker.
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "browser": pytest.mark.browser}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])

@@ -42,7 +42,7 @@ def test_the_api_uses_the_clock_when_as_of_is_left_out(monkeypatch: pytest.Monke
     monkeypatch.setattr(match_module, "today", frozen)
     from fastapi.testclient import TestClient
 
-    from service.main import create_app
+    from tests.conftest import app_for
 
     settings = Settings(auth_disabled=True, host="127.0.0.1", sweep_timezone="Asia/Shanghai")
     bundle = {
@@ -59,7 +59,7 @@ def test_the_api_uses_the_clock_when_as_of_is_left_out(monkeypatch: pytest.Monke
             }
         ],
     }
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         response = client.post("/trials/NCT06946485/match", json=bundle)
     assert response.status_code == 200, response.text
     assert response.json()["as_of"] == "2026-11-20"

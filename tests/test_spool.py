@@ -11,8 +11,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.main import create_app
 from service.spool import new_spool, remove_stale, spool_root
+from tests.conftest import app_for
 
 
 def _dead_pid() -> int:
@@ -59,6 +59,6 @@ def test_serve_removes_stale_spools_at_start(tmp_path: Path) -> None:
         database_url=f"sqlite:///{tmp_path / 'audit.db'}",
         spool_dir=spools,
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         assert client.get("/healthz").status_code == 200
     assert not stale.exists()

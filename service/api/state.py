@@ -69,10 +69,20 @@ class AppState:
         self.cpu.shutdown(wait=False, cancel_futures=True)
 
 
-def build_state(settings: Settings) -> AppState:
-    terms = Terminology.load(settings.terminology_dir, settings.site_code_map)
+def build_state(
+    settings: Settings,
+    *,
+    terms: Terminology | None = None,
+    trials: dict[str, TrialDefinition] | None = None,
+) -> AppState:
+    """The state for `settings`. `terms` and `trials`, when given, must be what
+    settings.terminology_dir (with site_code_map) and settings.trials_dir hold: the tests load
+    them once per run and build a fresh state (database, clients) around them for each app."""
+    if terms is None:
+        terms = Terminology.load(settings.terminology_dir, settings.site_code_map)
     terms.warm_up()  # parse the UCUM units now, not in the first request
-    trials = {trial_id: trial for trial_id, (trial, _) in list_trials(settings.trials_dir).items()}
+    if trials is None:
+        trials = {t_id: trial for t_id, (trial, _) in list_trials(settings.trials_dir).items()}
     for trial in trials.values():
         check_valuesets(trial, frozenset(terms.valuesets))
     validator = None

@@ -20,8 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from service.config import Settings
-from service.main import create_app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_for
 
 FHIR = "http://fhir.test/fhir"
 ISSUER = "https://idp.hospital.test"
@@ -138,7 +137,7 @@ def settings(tmp_path: Path, jwks_file: Path) -> Settings:
 
 @pytest.fixture
 def api(settings: Settings, fake_fhir: FakeFhir) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         yield client
 
 

@@ -25,8 +25,8 @@ from service.cds.cards import markdown_text
 from service.cds.prefetch import MAX_TEMPLATE_CHARS, template_length
 from service.config import Settings
 from service.fhir.client import RetryPolicy
-from service.main import create_app
 from tests.api.conftest import AUDIENCE, FHIR, ISSUER, FakeFhir
+from tests.conftest import app_for
 
 BASE = "https://cohort-match.hospital.test"
 SERVICE = "cohort-match-nct06946485"
@@ -95,7 +95,7 @@ def cds_settings(tmp_path: Path, jwks_file: Path, ehr_key: ECKey) -> Settings:
 
 
 def _client(settings: Settings) -> TestClient:
-    return TestClient(create_app(settings))
+    return TestClient(app_for(settings))
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 from service.fhir.client import RetryPolicy
-from service.main import create_app
 from tests.api.conftest import DEMO, FakeFhir
+from tests.conftest import app_for
 
 MATCH = "/trials/NCT06946485/match"
 CANDIDATES = "/trials/NCT06946485/candidates"
@@ -468,7 +468,7 @@ def test_a_bundle_over_the_entry_cap_is_413_before_it_is_mapped(
 ) -> None:
     bundle = json.loads((DEMO / "p24-hbsag-positive.json").read_text(encoding="utf-8"))
     cap = len(bundle["entry"])
-    with TestClient(create_app(settings.model_copy(update={"max_bundle_entries": cap}))) as api:
+    with TestClient(app_for(settings.model_copy(update={"max_bundle_entries": cap}))) as api:
         at_cap = api.post(f"{MATCH}?as_of=2026-11-20", json=bundle, headers=auth)
         assert at_cap.status_code == 200, at_cap.text
         bundle["entry"].append(bundle["entry"][-1])
@@ -496,11 +496,11 @@ def test_a_body_parsed_off_the_loop_reads_as_json_reads_it(
 
 
 def test_without_a_fhir_server_match_by_id_is_503_not_500(settings, make_token) -> None:  # type: ignore[no-untyped-def]
-    from service.main import create_app
+    from tests.conftest import app_for
 
     bare = settings.model_copy(update={"fhir_base_url": None})
     headers = {"Authorization": f"Bearer {make_token()}"}
-    with TestClient(create_app(bare)) as client:
+    with TestClient(app_for(bare)) as client:
         response = client.post(MATCH, json={"patient": "p01"}, headers=headers)
     assert response.status_code == 503, response.text
     assert "no FHIR server configured" in response.json()["issue"][0]["diagnostics"]

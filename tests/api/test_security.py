@@ -138,10 +138,10 @@ def test_auth_disabled_is_refused_off_loopback() -> None:
 
 
 def test_auth_disabled_on_loopback_serves_without_token(settings: Settings, fake_fhir) -> None:  # type: ignore[no-untyped-def]
-    from service.main import create_app
+    from tests.conftest import app_for
 
     open_settings = settings.model_copy(update={"auth_disabled": True, "auth_jwks_file": None})
-    with TestClient(create_app(open_settings)) as client:
+    with TestClient(app_for(open_settings)) as client:
         assert client.post(MATCH, json=BODY).status_code == 200
 
 

@@ -18,10 +18,10 @@ from fhir.resources.R4B.bundle import Bundle
 from service.api import sweeps as sweeps_api
 from service.audit import AuditStore
 from service.config import Settings
-from service.main import create_app
 from service.schemas import RankedListPublic
 from service.sweeps import BackgroundSweeps, SweepStore
 from service.sweeps.schemas import AttritionPublic, DiffPublic, SweepPublic
+from tests.conftest import app_for
 from tests.sweeps.conftest import DEMO
 
 READ = "cohort-match/sweeps.read"
@@ -52,7 +52,7 @@ def sweep_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(sweep_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(with_sweeps(create_app(sweep_settings))) as client:
+    with TestClient(with_sweeps(app_for(sweep_settings))) as client:
         yield client
 
 
@@ -255,7 +255,7 @@ def test_without_a_configured_source_a_sweep_is_a_bad_request(
     settings: Settings, token: Callable[..., dict[str, str]]
 ) -> None:
     plain = settings.model_copy(update={"fhir_base_url": None})
-    with TestClient(with_sweeps(create_app(plain))) as client:
+    with TestClient(with_sweeps(app_for(plain))) as client:
         _outcome(
             client.post("/sweeps", json=BODY, headers=token()), 400, "no sweep source configured"
         )
@@ -267,7 +267,7 @@ def test_with_auth_disabled_on_loopback_sweeps_can_be_started(tmp_path: Any) -> 
         sweep_data_dir=DEMO,
         database_url=f"sqlite:///{tmp_path / 'open.db'}",
     )
-    with TestClient(with_sweeps(create_app(settings))) as client:
+    with TestClient(with_sweeps(app_for(settings))) as client:
         run = _sweep(client, {})
         assert client.get(f"/sweeps/{run['id']}").json()["status"] == "completed"
 
@@ -275,7 +275,7 @@ def test_with_auth_disabled_on_loopback_sweeps_can_be_started(tmp_path: Any) -> 
 def test_the_app_starts_sweeps_in_its_lifespan(
     settings: Settings, token: Callable[..., dict[str, str]]
 ) -> None:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         response = client.get("/sweeps", headers=token())
     assert response.status_code == 200, response.text
 
@@ -286,13 +286,13 @@ def test_the_schedule_runs_in_the_app(
     scheduled = sweep_settings.model_copy(
         update={"sweep_schedule": {"NCT06946485": "30 2 * * *"}, "sweep_timezone": "UTC"}
     )
-    with TestClient(with_sweeps(create_app(scheduled))) as client:
+    with TestClient(with_sweeps(app_for(scheduled))) as client:
         scheduler = client.app.state.sweep_scheduler  # type: ignore[attr-defined]
         when = scheduler.next_runs()["NCT06946485"]
         assert (when.hour, when.minute) == (2, 30)
     bad = sweep_settings.model_copy(update={"sweep_schedule": {"NCT06946485": "nightly"}})
     with (
         pytest.raises(ValueError, match="neither a 5-field cron"),
-        TestClient(with_sweeps(create_app(bad))),
+        TestClient(with_sweeps(app_for(bad))),
     ):
         pass

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from service.config import Settings
-from service.main import create_app
+from tests.conftest import app_for
 from tests.integration.conftest import fhir_server  # noqa: F401 - the fixture, re-exported
 from tests.smart.ehr import TestEhr
 from tests.smart.server import serve
@@ -92,7 +92,7 @@ def app_url(
         fhir_base_url=fhir_server,  # the API the pages are compared with
         database_url=f"sqlite:///{database}",
     )
-    with serve(create_app(settings)) as url:
+    with serve(app_for(settings)) as url:
         yield url
 
 

@@ -1,7 +1,7 @@
 """A real FHIR R4 server for integration tests: sekmet-fhir 0.1.1, loopback only.
 
-`scripts/fhir-server` owns the server: it installs sekmet-fhir into its own venv
-(.fhir-server/venv, so none of its dependencies reach ours), starts it on 127.0.0.1, loads
+`scripts/fhir-server` owns the server: it installs sekmet-fhir into its own venv (a per-user
+cache outside the checkout, so none of its dependencies reach ours), starts it on 127.0.0.1, loads
 transaction Bundles and stops it. These fixtures only call that script, once per session, on
 a free port each, with the demo population (demo/NCT06946485, 66 patients) loaded:
 
@@ -9,8 +9,8 @@ a free port each, with the demo population (demo/NCT06946485, 66 patients) loade
 - `fhir_server_auth`: SMART Backend Services (client_credentials, private_key_jwt); yields a
   `SmartServer` with what a client needs to get a token.
 
-Tests that use them are marked `@pytest.mark.integration`. The first run installs the server
-(about 12 s, from PyPI); afterwards each server starts in about a second.
+Tests that use them are marked `@pytest.mark.integration`. The first run for a user installs
+the server (15-40 s, from PyPI); afterwards, in any clone, each server starts in about a second.
 """
 
 from __future__ import annotations

@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from service.config import Settings
-from service.main import create_app
 from service.screening import screen
-from tests.conftest import ROOT, TRIAL_PATH
+from tests.conftest import ROOT, TRIAL_PATH, app_for
 from tests.integration.conftest import SmartServer
 
 pytestmark = pytest.mark.integration
@@ -46,7 +45,7 @@ def api(fhir_server: str, tmp_path: Path) -> Iterator[TestClient]:
         auth_disabled=True,
         database_url=f"sqlite:///{tmp_path / 'audit.db'}",
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         yield client
 
 
@@ -99,7 +98,7 @@ def test_smart_backend_services_against_the_real_token_endpoint(
         auth_disabled=True,
         database_url=f"sqlite:///{tmp_path / 'audit.db'}",
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         response = client.post(MATCH, json={"patient": "p01", "as_of": AS_OF})
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "likely_eligible"
@@ -114,7 +113,7 @@ def test_without_credentials_the_auth_server_refusal_is_an_error_not_a_result(
         auth_disabled=True,
         database_url=f"sqlite:///{tmp_path / 'a.db'}",
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         response = client.post(MATCH, json={"patient": "p01", "as_of": AS_OF})
     assert response.status_code == 502
     outcome = response.json()
@@ -128,7 +127,7 @@ def test_audit_rows_in_postgresql(fhir_server: str) -> None:
     with engine.begin() as db:
         db.execute(text("drop table if exists audit_events"))
     settings = Settings(fhir_base_url=fhir_server, auth_disabled=True, database_url=POSTGRES)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         sent = client.post(
             MATCH, json={"patient": "p05", "as_of": AS_OF}, headers={"X-Request-ID": "pg-1"}
         )

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.main import create_app
+from tests.conftest import app_for
 from tests.smart.conftest import APP, AS_OF, file_verdicts, launch
 from tests.smart.ehr import TestEhr
 
@@ -38,7 +38,7 @@ def app(ehr: TestEhr, fhir_server: str, tmp_path: Path) -> Iterator[TestClient]:
         fhir_base_url=fhir_server,  # only for the API comparison below
         database_url=f"sqlite:///{tmp_path / 'app.db'}",
     )
-    with TestClient(create_app(settings), base_url=APP) as client:
+    with TestClient(app_for(settings), base_url=APP) as client:
         yield client
 
 

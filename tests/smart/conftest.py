@@ -24,10 +24,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.main import create_app
 from service.screening import screen
 from tests.api.conftest import DEMO, FakeFhir
-from tests.conftest import ROOT, TRIAL_PATH
+from tests.conftest import ROOT, TRIAL_PATH, app_for
 from tests.smart.ehr import TestEhr
 
 AS_OF = "2026-11-20"  # the demo population is anchored here
@@ -97,7 +96,7 @@ def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., T
     clients: list[TestClient] = []
 
     def make(base_url: str = APP, **overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides)), base_url=base_url)
+        client = TestClient(app_for(make_settings(**overrides)), base_url=base_url)
         client.__enter__()
         clients.append(client)
         return client

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from service.cli import app as cli
 from service.config import Settings
-from service.main import create_app
 from tests.api.conftest import FakeFhir
+from tests.conftest import app_for
 from tests.smart.conftest import AS_OF, SMALL_PATIENTS, launch
 from tests.smart.ehr import TestEhr
 from tests.smart.server import serve
@@ -204,7 +204,7 @@ def test_the_cohort_page_streams_progress_before_the_results(
 ) -> None:
     """Over a real server: the head and a progress line arrive while patients are screened."""
     settings = make_settings(fhir_concurrency=1)  # batches of 4: progress after each
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with serve(app_for(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
         launch(client, ehr, patient=None, target=COHORT)
 
         def slow_patient(request: httpx.Request) -> httpx.Response:
