@@ -152,7 +152,7 @@ def _hits(
     found: list[Hit] = []
     if isinstance(finding, LabFinding):
         for result in _results(facts, finding.valuesets, ctx.as_of):
-            found.append(_lab_hit(finding, result, facts, ctx, start, 1.0))
+            found.append(_lab_hit(finding, result, facts, ctx, start, None))
         sub = finding.substitute
         if sub is not None and spec.enabled(sub.option):
             for result in _results(facts, sub.valuesets, ctx.as_of):
@@ -189,7 +189,7 @@ def _lab_hit(
     facts: PatientFacts,
     ctx: Context,
     start: date | None,
-    factor: float,
+    factor: float | None,
 ) -> Hit:
     quantity = result.quantity
     in_window = _window(result.effective, start)
@@ -215,10 +215,24 @@ def _against(
     quantity: Quantity,
     facts: PatientFacts,
     ctx: Context,
-    factor: float,
+    factor: float | None,
 ) -> tuple[State, str] | None:
     """(state, the comparison as text) against one limit source, or None when the result does
-    not allow that source (no range sent, no flag, a unit that does not convert)."""
+    not allow that source (no range sent, no flag, a unit that does not convert).
+
+    `factor` is set for a substitute test (a UPCR for 24-hour proteinuria): its canonical value
+    times `factor` is read in the fixed limit's unit; its own ranges and flags are not used."""
+    if factor is not None:
+        if not isinstance(source, FixedLimit) or quantity.canonical_value is None:
+            return None
+        value = quantity.canonical_value * factor
+        outcome = compare_bounded(value, quantity.comparator, finding.op, source.value)
+        text = (
+            f"{fmt(value)} {source.unit} (from {_shown(quantity, 1.0)}) {finding.op} "
+            f"{fmt(source.value)} {source.unit} ({source.source})"
+        )
+        return _outcome(outcome, text)
+    factor = 1.0
     shown = _shown(quantity, factor)
     if isinstance(source, FixedLimit):
         if quantity.canonical_value is not None and quantity.canonical_unit is not None:
