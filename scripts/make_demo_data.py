@@ -1244,7 +1244,8 @@ def lupus_serology(c: Case, when: date, *, ana: str | None = "1:320") -> None:
     """Anti-dsDNA above the lab's range and C3 below it (H/L flags), and an ANA titer."""
     if ana is not None:
         c.lab(date(2025, 9, 2), "5048-4", "抗核抗体(ANA) 滴度", valueString=ana)
-    c.lab(when, "5130-0", "抗dsDNA抗体", interpretation=_flag("H"), **_ranged(286, "IU/mL", None, 100))
+    dsdna = _ranged(286, "IU/mL", None, 100)
+    c.lab(when, "5130-0", "抗dsDNA抗体", interpretation=_flag("H"), **dsdna)
     c.lab(when, "4485-9", "补体C3", interpretation=_flag("L"), **_ranged(0.52, "g/L", 0.9, 1.8))
 
 
@@ -1255,7 +1256,7 @@ def eular_without_code(c: Case) -> None:
     d = days_ago(9)
     lupus_serology(c, d)
     c.lab(d, "4498-2", "补体C4", interpretation=_flag("L"), **_ranged(0.06, "g/L", 0.1, 0.4))
-    c.lab(d, "777-3", "血小板计数", valueQuantity={"value": 86, "unit": "×10^9/L"})
+    c.lab(d, "777-3", "血小板计数", valueQuantity={"value": 86, "unit": "\u00d710^9/L"})
     c.lab(d, "2889-4", "24小时尿蛋白定量", valueQuantity={"value": 1.2, "unit": "g/24h"})
 
 
