@@ -1185,7 +1185,97 @@ def scenarios() -> list[Case]:
         expect={"E5": "pass"},
     )
 
+    # p67 onwards: scores computed from the record (issue 12): EULAR/ACR 2019 for I1 and
+    # SLEDAI-2K for I2, from labs and coded findings sent as a Chinese LIS and EHR send them.
+    case(
+        "p67-eular-classified-without-an-sle-code",
+        "1993-03-08",
+        "female",
+        "possibly_eligible",
+        build=eular_without_code,
+        expect={"I1": "unknown", "I2": "pass"},
+    )
+    case(
+        "p68-sledai-from-labs-8-no-recorded-total",
+        "1988-12-14",
+        "female",
+        "likely_eligible",
+        build=lambda c: sledai_labs(c, hematuria=18),
+        expect={"I2": "pass"},
+    )
+    case(
+        "p69-sledai-from-labs-4-no-recorded-total",
+        "1990-05-27",
+        "female",
+        "possibly_eligible",
+        build=lambda c: sledai_labs(c, hematuria=None),
+        expect={"I2": "unknown"},
+    )
+    case(
+        "p70-pyuria-withheld-urinary-infection",
+        "1986-08-03",
+        "female",
+        "possibly_eligible",
+        build=pyuria_with_infection,
+        expect={"I2": "unknown", "E4": "pass"},
+    )
+
     return cases
+
+
+NORMAL = {"coding": [{"system": RANGE_MEANING, "code": "normal"}]}
+
+
+def _ranged(value: float, unit: str, low: float | None, high: float | None) -> dict[str, Any]:
+    """valueQuantity with the lab's own normal range, as an LIS sends both."""
+    reference: dict[str, Any] = {"type": NORMAL}
+    if low is not None:
+        reference["low"] = {"value": low, "unit": unit}
+    if high is not None:
+        reference["high"] = {"value": high, "unit": unit}
+    return {"valueQuantity": {"value": value, "unit": unit}, "referenceRange": [reference]}
+
+
+def _flag(code: str) -> list[dict[str, Any]]:
+    return [{"coding": [{"system": V3_INTERPRETATION, "code": code}]}]
+
+
+def lupus_serology(c: Case, when: date, *, ana: str | None = "1:320") -> None:
+    """Anti-dsDNA above the lab's range and C3 below it (H/L flags), and an ANA titer."""
+    if ana is not None:
+        c.lab(date(2025, 9, 2), "5048-4", "抗核抗体(ANA) 滴度", valueString=ana)
+    dsdna = _ranged(286, "IU/mL", None, 100)
+    c.lab(when, "5130-0", "抗dsDNA抗体", interpretation=_flag("H"), **dsdna)
+    c.lab(when, "4485-9", "补体C3", interpretation=_flag("L"), **_ranged(0.52, "g/L", 0.9, 1.8))
+
+
+def eular_without_code(c: Case) -> None:
+    """No SLE code anywhere (a rheumatology referral not yet coded): ANA 1:320, anti-dsDNA 6,
+    low C3 and C4 4, thrombocytopenia 4, proteinuria 4 = 18 from labs alone."""
+    c.resources = [r for r in c.resources if r["resourceType"] != "Condition"]
+    d = days_ago(9)
+    lupus_serology(c, d)
+    c.lab(d, "4498-2", "补体C4", interpretation=_flag("L"), **_ranged(0.06, "g/L", 0.1, 0.4))
+    c.lab(d, "777-3", "血小板计数", valueQuantity={"value": 86, "unit": "\u00d710^9/L"})
+    c.lab(d, "2889-4", "24小时尿蛋白定量", valueQuantity={"value": 1.2, "unit": "g/24h"})
+
+
+def sledai_labs(c: Case, *, hematuria: float | None) -> None:
+    """No SLEDAI-2K total recorded: low C3 2, anti-dsDNA above range 2, and haematuria 4 when
+    given, in the last 30 days."""
+    c.resources = [r for r in c.resources if "sledai" not in json.dumps(r)]
+    d = days_ago(6)
+    lupus_serology(c, d, ana=None)
+    if hematuria is not None:
+        c.lab(d, "13945-1", "尿沉渣红细胞", valueQuantity={"value": hematuria, "unit": "/HPF"})
+
+
+def pyuria_with_infection(c: Case) -> None:
+    """Pyuria 25/hpf and haematuria 15/hpf drawn during a urinary tract infection (treated and
+    resolved): both withheld as better explained by it; low C3 and anti-dsDNA count (4)."""
+    sledai_labs(c, hematuria=15)
+    c.lab(days_ago(6), "5821-4", "尿沉渣白细胞", valueQuantity={"value": 25, "unit": "/HPF"})
+    c.dx("N39.0", ICD10CM, onset=days_ago(10), clinical="resolved", abatement=days_ago(2))
 
 
 def _replace_prednisone(case: Case, mg: float) -> None:

@@ -20,6 +20,8 @@ __all__ = [
     "IdentifierPublic",
     "PatientResultPublic",
     "RankedListPublic",
+    "ScoreItemPublic",
+    "ScorePublic",
     "TrialRefPublic",
 ]
 
@@ -54,6 +56,53 @@ class EvidencePublic(_Public):
     inputs: list[str] = Field(default_factory=list, description="References a derived value used")
 
 
+ItemStatus = Literal[
+    "counted",
+    "lower_in_domain",
+    "withheld",
+    "undetermined",
+    "not_met",
+    "outside_window",
+    "not_in_record",
+]
+
+
+class ScoreItemPublic(_Public):
+    id: str
+    label: str
+    domain: str
+    weight: int
+    status: ItemStatus = Field(
+        description=(
+            "counted; lower_in_domain (met, a higher item of its domain counts); withheld (met, "
+            "better explained by another cause on record); undetermined; not_met; "
+            "outside_window; not_in_record"
+        )
+    )
+    counted: bool
+    reason: str = Field(description="Why it counts or not, with the comparison and its source")
+    clinical: bool = False
+    evidence: list[EvidencePublic] = Field(default_factory=list)
+
+
+class ScorePublic(_Public):
+    instrument: str = Field(description="Instrument id, e.g. eular_acr_2019, sledai_2k")
+    title: str
+    total: int = Field(description="Sum of the counted items' weights")
+    threshold: float
+    op: str = Field(description="How total is compared with threshold")
+    met: bool
+    lower_bound: bool = Field(
+        description="Items the record cannot show may add to the total; never read as complete"
+    )
+    window_days: int | None = Field(
+        description="Days before as_of an item counts; null: at any time before as_of"
+    )
+    summary: str
+    entry: ScoreItemPublic | None = None
+    items: list[ScoreItemPublic] = Field(default_factory=list)
+
+
 class CriterionResultPublic(_Public):
     id: str
     kind: Literal["inclusion", "exclusion"]
@@ -63,6 +112,9 @@ class CriterionResultPublic(_Public):
     reason: str
     evidence: list[EvidencePublic]
     check: str | None = Field(None, description="What would decide an unknown verdict")
+    score: ScorePublic | None = Field(
+        None, description="A score computed from the record (EULAR/ACR 2019, SLEDAI-2K)"
+    )
 
 
 class TrialRefPublic(_Public):

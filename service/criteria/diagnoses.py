@@ -38,6 +38,7 @@ from service.criteria.model import (
     DiagnosisRequiredRule,
     DiseaseFreeException,
 )
+from service.criteria.scores import classification_verdict
 from service.criteria.test_results import test_state
 from service.criteria.verdict import Evidence, Verdict
 from service.facts import Diagnosis, MedicationExposure, PatientFacts
@@ -94,7 +95,7 @@ def evaluate_diagnosis_required(
                 )
     concerned = [rule.valueset, *filter(None, [rule.uncertain_valueset])]
     _review_doubts(facts, concerned, False, ctx, found)
-    return decide(
+    verdict = decide(
         found,
         decisive_verdict="pass",
         decided=lambda first: f"{name} on record ({first.reference})",
@@ -103,6 +104,9 @@ def evaluate_diagnosis_required(
         only_shown=f"no {name} diagnosis on record",
         absent=f"no {name} diagnosis on record",
     )
+    if rule.classification is not None:
+        return classification_verdict(verdict, rule.classification, facts, ctx)
+    return verdict
 
 
 # ---------------------------------------------------------------- diagnosis_excludes

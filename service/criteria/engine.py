@@ -79,6 +79,7 @@ def evaluate_criterion(criterion: Criterion, facts: PatientFacts, ctx: Context) 
             "unknown",
             f"confirmed only at the screening visit; the record shows: {verdict.reason}",
             verdict.evidence,
+            verdict.score,
         )
     return CriterionResult(
         id=criterion.id,
@@ -89,6 +90,7 @@ def evaluate_criterion(criterion: Criterion, facts: PatientFacts, ctx: Context) 
         reason=verdict.reason,
         evidence=verdict.evidence,
         check=criterion.check if verdict.verdict == "unknown" else None,
+        score=verdict.score,
     )
 
 

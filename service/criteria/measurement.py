@@ -39,6 +39,7 @@ from service.criteria.common import (
 )
 from service.criteria.exposure import exposure
 from service.criteria.model import MeasurementRule
+from service.criteria.scores import activity_verdict
 from service.criteria.verdict import Evidence, Verdict, VerdictValue
 from service.facts import LabResult, PatientFacts, RefRange
 
@@ -67,6 +68,21 @@ class Reading:
 
 
 def evaluate_measurement(rule: MeasurementRule, facts: PatientFacts, ctx: Context) -> Verdict:
+    verdict = _evaluate_recorded(rule, facts, ctx)
+    if rule.activity is None or rule.op not in (">", ">=") or rule.value is None:
+        return verdict
+    days = window_days(ctx, rule.lookback_days)
+    start = ctx.as_of - timedelta(days=days)
+    recorded = any(
+        r.effective is not None and start <= r.effective <= ctx.as_of
+        for r in facts.labs_for(rule.lab)
+    )
+    if recorded:
+        return verdict  # a recorded total in the window decides, as without a computed score
+    return activity_verdict(verdict, rule.activity, (rule.op, rule.value), facts, ctx)
+
+
+def _evaluate_recorded(rule: MeasurementRule, facts: PatientFacts, ctx: Context) -> Verdict:
     days = window_days(ctx, rule.lookback_days)
     history = on_or_before(facts.labs_for(rule.lab), ctx.as_of)
     readable = usable(history)

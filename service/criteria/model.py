@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.criteria.instrument import ScoreSpec, read_instrument
+from service.paths import data_root
+
 __all__ = [
     "Criterion",
     "Rule",
@@ -74,6 +77,9 @@ class MeasurementRule(_Strict):
     derive_product: DerivedProduct | None = None
     invalid_after_medication: InvalidAfterMedication | None = None
     raised_limit_if_diagnosis: RaisedLimit | None = None
+    # Without a recorded result in the window, compute the score from the record
+    # (criteria/scores.py: a lower bound that passes above the limit, else `unknown`).
+    activity: ScoreSpec | None = None
 
     @model_validator(mode="after")
     def _one_limit(self) -> MeasurementRule:
@@ -150,6 +156,9 @@ class DiagnosisRequiredRule(_Strict):
     type: Literal["diagnosis_required"]
     valueset: str
     uncertain_valueset: str | None = None
+    # Classification criteria computed from the record (criteria/scores.py): shown beside a
+    # diagnosis; met without one, `unknown` ("review") instead of `fail`.
+    classification: ScoreSpec | None = None
 
 
 class TestSpec(_Strict):
@@ -337,6 +346,7 @@ VALUESET_KEYS = frozenset(
         "allergens",
         "diagnoses",
         "at_most_unknown",
+        "medications",
     }
 )
 
@@ -369,12 +379,48 @@ def check_valuesets(trial: TrialDefinition, known: set[str] | frozenset[str]) ->
         )
 
 
+SCORE_KEYS = ("classification", "activity")
+
+
+def instrument_path(trial_path: Path, name: str) -> Path:
+    """`instruments/<name>.yaml` beside the trial file, else the bundled one (a site's own
+    trials directory may name the instruments shipped with cohort-match)."""
+    beside = trial_path.parent / "instruments" / f"{name}.yaml"
+    if beside.is_file():
+        return beside
+    return data_root() / "trials" / "instruments" / f"{name}.yaml"
+
+
+def _resolve_instruments(raw: object, path: Path) -> None:
+    """Replace each `instrument: <id>` of a score by its file (`instrument_path`), in place, so
+    the trial is validated with the instrument it names."""
+    if not isinstance(raw, dict):
+        return
+    for criterion in raw.get("criteria") or ():
+        rule = criterion.get("rule") if isinstance(criterion, dict) else None
+        if not isinstance(rule, dict):
+            continue
+        for key in SCORE_KEYS:
+            spec = rule.get(key)
+            if isinstance(spec, dict) and isinstance(spec.get("instrument"), str):
+                name = spec["instrument"]
+                where = instrument_path(path, name)
+                try:
+                    spec["instrument"] = read_instrument(where)
+                except (OSError, ValueError, yaml.YAMLError) as exc:
+                    raise TrialError(f"{path}: instrument {name!r}: {exc}") from exc
+
+
 def load_trial(path: Path) -> TrialDefinition:
-    """Read and validate one trial file; errors name the file and the offending field."""
+    """Read and validate one trial file; errors name the file and the offending field.
+
+    Instruments a score names are read from `instruments/` beside the trial file (else the
+    bundled ones)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise TrialError(f"{path}: {exc}") from exc
+    _resolve_instruments(raw, path)
     try:
         return TrialDefinition.model_validate(raw)
     except ValidationError as exc:

@@ -17,6 +17,16 @@ from service.facts import Code, Identifier
 
 VerdictValue = Literal["pass", "fail", "unknown", "not_applicable"]
 Status = Literal["likely_eligible", "possibly_eligible", "ineligible"]
+# Why an item of a computed score counts or not (criteria/scoring.py).
+ItemStatus = Literal[
+    "counted",  # met in the window, no competing cause: its weight is in the total
+    "lower_in_domain",  # met, but a higher-weighted item of its domain counts instead
+    "withheld",  # met, but the record shows a competing cause ("better explained by")
+    "undetermined",  # a record that cannot be read either way (no reference range, a bound)
+    "not_met",  # the record holds the test or finding in the window, and it is not met
+    "outside_window",  # found only before the instrument's window
+    "not_in_record",  # nothing in the record
+]
 
 
 @dataclass(frozen=True)
@@ -36,10 +46,45 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class ScoreItem:
+    """One item of a computed score: its weight, whether it counts and why, and the records."""
+
+    id: str
+    label: str
+    domain: str
+    weight: int
+    status: ItemStatus
+    counted: bool
+    reason: str
+    clinical: bool = False
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True)
+class Score:
+    """A score computed from the record (EULAR/ACR 2019, SLEDAI-2K): the breakdown behind a
+    verdict. `lower_bound`: items the record cannot show (a visit's clinical findings) may add
+    to `total`; it is never read as the whole score."""
+
+    instrument: str
+    title: str
+    total: int
+    threshold: float
+    op: str  # how total is compared with threshold (">=" classified, ">" activity)
+    met: bool
+    lower_bound: bool
+    window_days: int | None  # None: items count whenever they occurred before as_of
+    summary: str
+    entry: ScoreItem | None = None  # the entry criterion, when the instrument has one
+    items: tuple[ScoreItem, ...] = ()
+
+
+@dataclass(frozen=True)
 class Verdict:
     verdict: VerdictValue
     reason: str
     evidence: tuple[Evidence, ...] = ()
+    score: Score | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +97,7 @@ class CriterionResult:
     reason: str
     evidence: tuple[Evidence, ...]
     check: str | None = None  # what would decide it, for unknown verdicts
+    score: Score | None = None  # a score computed from the record, with every item
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ async def test_system_export_screens_like_the_demo_bundles(
     out = tmp_path / "bulk"
     async with FhirClient(fhir_server) as fhir:
         result = await export(fhir, out, types=TYPES, progress=seen.append, poll_limit_s=120)
-    assert result.counts()["Patient"] == len(demo_resources("Patient")) == 66
+    assert result.counts()["Patient"] == len(demo_resources("Patient")) == 70
     assert result.counts() == expected_counts(), "every demo resource of these types, once"
     assert all(f.lines == f.expected for f in result.files), "line counts match the manifest"
     assert result.issues == ()
@@ -99,7 +99,7 @@ async def test_an_incremental_export_since_the_last_transaction_time_is_empty(
             since=first.transaction_time,
             poll_limit_s=60,
         )
-    assert first.counts() == {"Patient": 66}
+    assert first.counts() == {"Patient": 70}
     assert again.counts() == {}, "nothing changed since the first export"
     assert again.transaction_time >= first.transaction_time
 
@@ -128,7 +128,7 @@ async def test_the_search_fallback_screens_like_the_demo_bundles(
     async with FhirClient(fhir_server) as fhir:
         result = await search_to_ndjson(fhir, out, plan)
     assert result.method == "search"
-    assert result.counts()["Patient"] == 66
+    assert result.counts()["Patient"] == 70
     assert statuses(out) == bundle_statuses
 
 
@@ -154,7 +154,7 @@ async def test_downloads_from_the_auth_server_carry_the_token(
             delete_when_done=False,
         )
     assert result.counts() == {k: v for k, v in expected_counts().items() if k in result.counts()}
-    assert result.counts()["Patient"] == 66
+    assert result.counts()["Patient"] == 70
     downloads = [r for r in transport.requests if "/bulk-files/" in r.url.path]
     assert len(downloads) == len(result.files) == 2
     assert all(r.headers["Authorization"].startswith("Bearer ") for r in downloads)

@@ -49,7 +49,7 @@ def file_verdicts() -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """p01-p12 of the demo: every status, both unit systems; the whole demo (66 patients)
+    """p01-p12 of the demo: every status, both unit systems; the whole demo (70 patients)
     goes through the real FHIR server in tests/integration and tests/browser."""
     folder = tmp_path_factory.mktemp("small-demo")
     for path in sorted(DEMO.glob("p*.json")):
