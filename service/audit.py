@@ -2,6 +2,11 @@
 
 One row per API access, persisted with SQLAlchemy (SQLite file by default, PostgreSQL by
 `COHORT_MATCH_DATABASE_URL`). Rows carry references and outcomes only, never clinical values.
+
+One way in: an endpoint that touches patient data declares the `audited(action)` dependency
+(service/api/deps.py), fills in the call's `AuditEntry` as it proceeds, and the dependency
+writes it once, however the call ends, with `AuditStore.arecord` (off the event loop) before
+the response leaves.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
 from sqlalchemy.engine import Engine
@@ -19,7 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from service.errors import ServiceError
 
-__all__ = ["AuditEvent", "AuditRecord", "AuditStore", "AuditUnavailable"]
+__all__ = ["AuditEntry", "AuditEvent", "AuditRecord", "AuditStore", "AuditUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,36 @@ class AuditRecord:
     trial_id: str | None
     patients: list[str]
     outcome: str
+
+
+@dataclass
+class AuditEntry:
+    """The audit row of one call, filled in as the call proceeds (who, which trial, which
+    patients, how it ended); written once when it ends."""
+
+    action: str
+    subject: str = "unauthenticated"
+    client_id: str | None = None
+    trial_id: str | None = None
+    patients: list[str] = field(default_factory=list)
+    outcome: str = "error"
+    # Writes the call makes once its audit row is in (a card issued, feedback stored): a call
+    # that fails, its audit included, stores nothing.
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+    def then(self, write: Callable[[], None]) -> None:
+        self.after.append(write)
+
+    def record(self, request_id: str) -> AuditRecord:
+        return AuditRecord(
+            request_id,
+            self.subject,
+            self.client_id,
+            self.action,
+            self.trial_id,
+            list(self.patients),
+            self.outcome,
+        )
 
 
 class AuditStore:

@@ -16,8 +16,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
+import httpx
 import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,11 +27,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.api import cds_hooks, health, match, pages, smart, sweeps, trials
 from service.api.outcome import install_error_handlers, operation_outcome
-from service.api.state import AppState, build_state
+from service.app_state import AppState, build_state
+from service.clock import Clock
 from service.config import Settings
+from service.criteria.model import TrialDefinition
 from service.errors import PayloadTooLarge
 from service.logs import install_log_redaction
 from service.spool import remove_stale, spool_root
+from service.sweeps.runner import Exporter
+from service.terminology import Terminology
 
 __all__ = ["create_app"]
 
@@ -131,23 +137,52 @@ class RequestContext:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
-    """The API. `state` may be given (tests); otherwise it is built from `settings` at startup."""
+def create_app(
+    settings: Settings,
+    state: AppState | None = None,
+    *,
+    clock: Clock | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    exporter: Exporter | None = None,
+    terms: Terminology | None = None,
+    trial_definitions: dict[str, TrialDefinition] | None = None,
+) -> FastAPI:
+    """The API. Its state is built from `settings` at startup (service/app_state.py), with
+    `clock`, `transport` (every FHIR client's) or `exporter` (sweeps') in place of the real
+    ones when given (and `terms`/`trial_definitions`, the code tables and trial files of
+    `settings` already loaded, for tests); a whole `state` may be given instead, and then its
+    owner closes it."""
     install_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.cohort = state or build_state(settings)
-        # Spools of sweeps killed with the last process (service/spool.py).
-        await asyncio.to_thread(remove_stale, spool_root(settings.spool_dir))
-        # The code tables, trials and registry live as long as the process: keep them out of
-        # the collector's full passes (about 50 ms each otherwise, a p99 latency tail).
-        gc.freeze()
+        current = state
+        if current is None:
+            current = await asyncio.to_thread(
+                partial(
+                    build_state,
+                    settings,
+                    clock=clock,
+                    transport=transport,
+                    exporter=exporter,
+                    terms=terms,
+                    trials=trial_definitions,
+                )
+            )
+        app.state.cohort = current
         try:
-            async with sweeps.lifespan(app):  # the run store, background sweeps, the schedule
-                yield
+            # Spools of sweeps killed with the last process (service/spool.py).
+            await asyncio.to_thread(remove_stale, spool_root(settings.spool_dir))
+            # The code tables, trials and registry live as long as the process: keep them out
+            # of the collector's full passes (about 50 ms each otherwise, a p99 latency tail).
+            gc.freeze()
+            current.start()  # the sweep schedule
+            yield
         finally:
-            await app.state.cohort.aclose()
+            if state is None:
+                await current.aclose()
+            else:
+                current.scheduler.shutdown()
 
     app = FastAPI(
         title="cohort-match",

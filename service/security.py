@@ -2,8 +2,16 @@
 
 Checks, in order: signature (a key from the configured JWKS, RS256/RS384/ES256/ES384 only),
 issuer, audience, expiry and not-before (60 s leeway), then the scopes an endpoint needs.
-Scopes follow the SMART style: `cohort-match/match.read` for /match and
-`cohort-match/candidates.read` for /candidates; `cohort-match/*.read` grants both.
+
+Scopes are SMART v1 shaped, `<context>/<resource>.<read|write>`: `cohort-match/match.read`
+for /match, `cohort-match/candidates.read` for /candidates, `cohort-match/sweeps.read` and
+`cohort-match/sweeps.write` for sweeps. `grants` is the one wildcard rule, used by every
+endpoint through the `scoped` dependency (service/api/deps.py): `*` stands for any resource of
+the same context and the same action, so `cohort-match/*.read` grants every read scope and
+`cohort-match/*.write` every write scope; reading never grants writing, nor writing reading.
+Nothing else is a wildcard: `cohort-match/*.*`, `cohort-match/*` and scopes of another
+context (`user/*.read`, `system/*.*`, which are about an EHR's FHIR resources) grant nothing
+here.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from joserfc.jwk import KeySet
 
 from service.errors import Forbidden, Unauthorized
 
-__all__ = ["Principal", "TokenValidator", "require_scope"]
+__all__ = ["ANONYMOUS", "Principal", "TokenValidator", "grants", "require_scope"]
 
 ALGORITHMS = ["RS256", "RS384", "ES256", "ES384"]
 LEEWAY_S = 60
@@ -35,8 +43,12 @@ class Principal:
     token: str | None = None  # kept only for passthrough to the FHIR server
 
 
+# With COHORT_MATCH_AUTH_DISABLED (loopback only, enforced by Settings) every call is this
+# caller, who may do everything the API offers.
 ANONYMOUS = Principal(
-    subject="anonymous (auth disabled)", client_id=None, scopes=frozenset({"cohort-match/*.read"})
+    subject="anonymous (auth disabled)",
+    client_id=None,
+    scopes=frozenset({"cohort-match/*.read", "cohort-match/*.write"}),
 )
 
 
@@ -102,12 +114,19 @@ def _scopes(value: object) -> frozenset[str]:
     raise Unauthorized("invalid bearer token: scope must be a string or a list of strings")
 
 
+def grants(held: frozenset[str], wanted: str) -> bool:
+    """Whether scopes `held` grant `wanted` (`<context>/<resource>.<action>`): the scope
+    itself, or `<context>/*.<action>` (see the module docstring)."""
+    if wanted in held:
+        return True
+    context, slash, rest = wanted.partition("/")
+    resource, dot, action = rest.rpartition(".")
+    if not (slash and dot and resource and action) or "*" in wanted:
+        return False
+    return f"{context}/*.{action}" in held
+
+
 def require_scope(principal: Principal, scope: str) -> None:
-    """Raise Forbidden unless the principal holds `scope` (or the matching wildcard)."""
-    resource, _, action = scope.partition("/")
-    # `cohort-match/*.read` grants every read scope, never a write one.
-    if scope in principal.scopes or (
-        action.endswith(".read") and f"{resource}/*.read" in principal.scopes
-    ):
-        return
-    raise Forbidden(f"token lacks scope {scope}")
+    """Raise Forbidden unless the principal's scopes grant `scope` (`grants`)."""
+    if not grants(principal.scopes, scope):
+        raise Forbidden(f"token lacks scope {scope}")

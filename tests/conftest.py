@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from service.api.state import build_state
 from service.config import Settings
 from service.criteria.common import Context
 from service.criteria.engine import evaluate_criterion
@@ -60,12 +59,12 @@ def load_trials() -> dict[str, TrialDefinition]:
     return {trial_id: trial for trial_id, (trial, _) in list_trials(ROOT / "trials").items()}
 
 
-def app_for(settings: Settings) -> FastAPI:
+def app_for(settings: Settings, **injected: Any) -> FastAPI:
     """`create_app(settings)`, with the code tables and trials this process already loaded
     when `settings` reads the shipped ones (loading them is most of the cost of an app).
-    Everything else in the state (database, FHIR client, token validator) is built from
-    `settings` as the app would; the state is built here, so a configuration the app refuses
-    fails here rather than at startup."""
+    Everything else in the state (database, FHIR clients, token validator) is built from
+    `settings` at startup as the app would; `injected` are create_app's test seams (clock,
+    transport, exporter)."""
     shipped = (
         settings.terminology_dir == ROOT / "terminology"
         and settings.site_code_map is None
@@ -74,8 +73,8 @@ def app_for(settings: Settings) -> FastAPI:
         and settings.terminology_url is None
     )
     if not shipped:
-        return create_app(settings)
-    return create_app(settings, build_state(settings, terms=load_terms(), trials=load_trials()))
+        return create_app(settings, **injected)
+    return create_app(settings, terms=load_terms(), trial_definitions=load_trials(), **injected)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,12 +23,12 @@ def healthz() -> dict[str, str]:
 async def readyz(state: State) -> Any:
     if not state.trials:
         return JSONResponse(operation_outcome("not-found", "no trials loaded"), status_code=503)
-    if state.fhir is None:
+    if state.fhir.configured is None:
         return JSONResponse(
             operation_outcome("not-supported", "no FHIR server configured"), status_code=503
         )
     try:
-        statement = await state.fhir.capability()
+        statement = await state.fhir.configured.capability()
     except FhirError as exc:
         return JSONResponse(
             operation_outcome("transient", f"FHIR server not ready: {exc.message}"), status_code=503

@@ -24,17 +24,14 @@ from leaking to the EHR through source links.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from service.api.deps import RequestId
-from service.api.state import AppState, State
-from service.audit import AuditRecord
+from service.api.deps import Audit, RequestId, audited
+from service.api.state import State
 from service.config import is_loopback
 from service.smart import SmartError, SmartRuntime, SmartSession
 from service.web import render
@@ -52,25 +49,11 @@ __all__ = [
 COOKIE = "cohort_match_session"
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Runs inside create_app's lifespan (FastAPI merges router lifespans), so the AppState
-    # with its database engine already exists.
-    state: AppState = app.state.cohort
-    runtime = SmartRuntime(state.settings, state.audit.engine)
-    app.state.smart = runtime
-    try:
-        yield
-    finally:
-        await runtime.aclose()
+router = APIRouter(tags=["smart"], include_in_schema=False)
 
 
-router = APIRouter(tags=["smart"], include_in_schema=False, lifespan=_lifespan)
-
-
-def _runtime(request: Request) -> SmartRuntime:
-    runtime: SmartRuntime = request.app.state.smart
-    return runtime
+def _runtime(state: State) -> SmartRuntime:
+    return state.smart
 
 
 Smart = Annotated[SmartRuntime, Depends(_runtime)]
@@ -168,11 +151,11 @@ async def launch(
     return RedirectResponse(url, status_code=302)
 
 
-@router.get("/callback", name="smart_callback")
+@router.get("/callback", name="smart_callback", dependencies=[audited("smart.callback")])
 async def callback(
     request: Request,
     smart: Smart,
-    state: State,
+    audit: Audit,
     request_id: RequestId,
     code: str | None = None,
     oauth_state: Annotated[str | None, Query(alias="state")] = None,
@@ -181,35 +164,18 @@ async def callback(
 ) -> Response:
     """The EHR's redirect after authorization: check state, exchange the code, open a session
     and continue to the page with a one-time ticket (see the module docstring)."""
+    audit.client_id = smart.settings.smart_client_id
     try:
         done = await smart.complete(
             state=oauth_state, code=code, error=error, error_description=error_description
         )
     except SmartError as exc:
-        await state.audit.arecord(
-            AuditRecord(
-                request_id,
-                "unauthenticated",
-                smart.settings.smart_client_id,
-                "smart.callback",
-                None,
-                [],
-                f"refused {exc.status}",
-            )
-        )
+        audit.outcome = f"refused {exc.status}"
         return error_page(smart, "Sign-in did not complete", exc.message, exc.status, request_id)
     session = done.session
-    await state.audit.arecord(
-        AuditRecord(
-            request_id,
-            session.user,
-            smart.settings.smart_client_id,
-            "smart.callback",
-            None,
-            [f"Patient/{session.patient}"] if session.patient else [],
-            "session opened",
-        )
-    )
+    audit.subject = session.user
+    audit.patients = [f"Patient/{session.patient}"] if session.patient else []
+    audit.outcome = "session opened"
     separator = "&" if "?" in done.target else "?"
     response = RedirectResponse(
         f"{done.target}{separator}{urlencode({'ticket': done.ticket})}", status_code=303

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy.engine import Engine
 
 from service.config import Settings
 from service.fhir import FhirClient
+from service.fhir_clients import FhirClients
 from service.smart import oauth
 from service.smart.errors import (
     AuthorizationDenied,
@@ -33,7 +33,7 @@ from service.smart.errors import (
 )
 from service.smart.store import PendingLaunch, SessionStore, SmartSession
 
-__all__ = ["Completed", "SmartRuntime", "safe_target"]
+__all__ = ["Completed", "SmartRuntime", "safe_target", "user_level"]
 
 log = logging.getLogger(__name__)
 # Refresh this long before the access token expires, so a page never fails half way.
@@ -59,6 +59,12 @@ def safe_target(target: str | None) -> str:
     return target
 
 
+def user_level(session: SmartSession) -> bool:
+    """Whether the session was granted user- or system-level FHIR scopes (a practitioner's
+    standalone launch), as the coordinator page needs; a patient launch has `patient/` only."""
+    return any(s.startswith(("user/", "system/")) for s in session.scopes())
+
+
 @dataclass(frozen=True)
 class Completed:
     session: SmartSession
@@ -67,12 +73,17 @@ class Completed:
 
 
 class SmartRuntime:
+    """Built once with the app state (service/app_state.py): the launches and sessions of
+    `store`, EHR FHIR clients from `fhir`, and one HTTP client for discovery and tokens."""
+
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
+        store: SessionStore,
+        fhir: FhirClients,
         *,
         clock: Callable[[], float] = time.time,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
         self.issuers = tuple(settings.smart_issuer_list())
@@ -80,17 +91,15 @@ class SmartRuntime:
             if urlsplit(iss).scheme not in ("https", "http") or not urlsplit(iss).netloc:
                 raise ValueError(f"COHORT_MATCH_SMART_ISSUERS: not an absolute URL: {iss!r}")
         self.clock = clock
-        self.store = SessionStore(engine, clock=clock)
-        self.http = httpx.AsyncClient(
+        self.store = store
+        self.fhir_clients = fhir
+        self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(settings.fhir_timeout_s), follow_redirects=False
         )
-        self._fhir: dict[str, FhirClient] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def aclose(self) -> None:
         await self.http.aclose()
-        for client in self._fhir.values():
-            await client.aclose()
 
     @property
     def client_secret(self) -> str | None:
@@ -114,15 +123,7 @@ class SmartRuntime:
 
     def fhir(self, iss: str) -> FhirClient:
         """One pooled client per EHR FHIR server; the session's token is passed per call."""
-        client = self._fhir.get(iss)
-        if client is None:
-            client = FhirClient(
-                iss,
-                timeout_s=self.settings.fhir_timeout_s,
-                page_size=self.settings.fhir_page_size,
-            )
-            self._fhir[iss] = client
-        return client
+        return self.fhir_clients.ehr(iss)
 
     def scope_for(self, target: str, *, ehr_launch: bool) -> str:
         if target.startswith(COHORT_PAGE):

@@ -67,6 +67,8 @@ from service.trials import TrialNotFound, find_trial
 
 __all__ = [
     "BackgroundSweeps",
+    "Export",
+    "Exporter",
     "Progress",
     "Source",
     "SweepRunner",
@@ -172,10 +174,17 @@ class _Heartbeat(threading.Thread):
 
 
 @dataclass
-class _Export:
+class Export:
+    """What an exporter wrote: the files (and the export's issues), and the deletions."""
+
     result: ExportResult
     deleted: frozenset[str]  # `Type/id` removed since the snapshot (manifest and history)
     problems: list[str]
+
+
+# (run, plan, level, out, progress, since) -> Export: the population of `run.source` into
+# `out`; with `since`, only what changed after that snapshot, and what was deleted.
+Exporter = Callable[[RunInfo, FetchPlan, str, Path, Progress, SnapshotInfo | None], Export]
 
 
 @dataclass
@@ -191,11 +200,15 @@ class _Fetched:
 
 
 class SweepRunner:
-    """Runs sweeps for one deployment (its Settings) into one store."""
+    """Runs sweeps for one deployment (its Settings) into one store. `exporter` fetches a FHIR
+    source's population (default: Bulk export, or searches where the server has none)."""
 
-    def __init__(self, settings: Settings, store: SweepStore) -> None:
+    def __init__(
+        self, settings: Settings, store: SweepStore, exporter: Exporter | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.exporter: Exporter = exporter or self._export
         self._terms: Terminology | None = None
         self._lock = threading.Lock()
 
@@ -383,10 +396,10 @@ class SweepRunner:
         base, why_full = self._base(run, snapshots)
         builder = snapshots.start(run.id)
         try:
-            delta: _Export | None = None
+            delta: Export | None = None
             if base is not None:
                 try:
-                    delta = self._export(run, plan, level, tmp / "delta", tracker, base[1])
+                    delta = self.exporter(run, plan, level, tmp / "delta", tracker, base[1])
                 except FhirFatalError as exc:
                     if exc.http_status not in (400, 422):
                         raise
@@ -397,7 +410,7 @@ class SweepRunner:
                 if delta is not None and delta.result.deleted_unreadable:
                     why_full = "the server's list of deleted resources was unreadable"
                     delta = None
-            export = delta or self._export(run, plan, level, tmp / "export", tracker, None)
+            export = delta or self.exporter(run, plan, level, tmp / "export", tracker, None)
             tracker("snapshot", 0, 0)
             counts = builder.take(
                 export.result.out_dir,
@@ -476,9 +489,9 @@ class SweepRunner:
         plan: FetchPlan,
         level: str,
         out: Path,
-        tracker: _Tracker,
+        tracker: Progress,
         since: SnapshotInfo | None,
-    ) -> _Export:
+    ) -> Export:
         """Bulk export (or searches) of what the trial needs into `out`; with `since`, only
         what changed after that snapshot, and what was deleted.
 
@@ -494,7 +507,7 @@ class SweepRunner:
         def report(step: ExportProgress) -> None:
             tracker("export", step.done, step.total)
 
-        async def run_export() -> _Export:
+        async def run_export() -> Export:
             async with FhirClient(
                 run.source,
                 auth=fhir_auth(settings, run.source),
@@ -518,7 +531,7 @@ class SweepRunner:
                 result.counts() or "nothing",
                 len(deleted),
             )
-            return _Export(result, frozenset(deleted), [str(i) for i in result.issues])
+            return Export(result, frozenset(deleted), [str(i) for i in result.issues])
 
         tracker("export", 0, 0)
         return asyncio.run(run_export())
@@ -619,10 +632,15 @@ class BackgroundSweeps:
     """Sweeps started by the API or the schedule: claimed in the caller, executed on a thread
     of this process. `close()` asks running sweeps to stop and waits for them."""
 
-    def __init__(self, settings: Settings, store: SweepStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SweepStore | None = None,
+        exporter: Exporter | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store or SweepStore(settings.database_url)
-        self.runner = SweepRunner(settings, self.store)
+        self.runner = SweepRunner(settings, self.store, exporter)
         self._pool = ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="sweep")
         self._active: dict[int, tuple[threading.Event, Future[RunInfo]]] = {}
         self._lock = threading.Lock()

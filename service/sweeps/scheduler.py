@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
-from service.clock import zone
+from service.clock import Clock, zone
 from service.config import Settings
 from service.sweeps.runner import BackgroundSweeps
 from service.sweeps.store import SweepConflict
@@ -66,10 +66,15 @@ class SweepScheduler:
     """One job per scheduled trial; each starts a background sweep of the configured source."""
 
     def __init__(
-        self, settings: Settings, sweeps: BackgroundSweeps, known_trials: Iterable[str]
+        self,
+        settings: Settings,
+        sweeps: BackgroundSweeps,
+        known_trials: Iterable[str],
+        clock: Clock | None = None,
     ) -> None:
         self.sweeps = sweeps
-        self.timezone = schedule_timezone(settings)
+        self.clock = clock or Clock.of(settings)
+        self.timezone = self.clock.zone
         known = set(known_trials)
         self.scheduler = AsyncIOScheduler(timezone=self.timezone)
         for trial_id, expression in sorted(settings.sweep_schedule.items()):
@@ -109,7 +114,7 @@ class SweepScheduler:
 
     async def run(self, trial_id: str) -> int | None:
         """One scheduled sweep: as of today in the schedule's zone. Returns the run id."""
-        today = dt.datetime.now(self.timezone).date()
+        today = self.clock.today()
         try:
             run = await asyncio.to_thread(self.sweeps.start, trial_id, today, "scheduler")
         except SweepConflict as exc:

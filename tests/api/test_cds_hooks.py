@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OctKey
 
+from service.app_state import state_of
 from service.audit import AuditUnavailable
 from service.cds.cards import markdown_text
 from service.cds.prefetch import MAX_TEMPLATE_CHARS, template_length
@@ -259,7 +260,7 @@ def test_discovery_lists_one_patient_view_service_with_prefetch_templates(
         assert prefetch[key].startswith("Observation?patient={{context.patientId}}&code=")
         assert template_length(prefetch[key]) <= MAX_TEMPLATE_CHARS
         codes += prefetch[key].split("&code=")[1].split(",")
-    plan = cds.app.state.cohort.plans["NCT06946485"]  # type: ignore[attr-defined]
+    plan = state_of(cds.app).plans["NCT06946485"]
     assert sorted(codes) == sorted(plan.observation_codes)  # every code, exactly once
 
 
@@ -365,7 +366,7 @@ def test_null_prefetch_means_no_data_and_is_not_searched(
     assert fhir.requests == []
     # No Condition at all: no SLE diagnosis (inclusion I1), so ineligible and no card.
     assert response.json() == {"cards": []}
-    row = cds.app.state.cohort.audit.recent(1)[0]  # type: ignore[attr-defined]
+    row = state_of(cds.app).audit.recent(1)[0]
     assert row.outcome == "ineligible: no card"
 
 
@@ -417,7 +418,7 @@ def test_an_ineligible_patient_gets_no_card(
     response = call(hook("p05"))
     assert response.status_code == 200, response.text
     assert response.json() == {"cards": []}
-    row = cds.app.state.cohort.audit.recent(1)[0]  # type: ignore[attr-defined]
+    row = state_of(cds.app).audit.recent(1)[0]
     assert (row.action, row.outcome) == ("cds-hook", "ineligible: no card")
 
 
@@ -494,7 +495,7 @@ def test_past_the_time_budget_the_answer_is_no_card(
             URL, json=hook("p01"), headers={"Authorization": f"Bearer {ehr_token()}"}
         )
         elapsed = time.monotonic() - started
-        row = client.app.state.cohort.audit.recent(1)[0]  # type: ignore[attr-defined]
+        row = state_of(client.app).audit.recent(1)[0]
     assert response.status_code == 200
     assert response.json() == {"cards": []}
     assert elapsed < 2.5
@@ -747,7 +748,7 @@ def test_every_hook_call_is_audited_with_user_client_patient_and_outcome(
     only_card(call(hook("p01")))
     call(_without(hook("p02"), "hookInstance"))
     cds.post(URL, json=hook("p03"))  # no JWT
-    rows = cds.app.state.cohort.audit.recent(3)  # type: ignore[attr-defined]
+    rows = state_of(cds.app).audit.recent(3)
     unauthenticated, malformed, card = rows
     assert card.action == "cds-hook"
     assert (card.subject, card.client_id) == ("Practitioner/dr-lee", EHR)
@@ -790,7 +791,7 @@ def test_feedback_is_stored_and_linked_to_the_card(
     response = cds.post(path, json=body, headers={"Authorization": f"Bearer {ehr_token(path)}"})
     assert response.status_code == 200, response.text
     assert response.json() == {"stored": 2}
-    store = cds.app.state.cds_hooks.store  # type: ignore[attr-defined]
+    store = state_of(cds.app).cds.store
     overridden, accepted = store.feedback(card["uuid"])
     assert (overridden.outcome, overridden.reason_code, overridden.client) == (
         "overridden",
@@ -806,7 +807,7 @@ def test_feedback_is_stored_and_linked_to_the_card(
         "Patient/p01",
         "likely_eligible",
     )
-    row = cds.app.state.cohort.audit.recent(1)[0]  # type: ignore[attr-defined]
+    row = state_of(cds.app).audit.recent(1)[0]
     assert (row.action, row.outcome, json.loads(row.patients)) == (
         "cds-feedback",
         "2 stored",
@@ -847,7 +848,7 @@ def test_malformed_feedback_is_400(
     response = cds.post(path, json=body, headers={"Authorization": f"Bearer {ehr_token(path)}"})
     assert response.status_code == 400, response.text
     assert message in response.json()["issue"][0]["diagnostics"]
-    assert cds.app.state.cds_hooks.store.feedback() == []  # type: ignore[attr-defined]
+    assert state_of(cds.app).cds.store.feedback() == []
 
 
 def test_feedback_needs_a_jwt_for_the_feedback_or_service_url(
@@ -926,14 +927,14 @@ def test_feedback_fields_too_long_or_with_nul_are_400_and_nothing_stored(
     )
     assert response.status_code == 400, response.text
     assert message in response.json()["issue"][0]["diagnostics"]
-    assert cds.app.state.cds_hooks.store.feedback() == []  # type: ignore[attr-defined]
+    assert state_of(cds.app).cds.store.feedback() == []
 
 
 def _audit_fails(cds: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(record: object) -> None:
         raise AuditUnavailable("the access could not be audited; try again later")
 
-    monkeypatch.setattr(cds.app.state.cohort.audit, "record", refuse)  # type: ignore[attr-defined]
+    monkeypatch.setattr(state_of(cds.app).audit, "record", refuse)
 
 
 def test_a_hook_call_whose_audit_fails_is_503_and_stores_no_card(
@@ -943,7 +944,7 @@ def test_a_hook_call_whose_audit_fails_is_503_and_stores_no_card(
     response = call(hook("p01"))
     assert response.status_code == 503, response.text
     assert "cards" not in response.json()
-    assert cds.app.state.cds_hooks.store.cards() == []  # type: ignore[attr-defined]
+    assert state_of(cds.app).cds.store.cards() == []
 
 
 def test_feedback_whose_audit_fails_is_503_and_stores_nothing(
@@ -961,7 +962,7 @@ def test_feedback_whose_audit_fails_is_503_and_stores_nothing(
         headers={"Authorization": f"Bearer {ehr_token(path)}"},
     )
     assert response.status_code == 503, response.text
-    assert cds.app.state.cds_hooks.store.feedback() == []  # type: ignore[attr-defined]
+    assert state_of(cds.app).cds.store.feedback() == []
 
 
 def test_a_prefetch_over_the_entry_cap_is_413_and_searches_nothing(

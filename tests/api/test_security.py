@@ -165,7 +165,7 @@ def test_a_refused_scope_is_audited_on_match_and_candidates(
     )
     assert listed.status_code == 403
     rows = _audit_rows(settings)
-    assert ("match", "NCT06946485", '["-"]', "error 403") in rows
+    assert ("match", "NCT06946485", "[]", "error 403") in rows
     assert ("candidates", "NCT06946485", "[]", "error 403") in rows
 
 

@@ -6,16 +6,14 @@ import csv
 import io
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 
-from service.api import sweeps as sweeps_api
+from service.app_state import state_of
 from service.audit import AuditStore
 from service.config import Settings
 from service.schemas import RankedListPublic
@@ -29,20 +27,6 @@ WRITE = "cohort-match/sweeps.write"
 BODY = {"trial": "NCT06946485", "as_of": "2026-11-20"}
 
 
-def with_sweeps(app: FastAPI) -> FastAPI:
-    """The app's lifespan with sweeps' part entered inside it: the change proposed for
-    service/main.py (harmless once main.py does it: the second entry does nothing)."""
-    original = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-        async with original(app) as state, sweeps_api.lifespan(app):
-            yield state
-
-    app.router.lifespan_context = lifespan
-    return app
-
-
 @pytest.fixture
 def sweep_settings(settings: Settings) -> Settings:
     return settings.model_copy(
@@ -52,7 +36,7 @@ def sweep_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(sweep_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(with_sweeps(app_for(sweep_settings))) as client:
+    with TestClient(app_for(sweep_settings)) as client:
         yield client
 
 
@@ -65,8 +49,7 @@ def token(make_token: Callable[..., str]) -> Callable[[str], dict[str, str]]:
 
 
 def _background(client: TestClient) -> BackgroundSweeps:
-    background: BackgroundSweeps = client.app.state.sweeps  # type: ignore[attr-defined]
-    return background
+    return state_of(client.app).sweeps
 
 
 def _sweep(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:
@@ -194,7 +177,7 @@ def test_scopes(client: TestClient, token: Callable[..., dict[str, str]]) -> Non
         )
     _outcome(client.get("/sweeps", headers=token(WRITE)), 403, f"token lacks scope {READ}")
     _outcome(client.get("/sweeps/1", headers=token("cohort-match/match.read")), 403, READ)
-    refused = [(a, o) for a, _, o, _, _ in _audit(client.app.state.cohort.settings)]  # type: ignore[attr-defined]
+    refused = [(a, o) for a, _, o, _, _ in _audit(state_of(client.app).settings)]
     assert refused.count(("sweep-start", "error 403")) == 3
     run = _sweep(client, token("cohort-match/*.write"))
     assert (
@@ -255,7 +238,7 @@ def test_without_a_configured_source_a_sweep_is_a_bad_request(
     settings: Settings, token: Callable[..., dict[str, str]]
 ) -> None:
     plain = settings.model_copy(update={"fhir_base_url": None})
-    with TestClient(with_sweeps(app_for(plain))) as client:
+    with TestClient(app_for(plain)) as client:
         _outcome(
             client.post("/sweeps", json=BODY, headers=token()), 400, "no sweep source configured"
         )
@@ -267,7 +250,7 @@ def test_with_auth_disabled_on_loopback_sweeps_can_be_started(tmp_path: Any) -> 
         sweep_data_dir=DEMO,
         database_url=f"sqlite:///{tmp_path / 'open.db'}",
     )
-    with TestClient(with_sweeps(app_for(settings))) as client:
+    with TestClient(app_for(settings)) as client:
         run = _sweep(client, {})
         assert client.get(f"/sweeps/{run['id']}").json()["status"] == "completed"
 
@@ -286,13 +269,13 @@ def test_the_schedule_runs_in_the_app(
     scheduled = sweep_settings.model_copy(
         update={"sweep_schedule": {"NCT06946485": "30 2 * * *"}, "sweep_timezone": "UTC"}
     )
-    with TestClient(with_sweeps(app_for(scheduled))) as client:
-        scheduler = client.app.state.sweep_scheduler  # type: ignore[attr-defined]
+    with TestClient(app_for(scheduled)) as client:
+        scheduler = state_of(client.app).scheduler
         when = scheduler.next_runs()["NCT06946485"]
         assert (when.hour, when.minute) == (2, 30)
     bad = sweep_settings.model_copy(update={"sweep_schedule": {"NCT06946485": "nightly"}})
     with (
         pytest.raises(ValueError, match="neither a 5-field cron"),
-        TestClient(with_sweeps(app_for(bad))),
+        TestClient(app_for(bad)),
     ):
         pass

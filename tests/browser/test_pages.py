@@ -99,8 +99,11 @@ def test_coordinator_page_and_csv(page: Any, ehr: TestEhr, app_url: str, artifac
     page.screenshot(path=str(artifacts / "signin-page.png"))
     page.get_by_role("link", name=re.compile(r"^Sign in with localhost")).click()
     _sign_in(page)
-    page.wait_for_url(re.compile(r"/app/cohort"))
-    page.get_by_role("heading", name="Ranked candidates").wait_for()
+    # The cohort page streams while it screens the whole demo population against the FHIR
+    # server: the document's load event comes only when the last patient is done, so wait for
+    # the navigation to commit, then give the screening the same budget as the API call above.
+    page.wait_for_url(re.compile(r"/app/cohort"), wait_until="commit")
+    page.get_by_role("heading", name="Ranked candidates").wait_for(timeout=120_000)
     shown = page.locator("tr[data-patient]").evaluate_all(
         "rows => rows.map(r => r.dataset.patient)"
     )

@@ -9,6 +9,7 @@ tests/browser/.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from service.clock import Clock
 from service.config import Settings
 from service.screening import screen
 from tests.api.conftest import DEMO, FakeFhir
@@ -49,7 +51,7 @@ def file_verdicts() -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """p01-p12 of the demo: every status, both unit systems; the whole demo (70 patients)
+    """p01-p12 of the demo: every status, both unit systems; the whole demo (66 patients)
     goes through the real FHIR server in tests/integration and tests/browser."""
     folder = tmp_path_factory.mktemp("small-demo")
     for path in sorted(DEMO.glob("p*.json")):
@@ -91,12 +93,34 @@ def make_settings(tmp_path: Path, ehr: TestEhr) -> Callable[..., Settings]:
     return make
 
 
+class MovingClock:
+    """The app's clock (service/clock.py), which a test moves forward to expire things."""
+
+    def __init__(self) -> None:
+        self.ahead = dt.timedelta(0)
+        self.clock = Clock(dt.UTC, self.now)
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += dt.timedelta(seconds=seconds)
+
+
 @pytest.fixture
-def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+def moving_clock() -> MovingClock:
+    return MovingClock()
+
+
+@pytest.fixture
+def make_app(
+    make_settings: Callable[..., Settings], moving_clock: MovingClock
+) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(base_url: str = APP, **overrides: Any) -> TestClient:
-        client = TestClient(app_for(make_settings(**overrides)), base_url=base_url)
+        app = app_for(make_settings(**overrides), clock=moving_clock.clock)
+        client = TestClient(app, base_url=base_url)
         client.__enter__()
         clients.append(client)
         return client

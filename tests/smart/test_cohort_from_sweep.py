@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.app_state import state_of
 from service.fhir.bulk import ExportResult
 from service.sweeps import Source, SweepRunner
 from service.sweeps.report import csv_lines
-from service.sweeps.runner import _Export
+from service.sweeps.runner import Export
 from service.sweeps.store import RunInfo, SweepStore
 from tests.smart.conftest import AS_OF, SMALL_PATIENTS, launch
 from tests.smart.ehr import TestEhr
@@ -44,24 +45,20 @@ def swept_data(small_demo: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sweep_of(
-    monkeypatch: pytest.MonkeyPatch, swept_data: Path
-) -> Callable[..., tuple[RunInfo, SweepStore]]:
+def sweep_of(swept_data: Path) -> Callable[..., tuple[RunInfo, SweepStore]]:
     """sweep_of(app, source): a completed sweep of `source` (a FHIR URL, or files) into the
-    app's own store; the export of a FHIR source gives the swept Bundles."""
+    app's own store, by a runner whose exporter gives the swept Bundles for a FHIR source."""
 
-    def export(self: SweepRunner, run: Any, plan: Any, level: str, out: Path, *_: Any) -> Any:
+    def export(run: RunInfo, plan: Any, level: str, out: Path, *_: Any) -> Export:
         shutil.copytree(swept_data, out)
         result = ExportResult(out, "bulk-export", dt.datetime.now(dt.UTC), ())
-        return _Export(result, frozenset(), [])
-
-    monkeypatch.setattr(SweepRunner, "_export", export)
+        return Export(result, frozenset(), [])
 
     def make(app: TestClient, source: str, as_of: str = AS_OF) -> tuple[RunInfo, SweepStore]:
-        sweeps = app.app.state.sweeps  # type: ignore[attr-defined]
+        sweeps = state_of(app.app).sweeps
         settings = sweeps.settings.model_copy(update={"sweep_workers": 1})
         where = Source.fhir(source) if source.startswith("http") else Source.files(Path(source))
-        run = SweepRunner(settings, sweeps.store).sweep(
+        run = SweepRunner(settings, sweeps.store, export).sweep(
             TRIAL, dt.date.fromisoformat(as_of), where, "test"
         )
         assert run.status == "completed", run.error
@@ -133,7 +130,7 @@ def test_the_page_shows_the_sweep_of_the_ehrs_server(
     assert "Patient/p01" in checklist.text
     assert len(ehr.fhir_requests()) > before
 
-    events = app.app.state.cohort.audit.recent()  # type: ignore[attr-defined]
+    events = state_of(app.app).audit.recent()
     cohort = next(e for e in events if e.action == "page.cohort")
     assert cohort.outcome == f"sweep {run.id}: {SWEPT} screened"
     assert sorted(json.loads(cohort.patients)) == sorted(in_rank_order)

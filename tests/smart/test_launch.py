@@ -11,10 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from service.app_state import state_of
 from service.smart.oauth import code_challenge
 from service.smart.runtime import TICKET_TTL_S
 from tests.api.conftest import FakeFhir
-from tests.smart.conftest import APP, AS_OF, file_verdicts, launch
+from tests.smart.conftest import APP, AS_OF, MovingClock, file_verdicts, launch
 from tests.smart.ehr import TestEhr
 
 COOKIE = "cohort_match_session"
@@ -31,7 +32,7 @@ def _verdicts(page: str) -> dict[str, str]:
 
 
 def _audit(app: TestClient, action: str) -> list[tuple[str, str, str]]:
-    engine = create_engine(app.app.state.cohort.settings.database_url)  # type: ignore[attr-defined]
+    engine = create_engine(state_of(app.app).settings.database_url)
     with engine.connect() as db:
         rows = db.execute(
             text("SELECT subject, patients, outcome FROM audit_events WHERE action = :a"),
@@ -183,11 +184,9 @@ def test_with_the_cookie_a_reload_keeps_working(app: TestClient, ehr: TestEhr) -
     assert "Patient/p02" in reload.text
 
 
-def test_tickets_expire(app: TestClient, ehr: TestEhr) -> None:
+def test_tickets_expire(app: TestClient, ehr: TestEhr, moving_clock: MovingClock) -> None:
     flow = launch(app, ehr, follow=False)
-    runtime = app.app.state.smart  # type: ignore[attr-defined]
-    now = runtime.store.clock()
-    runtime.store.clock = lambda: now + TICKET_TTL_S + 1
+    moving_clock.advance(TICKET_TTL_S + 1)
     app.cookies.clear()
     assert app.get(flow.callback.headers["location"]).status_code == 401
 
@@ -238,14 +237,13 @@ def test_an_expired_session_without_refresh_token_asks_to_sign_in_again(
     assert "Sign in" in flow.page.text
 
 
-def test_a_refused_refresh_ends_the_session(app: TestClient, ehr: TestEhr) -> None:
+def test_a_refused_refresh_ends_the_session(
+    app: TestClient, ehr: TestEhr, moving_clock: MovingClock
+) -> None:
     flow = launch(app, ehr)
     assert flow.page is not None
     ehr.refresh.clear()  # the EHR revoked it
-    runtime = app.app.state.smart  # type: ignore[attr-defined]
-    now = runtime.clock()
-    runtime.clock = lambda: now + 3600
-    runtime.store.clock = runtime.clock
+    moving_clock.advance(3600)
     page = app.get("/app/patient")
     assert page.status_code == 401
 
@@ -308,14 +306,12 @@ def test_a_replayed_callback_is_refused(app: TestClient, ehr: TestEhr) -> None:
     assert len(ehr.token_requests) == 1
 
 
-def test_a_state_expires(app: TestClient, ehr: TestEhr) -> None:
+def test_a_state_expires(app: TestClient, ehr: TestEhr, moving_clock: MovingClock) -> None:
     started = app.get(
         "/launch", params={"iss": ehr.iss, "launch": ehr.new_launch("p02")}, follow_redirects=False
     )
     callback_url = httpx.get(started.headers["location"]).headers["location"]
-    runtime = app.app.state.smart  # type: ignore[attr-defined]
-    now = runtime.store.clock()
-    runtime.store.clock = lambda: now + 601
+    moving_clock.advance(601)
     assert app.get(callback_url).status_code == 400
 
 

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from service.app_state import state_of
 from service.cli import app as cli
 from service.config import Settings
 from tests.api.conftest import FakeFhir
@@ -189,7 +190,7 @@ def test_the_stylesheet_is_served(app: TestClient) -> None:
 def test_page_views_are_audited(app: TestClient, ehr: TestEhr) -> None:
     _coordinator(app, ehr)
     app.get("/app/cohort.csv?trial=NCT06946485")
-    events = app.app.state.cohort.audit.recent()  # type: ignore[attr-defined]
+    events = state_of(app.app).audit.recent()
     actions = [e.action for e in events]
     assert "page.cohort" in actions
     assert "page.cohort.csv" in actions
