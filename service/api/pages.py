@@ -532,7 +532,7 @@ async def cohort_csv(
         wanted = _status_filter(status)
         run = await _source(state, smart, session, chosen, explicit, fresh, sweep)
         if run is not None:
-            # The same choice as the page: the sweep's CSV (report.csv_lines), filtered.
+            # The same choice as the page: the sweep's CSV, filtered by status in the store.
             body, patients = await asyncio.to_thread(stored_csv, state.sweeps.store, run, wanted)
             audit.patients = patients
             audit.outcome = f"sweep {run.id}: {run.counts['patients']} screened"

@@ -538,6 +538,8 @@ class SweepRunner:
 
     def _store_results(self, run: RunInfo, screened: ScreenRun, tracker: _Tracker) -> FunnelCounter:
         """Results in rank order, in batches (one transaction each); the funnel on the way."""
+        from service.ranked_output import rank_body
+
         funnel = FunnelCounter(run.criteria)
         total = len(screened.summaries)
         size = self.settings.sweep_batch_size
@@ -545,7 +547,7 @@ class SweepRunner:
         stored = 0
         tracker("store", 0, total)
         for rank, summary in enumerate(screened.summaries, start=1):
-            body = screened.result_bytes(summary)
+            body = rank_body(screened.result_bytes(summary), rank)
             result = orjson.loads(body)
             verdicts = {c["id"]: c["verdict"] for c in result["criteria"]}
             funnel.add(verdicts, summary.status)
@@ -558,7 +560,7 @@ class SweepRunner:
                     fails=summary.fails,
                     unknowns=summary.unknowns,
                     verdicts=verdicts,
-                    result=body[:-1] + b',"rank":' + str(rank).encode() + b"}",
+                    result=body,
                 )
             )
             if len(batch) >= size or rank == total:
