@@ -90,7 +90,7 @@ class _Origin:
     site_map: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a trial is no key
 class ScreeningContext:
     """What a verdict depends on besides the patient's records. Immutable; picklable as the
     paths it was loaded from (`load_screening_context`), or as its objects when built from

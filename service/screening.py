@@ -258,7 +258,7 @@ def _write_result(out: BinaryIO, result: PatientResult, partition: int) -> Summa
         unknowns=verdicts.count("unknown"),
         age=result.patient.age,
         sex=result.patient.sex,
-        next_step=_next_step(result),
+        next_step=next_step(result),
         partition=partition,
         offset=offset,
         length=len(payload),
@@ -266,7 +266,7 @@ def _write_result(out: BinaryIO, result: PatientResult, partition: int) -> Summa
     )
 
 
-def _next_step(result: PatientResult) -> str | None:
+def next_step(result: PatientResult) -> str | None:
     """What a coordinator does next: for an ineligible patient, what excludes them."""
     if result.status_reason is not None:
         return result.status_reason
