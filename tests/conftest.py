@@ -132,7 +132,12 @@ def run(
 TESTS = Path(__file__).resolve().parent
 # A test in these folders belongs to scripts/check's second pass (one process, in order) even
 # if its module forgets the marker.
-FOLDER_MARKERS = {"integration": pytest.mark.integration, "browser": pytest.mark.browser}
+# tests/spark start a JVM (PySpark local[2]): the second pass too.
+FOLDER_MARKERS = {
+    "integration": pytest.mark.integration,
+    "browser": pytest.mark.browser,
+    "spark": pytest.mark.integration,
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

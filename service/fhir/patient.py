@@ -29,7 +29,8 @@ from service.errors import FhirError, FhirFatalError, FhirMalformedResponse, Fhi
 from service.facts import PatientFacts, Problem
 from service.fhir.client import FhirClient
 from service.fhir.responses import without_query
-from service.mappers import MappingError, map_resource, problem_for, subject_of
+from service.mappers import subject_of
+from service.patient_screen import add_records
 from service.terminology import Terminology
 
 if TYPE_CHECKING:
@@ -300,12 +301,6 @@ async def consult_terminology(
 def add_resources(
     facts: PatientFacts, resources: Iterable[dict[str, Any]], terms: Terminology
 ) -> None:
-    """Map resources into `facts`; an unreadable one becomes a Problem, not an exception."""
-    for resource in resources:
-        where = f"{resource.get('resourceType')}/{resource.get('id')}"
-        try:
-            mapped = map_resource(resource, terms, where)
-        except MappingError as exc:
-            mapped = problem_for(resource, str(exc), where, terms)
-        if mapped is not None and mapped.patient == facts.reference:
-            facts.add(mapped.fact)
+    """Map resources into `facts`; an unreadable one becomes a Problem, not an exception.
+    In the canonical order, named by `Type/id` (service/patient_screen.py: one policy)."""
+    add_records(facts, resources, terms)

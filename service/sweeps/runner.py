@@ -204,11 +204,16 @@ class SweepRunner:
     source's population (default: Bulk export, or searches where the server has none)."""
 
     def __init__(
-        self, settings: Settings, store: SweepStore, exporter: Exporter | None = None
+        self,
+        settings: Settings,
+        store: SweepStore,
+        exporter: Exporter | None = None,
+        screener: Callable[..., ScreenRun] = screen,  # or service.spark.spark_screen
     ) -> None:
         self.settings = settings
         self.store = store
         self.exporter: Exporter = exporter or self._export
+        self.screener = screener
         self._terms: Terminology | None = None
         self._lock = threading.Lock()
 
@@ -349,7 +354,7 @@ class SweepRunner:
         # an exception (a cancel raised from `progress`) leaves it half way.
         spool = tmp / "spool"
         spool.mkdir()
-        screened = screen(
+        screened = self.screener(
             fetched.data,
             trial_path,
             self.settings.terminology_dir,
