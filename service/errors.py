@@ -105,6 +105,7 @@ class FhirError(ServiceError):
         super().__init__(message, outcome=outcome)
         self.url = url
         self.http_status = http_status
+        self.detail = ""  # what the server said (its OperationOutcome's text), when known
 
 
 class FhirTemporaryError(FhirError):

@@ -13,15 +13,16 @@ Flow (IG v2, "Bulk Data Export Operation Request Flow"): kick-off (GET with quer
 or POST with a Parameters resource) carrying `Prefer: respond-async` -> 202 + Content-Location
 (the job's status URL) -> poll until 200 + manifest -> stream each output file to disk ->
 read the error files -> DELETE the job, which tells the server it may free the files.
-Requests go through the FhirClient's connection pool and auth.
+Requests go through the FhirClient: its connection pool, its host-bound credentials, its
+host check (`FhirClient.trusted`) and its one retry helper.
 
 What happens on each fault, by design:
 
     kick-off 404/405/501        BulkExportUnsupported. `export_or_search` then searches instead,
                                 unless the CapabilityStatement declared $export: then the 404
                                 means what it says (e.g. an unknown Group) and is raised.
-    kick-off 429/502/503/504,   retried `transient_retries` times, honouring Retry-After.
-      network errors
+    kick-off 429/502/503/504,   retried by the one retry helper (service/fhir/transport.py)
+      network errors            with `BulkPolicy.retry`, honouring Retry-After.
     kick-off other 4xx/5xx      BulkExportFailed with the server's OperationOutcome text.
     status or file URL on       FhirUnsafeLink before anything is sent there (our token would
       another host              go with it). `allow_hosts` admits a separate file server
@@ -41,9 +42,10 @@ What happens on each fault, by design:
                                 X-Progress. The limit applies to each job's polling.
     any failure or cancel       the job is DELETEd (best effort) and the files this call wrote
       after the kick-off        are removed: `out_dir` never holds a partial export.
-    download 429/5xx, network   the file is fetched again from its start (transient_retries
-      error, truncated stream   times); it is written as `.<name>.part` and renamed only when
-                                complete, so a half file never looks like data.
+    download 429/5xx, network   the file is fetched again from its start (the retry helper,
+      error, truncated stream   `BulkPolicy.retry`); it is written as `.<name>.part` and
+                                renamed only when complete, so a half file never looks like
+                                data.
     download 404/410            the files were expired or cleaned up (`Expires` passed, or the
                                 server restarted): the files of this run are removed and the
                                 whole export is kicked off once more. Not just that file: the
@@ -107,7 +109,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import httpx
 import orjson
@@ -119,7 +121,6 @@ from service.errors import (
     FhirMalformedResponse,
     FhirNotFound,
     FhirTemporaryError,
-    FhirUnsafeLink,
 )
 from service.fhir.client import FhirClient
 from service.fhir.ids import is_fhir_id
@@ -133,6 +134,7 @@ from service.fhir.responses import (
     retry_after_s,
     status_error,
 )
+from service.fhir.transport import Retry, RetryPolicy
 from service.mappers import subject_of
 
 __all__ = [
@@ -255,15 +257,28 @@ class ExportResult:
         return tuple(i for i in self.issues if i.severity in ("error", "fatal"))
 
 
+# A kick-off or a download: waits up to a minute between tries (a Bulk server under load),
+# and a Retry-After up to the longest poll wait.
+TRANSFER_RETRY = RetryPolicy(
+    attempts=4, base_delay_s=1.0, max_delay_s=60.0, max_retry_after_s=120.0
+)
+
+
 @dataclass(frozen=True)
 class BulkPolicy:
-    """How patiently to wait. Delays are in seconds."""
+    """How patiently to wait. Delays are in seconds.
 
-    first_delay_s: float = 1.0  # backoff start when the server sends no Retry-After
+    Polling (a job still running is no failure) has its own backoff below; the kick-off and
+    the downloads are retried by the one retry helper (service/fhir/transport.py) with
+    `retry`: patient, since giving up on one file throws a whole export away.
+    """
+
+    first_delay_s: float = 1.0  # polling backoff start when the server sends no Retry-After
     min_delay_s: float = 1.0  # a smaller (or zero, or past) Retry-After is raised to this
     max_delay_s: float = 120.0  # a larger one is capped: the poll limit bounds the total
-    transient_retries: int = 3  # failures in a row tolerated on one request
+    transient_retries: int = 3  # failures in a row tolerated on polling
     concurrency: int = 4  # files downloaded at once
+    retry: RetryPolicy = TRANSFER_RETRY
 
     def delay(self, retry_after: float | None, attempt: int) -> float:
         if retry_after is not None:
@@ -416,10 +431,7 @@ class _Session:
         progress: Callable[[ExportProgress], None] | None,
     ) -> None:
         self.client = client
-        # FhirClient has no public accessor for its pool or its set of trusted hosts; using
-        # them keeps one pool per process and one definition of "our server".
-        self.http: httpx.AsyncClient = client._http
-        self.hosts = frozenset(client._hosts) | allow_hosts
+        self.allow_hosts = allow_hosts
         self.policy = policy
         self.sleep = sleep
         self.clock = clock
@@ -429,28 +441,43 @@ class _Session:
         if self._progress is not None:
             self._progress(ExportProgress(stage, message, done, total))
 
-    async def headers(self, accept: str, *, auth: bool = True) -> dict[str, str]:
-        headers = {"Accept": accept}
-        if auth:
-            authorization = await self.client.auth.header(self.http)
-            if authorization:
-                headers["Authorization"] = authorization
-        return headers
+    def auth(self, signed: bool = True) -> httpx.Auth | None:
+        """The client's credentials, bound to its host and the admitted ones; or none."""
+        return self.client.signed(allow_hosts=self.allow_hosts) if signed else None
 
     def trusted(self, url: str, what: str, where: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or parts.netloc not in self.hosts:
-            raise FhirUnsafeLink(
-                f"{what} on another host refused: {parts.netloc or url} (from {where}); "
-                "allow it explicitly with allow_hosts",
-                url=where,
-            )
-        return url
+        return self.client.trusted(url, what, where, self.allow_hosts)
+
+    def send(
+        self,
+        request: httpx.Request,
+        classify: Callable[[httpx.Response], Awaitable[T | Retry]],
+        *,
+        signed: bool = True,
+        stream: bool = False,
+        what: str,
+    ) -> Awaitable[T]:
+        """`request` through the one retry helper with the export's transfer policy."""
+
+        def network(exc: httpx.TransportError, request: httpx.Request) -> FhirError:
+            return FhirTemporaryError(f"{what} failed: {exc!r}", url=str(request.url))
+
+        return self.client.send(
+            request,
+            classify,
+            auth=self.auth(signed),
+            policy=self.policy.retry,
+            stream=stream,
+            sleep=self.sleep,
+            on_network_error=network,
+            on_retry=lambda error: self.report("retry", error.message),
+        )
 
     async def cancel(self, job: str, why: str) -> None:
         """DELETE the job; never raises (it is clean-up, often on the way out of a failure)."""
         try:
-            response = await self.http.delete(job, headers=await self.headers(FHIR_JSON))
+            request = self.client.build("DELETE", job)
+            response = await self.client.send_once(request, auth=self.auth())
         except (httpx.HTTPError, FhirError) as exc:
             log.warning("could not DELETE export job %s (%s): %s", job, why, exc)
             return
@@ -467,66 +494,57 @@ async def _kick_off(s: _Session, request: _Request) -> str:
     # IG v2: respond-async is how a kick-off asks for the async pattern. handling=strict (as
     # the client sends on searches) makes a server refuse a parameter it would ignore.
     prefer = "respond-async, handling=strict" if s.client.strict else "respond-async"
-    failures = 0
-    while True:
-        headers = {**await s.headers(FHIR_JSON), "Prefer": prefer}
-        retry_after: float | None = None
-        try:
-            if request.method == "POST":
-                headers["Content-Type"] = FHIR_JSON
-                body = orjson.dumps(request.parameters())
-                response = await s.http.post(url, content=body, headers=headers)
-            else:
-                response = await s.http.get(url, params=tuple(request.query()), headers=headers)
-        except httpx.TransportError as exc:
-            # A kick-off lost on the way back may have started a job we never hear of; the
-            # server expires it. Retrying beats failing a sweep for a dropped connection.
-            problem = f"$export kick-off at {url} failed: {exc!r}"
-        else:
-            status = response.status_code
-            if status == 202:
-                location = response.headers.get("Content-Location")
-                if not location:
-                    raise FhirMalformedResponse(
-                        f"$export kick-off at {url}: 202 without Content-Location",
-                        url=url,
-                        http_status=status,
-                    )
-                return s.trusted(urljoin(url, location), "export status URL", url)
-            outcome = operation_outcome(response)
-            detail = _outcome_text(outcome)
-            if status in TRANSIENT_STATUSES:
-                retry_after = retry_after_s(response.headers.get("Retry-After"))
-                problem = f"$export kick-off at {url} answered {status}{detail}"
-            elif status in UNSUPPORTED_STATUSES:
-                raise BulkExportUnsupported(
-                    f"no $export at {url} ({status}){detail}",
-                    url=url,
-                    http_status=status,
-                    outcome=outcome,
-                )
-            elif status in (401, 403):
-                raise status_error(status, outcome, url)
-            elif status < 300:
+    headers = {"Prefer": prefer}
+    if request.method == "POST":
+        http_request = s.client.build(
+            "POST", url, content=orjson.dumps(request.parameters()), headers=headers
+        )
+    else:
+        http_request = s.client.build("GET", url, params=tuple(request.query()), headers=headers)
+
+    async def classify(response: httpx.Response) -> str | Retry:
+        await response.aread()
+        status = response.status_code
+        if status == 202:
+            location = response.headers.get("Content-Location")
+            if not location:
                 raise FhirMalformedResponse(
-                    f"$export kick-off at {url} answered {status}, expected 202",
+                    f"$export kick-off at {url}: 202 without Content-Location",
                     url=url,
                     http_status=status,
                 )
-            else:
-                raise BulkExportFailed(
-                    f"$export kick-off refused ({status}) at {url}{detail}",
-                    url=url,
-                    http_status=status,
-                    outcome=outcome,
-                )
-        failures += 1
-        if failures > s.policy.transient_retries:
-            raise FhirTemporaryError(problem, url=url)
-        delay = s.policy.delay(retry_after, failures)
-        log.warning("%s; retry %d in %.1fs", problem, failures, delay)
-        s.report("retry", problem)
-        await s.sleep(delay)
+            return s.trusted(urljoin(url, location), "export status URL", url)
+        outcome = operation_outcome(response)
+        detail = _outcome_text(outcome)
+        if status in TRANSIENT_STATUSES:
+            retry_after = retry_after_s(response.headers.get("Retry-After"))
+            problem = f"$export kick-off at {url} answered {status}{detail}"
+            return Retry(FhirTemporaryError(problem, url=url, http_status=status), retry_after)
+        if status in UNSUPPORTED_STATUSES:
+            raise BulkExportUnsupported(
+                f"no $export at {url} ({status}){detail}",
+                url=url,
+                http_status=status,
+                outcome=outcome,
+            )
+        if status in (401, 403):
+            raise status_error(status, outcome, url)
+        if status < 300:
+            raise FhirMalformedResponse(
+                f"$export kick-off at {url} answered {status}, expected 202",
+                url=url,
+                http_status=status,
+            )
+        raise BulkExportFailed(
+            f"$export kick-off refused ({status}) at {url}{detail}",
+            url=url,
+            http_status=status,
+            outcome=outcome,
+        )
+
+    # A kick-off lost on the way back may have started a job we never hear of; the server
+    # expires it. Retrying beats failing a sweep for a dropped connection.
+    return await s.send(http_request, classify, what=f"$export kick-off at {url}")
 
 
 async def _poll(s: _Session, job: str, limit_s: float) -> _Manifest:
@@ -545,7 +563,8 @@ async def _poll(s: _Session, job: str, limit_s: float) -> _Manifest:
         retry_after: float | None = None
         try:
             # IG v2: status requests SHOULD accept application/json (the manifest is not FHIR).
-            response = await s.http.get(job, headers=await s.headers("application/json"))
+            request = s.client.build("GET", job, accept="application/json")
+            response = await s.client.send_once(request, auth=s.auth())
         except httpx.TransportError as exc:
             failures += 1
             if failures > s.policy.transient_retries:
@@ -668,39 +687,31 @@ async def _fetch(
     consume: Callable[[httpx.Response], Awaitable[T]],
 ) -> T:
     """Stream one manifest file into `consume`, from the start again on transient failures."""
-    failures = 0
-    while True:
-        retry_after: float | None = None
-        headers = await s.headers(NDJSON, auth=auth)
-        try:
-            async with s.http.stream("GET", item.url, headers=headers) as response:
-                status = response.status_code
-                if status == 200:
-                    return await consume(response)
-                await response.aread()
-                outcome = operation_outcome(response)
-                detail = _outcome_text(outcome)
-                if status in (404, 410):
-                    raise _Gone(item, status)
-                if status in (401, 403):
-                    raise status_error(status, outcome, item.url)
-                if status not in TRANSIENT_STATUSES and status < 500:
-                    raise FhirFatalError(
-                        f"download of {item.url} answered {status}{detail}",
-                        url=item.url,
-                        http_status=status,
-                        outcome=outcome,
-                    )
-                retry_after = retry_after_s(response.headers.get("Retry-After"))
-                problem = f"download of {item.url} answered {status}"
-        except httpx.TransportError as exc:  # includes a stream cut short
-            problem = f"download of {item.url} failed: {exc!r}"
-        failures += 1
-        if failures > s.policy.transient_retries:
-            raise FhirTemporaryError(problem, url=item.url)
-        delay = s.policy.delay(retry_after, failures)
-        log.warning("%s; retry %d in %.1fs", problem, failures, delay)
-        await s.sleep(delay)
+
+    async def classify(response: httpx.Response) -> T | Retry:
+        status = response.status_code
+        if status == 200:
+            return await consume(response)
+        await response.aread()
+        outcome = operation_outcome(response)
+        detail = _outcome_text(outcome)
+        if status in (404, 410):
+            raise _Gone(item, status)
+        if status in (401, 403):
+            raise status_error(status, outcome, item.url)
+        if status not in TRANSIENT_STATUSES and status < 500:
+            raise FhirFatalError(
+                f"download of {item.url} answered {status}{detail}",
+                url=item.url,
+                http_status=status,
+                outcome=outcome,
+            )
+        problem = f"download of {item.url} answered {status}"
+        error = FhirTemporaryError(problem, url=item.url, http_status=status)
+        return Retry(error, retry_after_s(response.headers.get("Retry-After")))
+
+    request = s.client.build("GET", item.url, accept=NDJSON)
+    return await s.send(request, classify, signed=auth, stream=True, what=f"download of {item.url}")
 
 
 async def _save(s: _Session, item: _Item, path: Path, auth: bool) -> ExportFile:

@@ -40,14 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import httpx
 import orjson
 
 from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
 from service.errors import BadRequest, FhirError, FhirFatalError, NotFound, ServiceError
-from service.fhir import FetchPlan, FhirClient, NoAuth, plan_for
-from service.fhir.auth import Auth, auth_from_settings
+from service.fhir import FetchPlan, FhirClient, plan_for
 from service.fhir.bulk import ExportResult
 from service.mappers import relevant
 from service.screening import ScreenRun, screen
@@ -64,6 +62,7 @@ from service.sweeps.store import (
 )
 from service.terminology import Terminology, TerminologyError
 from service.trials import TrialNotFound, find_trial
+from service.upstream import fhir_auth
 
 __all__ = [
     "BackgroundSweeps",
@@ -109,18 +108,6 @@ def configured_source(settings: Settings) -> Source | None:
     if settings.fhir_base_url:
         return Source.fhir(settings.fhir_base_url)
     return None
-
-
-def fhir_auth(settings: Settings, base_url: str) -> Auth:
-    """The configured FHIR credentials, but only for the configured server: a sweep of
-    another URL (`--source`) gets no credentials, so our token never reaches it.
-    """
-    configured = (settings.fhir_base_url or "").rstrip("/")
-    if base_url.rstrip("/") != configured:
-        return NoAuth()
-    if settings.fhir_auth == "passthrough":
-        return NoAuth()  # a sweep has no caller whose token could be passed on
-    return auth_from_settings(settings)
 
 
 class Cancelled(Exception):
@@ -585,9 +572,10 @@ class SweepRunner:
             self.store.set_write_back(run.id, outcome)
 
     async def write_back(self, run: RunInfo) -> str:
-        """POST the run's FHIR transaction Bundle to the configured FHIR server; patients who
-        were candidates in the previous completed run and are ineligible now get their
-        ResearchSubject set to `ineligible`."""
+        """POST the run's FHIR transaction Bundle to the configured FHIR server, once (through
+        `FhirClient.transaction`, which never retries a write); patients who were candidates
+        in the previous completed run and are ineligible now get their ResearchSubject set to
+        `ineligible`."""
         base = self.settings.fhir_base_url
         assert base is not None
         dropped: list[str] = []
@@ -597,24 +585,20 @@ class SweepRunner:
             dropped = [c.patient for c in diff.dropped if c.after == "ineligible"]
         trial, _ = self._trial(run.trial_id)
         bundle = fhir_bundle(self.store, run, title=trial.title, dropped=dropped)
-        auth = fhir_auth(self.settings, base)
-        async with httpx.AsyncClient(
-            timeout=self.settings.fhir_timeout_s, follow_redirects=False
-        ) as http:
-            headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-            authorization = await auth.header(http)
-            if authorization:
-                headers["Authorization"] = authorization
-            response = await http.post(
-                base.rstrip("/"), content=orjson.dumps(bundle), headers=headers
-            )
-        if response.status_code >= 300:
-            raise FhirError(
-                f"the FHIR server answered {response.status_code} to the write-back: "
-                f"{response.text[:300]}",
-                url=base,
-                http_status=response.status_code,
-            )
+        async with FhirClient(
+            base, auth=fhir_auth(self.settings, base), timeout_s=self.settings.fhir_timeout_s
+        ) as client:
+            try:
+                await client.transaction(bundle)
+            except FhirError as exc:
+                if exc.http_status is None:
+                    raise
+                raise type(exc)(
+                    f"the FHIR server answered {exc.http_status} to the write-back: {exc.detail}",
+                    url=base,
+                    http_status=exc.http_status,
+                    outcome=exc.outcome,
+                ) from exc
         return f"ok: {len(bundle['entry'])} resources written to {base}"
 
 
