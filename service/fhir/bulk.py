@@ -124,7 +124,7 @@ from service.errors import (
 )
 from service.fhir.client import FhirClient
 from service.fhir.ids import is_fhir_id
-from service.fhir.patient import FetchPlan
+from service.fhir.plan import FetchPlan
 from service.fhir.responses import (
     TRANSIENT_STATUSES,
     http_date,
@@ -135,7 +135,6 @@ from service.fhir.responses import (
     status_error,
 )
 from service.fhir.transport import Retry, RetryPolicy
-from service.mappers import subject_of
 
 __all__ = [
     "BulkExportFailed",
@@ -1006,6 +1005,26 @@ class _Writer:
         ]
 
 
+def _patient_reference(text: object) -> str | None:
+    """`Patient/<id>` of a reference's text (relative, absolute or versioned), if it is one."""
+    if not isinstance(text, str) or "Patient/" not in text:
+        return None
+    identifier = text.split("/_history/")[0].rstrip("/").split("Patient/")[-1]
+    return f"Patient/{identifier}" if identifier and "/" not in identifier else None
+
+
+def _patient_of(resource: dict[str, Any]) -> str | None:
+    """The `Patient/<id>` a resource is about: a Patient itself, or the first of `subject`,
+    `patient`, `individual` (FHIR R4 names the patient so in every type a screen reads)."""
+    if resource.get("resourceType") == "Patient":
+        return f"Patient/{resource.get('id')}"
+    for name in ("subject", "patient", "individual"):
+        value = resource.get(name)
+        if isinstance(value, dict) and "reference" in value:
+            return _patient_reference(value["reference"])
+    return None
+
+
 async def _group_members(client: FhirClient, group: str) -> frozenset[str]:
     """`Patient/<id>` of every member of the Group."""
     resource = await client.read("Group", group)
@@ -1043,7 +1062,7 @@ async def _search_types(
         seen: set[str] | None = set() if len(queries) > 1 else None
         for params in queries:
             async for resource in client.search(kind, params):
-                if members is not None and subject_of(resource) not in members:
+                if members is not None and _patient_of(resource) not in members:
                     continue
                 if seen is not None:
                     key = str(resource.get("id"))

@@ -45,7 +45,8 @@ import orjson
 from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
 from service.errors import BadRequest, FhirError, FhirFatalError, NotFound, ServiceError
-from service.fhir import FetchPlan, FhirClient, plan_for
+from service.fetching import plan_for
+from service.fhir import FetchPlan, FhirClient
 from service.fhir.bulk import ExportResult
 from service.mappers import relevant
 from service.screening import ScreenRun, screen

@@ -4,7 +4,7 @@ The code tables list every code that counts (SNOMED CT and RxNorm match exactly)
 hospital records codes the tables do not list: a SNOMED CT concept one level deeper, a new
 RxNorm clinical drug. With a terminology server configured, each such code is asked about
 once, between fetching a patient's records and mapping them (`RuntimeTerminology.consult`,
-called by `service.fhir.patient.map_records`):
+called by `service.fetching.map_records`):
 
 - which codes: SNOMED CT and RxNorm codings of the records the tables do not know at all
   (no value set, no site-map entry), of records none of whose codings is known;
