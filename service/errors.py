@@ -27,6 +27,13 @@ from typing import Any
 
 __all__ = [
     "BadRequest",
+    "BulkExportFailed",
+    "BulkExportTimeout",
+    "BulkExportUnsupported",
+    "BulkFileGone",
+    "CohortMatchError",
+    "ControlFlow",
+    "DataError",
     "FhirAuthError",
     "FhirError",
     "FhirFatalError",
@@ -44,7 +51,11 @@ __all__ = [
 ]
 
 
-class ServiceError(Exception):
+class CohortMatchError(Exception):
+    """The root: every exception class cohort-match defines derives from it."""
+
+
+class ServiceError(CohortMatchError):
     """Base of every error the service reports; `status` and `code` shape the response."""
 
     status = 500
@@ -132,3 +143,32 @@ class FhirMalformedResponse(FhirFatalError):
 
 class FhirUnsafeLink(FhirFatalError):
     code = "security"
+
+
+class BulkExportUnsupported(FhirFatalError):
+    """A Bulk Data kick-off was answered 404/405/501: no $export here."""
+
+    code = "not-supported"
+
+
+class BulkExportFailed(FhirFatalError):
+    """The server refused the kick-off or reported the job failed; `url` is the job."""
+
+    code = "exception"
+
+
+class BulkExportTimeout(FhirTemporaryError):
+    """The job was still running after `poll_limit_s`; it has been cancelled."""
+
+
+class BulkFileGone(FhirNotFound):
+    """An output file was gone (404/410) in two exports in a row."""
+
+
+class DataError(CohortMatchError, ValueError):
+    """A file, record or value that cannot be used; handled where it is read (a ValueError,
+    as before the tree)."""
+
+
+class ControlFlow(CohortMatchError):
+    """Raised and caught inside one module to unwind work; never reaches a caller."""
