@@ -1,21 +1,55 @@
-"""One error tree for the whole service, rendered once as a FHIR OperationOutcome by the API.
+"""One exception tree for the whole service. `ServiceError` and below are rendered once as a
+FHIR OperationOutcome by the API (`status`, `code`); the other branches are handled where they
+are raised. Every exception class defined under service/ is here (tests/test_errors.py checks
+both that and this drawing).
 
-    ServiceError
-     ├── BadRequest                   400  the caller sent something we cannot use
-     │    └── Unprocessable           422  well formed, but it cannot be answered (as_of
-     │                                     before the patient's birth)
-     ├── NotFound                     404  unknown trial, patient or run
-     ├── PayloadTooLarge              413  request body over the configured limit
-     ├── Unauthorized                 401  no or invalid bearer token
-     ├── Forbidden                    403  valid token without the needed scope
-     ├── NotConfigured                503  the request needs something this deployment lacks
-     └── FhirError                         the FHIR server did not give us what we asked for
-          ├── FhirTemporaryError      504  timeouts, 429/502/503/504 after retries (retryable)
-          └── FhirFatalError          502  not worth retrying
-               ├── FhirAuthError           401/403 from the FHIR server
-               ├── FhirNotFound            404/410 from the FHIR server
-               ├── FhirMalformedResponse   not JSON, not FHIR, a truncated page
-               └── FhirUnsafeLink          a next link to another host, or a loop
+    CohortMatchError                         the root
+     ├── ServiceError                         reported to the caller
+     │    ├── BadRequest                400   the caller sent something we cannot use
+     │    │    └── Unprocessable        422   well formed, but it cannot be answered (as_of
+     │    │                                   before the patient's birth)
+     │    ├── NotFound                  404   unknown trial, patient or run
+     │    ├── PayloadTooLarge           413   request body over the configured limit
+     │    ├── Unauthorized              401   no or invalid bearer token
+     │    ├── Forbidden                 403   valid token without the needed scope
+     │    ├── NotConfigured             503   the request needs something this deployment lacks
+     │    ├── AuditUnavailable                the audit trail cannot be written (audit.py)
+     │    ├── CdsDataUnavailable              prefetch and fetch both missing (cds/prefetch.py)
+     │    ├── SweepConflict                   a live sweep of the trial runs (sweeps/store.py)
+     │    │    └── RunNotReady                the run has no results to show yet
+     │    ├── RunLost                         the run is no longer ours (sweeps/store.py)
+     │    ├── SmartError                      SMART App Launch (smart/errors.py)
+     │    │    ├── LaunchRefused
+     │    │    ├── StateInvalid
+     │    │    ├── AuthorizationDenied
+     │    │    └── EhrUnavailable
+     │    └── FhirError                       the FHIR server did not give us what we asked for
+     │         ├── FhirTemporaryError   504   timeouts, 429/502/503/504 after retries
+     │         │    └── BulkExportTimeout     an export still running after its poll limit
+     │         └── FhirFatalError       502   not worth retrying
+     │              ├── FhirAuthError         401/403 from the FHIR server (or its token
+     │              │                         endpoint)
+     │              ├── FhirNotFound          404/410 from the FHIR server
+     │              │    └── BulkFileGone     an export file gone again after a second export
+     │              ├── FhirMalformedResponse not JSON, not FHIR, a truncated page
+     │              ├── FhirUnsafeLink        a link to another host, or a loop
+     │              ├── BulkExportUnsupported no $export at this level
+     │              └── BulkExportFailed      kick-off refused, or the job failed
+     ├── DataError (ValueError)               a file, record or value we cannot use
+     │    ├── TrialError                      a trial file (criteria/model.py)
+     │    ├── TerminologyError                the code tables (terminology.py)
+     │    ├── MappingError                    a FHIR record (mappers/common.py)
+     │    ├── UnitError                       a unit UCUM cannot convert (units.py)
+     │    ├── DefinitionError                 a value-set definition (vocab/definition.py)
+     │    ├── EclUnsupported                  ECL we do not evaluate (vocab/ecl.py)
+     │    └── InvalidFhirId                   text that is no FHIR id (fhir/ids.py)
+     ├── TrialNotFound (LookupError)          no trial file of that id (trials.py)
+     ├── PageError                            a refusal shown as a page (api/pages.py)
+     └── ControlFlow                          unwinds work inside one module, never escapes
+          ├── Cancelled                       a sweep asked to stop (sweeps/runner.py)
+          ├── Gone                            an export file 404/410 (fhir/bulk/download.py)
+          └── _Unanswered                     the terminology server gave no answer
+                                              (vocab/runtime.py)
 
 A `FhirError` during a patient fetch is never a verdict: the records it concerns become
 Problems and the criteria that would have relied on them `unknown`.

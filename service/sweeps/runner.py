@@ -44,7 +44,14 @@ import orjson
 
 from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
-from service.errors import BadRequest, FhirError, FhirFatalError, NotFound, ServiceError
+from service.errors import (
+    BadRequest,
+    ControlFlow,
+    FhirError,
+    FhirFatalError,
+    NotFound,
+    ServiceError,
+)
 from service.fetching import plan_for
 from service.fhir import FetchPlan, FhirClient
 from service.fhir.bulk import ExportResult
@@ -111,7 +118,7 @@ def configured_source(settings: Settings) -> Source | None:
     return None
 
 
-class Cancelled(Exception):
+class Cancelled(ControlFlow):
     """The run was asked to stop (or stopped being ours)."""
 
 

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import FhirError
+from service.errors import ControlFlow, FhirError
 from service.facts import Problem
 from service.terminology import CACHE_LIMIT, Terminology
 from service.vocab.definition import RXNORM, SNOMED, ValueSetDefinition
@@ -87,7 +87,7 @@ class _Outcome:
     message: str = ""
 
 
-class _Unanswered(Exception):
+class _Unanswered(ControlFlow):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
