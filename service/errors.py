@@ -46,7 +46,7 @@ both that and this drawing).
      ├── TrialNotFound (LookupError)          no trial file of that id (trials.py)
      ├── PageError                            a refusal shown as a page (api/pages.py)
      └── ControlFlow                          unwinds work inside one module, never escapes
-          ├── Cancelled                       a sweep asked to stop (sweeps/runner.py)
+          ├── Cancelled                       a sweep asked to stop (sweeps/heartbeat.py)
           ├── Gone                            an export file 404/410 (fhir/bulk/download.py)
           └── _Unanswered                     the terminology server gave no answer
                                               (vocab/runtime.py)

@@ -77,5 +77,5 @@ def test_the_modules_are_found() -> None:
     """The walk reaches nested packages (a test that reads nothing would pass vacuously)."""
     names = set(defined_exceptions())
     assert "service.fhir.bulk.download.Gone" in names
-    assert "service.sweeps.runner.Cancelled" in names
+    assert "service.sweeps.heartbeat.Cancelled" in names
     assert "service.errors.ServiceError" in names
