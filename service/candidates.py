@@ -26,7 +26,8 @@ from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
 from service.errors import BadRequest, FhirError, FhirNotFound, NotFound
-from service.fhir import FhirClient, fetch_patient
+from service.fetching import fetch_patient
+from service.fhir import FhirClient
 from service.fhir.ids import InvalidFhirId, reference_id
 from service.ranked_output import status_counts
 from service.ranking import rank

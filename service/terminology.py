@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from service.errors import DataError
 from service.facts import Code
 from service.qualitative import Reading, normalize_result_text, read_qualitative
 from service.units import UnitError, conversion_factor, fold_aliases, normalize_unit
@@ -56,7 +57,7 @@ HIERARCHICAL = {ICD10: 3, ICD10CM: 3, ATC: 1}
 CACHE_LIMIT = 4096
 
 
-class TerminologyError(ValueError):
+class TerminologyError(DataError):
     """A code table that cannot be read."""
 
 

@@ -26,9 +26,9 @@ from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
 from service.errors import BadRequest, FhirNotFound, NotConfigured, NotFound, Unprocessable
 from service.facts import PatientFacts
-from service.fhir import FhirClient, fetch_patient
+from service.fetching import add_resources, consult_terminology, fetch_patient
+from service.fhir import FhirClient
 from service.fhir.ids import InvalidFhirId, reference_id
-from service.fhir.patient import add_resources, consult_terminology
 from service.mappers import subject_of
 from service.ranked_output import json_chunks, ranked_bodies
 from service.schemas import PatientResultPublic, RankedListPublic

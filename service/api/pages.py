@@ -48,6 +48,7 @@ from service.candidates import (
 from service.criteria.model import TrialDefinition
 from service.errors import (
     BadRequest,
+    CohortMatchError,
     FhirAuthError,
     FhirError,
     FhirNotFound,
@@ -76,7 +77,7 @@ log = logging.getLogger(__name__)
 SWEEPS_LOOKED_AT = 50  # newest runs of the trial searched for one the cohort page can show
 
 
-class PageError(Exception):
+class PageError(CohortMatchError):
     """A refusal shown to the user as a page: a title, a plain sentence and a status."""
 
     def __init__(self, title: str, message: str, status: int) -> None:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.criteria.instrument import ScoreSpec, read_instrument
+from service.errors import DataError
 from service.paths import data_root
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 Op = Literal[">", ">=", "<", "<=", "="]
 
 
-class TrialError(ValueError):
+class TrialError(DataError):
     """A trial file that cannot be read or does not describe a trial."""
 
 

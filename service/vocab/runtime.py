@@ -4,7 +4,7 @@ The code tables list every code that counts (SNOMED CT and RxNorm match exactly)
 hospital records codes the tables do not list: a SNOMED CT concept one level deeper, a new
 RxNorm clinical drug. With a terminology server configured, each such code is asked about
 once, between fetching a patient's records and mapping them (`RuntimeTerminology.consult`,
-called by `service.fhir.patient.map_records`):
+called by `service.fetching.map_records`):
 
 - which codes: SNOMED CT and RxNorm codings of the records the tables do not know at all
   (no value set, no site-map entry), of records none of whose codings is known;
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import FhirError
+from service.errors import ControlFlow, FhirError
 from service.facts import Problem
 from service.terminology import CACHE_LIMIT, Terminology
 from service.vocab.definition import RXNORM, SNOMED, ValueSetDefinition
@@ -87,7 +87,7 @@ class _Outcome:
     message: str = ""
 
 
-class _Unanswered(Exception):
+class _Unanswered(ControlFlow):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message

@@ -23,8 +23,8 @@ from service.config import Settings
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition, load_trial
 from service.facts import PatientFacts
+from service.fetching import map_records
 from service.fhir.client import RetryPolicy
-from service.fhir.patient import map_records
 from service.main import create_app
 from service.terminology import Terminology
 from service.vocab.definition import SNOMED, Entry
