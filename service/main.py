@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
 
 import httpx
 import orjson
@@ -203,9 +202,3 @@ def create_app(
     app.include_router(pages.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     return app
-
-
-def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
-    """The published contract (openapi/openapi.json), generated from the app itself."""
-    app = create_app(settings or Settings(auth_disabled=True))
-    return app.openapi()

@@ -394,18 +394,3 @@ def screen(
     error_count += sum(part[2] for part in evaluated)
     summaries = sorted((s for part in evaluated for s in part[0]), key=Summary.key)
     return ScreenRun(trial, terms, as_of, summaries, resources, errors, error_count, spool, tmp)
-
-
-def screen_facts(
-    trial: TrialDefinition,
-    terms: Terminology,
-    as_of: date,
-    patients: dict[str, PatientFacts],
-    mrn_type: str = "MR",
-) -> list[Any]:
-    """In-memory variant for a handful of patients (tests, the API's Bundle input)."""
-    from service.ranking import rank
-
-    return rank(
-        [evaluate(trial, facts, as_of, terms, mrn_type=mrn_type) for facts in patients.values()]
-    )
