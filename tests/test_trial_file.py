@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from service.criteria.model import TrialError, check_valuesets, load_trial, valuesets_named
+from service.paths import parse_yaml
 from service.terminology import Terminology
 from tests.conftest import ROOT, TRIAL_PATH
 
@@ -75,7 +76,7 @@ def test_a_missing_valueset_is_refused() -> None:
 
 
 def _write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
-    raw = yaml.safe_load(TRIAL_PATH.read_text(encoding="utf-8"))
+    raw = parse_yaml(TRIAL_PATH.read_text(encoding="utf-8"))
     mutate(raw)
     path = tmp_path / "trial.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
