@@ -9,8 +9,7 @@ import yaml
 
 from service.criteria.model import TrialError, check_valuesets, load_trial, valuesets_named
 from service.paths import parse_yaml
-from service.terminology import Terminology
-from tests.conftest import ROOT, TRIAL_PATH
+from tests.conftest import TRIAL_PATH, load_terms
 
 INCLUSION = [
     "I1",
@@ -64,8 +63,7 @@ def test_criterion_ids_are_the_contract() -> None:
 
 def test_every_valueset_the_trial_names_exists() -> None:
     trial = load_trial(TRIAL_PATH)
-    terms = Terminology.load(ROOT / "terminology")
-    check_valuesets(trial, frozenset(terms.valuesets))
+    check_valuesets(trial, frozenset(load_terms().valuesets))
     assert "hemoglobin" in valuesets_named(trial)
 
 
