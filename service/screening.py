@@ -299,7 +299,7 @@ def _partition_count(size: int, workers: int) -> int:
     return max(1, min(256 - 256 % workers, -(-wanted // workers) * workers))
 
 
-def screen(
+def screen(  # noqa: PLR0913 (to be split)
     data: Path,
     trial_path: Path,
     terminology_root: Path,
