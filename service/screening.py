@@ -28,10 +28,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from service.config import Settings
-from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
-from service.facts import PatientFacts
 from service.patient_screen import Record, load_screening_context, screen_patient_records
 from service.ranking import sort_key
 from service.routing import Router
@@ -283,7 +281,7 @@ def _partition_count(size: int, workers: int) -> int:
     return max(1, min(256 - 256 % workers, -(-wanted // workers) * workers))
 
 
-def screen(
+def screen(  # noqa: PLR0913 (to be split)
     data: Path,
     trial_path: Path,
     terminology_root: Path,
@@ -378,18 +376,3 @@ def screen(
     error_count += sum(part[2] for part in evaluated)
     summaries = sorted((s for part in evaluated for s in part[0]), key=Summary.key)
     return ScreenRun(trial, terms, as_of, summaries, resources, errors, error_count, spool, tmp)
-
-
-def screen_facts(
-    trial: TrialDefinition,
-    terms: Terminology,
-    as_of: date,
-    patients: dict[str, PatientFacts],
-    mrn_type: str = "MR",
-) -> list[Any]:
-    """In-memory variant for a handful of patients (tests, the API's Bundle input)."""
-    from service.ranking import rank
-
-    return rank(
-        [evaluate(trial, facts, as_of, terms, mrn_type=mrn_type) for facts in patients.values()]
-    )

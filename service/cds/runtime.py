@@ -112,7 +112,7 @@ class CdsRuntime:
         self.queries: dict[str, list[PrefetchQuery]] = {
             t: prefetch_queries(plan) for t, plan in context.plans.items()
         }
-        servers = {_normal(s) for s in settings.cds_fhir_servers.split(",") if s.strip()}
+        servers = {_normal(s) for s in settings.cds_fhir_servers}
         if settings.fhir_base_url:
             servers.add(_normal(settings.fhir_base_url))
         self.fhir_servers = frozenset(servers)  # fhirServer values that may be called
@@ -123,9 +123,7 @@ class CdsRuntime:
         settings = context.settings
         validator = None
         if settings.cds_jwks_file is not None:
-            issuers = frozenset(
-                i.strip() for i in settings.cds_client_issuers.split(",") if i.strip()
-            )
+            issuers = frozenset(settings.cds_client_issuers)
             validator = CdsClientValidator.from_jwks_file(settings.cds_jwks_file, issuers=issuers)
         return cls(context, fhir, store, validator)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from service.criteria.instrument import ScoreSpec, read_instrument
 from service.errors import DataError
-from service.paths import data_root
+from service.paths import data_root, parse_yaml
 
 __all__ = [
     "Criterion",
@@ -418,7 +418,7 @@ def load_trial(path: Path) -> TrialDefinition:
     Instruments a score names are read from `instruments/` beside the trial file (else the
     bundled ones)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise TrialError(f"{path}: {exc}") from exc
     _resolve_instruments(raw, path)

@@ -276,7 +276,7 @@ def _at_offset(name: str, item: tuple[int, str]) -> tuple[str, str]:
     return f"{name}@{item[0]}", item[1]
 
 
-def spark_screen(
+def spark_screen(  # noqa: PLR0913 (to be split)
     data: Path | str | SparkInput,
     trial_path: Path,
     terminology_root: Path,

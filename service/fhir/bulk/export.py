@@ -33,7 +33,7 @@ __all__ = ["export", "export_or_search", "offers_export"]
 log = logging.getLogger("service.fhir.bulk")
 
 
-async def export(
+async def export(  # noqa: PLR0913 (to be split)
     client: FhirClient,
     out_dir: Path,
     *,

@@ -106,7 +106,7 @@ async def kick_off(s: Session, request: ExportRequest) -> str:
     return await s.send(http_request, classify, what=f"$export kick-off at {url}")
 
 
-async def poll(s: Session, job: str, limit_s: float) -> Manifest:
+async def poll(s: Session, job: str, limit_s: float) -> Manifest:  # noqa: PLR0915 (to be split)
     """Poll the job until it completes; the parsed manifest."""
     started = s.clock()
     waits = 0  # answers "not yet" (202, 429): drives the backoff
