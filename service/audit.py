@@ -18,11 +18,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
+from sqlalchemy import DateTime, Integer, String, Text, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from service.db import Base, create_engine
 from service.errors import ServiceError
 
 __all__ = ["AuditEntry", "AuditEvent", "AuditRecord", "AuditStore", "AuditUnavailable"]
@@ -35,10 +36,6 @@ class AuditUnavailable(ServiceError):
 
     status = 503
     code = "transient"
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class AuditEvent(Base):
@@ -98,8 +95,10 @@ class AuditEntry:
 
 class AuditStore:
     def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine)
+        self.engine: Engine = create_engine(url)
+        Base.metadata.create_all(
+            self.engine, tables=[Base.metadata.tables[AuditEvent.__tablename__]]
+        )
 
     def record(self, record: AuditRecord) -> None:
         """Write one row; raises AuditUnavailable when the database refuses it.

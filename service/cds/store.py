@@ -15,15 +15,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Date, DateTime, Integer, String, Text, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service.cds.models import CdsFeedbackItem
+from service.db import Base
 
 __all__ = ["CdsCard", "CdsFeedback", "CdsStore", "IssuedCard"]
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class CdsCard(Base):
@@ -78,7 +75,9 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 class CdsStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
+        Base.metadata.create_all(
+            engine, tables=[Base.metadata.tables[name] for name in ("cds_cards", "cds_feedback")]
+        )
 
     def card_issued(self, card: IssuedCard) -> None:
         with Session(self.engine) as session, session.begin():

@@ -25,16 +25,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Boolean, Float, String, Text, delete, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from service.db import Base
 
 __all__ = ["PendingLaunch", "SessionStore", "SmartSession"]
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _Launch(_Base):
+class _Launch(Base):
     __tablename__ = "smart_launches"
 
     state: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -50,7 +48,7 @@ class _Launch(_Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
-class _Session(_Base):
+class _Session(Base):
     __tablename__ = "smart_sessions"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -66,7 +64,7 @@ class _Session(_Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
-class _Ticket(_Base):
+class _Ticket(Base):
     __tablename__ = "smart_tickets"
 
     ticket: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -143,7 +141,13 @@ class SessionStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
-        _Base.metadata.create_all(engine)
+        Base.metadata.create_all(
+            engine,
+            tables=[
+                Base.metadata.tables[name]
+                for name in ("smart_launches", "smart_sessions", "smart_tickets")
+            ],
+        )
 
     # ------------------------------------------------------------------ launches
     def save_launch(self, launch: PendingLaunch, ttl_s: float) -> None:

@@ -31,8 +31,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import sqlite3
-import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import orjson
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -51,13 +48,10 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
@@ -66,8 +60,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
+from service.db import Base as Base
+from service.db import create_engine, write_transaction
 from service.errors import NotFound, ServiceError
 
 # Run ids are INTEGER columns (32-bit on PostgreSQL).
@@ -115,17 +111,6 @@ class RunLost(ServiceError):
 
 
 # ---------------------------------------------------------------- models
-class Base(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
-
-
 class SweepRun(Base):
     __tablename__ = "sweep_runs"
 
@@ -403,15 +388,8 @@ class SweepStore:
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        self.engine: Engine = create_engine(
-            url,
-            pool_pre_ping=True,
-            json_serializer=lambda value: orjson.dumps(value).decode(),
-            json_deserializer=orjson.loads,
-        )
+        self.engine: Engine = create_engine(url)
         self.sqlite = self.engine.dialect.name == "sqlite"
-        if self.sqlite:
-            _sqlite_transactions(self.engine)
         if migrate:
             self.migrate()
 
@@ -423,10 +401,8 @@ class SweepStore:
     def _write(self) -> Iterator[Connection]:
         """A write transaction; on SQLite BEGIN IMMEDIATE takes the write lock up front, so
         a read-then-write never fails half way with 'database is locked'."""
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                yield conn
+        with write_transaction(self.engine) as conn:
+            yield conn
 
     def migrate(self) -> None:
         """Alembic `upgrade head`, serialized across processes."""
@@ -726,32 +702,3 @@ class SweepStore:
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=1000).execute(query):
                 yield StoredResult(row.patient, row.rank, row.status, row.score, row.verdicts)
-
-
-def _sqlite_transactions(engine: Engine) -> None:
-    """Let us emit BEGIN ourselves (SQLAlchemy's documented pysqlite recipe): pysqlite's own
-    transaction handling defers BEGIN and cannot do BEGIN IMMEDIATE. WAL lets readers (the
-    API) read while a sweep writes; busy_timeout makes writers queue instead of failing."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        # Switching a fresh file to WAL needs it to itself, and SQLite does not always wait
-        # for that (busy_timeout notwithstanding) when several connections open at once.
-        for attempt in range(50):
-            try:
-                cursor.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError:
-                if attempt == 49:
-                    raise
-                time.sleep(0.05)
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -46,7 +46,15 @@ SPEC = RunSpec(
 
 def schema_differences(store: SweepStore) -> list[object]:
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "version_table": VERSION_TABLE,
+                "include_object": lambda obj, _name, kind, _reflected, _other: (
+                    obj if kind == "table" else obj.table
+                ).name.startswith("sweep_"),
+            },
+        )
         return list(compare_metadata(context, Base.metadata))
 
 
