@@ -7,10 +7,9 @@
                     criterion, and the full result (JSON with evidence, zlib-compressed: a
                     result is ~20 KB of JSON and compresses ~5x)
 
-The schema is Alembic's (service/sweeps/migrations, version table `sweeps_alembic_version` so
-it never meets another component's). `SweepStore` applies `upgrade head` when it opens the
-database, under a lock (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE) so that two
-processes starting at once do not race.
+The schema is the database's one Alembic history (service/db/migrations); `SweepStore`
+applies `upgrade head` when it opens the database (service/db/migrate.py), under a lock so
+that two processes starting at once do not race.
 
 Crash safety, in the order a run goes:
 
@@ -64,6 +63,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base as Base
 from service.db import create_engine, write_transaction
+from service.db.migrate import MIGRATIONS as MIGRATIONS
+from service.db.migrate import VERSION_TABLE as VERSION_TABLE
+from service.db.migrate import upgrade
 from service.errors import NotFound, ServiceError
 
 # Run ids are INTEGER columns (32-bit on PostgreSQL).
@@ -87,11 +89,7 @@ __all__ = [
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
-VERSION_TABLE = "sweeps_alembic_version"
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 PROBLEMS_KEPT = 100
-# pg_advisory_xact_lock key for migrations: any constant unique to this component ("swee").
-MIGRATION_LOCK = 0x73776565
 
 
 # ---------------------------------------------------------------- errors
@@ -386,15 +384,19 @@ def decompress(payload: bytes) -> bytes:
 class SweepStore:
     """Runs and results in `url` (SQLite file or PostgreSQL); migrates on open."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url)
+    def __init__(self, database: str | Engine, *, migrate: bool = True) -> None:
+        """`database`: a URL (the store builds and owns its engine) or the process's shared
+        engine (service/db/engine.py; its owner disposes it)."""
+        self._owns_engine = isinstance(database, str)
+        self.engine: Engine = create_engine(database) if isinstance(database, str) else database
+        self.url = str(self.engine.url)  # password masked
         self.sqlite = self.engine.dialect.name == "sqlite"
         if migrate:
-            self.migrate()
+            upgrade(self.engine)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     # ------------------------------------------------------------ transactions
     @contextmanager
@@ -405,17 +407,8 @@ class SweepStore:
             yield conn
 
     def migrate(self) -> None:
-        """Alembic `upgrade head`, serialized across processes."""
-        from alembic import command
-        from alembic.config import Config
-
-        with self._write() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        """Alembic `upgrade head` of the whole database, serialized across processes."""
+        upgrade(self.engine, again=True)
 
     # ------------------------------------------------------------ lifecycle of a run
     def claim(self, spec: RunSpec, *, stale_after_s: float) -> int:
