@@ -41,7 +41,7 @@ def metadata() -> MetaData:
     import service.audit
     import service.cds.store
     import service.smart.store
-    import service.sweeps.store  # noqa: F401
+    import service.sweeps.tables  # noqa: F401
 
     return Base.metadata
 
