@@ -10,6 +10,7 @@
     smart       the SMART launch flow and page sessions (service/smart/runtime.py)
     cds         the CDS Hooks runtime (service/cds/runtime.py)
     sweeps      background sweeps and their store; `scheduler` runs the schedule
+    decisions   the coordinator's decisions (service/worklist/store.py)
 
 Nothing is built later or on first use. Tests hand `build_state` (or `create_app`) a clock,
 an HTTP transport for every FHIR client, or a sweep exporter instead of patching classes.
@@ -38,6 +39,7 @@ from service.sweeps.runner import BackgroundSweeps, Exporter
 from service.sweeps.scheduler import SweepScheduler
 from service.sweeps.store import SweepStore
 from service.terminology import Terminology
+from service.worklist.store import DecisionStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -54,6 +56,7 @@ class AppState(ScreenContext):
     cds: CdsRuntime
     sweeps: BackgroundSweeps
     scheduler: SweepScheduler
+    decisions: DecisionStore
 
     def start(self) -> None:
         """What runs in the event loop: the sweep schedule."""
@@ -102,6 +105,7 @@ def build_state(
     audit = AuditStore(settings.database_url)
     sessions = SessionStore(audit.engine, clock=lambda: context.clock.now().timestamp())
     cds_store = CdsStore(audit.engine)
+    decisions = DecisionStore(audit.engine)
     sweeps = BackgroundSweeps(settings, SweepStore(settings.database_url), exporter)
     try:
         scheduler = SweepScheduler(settings, sweeps, context.trials, context.clock)
@@ -122,6 +126,7 @@ def build_state(
         cds=cds,
         sweeps=sweeps,
         scheduler=scheduler,
+        decisions=decisions,
     )
 
 
