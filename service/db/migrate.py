@@ -42,7 +42,7 @@ def metadata() -> MetaData:
     import service.audit
     import service.cds.store
     import service.smart.store
-    import service.sweeps.store
+    import service.sweeps.tables
     import service.worklist.store  # noqa: F401
 
     return Base.metadata

@@ -1,11 +1,10 @@
-"""Persisted sweep runs: SQLAlchemy models, migrations, and every query sweeps make.
+"""Persisted sweep runs: every query sweeps make.
 
-    sweep_runs      one row per run: trial and version, terminology version, as_of, source,
-                    status, who and where (requested_by, pid, host, heartbeat), progress,
-                    counts, the attrition funnel
-    sweep_results   one row per patient of a run: rank, status, score, the verdict of every
-                    criterion, and the full result (JSON with evidence, zlib-compressed: a
-                    result is ~20 KB of JSON and compresses ~5x)
+    tables.py     sweep_runs, sweep_results (the models)
+    records.py    RunSpec, RunInfo, ResultRow, ... and row -> record
+    liveness.py   whether a running run is abandoned (pure given the time)
+    store.py      SweepStore, its errors; re-exports the names above for existing callers
+                  (the `X as X` imports)
 
 The schema is the database's one Alembic history (service/db/migrations); `SweepStore`
 applies `upgrade head` when it opens the database (service/db/migrate.py), under a lock so
@@ -33,33 +32,11 @@ import socket
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Date,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base as Base
 from service.db import create_engine, write_transaction
@@ -67,15 +44,34 @@ from service.db.migrate import MIGRATIONS as MIGRATIONS
 from service.db.migrate import VERSION_TABLE as VERSION_TABLE
 from service.db.migrate import upgrade
 from service.errors import NotFound, ServiceError
-
-# Run ids are INTEGER columns (32-bit on PostgreSQL).
-MAX_RUN_ID = 2**31 - 1
+from service.sweeps.liveness import abandoned_reason
+from service.sweeps.liveness import process_alive as process_alive
+from service.sweeps.records import (
+    CANCELLED,
+    COMPLETED,
+    COUNT_FIELDS,
+    FAILED,
+    RUNNING,
+    ResultRow,
+    RunInfo,
+    RunMode,
+    RunSpec,
+    StoredResult,
+    run_info,
+)
+from service.sweeps.records import RunStatus as RunStatus
+from service.sweeps.tables import MAX_RUN_ID, RESULTS, RUNS
+from service.sweeps.tables import SweepResult as SweepResult
+from service.sweeps.tables import SweepRun as SweepRun
 
 __all__ = [
     "CANCELLED",
     "COMPLETED",
     "FAILED",
+    "MAX_RUN_ID",
+    "RESULTS",
     "RUNNING",
+    "RUNS",
     "ResultRow",
     "RunInfo",
     "RunLost",
@@ -85,10 +81,9 @@ __all__ = [
     "StoredResult",
     "SweepConflict",
     "SweepStore",
+    "abandoned_reason",
 ]
 
-RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
-RunStatus = Literal["running", "completed", "failed", "cancelled"]
 PROBLEMS_KEPT = 100
 
 
@@ -108,276 +103,16 @@ class RunLost(ServiceError):
     """The run stopped being ours: another process declared it abandoned."""
 
 
-# ---------------------------------------------------------------- models
-class SweepRun(Base):
-    __tablename__ = "sweep_runs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    trial_id: Mapped[str] = mapped_column(String(64))
-    trial_version: Mapped[str] = mapped_column(String(64))
-    terminology_version: Mapped[str] = mapped_column(String(64))
-    as_of: Mapped[dt.date] = mapped_column(Date)
-    source_kind: Mapped[str] = mapped_column(String(16))  # files | fhir
-    source: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))
-    requested_by: Mapped[str] = mapped_column(String(256))
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    pid: Mapped[int] = mapped_column(Integer)
-    host: Mapped[str] = mapped_column(String(255))
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    stage: Mapped[str] = mapped_column(String(16), default="queued")
-    done: Mapped[int] = mapped_column(Integer, default=0)
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    stored: Mapped[int] = mapped_column(Integer, default=0)
-    patients: Mapped[int] = mapped_column(Integer, default=0)
-    likely_eligible: Mapped[int] = mapped_column(Integer, default=0)
-    possibly_eligible: Mapped[int] = mapped_column(Integer, default=0)
-    ineligible: Mapped[int] = mapped_column(Integer, default=0)
-    resources: Mapped[int] = mapped_column(Integer, default=0)
-    errors: Mapped[int] = mapped_column(Integer, default=0)
-    # Bulk export's transactionTime: the `_since` of the next incremental run.
-    transaction_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    criteria: Mapped[Any] = mapped_column(JSON)  # [{id, kind, assessment, text}] of this version
-    attrition: Mapped[Any | None] = mapped_column(JSON)  # the funnel, set with `completed`
-    problems: Mapped[Any | None] = mapped_column(JSON)  # the first unreadable records, named
-    error: Mapped[str | None] = mapped_column(Text)
-    write_back: Mapped[str | None] = mapped_column(Text)
-    results_purged: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Incremental runs (migration 0002): what was asked, how it ran, from which run's
-    # snapshot, and what the delta held (service/sweeps/snapshot.py DeltaCounts).
-    requested_mode: Mapped[str | None] = mapped_column(String(16))  # auto | full
-    mode: Mapped[str | None] = mapped_column(String(16))  # files | full | incremental
-    based_on: Mapped[int | None] = mapped_column(Integer)
-    changes: Mapped[Any | None] = mapped_column(JSON)
-
-    __table_args__ = (
-        # The DB-level guarantee that one trial never has two running sweeps.
-        Index(
-            "ix_sweep_runs_one_running",
-            "trial_id",
-            unique=True,
-            sqlite_where=text("status = 'running'"),
-            postgresql_where=text("status = 'running'"),
-        ),
-        Index("ix_sweep_runs_trial_id_id", "trial_id", "id"),
-    )
-
-
-class SweepResult(Base):
-    __tablename__ = "sweep_results"
-
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("sweep_runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    patient: Mapped[str] = mapped_column(String(255), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20))
-    score: Mapped[float] = mapped_column(Float)
-    fails: Mapped[int] = mapped_column(Integer)
-    unknowns: Mapped[int] = mapped_column(Integer)
-    verdicts: Mapped[Any] = mapped_column(JSON)  # {criterion id: verdict}
-    result: Mapped[bytes] = mapped_column(LargeBinary)  # zlib(JSON with "rank")
-
-    __table_args__ = (Index("ix_sweep_results_run_id_rank", "run_id", "rank"),)
-
-
-RUNS = cast(Table, SweepRun.__table__)
-RESULTS = cast(Table, SweepResult.__table__)
-
-
-# ---------------------------------------------------------------- plain values
-@dataclass(frozen=True)
-class RunSpec:
-    """What a new run is: set once, at claim."""
-
-    trial_id: str
-    trial_version: str
-    terminology_version: str
-    as_of: dt.date
-    source_kind: Literal["files", "fhir"]
-    source: str
-    requested_by: str
-    criteria: list[dict[str, str]]
-    requested_mode: Literal["auto", "full"] = "auto"
-
-
-@dataclass(frozen=True)
-class RunMode:
-    """How a run got its population, recorded with `completed`."""
-
-    mode: Literal["files", "full", "incremental"]
-    based_on: int | None = None  # the run whose snapshot an incremental run started from
-    changes: dict[str, Any] | None = None  # what the delta held, and why a run went full
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A snapshot of one run's row."""
-
-    id: int
-    trial_id: str
-    trial_version: str
-    terminology_version: str
-    as_of: dt.date
-    source_kind: str
-    source: str
-    status: RunStatus
-    requested_by: str
-    started_at: dt.datetime
-    ended_at: dt.datetime | None
-    heartbeat_at: dt.datetime
-    pid: int
-    host: str
-    cancel_requested: bool
-    stage: str
-    done: int
-    total: int
-    stored: int
-    counts: dict[str, int]
-    transaction_time: dt.datetime | None
-    criteria: list[dict[str, str]]
-    attrition: dict[str, Any] | None
-    problems: list[str]
-    error: str | None
-    write_back: str | None
-    results_purged: bool
-    requested_mode: str | None = None
-    mode: str | None = None
-    based_on: int | None = None
-    changes: dict[str, Any] | None = None
-
-    @property
-    def has_results(self) -> bool:
-        return self.status == COMPLETED and not self.results_purged
-
-    @property
-    def criterion_ids(self) -> list[str]:
-        return [c["id"] for c in self.criteria]
-
-
-COUNT_FIELDS = (
-    "patients",
-    "likely_eligible",
-    "possibly_eligible",
-    "ineligible",
-    "resources",
-    "errors",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ResultRow:
-    """One patient's result as stored; `result` is the JSON bytes, with its rank."""
-
-    patient: str
-    rank: int
-    status: str
-    score: float
-    fails: int
-    unknowns: int
-    verdicts: dict[str, str]
-    result: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResult:
-    """A stored result without the full JSON (diffs and funnels need no evidence)."""
-
-    patient: str
-    rank: int
-    status: str
-    score: float
-    verdicts: dict[str, str] = field(default_factory=dict)
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite keeps no offset: everything is written in UTC, so a naive value read back is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _run_info(row: Any) -> RunInfo:
-    started, heartbeat = _utc(row.started_at), _utc(row.heartbeat_at)
-    assert started is not None and heartbeat is not None
-    return RunInfo(
-        id=row.id,
-        trial_id=row.trial_id,
-        trial_version=row.trial_version,
-        terminology_version=row.terminology_version,
-        as_of=row.as_of,
-        source_kind=row.source_kind,
-        source=row.source,
-        status=row.status,
-        requested_by=row.requested_by,
-        started_at=started,
-        ended_at=_utc(row.ended_at),
-        heartbeat_at=heartbeat,
-        pid=row.pid,
-        host=row.host,
-        cancel_requested=bool(row.cancel_requested),
-        stage=row.stage,
-        done=row.done,
-        total=row.total,
-        stored=row.stored,
-        counts={name: getattr(row, name) for name in COUNT_FIELDS},
-        transaction_time=_utc(row.transaction_time),
-        criteria=list(row.criteria or []),
-        attrition=row.attrition,
-        problems=list(row.problems or []),
-        error=row.error,
-        write_back=row.write_back,
-        results_purged=bool(row.results_purged),
-        requested_mode=row.requested_mode,
-        mode=row.mode,
-        based_on=row.based_on,
-        changes=row.changes,
-    )
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` is a live process on this host (a zombie is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    try:  # Linux: a killed child not yet reaped by its parent still answers kill(0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def abandoned_reason(
-    run: RunInfo, now: dt.datetime, stale_after_s: float, host: str | None = None
-) -> str | None:
-    """Why a `running` run is taken for dead, or None while it may still be alive."""
-    host = host or socket.gethostname()
-    if run.host == host and not process_alive(run.pid):
-        return f"abandoned: process {run.pid} on {run.host} is gone"
-    silent = (now - run.heartbeat_at).total_seconds()
-    if silent > stale_after_s:
-        return (
-            f"abandoned: no heartbeat from process {run.pid} on {run.host} "
-            f"for {silent:.0f} s (since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
-        )
-    return None
-
-
 def compress(payload: bytes) -> bytes:
     return zlib.compress(payload, 1)  # level 1: ~5x on results, fast enough per patient
 
 
 def decompress(payload: bytes) -> bytes:
     return zlib.decompress(payload)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 # ---------------------------------------------------------------- the store
@@ -422,7 +157,7 @@ class SweepStore:
                     select(RUNS).where(RUNS.c.trial_id == spec.trial_id, RUNS.c.status == RUNNING)
                 ).all()
                 for row in running:
-                    run = _run_info(row)
+                    run = run_info(row)
                     reason = abandoned_reason(run, now, stale_after_s, host)
                     if reason is None:
                         raise SweepConflict(
@@ -610,7 +345,7 @@ class SweepStore:
             row = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
         if row is None:
             raise NotFound(f"no sweep run {run_id}")
-        return _run_info(row)
+        return run_info(row)
 
     def runs(self, trial_id: str | None = None, limit: int = 50) -> list[RunInfo]:
         """Newest first."""
@@ -618,7 +353,7 @@ class SweepStore:
         if trial_id is not None:
             query = query.where(RUNS.c.trial_id == trial_id)
         with self.engine.connect() as conn:
-            return [_run_info(row) for row in conn.execute(query)]
+            return [run_info(row) for row in conn.execute(query)]
 
     def previous_completed(self, run: RunInfo) -> RunInfo | None:
         """The completed run of the same trial just before `run`."""
@@ -633,7 +368,7 @@ class SweepStore:
                 .order_by(RUNS.c.id.desc())
                 .limit(1)
             ).one_or_none()
-        return None if row is None else _run_info(row)
+        return None if row is None else run_info(row)
 
     def with_results(self, run_id: int) -> RunInfo:
         """The run, if its results can be read; RunNotReady otherwise."""
