@@ -11,6 +11,7 @@
     smart       the SMART launch flow and page sessions (service/smart/runtime.py)
     cds         the CDS Hooks runtime (service/cds/runtime.py)
     sweeps      background sweeps and their store; `scheduler` runs the schedule
+    decisions   the coordinator's decisions (service/worklist/store.py)
 
 Nothing is built later or on first use. Tests hand `build_state` (or `create_app`) a clock,
 an HTTP transport for every FHIR client, or a sweep exporter instead of patching classes.
@@ -42,6 +43,7 @@ from service.sweeps.population import Exporter
 from service.sweeps.scheduler import SweepScheduler
 from service.sweeps.store import SweepStore
 from service.terminology import Terminology
+from service.worklist.store import DecisionStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -59,6 +61,7 @@ class AppState(ScreenContext):
     cds: CdsRuntime
     sweeps: BackgroundSweeps
     scheduler: SweepScheduler
+    decisions: DecisionStore
 
     def start(self) -> None:
         """What runs in the event loop: the sweep schedule."""
@@ -110,6 +113,7 @@ def build_state(
         audit = AuditStore(engine)
         sessions = SessionStore(engine, clock=lambda: context.clock.now().timestamp())
         cds_store = CdsStore(engine)
+        decisions = DecisionStore(engine)
         sweeps = BackgroundSweeps(settings, SweepStore(engine), exporter)
     except BaseException:
         engine.dispose()
@@ -136,6 +140,7 @@ def build_state(
         cds=cds,
         sweeps=sweeps,
         scheduler=scheduler,
+        decisions=decisions,
     )
 
 

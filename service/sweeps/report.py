@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -46,6 +46,7 @@ from service.sweeps.schemas import (
     WorkerPublic,
 )
 from service.sweeps.store import RunInfo, StoredResult, SweepStore
+from service.worklist.model import Decision, Screened, current, open_decision, returns_as_new
 
 __all__ = [
     "FunnelCounter",
@@ -237,8 +238,61 @@ def _classify(
     )
 
 
-def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic:
-    """What changed from `earlier` to `later` (two completed runs of one trial)."""
+def _screened(result: StoredResult | None) -> Screened | None:
+    return None if result is None else Screened(result.status, result.verdicts)
+
+
+def _with_decision(
+    change: PatientChangePublic | None,
+    a: StoredResult | None,
+    b: StoredResult | None,
+    history: Sequence[Decision],
+    earlier: dt.date,
+    later: dt.date,
+) -> PatientChangePublic | None:
+    """Where a patient with decisions goes in the diff.
+
+    Back under `new` when their decision gives way in this run: a declined or screen-failed
+    patient whose record changed in their favour from `earlier` to `later`, or a not-now
+    patient whose date came between the two as-of dates (`returns_as_new`), while a candidate
+    in `later`.
+    Under `decided` instead of `new` while an open decision holds them. Elsewhere as without
+    decisions, the decision named."""
+    latest = current(history)
+    if latest is None or b is None:
+        return change
+    back = returns_as_new(latest, _screened(a), _screened(b), later)
+    if latest.state == "not_now" and returns_as_new(latest, None, None, earlier):
+        back = False  # its date had come by the earlier run: it came back then
+    if back and b.status in CANDIDATE:
+        return PatientChangePublic(
+            patient=b.patient,
+            change="new",
+            before=a.status if a else None,
+            after=b.status,
+            rank_before=a.rank if a else None,
+            rank_after=b.rank,
+            criteria=change.criteria if change else [],
+            decision=latest.state,
+        )
+    held = open_decision(history, later)
+    if change is None or held is None:
+        return change
+    kind = "decided" if change.change == "new" else change.change
+    return change.model_copy(update={"change": kind, "decision": held.state})
+
+
+def diff_runs(
+    store: SweepStore,
+    earlier: RunInfo,
+    later: RunInfo,
+    decisions: Mapping[str, Sequence[Decision]] | None = None,
+) -> DiffPublic:
+    """What changed from `earlier` to `later` (two completed runs of one trial).
+
+    With `decisions` (each patient's history for the trial), patients with an open decision
+    are kept apart from the new candidates, and those whose decision gives way come back as
+    new (`_with_decision`)."""
     if earlier.trial_id != later.trial_id:
         raise BadRequest(
             f"runs {earlier.id} and {later.id} are of different trials "
@@ -275,11 +329,17 @@ def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic
         "arrived": [],
         "left": [],
     }
+    if decisions is not None:
+        lists["decided"] = []
     unchanged = 0
     for a, b in _merge(
         store.summaries(earlier.id, order="patient"), store.summaries(later.id, order="patient")
     ):
         change = _classify(a, b, shared)
+        who = b if b is not None else a
+        history = decisions.get(who.patient) if decisions and who is not None else None
+        if history:
+            change = _with_decision(change, a, b, history, earlier.as_of, later.as_of)
         if change is None:
             unchanged += 1
         else:
@@ -303,6 +363,7 @@ def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic
         verdicts=lists["verdicts"],
         arrived=lists["arrived"],
         left=lists["left"],
+        decided=lists.get("decided", []),
         counts={**{name: len(items) for name, items in lists.items()}, "unchanged": unchanged},
     )
 
