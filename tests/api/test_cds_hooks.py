@@ -146,10 +146,12 @@ def call(cds: TestClient, ehr_token: Callable[..., str]) -> Callable[..., httpx.
     return post
 
 
-def templates(cds: TestClient, ehr_token: Callable[..., str]) -> dict[str, str]:
+def templates(
+    cds: TestClient, ehr_token: Callable[..., str], service: str = SERVICE
+) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {ehr_token('/cds-services')}"}
     services = cds.get("/cds-services", headers=headers).json()["services"]
-    prefetch: dict[str, str] = services[0]["prefetch"]
+    prefetch: dict[str, str] = next(s for s in services if s["id"] == service)["prefetch"]
     return prefetch
 
 
@@ -226,14 +228,15 @@ def only_card(response: httpx.Response) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- discovery
-def test_discovery_lists_one_patient_view_service_with_prefetch_templates(
+def test_discovery_lists_a_patient_view_service_per_trial_with_prefetch_templates(
     cds: TestClient, ehr_token: Callable[..., str]
 ) -> None:
     headers = {"Authorization": f"Bearer {ehr_token('/cds-services')}"}
     response = cds.get("/cds-services", headers=headers)
     assert response.status_code == 200, response.text
-    (service,) = response.json()["services"]
-    assert service["id"] == SERVICE
+    services = {s["id"]: s for s in response.json()["services"]}
+    assert {SERVICE, "cohort-match-nct06421701"} <= set(services)
+    service = services[SERVICE]
     assert service["hook"] == "patient-view"
     assert "NCT06946485" in service["title"]
     assert "org.cohort-match.as-of" in service["description"]
