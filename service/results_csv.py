@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from service.ranking import stored_next_step
+
 __all__ = ["CSV_HEAD", "csv_row", "identifiers_text"]
 
 # `mrn` and `identifiers` so a coordinator finds the chart; `status_reason` says why a
-# patient is ineligible apart from the criteria (deceased).
+# patient is ineligible apart from the criteria (deceased); `next_step` is ranking.next_step.
 CSV_HEAD = [
     "rank",
     "patient",
@@ -24,6 +26,7 @@ CSV_HEAD = [
     "score",
     "age",
     "sex",
+    "next_step",
 ]
 
 
@@ -43,6 +46,7 @@ def csv_row(result: dict[str, Any], ids: list[str]) -> list[Any]:
         result["score"],
         patient["age"] if patient["age"] is not None else "",
         patient["sex"] or "",
+        stored_next_step(result) or "",
         *(verdicts[i] for i in ids),
     ]
 

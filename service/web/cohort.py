@@ -18,6 +18,7 @@ import orjson
 
 from service.candidates import Screened
 from service.criteria.model import TrialDefinition
+from service.ranking import stored_next_step
 from service.results_csv import CSV_HEAD
 from service.sweeps.report import attrition, csv_lines
 from service.sweeps.store import RunInfo, SweepStore
@@ -85,7 +86,7 @@ def rows(screened: Screened, status: str | None) -> list[dict[str, Any]]:
             age=result.patient.age,
             sex=result.patient.sex,
             verdicts=[c.verdict for c in result.criteria],
-            next_=result.status_reason or next_check(result),
+            next_=next_check(result),
             mrn=result.patient.mrn,
         )
         for result in screened.ranked
@@ -164,7 +165,7 @@ def stored(store: SweepStore, run: RunInfo, trial: TrialDefinition, status: str 
                 age=patient["age"],
                 sex=patient["sex"],
                 verdicts=[c["verdict"] for c in result["criteria"]],
-                next_=result.get("status_reason") or short_step(result["next_steps"]),
+                next_=short_step(stored_next_step(result)),
                 mrn=patient.get("mrn"),
             )
         )
