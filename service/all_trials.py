@@ -25,7 +25,8 @@ from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult, Status
 from service.errors import Unprocessable
 from service.facts import PatientFacts
-from service.fhir import FetchPlan, FhirClient, fetch_patient
+from service.fetching import fetch_patient
+from service.fhir import FetchPlan, FhirClient
 from service.ranking import sort_key
 from service.terminology import Terminology
 

@@ -34,7 +34,8 @@ from service.criteria.model import TrialDefinition
 from service.fhir_clients import FhirClients
 from service.security import TokenValidator
 from service.smart import SessionStore, SmartRuntime
-from service.sweeps.runner import BackgroundSweeps, Exporter
+from service.sweeps.background import BackgroundSweeps
+from service.sweeps.population import Exporter
 from service.sweeps.scheduler import SweepScheduler
 from service.sweeps.store import SweepStore
 from service.terminology import Terminology

@@ -38,7 +38,7 @@ def make_patient(pid: str, birth_date: date | str | None, gender: str | None) ->
     return resource
 
 
-def make_observation(
+def make_observation(  # noqa: PLR0913 (a factory: one keyword per field)
     oid: str,
     patient: str,
     when: date | str,

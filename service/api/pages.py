@@ -48,6 +48,7 @@ from service.candidates import (
 from service.criteria.model import TrialDefinition
 from service.errors import (
     BadRequest,
+    CohortMatchError,
     FhirAuthError,
     FhirError,
     FhirNotFound,
@@ -78,7 +79,7 @@ log = logging.getLogger(__name__)
 SWEEPS_LOOKED_AT = 50  # newest runs of the trial searched for one the cohort page can show
 
 
-class PageError(Exception):
+class PageError(CohortMatchError):
     """A refusal shown to the user as a page: a title, a plain sentence and a status."""
 
     def __init__(self, title: str, message: str, status: int) -> None:
@@ -539,7 +540,7 @@ async def cohort_csv(
         wanted = _status_filter(status)
         run = await _source(state, smart, session, chosen, explicit, fresh, sweep)
         if run is not None:
-            # The same choice as the page: the sweep's CSV (report.csv_lines), filtered.
+            # The same choice as the page: the sweep's CSV, filtered by status in the store.
             body, patients = await asyncio.to_thread(stored_csv, state.sweeps.store, run, wanted)
             audit.patients = patients
             audit.outcome = f"sweep {run.id}: {run.counts['patients']} screened"

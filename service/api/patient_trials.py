@@ -9,15 +9,16 @@ patient's fit is what /match does, for every trial at once.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from service.all_trials import screen_every_trial
 from service.api.deps import Audit, audited, scoped
-from service.api.match import ERRORS, _fhir, _fhir_token, _json
+from service.api.match import ERRORS, _fhir, _fhir_token
 from service.api.state import OffLoopJsonRoute, State
 from service.as_of import AsOf
 from service.candidates import patient_id as checked_patient_id
@@ -28,6 +29,10 @@ from service.security import Principal
 __all__ = ["PatientTrialsPublic", "TrialFitPublic", "router"]
 
 router = APIRouter(tags=["screening"], route_class=OffLoopJsonRoute)
+
+
+def _json(payload: Any) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json")
 
 
 class TrialFitPublic(BaseModel):

@@ -35,9 +35,9 @@ from service.audit import AuditEntry
 from service.errors import NotFound
 from service.schemas import RankedListPublic
 from service.security import Principal
+from service.sweeps.background import BackgroundSweeps
 from service.sweeps.report import attrition, csv_lines, diff_runs, fhir_bundle, ranked_json
 from service.sweeps.report import run_public as public
-from service.sweeps.runner import BackgroundSweeps
 from service.sweeps.schemas import (
     AttritionPublic,
     DiffPublic,

@@ -130,7 +130,7 @@ class CdsRuntime:
         # every trial's prefetch in one (the all-trials service): one fetch, every trial
         self.all_plan = union_plan(context.plans.values())
         self.all_queries = prefetch_queries(self.all_plan)
-        servers = {_normal(s) for s in settings.cds_fhir_servers.split(",") if s.strip()}
+        servers = {_normal(s) for s in settings.cds_fhir_servers}
         if settings.fhir_base_url:
             servers.add(_normal(settings.fhir_base_url))
         self.fhir_servers = frozenset(servers)  # fhirServer values that may be called
@@ -141,9 +141,7 @@ class CdsRuntime:
         settings = context.settings
         validator = None
         if settings.cds_jwks_file is not None:
-            issuers = frozenset(
-                i.strip() for i in settings.cds_client_issuers.split(",") if i.strip()
-            )
+            issuers = frozenset(settings.cds_client_issuers)
             validator = CdsClientValidator.from_jwks_file(settings.cds_jwks_file, issuers=issuers)
         return cls(context, fhir, store, validator)
 

@@ -689,12 +689,20 @@ class SweepStore:
             )
 
     def results(
-        self, run_id: int, *, limit: int | None = None, candidates_only: bool = False
+        self,
+        run_id: int,
+        *,
+        limit: int | None = None,
+        candidates_only: bool = False,
+        status: str | None = None,
     ) -> Iterator[bytes]:
-        """The full results (JSON bytes with "rank") in rank order, streamed."""
+        """The full results (JSON bytes with "rank") in rank order, streamed; `status`: only
+        the patients of that status (their ranks stay those of the whole run)."""
         query = select(RESULTS.c.result).where(RESULTS.c.run_id == run_id).order_by(RESULTS.c.rank)
         if candidates_only:
             query = query.where(RESULTS.c.status != "ineligible")
+        if status is not None:
+            query = query.where(RESULTS.c.status == status)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:

@@ -471,7 +471,7 @@ def test_a_patient_the_server_does_not_know_is_412(call: Callable[..., httpx.Res
 def test_no_prefetch_and_no_fhir_server_is_412(
     cds_settings: Settings, ehr_token: Callable[..., str], fhir: RecordingFhir
 ) -> None:
-    settings = cds_settings.model_copy(update={"fhir_base_url": None, "cds_fhir_servers": ""})
+    settings = cds_settings.model_copy(update={"fhir_base_url": None, "cds_fhir_servers": ()})
     with _client(settings) as client:
         prefetch = prefetch_for(fhir, templates(client, ehr_token), "p01")
         del prefetch["conditions"]
@@ -708,7 +708,7 @@ def test_symmetric_and_unknown_keys_are_refused(cds: TestClient) -> None:
 def test_an_issuer_outside_the_allowlist_is_refused(
     cds_settings: Settings, ehr_token: Callable[..., str], fhir: RecordingFhir
 ) -> None:
-    settings = cds_settings.model_copy(update={"cds_client_issuers": "https://other-ehr.test"})
+    settings = cds_settings.model_copy(update={"cds_client_issuers": ("https://other-ehr.test",)})
     with _client(settings) as client:
         response = client.post(
             URL, json=hook("p05"), headers={"Authorization": f"Bearer {ehr_token()}"}

@@ -37,7 +37,7 @@ from service.fhir.bulk import (
     search_to_ndjson,
 )
 from service.fhir.client import FhirClient, RetryPolicy
-from service.fhir.patient import CODES_PER_QUERY, FetchPlan
+from service.fhir.plan import CODES_PER_QUERY, FetchPlan
 
 BASE = "http://fhir.test/fhir"
 KICK_OFF = f"{BASE}/$export"

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.fetching import plan_for
 from service.fhir.auth import SmartBackendAuth
 from service.fhir.bulk import ExportProgress, export, export_or_search, search_to_ndjson
 from service.fhir.client import FhirClient
-from service.fhir.patient import plan_for
 from service.screening import screen
 from tests.conftest import ROOT, TRIAL_PATH, load_nct, load_terms
 from tests.integration.conftest import SmartServer
