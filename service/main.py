@@ -24,7 +24,17 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
-from service.api import cds_hooks, decisions, health, match, pages, smart, sweeps, trials
+from service.api import (
+    cds_hooks,
+    decisions,
+    health,
+    match,
+    pages,
+    patient_trials,
+    smart,
+    sweeps,
+    trials,
+)
 from service.api.outcome import install_error_handlers, operation_outcome
 from service.app_state import AppState, build_state
 from service.clock import Clock
@@ -208,6 +218,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(trials.router)
     app.include_router(match.router)
+    app.include_router(patient_trials.router)
     app.include_router(sweeps.router)
     app.include_router(decisions.router)
     app.include_router(cds_hooks.router)

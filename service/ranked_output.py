@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from service.ranking import excluded_before_criteria
+from service.ranking import excluded_before_criteria, stored_next_step
 
 __all__ = [
     "CSV_HEAD",
@@ -53,7 +53,7 @@ __all__ = [
 STATUSES = ("likely_eligible", "possibly_eligible", "ineligible")
 VERDICTS = ("pass", "fail", "unknown", "not_applicable")
 # `mrn` and `identifiers` so a coordinator finds the chart; `status_reason` says why a
-# patient is ineligible apart from the criteria (deceased).
+# patient is ineligible apart from the criteria (deceased); `next_step` is ranking.next_step.
 CSV_HEAD = [
     "rank",
     "patient",
@@ -64,6 +64,7 @@ CSV_HEAD = [
     "score",
     "age",
     "sex",
+    "next_step",
 ]
 
 _RANK_KEY = b',"rank":'
@@ -133,6 +134,7 @@ def csv_row(result: Mapping[str, Any], ids: Sequence[str]) -> list[Any]:
         result["score"],
         patient["age"] if patient["age"] is not None else "",
         patient["sex"] or "",
+        stored_next_step(result) or "",
         *(verdicts[i] for i in ids),
     ]
 

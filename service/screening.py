@@ -265,12 +265,8 @@ def _write_result(out: BinaryIO, result: PatientResult, partition: int) -> Summa
 
 
 def next_step(result: PatientResult) -> str | None:
-    """What a coordinator does next: for an ineligible patient, what excludes them."""
-    if result.status_reason is not None:
-        return result.status_reason
-    if result.status == "ineligible":
-        return "fails " + ", ".join(c.id for c in result.criteria if c.verdict == "fail")
-    return result.next_steps[0] if result.next_steps else None
+    """What a coordinator does next (ranking.next_step: for an ineligible patient, why)."""
+    return result.next_step
 
 
 # ---------------------------------------------------------------- driver

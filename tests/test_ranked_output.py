@@ -21,6 +21,7 @@ from service.ranked_output import (
     ranked_bodies,
     status_counts,
 )
+from service.ranking import result_next_step
 from service.schemas import RankedListPublic
 from tests.strict_json import DuplicateKey, strict_loads
 
@@ -33,7 +34,7 @@ def _result(reference: str, status: str = "likely_eligible", **patient: Any) -> 
         CriterionResult("A", "inclusion", "automatic", "Age >= 18", "pass", "why", ()),
         CriterionResult("B", "exclusion", "manual", "Pregnant", "unknown", "why", (), "ask"),
     ]
-    return PatientResult(
+    result = PatientResult(
         TrialRef("T-1", "1", "t"),
         PatientSummary(
             reference,
@@ -49,6 +50,8 @@ def _result(reference: str, status: str = "likely_eligible", **patient: Any) -> 
         [],
         status_reason=patient.get("status_reason"),
     )
+    result.next_step = result_next_step(result)
+    return result
 
 
 def test_strict_loads_rejects_a_duplicate_key() -> None:
@@ -155,12 +158,14 @@ def test_csv_header_rows_and_quoting() -> None:
     ]
     text = "".join(csv_lines(["A", "B"], results))
     lines = text.split("\n")
-    assert lines[0] == "rank,patient,mrn,identifiers,status,status_reason,score,age,sex,A,B"
-    assert lines[1] == "1,Patient/b,,,likely_eligible,,1.0,40,female,pass,unknown"
+    assert lines[0] == (
+        "rank,patient,mrn,identifiers,status,status_reason,score,age,sex,next_step,A,B"
+    )
+    assert lines[1] == "1,Patient/b,,,likely_eligible,,1.0,40,female,,pass,unknown"
     # QUOTE_MINIMAL: a comma or a quote in a cell quotes it, quotes doubled; "\n" line ends
     assert lines[2] == (
         '2,Patient/a,"0012,345","MR 0012,345; Passport 88 ""2""",ineligible,'
-        "deceased on 2026-01-02,0.0,,,pass,unknown"
+        "deceased on 2026-01-02,0.0,,,deceased on 2026-01-02,pass,unknown"
     )
     assert text.endswith("\n")
     assert "\r" not in text

@@ -183,6 +183,8 @@ def _print_patient_head(result: dict[str, Any]) -> None:
         out.print(f"  identifiers: {identifiers_text(patient['identifiers'])}", highlight=False)
     if result.get("status_reason"):
         out.print(f"  [bold red]{result['status_reason']}[/]", highlight=False)
+    elif result.get("next_step"):  # ranking.next_step, as every channel shows it
+        out.print(f"  next step: {result['next_step']}", highlight=False)
 
 
 def _evidence_line(e: dict[str, Any]) -> str:

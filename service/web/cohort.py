@@ -18,6 +18,7 @@ import orjson
 from service.candidates import Screened
 from service.criteria.model import TrialDefinition
 from service.ranked_output import csv_lines
+from service.ranking import stored_next_step
 from service.sweeps.report import attrition
 from service.sweeps.store import RunInfo, SweepStore
 from service.web.views import STATUS_LABEL, FunnelRow, next_check, short_step, stored_funnel
@@ -84,7 +85,7 @@ def rows(screened: Screened, status: str | None) -> list[dict[str, Any]]:
             age=result.patient.age,
             sex=result.patient.sex,
             verdicts=[c.verdict for c in result.criteria],
-            next_=result.status_reason or next_check(result),
+            next_=next_check(result),
             mrn=result.patient.mrn,
         )
         for result in screened.ranked
@@ -161,7 +162,7 @@ def stored(store: SweepStore, run: RunInfo, trial: TrialDefinition, status: str 
                 age=patient["age"],
                 sex=patient["sex"],
                 verdicts=[c["verdict"] for c in result["criteria"]],
-                next_=result.get("status_reason") or short_step(result["next_steps"]),
+                next_=short_step(stored_next_step(result)),
                 mrn=patient.get("mrn"),
             )
         )

@@ -171,7 +171,12 @@ def checklist(result: PatientResult, iss: str) -> Checklist:
     return Checklist(
         inclusion=[r for r in rows if kinds[r.id] == "inclusion"],
         exclusion=[r for r in rows if kinds[r.id] == "exclusion"],
-        next_steps=list(result.next_steps),
+        # an ineligible patient's next step is why they are out, not an open check
+        next_steps=(
+            [result.next_step]
+            if result.status == "ineligible" and result.next_step
+            else list(result.next_steps)
+        ),
         problems=list(result.problems),
     )
 
@@ -267,17 +272,17 @@ def candidates_csv(trial: TrialDefinition, ranked: Sequence[PatientResult]) -> s
     return "".join(csv_lines([c.id for c in trial.criteria], results))
 
 
-def next_check(result: PatientResult, width: int = 60) -> str | None:
-    """The first of the patient's next steps, short: "I7.hcg: Serum hCG within 7 days..."."""
-    return short_step(result.next_steps, width)
+def next_check(result: PatientResult, width: int = 90) -> str | None:
+    """The patient's next step (ranking.next_step, as every channel shows it), cut to `width`."""
+    return short_step(result.next_step, width)
 
 
-def short_step(next_steps: Sequence[str], width: int = 60) -> str | None:
-    """`next_check` from the next steps alone (a stored result is JSON, not a PatientResult)."""
-    if not next_steps:
+def short_step(step: str | None, width: int = 90) -> str | None:
+    """A next step cut to `width` characters with an ellipsis (a stored result is JSON: its
+    step comes from ranking.stored_next_step). Cut, never reworded: the CLI cuts at 90 too."""
+    if not step:
         return None
-    text = next_steps[0].split(" (", 1)[0]
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+    return step if len(step) <= width else step[: width - 1].rstrip() + "…"
 
 
 def display_user(user: str, iss: str) -> str:

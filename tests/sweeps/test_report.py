@@ -69,7 +69,7 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
     exported = "".join(csv_lines(store, run))
     assert exported == screened.stdout
     header = exported.splitlines()[0].split(",")
-    assert header[:9] == [
+    assert header[:10] == [
         "rank",
         "patient",
         "mrn",
@@ -79,8 +79,9 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
         "score",
         "age",
         "sex",
+        "next_step",
     ]
-    assert header[9:] == run.criterion_ids  # one column per criterion verdict
+    assert header[10:] == run.criterion_ids  # one column per criterion verdict
     assert len(exported.splitlines()) == 71
 
 
