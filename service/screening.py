@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -43,10 +43,54 @@ from service.sources import (
 from service.spool import exit_with_parent, new_spool, spool_root
 from service.terminology import Terminology
 
-__all__ = ["ScreenRun", "Summary", "screen"]
+__all__ = ["Progress", "ScreenOptions", "ScreenRun", "Screener", "Summary", "screen"]
 
 log = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 1000
+Progress = Callable[[str, int, int], None]  # stage ("read", "evaluate"), done, of total
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenOptions:
+    """How to run a screen, shared by `screen` and `service.spark.spark_screen`.
+
+    `workers`: processes (default: 1 below 64 MB of input, else one per CPU; Spark has its
+    executors instead); `partitions`: groups of patients (default: by input size and
+    workers); `spool`: where results are kept (default: a new one under `spool_dir`, else
+    COHORT_MATCH_SPOOL_DIR, else the temp directory, removed by `ScreenRun.close()`);
+    `by_reference`: name each record by its `Type/id` rather than file and line (for files
+    no user knows, such as a sweep's snapshot); `progress`: called as stages advance."""
+
+    workers: int | None = None
+    partitions: int | None = None
+    spool: Path | None = None
+    spool_dir: Path | None = None
+    by_reference: bool = False
+    progress: Progress | None = None
+
+    def open_spool(self, name: str) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+        """`spool`, or a new one named after `name` (and the directory to clean up)."""
+        if self.spool is not None:
+            return self.spool, None
+        root = spool_root(self.spool_dir if self.spool_dir is not None else Settings().spool_dir)
+        tmp = new_spool(root, name)
+        return Path(tmp.name), tmp
+
+
+class Screener(Protocol):
+    """A screen of files: `screen`, or `service.spark.spark_screen` (a sweep runs either)."""
+
+    def __call__(
+        self,
+        data: Path,
+        trial_path: Path,
+        terminology_root: Path,
+        as_of: date,
+        *,
+        options: ScreenOptions | None = ...,
+        site_map: Path | None = ...,
+        mrn_type: str = ...,
+    ) -> ScreenRun: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,37 +321,33 @@ def _partition_count(size: int, workers: int) -> int:
     return max(1, min(256 - 256 % workers, -(-wanted // workers) * workers))
 
 
-def screen(  # noqa: PLR0913 (to be split)
+def screen(
     data: Path,
     trial_path: Path,
     terminology_root: Path,
     as_of: date,
     *,
+    options: ScreenOptions | None = None,
     site_map: Path | None = None,
-    workers: int | None = None,
-    partitions: int | None = None,
-    spool: Path | None = None,
-    spool_dir: Path | None = None,
     only_patient: str | None = None,
-    by_reference: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
     mrn_type: str = "MR",
 ) -> ScreenRun:
     """Screen every patient found under `data`. Call `close()` on the run when done.
 
-    Without `spool`, one is made under `spool_dir` (default COHORT_MATCH_SPOOL_DIR, else the
-    temp directory) and removed by `close()` or a failure (service/spool.py)."""
+    Without `options.spool`, one is made under `options.spool_dir` (default
+    COHORT_MATCH_SPOOL_DIR, else the temp directory) and removed by `close()` or a failure
+    (service/spool.py)."""
+    options = options or ScreenOptions()
+    progress = options.progress
     work = chunks(data)
     size = total_bytes(work)
+    workers = options.workers
     if workers is None:
         workers = 1 if size < 64 * 1024 * 1024 else max(1, os.cpu_count() or 1)
+    partitions = options.partitions
     if partitions is None:
         partitions = _partition_count(size, workers)
-    tmp = None
-    if spool is None:
-        root = spool_root(spool_dir if spool_dir is not None else Settings().spool_dir)
-        tmp = new_spool(root, "screen")
-        spool = Path(tmp.name)
+    spool, tmp = options.open_spool("screen")
     job = _Job(
         str(trial_path),
         str(terminology_root),
@@ -316,7 +356,7 @@ def screen(  # noqa: PLR0913 (to be split)
         partitions,
         as_of,
         only_patient,
-        by_reference,
+        options.by_reference,
         mrn_type,
     )
     trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)

@@ -20,7 +20,7 @@ from service.patient_screen import (
     screen_patient,
     screen_patient_records,
 )
-from service.screening import screen
+from service.screening import ScreenOptions, screen
 from service.synthetic import make_condition, make_observation, make_patient
 from tests.conftest import ROOT, TRIAL_PATH
 from tests.population import GENERATED_AS_OF, by_patient, generated
@@ -90,7 +90,13 @@ def test_a_shuffled_export_gives_byte_identical_results(
         (shuffled / path.name).write_bytes(b"".join(lines[:half]))
         (shuffled / f"more-{path.name}").write_bytes(b"".join(lines[half:]))
     runs = [
-        screen(data, TRIAL_PATH, ROOT / "terminology", GENERATED_AS_OF, partitions=partitions)
+        screen(
+            data,
+            TRIAL_PATH,
+            ROOT / "terminology",
+            GENERATED_AS_OF,
+            options=ScreenOptions(partitions=partitions),
+        )
         for data, partitions in ((generated_population, 1), (shuffled, 3))
     ]
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from service.as_of import check_as_of
 from service.config import Settings
-from service.screening import ScreenRun
+from service.screening import ScreenOptions, ScreenRun
 from service.spark.job import SparkInput, session, spark_screen
 from service.trials import find_trial
 
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         trial_path,
         settings.terminology_dir,
         as_of,
+        options=ScreenOptions(partitions=args.partitions),
         site_map=settings.site_code_map,
-        partitions=args.partitions,
         mrn_type=settings.mrn_type,
         spark=spark,
         parquet_out=args.out,

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache, partial
@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from service.config import Settings
 from service.patient_screen import (
     Record,
     ScreeningContext,
@@ -39,9 +38,8 @@ from service.patient_screen import (
     screen_patient_records,
 )
 from service.routing import Router
-from service.screening import MAX_ERRORS_KEPT, ScreenRun, Summary, next_step
+from service.screening import MAX_ERRORS_KEPT, ScreenOptions, ScreenRun, Summary, next_step
 from service.sources import SourceError, bundle_entries
-from service.spool import new_spool, spool_root
 from service.terminology import Terminology
 
 if TYPE_CHECKING:
@@ -52,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["SparkInput", "session", "spark_screen"]
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], None]
 
 KEPT, ERROR, COUNT = "k", "e", "n"  # the tags of stage 1's output
 
@@ -276,43 +273,32 @@ def _at_offset(name: str, item: tuple[int, str]) -> tuple[str, str]:
     return f"{name}@{item[0]}", item[1]
 
 
-def spark_screen(  # noqa: PLR0913 (to be split)
+def spark_screen(
     data: Path | str | SparkInput,
     trial_path: Path,
     terminology_root: Path,
     as_of: date,
     *,
+    options: ScreenOptions | None = None,
     site_map: Path | None = None,
-    workers: int | None = None,
-    partitions: int | None = None,
-    spool: Path | None = None,
-    spool_dir: Path | None = None,
-    by_reference: bool = False,
-    progress: Progress | None = None,
     mrn_type: str = "MR",
     spark: SparkSession | None = None,
     parquet_out: str | None = None,
 ) -> ScreenRun:
     """`service.screening.screen` on Spark: the same ScreenRun (call `close()` when done),
     the results also as Parquet at `parquet_out` (default: in the spool; on a cluster, give
-    a path the executors and the driver share). `partitions`: how many groups of patients
-    (default: Spark's default parallelism); `workers` is the single-machine screen's and
-    is not used (Spark's executors are its workers)."""
-    del workers
+    a path the executors and the driver share). `options.partitions`: how many groups of
+    patients (default: Spark's default parallelism); `options.workers` is the single-machine
+    screen's and is not used (Spark's executors are its workers)."""
+    options = options or ScreenOptions()
     context = load_screening_context(
         trial_path, terminology_root, as_of, site_map=site_map, mrn_type=mrn_type
     )
     source = data if isinstance(data, SparkInput) else SparkInput((str(data),))
     spark = spark or session()
-    tmp = None
-    if spool is None:
-        root = spool_root(spool_dir if spool_dir is not None else Settings().spool_dir)
-        tmp = new_spool(root, "spark")
-        spool = Path(tmp.name)
+    spool, tmp = options.open_spool("spark")
     try:
-        return _run(
-            spark, context, source, spool, tmp, by_reference, partitions, parquet_out, progress
-        )
+        return _run(spark, context, source, spool, tmp, options, parquet_out)
     except BaseException:
         if tmp is not None:
             tmp.cleanup()
@@ -325,16 +311,14 @@ def _run(
     source: SparkInput,
     spool: Path,
     tmp: tempfile.TemporaryDirectory[str] | None,
-    by_reference: bool,
-    partitions: int | None,
+    options: ScreenOptions,
     parquet_out: str | None,
-    progress: Progress | None,
 ) -> ScreenRun:
     from pyspark import StorageLevel
 
-    report = progress or (lambda _stage, _done, _total: None)
+    report = options.progress or (lambda _stage, _done, _total: None)
     report("read", 0, 1)
-    routed = _lines(spark, source).mapPartitions(partial(_route, context, by_reference))
+    routed = _lines(spark, source).mapPartitions(partial(_route, context, options.by_reference))
     routed.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         resources = routed.filter(lambda t: t[0] == COUNT).map(lambda t: t[1]).sum()
@@ -346,7 +330,7 @@ def _run(
         groups = (
             routed.filter(lambda t: t[0] == KEPT)
             .map(lambda t: (t[1], (t[2], t[3])))
-            .groupByKey(partitions or spark.sparkContext.defaultParallelism)
+            .groupByKey(options.partitions or spark.sparkContext.defaultParallelism)
         )
         rows = groups.mapPartitions(partial(_screen, context))
         out = parquet_out or str((spool / "results.parquet").resolve())

@@ -36,7 +36,6 @@ import datetime as dt
 import functools
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -45,7 +44,7 @@ from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
 from service.errors import NotFound, ServiceError
 from service.fhir import FetchPlan
-from service.screening import ScreenRun, screen
+from service.screening import Screener, ScreenOptions, ScreenRun, screen
 from service.spool import new_spool, remove_stale, spool_root
 from service.sweeps.heartbeat import Cancelled, Heartbeat, Progress, Tracker
 from service.sweeps.population import (
@@ -97,7 +96,7 @@ class SweepRunner:
         settings: Settings,
         store: SweepStore,
         exporter: Exporter | None = None,
-        screener: Callable[..., ScreenRun] = screen,  # or service.spark.spark_screen
+        screener: Screener = screen,  # or service.spark.spark_screen
     ) -> None:
         self.settings = settings
         self.store = store
@@ -248,11 +247,13 @@ class SweepRunner:
             trial_path,
             self.settings.terminology_dir,
             run.as_of,
+            options=ScreenOptions(
+                workers=self.settings.sweep_workers,
+                spool=spool,
+                by_reference=fetched.snapshots is not None,
+                progress=tracker,
+            ),
             site_map=self.settings.site_code_map,
-            workers=self.settings.sweep_workers,
-            spool=spool,
-            progress=tracker,
-            by_reference=fetched.snapshots is not None,
             mrn_type=self.settings.mrn_type,
         )
         try:

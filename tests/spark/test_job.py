@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.config import get_settings
-from service.screening import ScreenRun, screen
+from service.screening import ScreenOptions, ScreenRun, screen
 from service.spark import SparkInput, spark_screen
 from service.spark.__main__ import main as job_main
 from service.sweeps import SweepStore
@@ -54,7 +54,7 @@ def test_every_patient_gets_the_cli_result_and_rank(
     counts = cli.counts()
     expected = _results(cli)
     parquet = tmp_path / "out.parquet"
-    run = _spark(spark, population, partitions=3, parquet_out=str(parquet))
+    run = _spark(spark, population, options=ScreenOptions(partitions=3), parquet_out=str(parquet))
     assert run.counts() == counts
     assert _results(run) == expected
     assert len(expected) == 30
@@ -84,7 +84,7 @@ def test_a_patient_spread_over_files_and_formats_is_screened_once(
     parquet = tmp_path / "conditions.parquet"
     spark.createDataFrame(conditions, "resource string").write.parquet(str(parquet))
     source = SparkInput((str(first), str(second), str(parquet)))
-    assert _results(_spark(spark, source, partitions=4)) == expected
+    assert _results(_spark(spark, source, options=ScreenOptions(partitions=4))) == expected
 
 
 def test_unreadable_lines_are_counted_and_listed(
@@ -118,7 +118,7 @@ def test_unreadable_lines_are_counted_and_listed(
     cli_errors = [e.message for e in cli.errors]
     cli_count = cli.error_count
     expected = _results(cli)
-    run = _spark(spark, data, partitions=2)
+    run = _spark(spark, data, options=ScreenOptions(partitions=2))
     assert run.error_count == cli_count == 4
     # the same messages (orjson's detail differs: Spark's lines come without their newline)
     assert sorted(e.message.split(" (")[0] for e in run.errors) == sorted(
@@ -138,7 +138,8 @@ def test_empty_partitions_and_an_empty_input(spark: SparkSession, tmp_path: Path
         shutil.copy(path, few / path.name)
     expected = _results(_cli(few))
     assert len(expected) == 2
-    assert _results(_spark(spark, few, partitions=8)) == expected  # six groups hold nobody
+    eight = ScreenOptions(partitions=8)  # six groups hold nobody
+    assert _results(_spark(spark, few, options=eight)) == expected
     empty = tmp_path / "empty"
     empty.mkdir()
     run = _spark(spark, empty)

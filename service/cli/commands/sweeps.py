@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,7 +31,7 @@ from service.errors import ServiceError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from service.screening import ScreenRun
+    from service.screening import Screener
     from service.sweeps import RunInfo, Source, SweepRunner, SweepStore
 
 __all__ = ["diff_command", "export_command", "runs_command", "sweep_command"]
@@ -83,7 +82,7 @@ class Engine(StrEnum):
     spark = "spark"
 
 
-def _screener(engine: Engine, master: str | None) -> Callable[..., ScreenRun]:
+def _screener(engine: Engine, master: str | None) -> Screener:
     """The screen a sweep runs: this machine's worker processes, or the Spark job."""
     if engine is Engine.local:
         from service.screening import screen

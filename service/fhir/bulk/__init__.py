@@ -1,8 +1,8 @@
 """FHIR Bulk Data export ($export, Bulk Data Access IG v2) to NDJSON files, or searches.
 
-    export(client, out_dir, types=[...], level="system")  -> ExportResult
-    search_to_ndjson(client, out_dir, plan)                -> ExportResult
-    export_or_search(client, out_dir, plan)                -> ExportResult (either way)
+    export(client, out_dir, ExportRequest.of([...], level="system"))  -> ExportResult
+    search_to_ndjson(client, out_dir, plan)                            -> ExportResult
+    export_or_search(client, out_dir, plan)                            -> ExportResult (either way)
 
 Both ways write the same layout and nothing else: `<Type>-<n>.ndjson` in `out_dir` (n counts
 from 1 per type), one resource a line, so `service.screening.screen(out_dir, ...)` reads the
@@ -112,7 +112,12 @@ from service.errors import (
 )
 from service.fhir.bulk.download import LineCounter
 from service.fhir.bulk.export import export, export_or_search, offers_export
-from service.fhir.bulk.request import fhir_instant, observation_type_filters, plan_types
+from service.fhir.bulk.request import (
+    ExportRequest,
+    fhir_instant,
+    observation_type_filters,
+    plan_types,
+)
 from service.fhir.bulk.results import (
     BulkPolicy,
     ExportFile,
@@ -134,6 +139,7 @@ __all__ = [
     "ExportFile",
     "ExportIssue",
     "ExportProgress",
+    "ExportRequest",
     "ExportResult",
     "export",
     "export_or_search",

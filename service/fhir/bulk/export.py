@@ -6,19 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 from service.errors import BulkExportUnsupported, BulkFileGone, FhirError
 from service.fhir.bulk.download import Gone, download_all, prepare, remove
 from service.fhir.bulk.job import kick_off, poll
 from service.fhir.bulk.request import (
-    RESOURCE_TYPE,
     ExportRequest,
     Level,
-    fhir_instant,
     observation_type_filters,
     plan_types,
 )
@@ -33,41 +30,26 @@ __all__ = ["export", "export_or_search", "offers_export"]
 log = logging.getLogger("service.fhir.bulk")
 
 
-async def export(  # noqa: PLR0913 (to be split)
+async def export(
     client: FhirClient,
     out_dir: Path,
+    request: ExportRequest,
     *,
-    types: Sequence[str],
-    level: str = "system",
-    type_filters: Sequence[str] | None = None,
-    since: datetime | None = None,
     poll_limit_s: float = 3600.0,
     progress: Callable[[ExportProgress], None] | None = None,
-    method: Literal["GET", "POST"] = "GET",
     policy: BulkPolicy | None = None,
     allow_hosts: frozenset[str] = frozenset(),
     delete_when_done: bool = True,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
 ) -> ExportResult:
-    """Bulk-export `types` at `level` ("system", "patient", or a Group id) into `out_dir`.
+    """Bulk-export what `request` asks for (`ExportRequest.of(types, level=...)`) into
+    `out_dir`.
 
-    `out_dir` must be empty or absent. `since` (timezone-aware) asks only for resources
-    changed since then: pass the previous result's `transaction_time`. Faults are handled as
-    the module docstring lists; on return every output file is complete on disk.
+    `out_dir` must be empty or absent. For an incremental export, pass the previous result's
+    `transaction_time` as the request's `since`. Faults are handled as the module docstring
+    lists; on return every output file is complete on disk.
     """
-    bad = [t for t in types if not RESOURCE_TYPE.fullmatch(t)]
-    if bad:
-        raise ValueError(f"not resource types: {bad}")
-    request = ExportRequest(
-        Level.parse(level),
-        tuple(types),
-        tuple(type_filters or ()),
-        since,
-        method,
-    )
-    if since is not None:
-        fhir_instant(since)  # refuse a naive time before anything is sent
     prepare(out_dir)
     s = Session(client, policy or BulkPolicy(), allow_hosts, sleep, clock, progress)
     written: list[Path] = []
@@ -202,10 +184,12 @@ async def export_or_search(
         result = await export(
             client,
             out_dir,
-            types=types,
-            level=level,
-            type_filters=observation_type_filters(plan) if use_type_filter else None,
-            since=since,
+            ExportRequest.of(
+                types,
+                level=level,
+                type_filters=observation_type_filters(plan) if use_type_filter else None,
+                since=since,
+            ),
             poll_limit_s=poll_limit_s,
             progress=progress,
             policy=policy,

@@ -5,6 +5,7 @@ and the clean-up DELETE (Session.cancel)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
@@ -106,75 +107,106 @@ async def kick_off(s: Session, request: ExportRequest) -> str:
     return await s.send(http_request, classify, what=f"$export kick-off at {url}")
 
 
-async def poll(s: Session, job: str, limit_s: float) -> Manifest:  # noqa: PLR0915 (to be split)
-    """Poll the job until it completes; the parsed manifest."""
+@dataclass
+class _Polling:
+    """What polling one job remembers from one answer to the next."""
+
+    job: str
+    waits: int = 0  # answers "not yet" (202, 429): drives the backoff
+    failures: int = 0  # transient failures in a row
+    progress: str = ""  # the last X-Progress
+
+
+async def poll(s: Session, job: str, limit_s: float) -> Manifest:
+    """Poll the job until it completes; the parsed manifest. Each answer is one `_step`;
+    the limit cuts the last wait short rather than oversleeping it."""
     started = s.clock()
-    waits = 0  # answers "not yet" (202, 429): drives the backoff
-    failures = 0  # transient failures in a row
-    progress = ""
+    state = _Polling(job)
     while True:
         if s.clock() - started >= limit_s:
             raise BulkExportTimeout(
                 f"export job {job} not complete after {limit_s:g}s "
-                f"(last progress: {progress or 'none'}); cancelled",
+                f"(last progress: {state.progress or 'none'}); cancelled",
                 url=job,
             )
-        retry_after: float | None = None
         try:
             # IG v2: status requests SHOULD accept application/json (the manifest is not FHIR).
             request = s.client.build("GET", job, accept="application/json")
             response = await s.client.send_once(request, auth=s.auth())
         except httpx.TransportError as exc:
-            failures += 1
-            if failures > s.policy.transient_retries:
-                raise FhirTemporaryError(f"export job {job} unreachable: {exc!r}", url=job) from exc
-            log.warning("polling export job %s failed (%r); retrying", job, exc)
-            delay = s.policy.delay(None, failures)
+            delay = _unreachable(s, state, exc)
         else:
-            status = response.status_code
-            retry_after = retry_after_s(response.headers.get("Retry-After"))
-            if status == 200:
-                return parse_manifest(response.content, response.headers.get("Expires"), job)
-            if status == 202:
-                failures = 0
-                waits += 1
-                # IG: X-Progress is free text under 100 characters
-                progress = response.headers.get("X-Progress", "")[:100]
-                s.report("in-progress", progress or "in progress")
-                delay = s.policy.delay(retry_after, waits)
-            elif status == 429:
-                waits += 1
-                log.warning("export job %s: 429 on polling; backing off, the job is kept", job)
-                s.report("throttled", "429 Too Many Requests: polling less often")
-                delay = s.policy.delay(retry_after, waits)
-            else:
-                outcome = operation_outcome(response)
-                detail = suffix(outcome)
-                if status in (401, 403):
-                    raise FhirAuthError(
-                        f"FHIR server refused access ({status}) to export job {job}{detail}",
-                        url=job,
-                        http_status=status,
-                        outcome=outcome,
-                    )
-                if status in (404, 410):
-                    raise BulkExportFailed(
-                        f"export job {job} is gone ({status}): cancelled or expired{detail}",
-                        url=job,
-                        http_status=status,
-                        outcome=outcome,
-                    )
-                transient = status >= 500 and _transient(outcome)
-                if not transient or failures >= s.policy.transient_retries:
-                    raise BulkExportFailed(
-                        f"export job {job} failed ({status}){detail}",
-                        url=job,
-                        http_status=status,
-                        outcome=outcome,
-                    )
-                failures += 1
-                log.warning("export job %s: %d on polling%s; retrying", job, status, detail)
-                s.report("retry", f"{status} on polling")
-                delay = s.policy.delay(retry_after, failures)
+            answer = _step(s, state, response)
+            if isinstance(answer, Manifest):
+                return answer
+            delay = answer
         remaining = limit_s - (s.clock() - started)
         await s.sleep(max(0.0, min(delay, remaining)))
+
+
+def _unreachable(s: Session, state: _Polling, exc: httpx.TransportError) -> float:
+    """A network failure: how long to wait, or FhirTemporaryError after too many in a row."""
+    state.failures += 1
+    if state.failures > s.policy.transient_retries:
+        raise FhirTemporaryError(
+            f"export job {state.job} unreachable: {exc!r}", url=state.job
+        ) from exc
+    log.warning("polling export job %s failed (%r); retrying", state.job, exc)
+    return s.policy.delay(None, state.failures)
+
+
+def _step(s: Session, state: _Polling, response: httpx.Response) -> Manifest | float:
+    """One answer to a status request: the manifest when done, else how long to wait."""
+    status = response.status_code
+    retry_after = retry_after_s(response.headers.get("Retry-After"))
+    if status == 200:
+        return parse_manifest(response.content, response.headers.get("Expires"), state.job)
+    if status == 202:
+        state.failures = 0
+        state.waits += 1
+        # IG: X-Progress is free text under 100 characters
+        state.progress = response.headers.get("X-Progress", "")[:100]
+        s.report("in-progress", state.progress or "in progress")
+        return s.policy.delay(retry_after, state.waits)
+    if status == 429:
+        state.waits += 1
+        log.warning("export job %s: 429 on polling; backing off, the job is kept", state.job)
+        s.report("throttled", "429 Too Many Requests: polling less often")
+        return s.policy.delay(retry_after, state.waits)
+    return _failed(s, state, response, retry_after)
+
+
+def _failed(
+    s: Session, state: _Polling, response: httpx.Response, retry_after: float | None
+) -> float:
+    """Any other status: a typed error, or (a transient 5xx, not too many in a row) how long
+    to wait before polling again."""
+    job, status = state.job, response.status_code
+    outcome = operation_outcome(response)
+    detail = suffix(outcome)
+    if status in (401, 403):
+        raise FhirAuthError(
+            f"FHIR server refused access ({status}) to export job {job}{detail}",
+            url=job,
+            http_status=status,
+            outcome=outcome,
+        )
+    if status in (404, 410):
+        raise BulkExportFailed(
+            f"export job {job} is gone ({status}): cancelled or expired{detail}",
+            url=job,
+            http_status=status,
+            outcome=outcome,
+        )
+    transient = status >= 500 and _transient(outcome)
+    if not transient or state.failures >= s.policy.transient_retries:
+        raise BulkExportFailed(
+            f"export job {job} failed ({status}){detail}",
+            url=job,
+            http_status=status,
+            outcome=outcome,
+        )
+    state.failures += 1
+    log.warning("export job %s: %d on polling%s; retrying", job, status, detail)
+    s.report("retry", f"{status} on polling")
+    return s.policy.delay(retry_after, state.failures)

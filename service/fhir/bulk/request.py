@@ -4,6 +4,7 @@ the small pure helpers around it. No I/O."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -71,11 +72,36 @@ class Level:
 
 @dataclass(frozen=True)
 class ExportRequest:
+    """What one export asks for: `types` at `level`, narrowed by `type_filters` (`_typeFilter`)
+    and `since` (`_since`, timezone-aware: only resources changed since then), kicked off by
+    `method` (GET with query parameters, or POST with a Parameters resource)."""
+
     level: Level
     types: tuple[str, ...]
     type_filters: tuple[str, ...]
     since: datetime | None
     method: Literal["GET", "POST"]
+
+    @classmethod
+    def of(
+        cls,
+        types: Sequence[str],
+        *,
+        level: str = "system",
+        type_filters: Sequence[str] | None = None,
+        since: datetime | None = None,
+        method: Literal["GET", "POST"] = "GET",
+    ) -> ExportRequest:
+        """The request for `types` at `level` ("system", "patient", or a Group id); a
+        ValueError for a name that is no resource type, a bad level or a naive `since`,
+        before anything is sent."""
+        bad = [t for t in types if not RESOURCE_TYPE.fullmatch(t)]
+        if bad:
+            raise ValueError(f"not resource types: {bad}")
+        request = cls(Level.parse(level), tuple(types), tuple(type_filters or ()), since, method)
+        if since is not None:
+            fhir_instant(since)  # refuse a naive time before anything is sent
+        return request
 
     def query(self) -> list[tuple[str, str]]:
         params = [("_outputFormat", NDJSON)]
