@@ -154,9 +154,21 @@ FOLDER_MARKERS = {
 }
 
 
+SECOND_PASS = {"integration", "browser"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = item.path.relative_to(TESTS).parts[0]
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
+    # Unit tests marked `slow` (the wheel build alone is ~40 s) go first: pytest-xdist hands
+    # tests out in this order, and one started last keeps a worker busy after the others
+    # are done. Integration and browser tests keep their file order (stable sort).
+    items.sort(key=_first_if_slow_unit)
+
+
+def _first_if_slow_unit(item: pytest.Item) -> int:
+    markers = {mark.name for mark in item.iter_markers()}
+    return 0 if "slow" in markers and not markers & SECOND_PASS else 1
