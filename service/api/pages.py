@@ -248,6 +248,7 @@ async def _patient_body(
         user=session.user,
         iss=session.iss,
         show_banner=session.need_patient_banner,
+        ehr_url=state.settings.ehr_patient_url,
     )
     return render("patient.html", **context, **other_trials_context(every, trial.id, wanted, day))
 
@@ -430,7 +431,9 @@ async def _sweep_chunks(
     """The page head, then the sweep's ranked rows and funnel (nothing is screened)."""
     yield head
     try:
-        shown = await asyncio.to_thread(stored, state.sweeps.store, run, trial, status)
+        shown = await asyncio.to_thread(
+            stored, state.sweeps.store, run, trial, status, state.settings.ehr_patient_url
+        )
         audit.patients = [line["reference"] for line in shown.rows]
         audit.outcome = f"sweep {run.id}: {run.counts['patients']} screened"
         query = {"trial": trial.id, "as_of": run.as_of.isoformat(), "sweep": str(run.id)}
@@ -494,7 +497,7 @@ async def _cohort_chunks(
             **results_context(
                 screened.counts(),
                 status,
-                rows(screened, status),
+                rows(screened, status, state.settings.ehr_patient_url),
                 funnel(trial, screened.ranked),
                 query,
                 unscreened=screened.unscreened,

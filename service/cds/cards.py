@@ -11,6 +11,9 @@ characters. The detail (GitHub-flavoured Markdown) lists the first unknowns, che
 first (`next_steps`), then the inclusion criteria the record already meets, with the values
 that decided them. A `smart` link opens the patient's full result in the cohort-match app;
 `appContext` tells it the trial and the date screened.
+
+The detail's first line says who (name, MRN, age, sex: `patient_line`), so a card read or
+copied out of the chart still names its patient.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import re
 
 from service.cds.models import CardPublic, LinkPublic, SourcePublic
 from service.criteria.model import TrialDefinition
-from service.criteria.verdict import PatientResult
+from service.criteria.verdict import PatientResult, PatientSummary
 
-__all__ = ["card_for", "markdown_text"]
+__all__ = ["card_for", "markdown_text", "patient_line"]
 
 SHOWN_UNKNOWNS = 5
 SHOWN_PASSES = 8
@@ -55,11 +58,26 @@ def summary(result: PatientResult, trial: TrialDefinition) -> str:
     return text if len(text) < 140 else text[:136] + "..."
 
 
+def patient_line(patient: PatientSummary) -> str:
+    """Who, as a coordinator knows them: "Patient: Jane Doe · MRN 0012 · age 35 · female";
+    what is not recorded is left out, the FHIR reference stands in for a missing name."""
+    parts = [markdown_text(patient.name or patient.reference)]
+    if patient.mrn:
+        parts.append(f"MRN {markdown_text(patient.mrn)}")
+    if patient.age is not None:
+        parts.append(f"age {patient.age}")
+    if patient.sex:
+        parts.append(patient.sex)
+    return "Patient: " + " \u00b7 ".join(parts)
+
+
 def detail(result: PatientResult, trial: TrialDefinition) -> str:
     registry = trial.source.get("registry")
     name = f"[{trial.id}]({registry})" if registry else trial.id
     lines = [
         f"**{LABELS[result.status]}** for {name}: {markdown_text(trial.title)}",
+        "",
+        patient_line(result.patient),
         "",
         f"Screened by cohort-match as of {result.as_of.isoformat()} "
         f"(trial file {markdown_text(trial.version)}; score {result.score:.2f}).",

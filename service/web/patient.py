@@ -9,7 +9,14 @@ from typing import Any
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
 from service.web.cohort import nav_query
-from service.web.views import STATUS_LABEL, checklist, display_user, explain, patient_banner
+from service.web.views import (
+    STATUS_LABEL,
+    checklist,
+    display_user,
+    ehr_link,
+    explain,
+    patient_banner,
+)
 
 __all__ = ["patient_context"]
 
@@ -23,6 +30,7 @@ def patient_context(
     user: str,
     iss: str,
     show_banner: bool,
+    ehr_url: str | None = None,
 ) -> dict[str, Any]:
     """The context of patient.html."""
     tally = {v: 0 for v in ("pass", "fail", "unknown", "not_applicable")}
@@ -42,4 +50,5 @@ def patient_context(
         "tally": tally,
         "sheet": checklist(result, iss),
         "iss": iss,
+        "ehr_href": ehr_link(ehr_url, result.patient.reference),
     }
