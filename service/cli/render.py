@@ -262,7 +262,8 @@ def print_since(previous: RunInfo, run: RunInfo, diff: DiffPublic) -> None:
     out.print(
         f"Since run {previous.id} ({previous.as_of}): {c['new']} new candidate(s), "
         f"{c['dropped']} dropped out, {c['status']} changed status, {c['verdicts']} with "
-        f"changed verdicts (cohort-match diff {previous.id} {run.id}).",
+        f"changed verdicts, {c.get('decided', 0)} with an open decision "
+        f"(cohort-match diff {previous.id} {run.id}).",
         highlight=False,
     )
 
@@ -349,9 +350,10 @@ def print_diff(diff: DiffPublic) -> None:
         *diff.verdicts,
         *diff.arrived,
         *diff.left,
+        *diff.decided,
     ):
         table.add_row(
-            change.change,
+            change.change + (f" ({change.decision})" if change.decision else ""),
             change.patient,
             change.before or "(absent)",
             change.after or "(absent)",
@@ -363,7 +365,8 @@ def print_diff(diff: DiffPublic) -> None:
     out.print(
         f"{c['new']} new candidate(s), {c['dropped']} dropped out, {c['status']} changed "
         f"status, {c['verdicts']} with changed verdicts, {c['arrived']} new to the population "
-        f"but not candidates, {c['left']} non-candidates gone, {c['unchanged']} unchanged.",
+        f"but not candidates, {c['left']} non-candidates gone, {c.get('decided', 0)} held by an "
+        f"open decision, {c['unchanged']} unchanged.",
         highlight=False,
     )
 

@@ -57,7 +57,7 @@ def row(
     patient: Mapping[str, Any],
     status: str,
     score: float,
-    verdicts: Sequence[str],
+    verdicts: Mapping[str, str],
     next_: str | None,
     ehr_url: str | None = None,
 ) -> dict[str, Any]:
@@ -79,9 +79,10 @@ def row(
         "mrn": patient.get("mrn"),
         "name": patient.get("name"),  # absent from results stored before names were kept
         "ehr_href": ehr_link(ehr_url, reference),
-        "fails": sum(v == "fail" for v in verdicts),
-        "unknowns": sum(v == "unknown" for v in verdicts),
+        "fails": sum(v == "fail" for v in verdicts.values()),
+        "unknowns": sum(v == "unknown" for v in verdicts.values()),
         "next": next_,
+        "verdicts": dict(verdicts),  # the screen a decision is weighed against (worklist.py)
     }
 
 
@@ -108,7 +109,7 @@ def rows(
             patient=identity(result.patient),
             status=result.status,
             score=result.score,
-            verdicts=[c.verdict for c in result.criteria],
+            verdicts=result.verdicts(),
             next_=next_check(result),
             ehr_url=ehr_url,
         )
@@ -146,9 +147,15 @@ def results_context(
     unscreened: list[dict[str, str]] | None = None,
     problems: Sequence[str] = (),
     errors: int = 0,
+    worklist: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The context of cohort_results.html."""
+    """The context of cohort_results.html; `worklist`: the rows split into `fresh` and
+    `held` and the decision `form` (service/web/worklist.py), else every row is new."""
     return {
+        "fresh": shown,
+        "held": [],
+        "form": None,
+        **(worklist or {}),
         "counts": counts,
         "status": status,
         "status_label": STATUS_LABEL.get(status or "", ""),
@@ -188,7 +195,7 @@ def stored(
                 patient=result["patient"],
                 status=result["status"],
                 score=result["score"],
-                verdicts=[c["verdict"] for c in result["criteria"]],
+                verdicts={c["id"]: c["verdict"] for c in result["criteria"]},
                 next_=short_step(stored_next_step(result)),
                 ehr_url=ehr_url,
             )
