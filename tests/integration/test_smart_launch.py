@@ -76,6 +76,7 @@ def test_the_cohort_ranks_like_the_candidates_api(app: TestClient, ehr: TestEhr)
             not in (
                 "rank",
                 "patient",
+                "name",
                 "mrn",
                 "identifiers",
                 "status",
