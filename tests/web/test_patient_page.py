@@ -4,31 +4,27 @@ points, status and records linked to the EHR (demo patients p67 and p70)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
-from service.screening import screen_facts
 from service.web import render
 from service.web.patient import patient_context
-from tests.conftest import facts_of, load_nct, load_terms
+from tests.conftest import load_nct
+from tests.demo import DEMO_AS_OF, demo_result
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "NCT06946485"
-AS_OF = dt.date(2026, 11, 20)
 ISS = "https://ehr.hospital.test/fhir"
 
 
 def page(patient: str) -> str:
     """patient.html for one demo patient, as the SMART page renders it."""
-    (path,) = DEMO.glob(f"{patient}-*.json")
-    bundle = json.loads(path.read_text(encoding="utf-8"))
-    reference = f"Patient/{patient}"
-    facts = facts_of((e["resource"] for e in bundle["entry"]), reference)
-    (result,) = screen_facts(load_nct(), load_terms(), AS_OF, {reference: facts})
     context = patient_context(
-        load_nct(), AS_OF, result, None, user="Practitioner/dr-lee", iss=ISS, show_banner=False
+        load_nct(),
+        DEMO_AS_OF,
+        demo_result(patient),
+        None,
+        user="Practitioner/dr-lee",
+        iss=ISS,
+        show_banner=False,
     )
     return render("patient.html", **context)
 
