@@ -91,7 +91,12 @@ def compute_score(
         else None
     )
     hits = {name: _hits(spec, name, facts, ctx, start) for name in _findings_used(instrument)}
-    items = [_judge_item(item, hits, facts, ctx) for item in instrument.items]
+    items = [
+        _judge_item(item, hits, facts, ctx)
+        if any(hits[name] for name in item.findings)
+        else _absent(item)
+        for item in instrument.items
+    ]
     items = _domain_rule(instrument, items)
     total = sum(i.weight for i in items if i.counted)
     entry = _entry(instrument, hits) if instrument.entry else None
@@ -167,7 +172,8 @@ def _hits(
 
 def _results(facts: PatientFacts, valuesets: list[str], as_of: date) -> list[LabResult]:
     if len(valuesets) == 1:
-        return on_or_before(facts.labs_for(valuesets[0]), as_of)
+        labs = facts.labs_for(valuesets[0])
+        return on_or_before(labs, as_of) if labs else []  # most findings: no result at all
     seen: dict[str, LabResult] = {}
     for name in valuesets:
         for result in facts.labs_for(name):
@@ -417,6 +423,20 @@ def _judge_item(
         return _item(item, worst[0], worst[1], tuple(e for _, _, f in per_finding for e in f))
     best = min(per_finding, key=lambda found: _RANK[found[0]])
     return _item(item, best[0], best[1], best[2])
+
+
+# Each item's "not in the record" result, built once per instrument item (kept with the item,
+# so its id is not reused): most items have no record for most patients, and building and
+# judging them again for each patient was most of the scoring's cost in a screen.
+_ABSENT: dict[int, tuple[Item, ScoreItem]] = {}
+
+
+def _absent(item: Item) -> ScoreItem:
+    """The item with no record of any of its findings (shared: ScoreItem is frozen)."""
+    cached = _ABSENT.get(id(item))
+    if cached is None or cached[0] is not item:
+        cached = _ABSENT[id(item)] = (item, _item(item, "not_in_record", "not in the record", ()))
+    return cached[1]
 
 
 _RANK: dict[ItemStatus, int] = {
