@@ -90,10 +90,16 @@ def compute_score(
         if instrument.window_days is not None
         else None
     )
-    hits = {name: _hits(spec, name, facts, ctx, start) for name in _findings_used(instrument)}
+    # Only the findings with a record; an item none of whose findings has one is `not in the
+    # record` (most items, for most patients: see _absent).
+    hits: dict[str, list[Hit]] = {}
+    for name in _findings_used(instrument):
+        found = _hits(spec, name, facts, ctx, start)
+        if found:
+            hits[name] = found
     items = [
         _judge_item(item, hits, facts, ctx)
-        if any(hits[name] for name in item.findings)
+        if any(name in hits for name in item.findings)
         else _absent(item)
         for item in instrument.items
     ]
@@ -123,11 +129,18 @@ def compute_score(
     )
 
 
+_FINDINGS_USED: dict[int, tuple[Instrument, list[str]]] = {}
+
+
 def _findings_used(instrument: Instrument) -> list[str]:
-    names = [f for item in instrument.items for f in item.findings]
-    if instrument.entry:
-        names.append(instrument.entry)
-    return list(dict.fromkeys(names))
+    """The findings the items and the entry criterion name, once per instrument."""
+    cached = _FINDINGS_USED.get(id(instrument))
+    if cached is None or cached[0] is not instrument:
+        names = [f for item in instrument.items for f in item.findings]
+        if instrument.entry:
+            names.append(instrument.entry)
+        cached = _FINDINGS_USED[id(instrument)] = (instrument, list(dict.fromkeys(names)))
+    return cached[1]
 
 
 def _summary(
@@ -412,7 +425,7 @@ def _coded_hits(
 def _judge_item(
     item: Item, hits: dict[str, list[Hit]], facts: PatientFacts, ctx: Context
 ) -> ScoreItem:
-    per_finding = [_judge_finding(item, hits[name], facts, ctx) for name in item.findings]
+    per_finding = [_judge_finding(item, hits.get(name, []), facts, ctx) for name in item.findings]
     if item.combine == "all":
         if all(status == "counted" for status, _, _ in per_finding):
             evidence = tuple(e for _, _, found in per_finding for e in found[:1])
@@ -556,7 +569,7 @@ def _entry(instrument: Instrument, hits: dict[str, list[Hit]]) -> ScoreItem:
     """The entry criterion: met by any record before as_of (no competing cause applies)."""
     assert instrument.entry is not None
     finding = instrument.findings[instrument.entry]
-    found = hits[instrument.entry]
+    found = hits.get(instrument.entry, [])
     met = next((h for h in found if h.state == "met"), None)
     evidence: tuple[Evidence, ...]
     if met is not None:
