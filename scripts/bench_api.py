@@ -63,8 +63,8 @@ from make_demo_data import AS_OF
 from service.config import Settings
 from service.criteria.engine import evaluate
 from service.facts import PatientFacts
-from service.fhir import plan_for
-from service.fhir.patient import PATIENT_PARAM, add_resources
+from service.fetching import add_resources, plan_for
+from service.fhir.plan import PATIENT_PARAM
 from service.mappers.common import codes_of
 from service.terminology import Terminology
 from service.trials import list_trials

@@ -149,14 +149,14 @@ class _ScreenLog(logging.Handler):
 def phase_screen(
     data: Path, terminology: Path, as_of: date, workers: int | None, verify: bool
 ) -> dict[str, Any]:
-    from service.screening import screen
+    from service.screening import ScreenOptions, screen
 
     catcher = _ScreenLog()
     logger = logging.getLogger("service.screening")
     logger.addHandler(catcher)
     logger.setLevel(logging.INFO)
     started = _clock()
-    run = screen(data, TRIAL, terminology, as_of, workers=workers)
+    run = screen(data, TRIAL, terminology, as_of, options=ScreenOptions(workers=workers))
     elapsed = _elapsed(started)
     peaks = _peaks()  # before the check below reads the results back
     outcome: dict[str, Any] = {
@@ -435,12 +435,12 @@ def flat_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 def profile(args: argparse.Namespace) -> None:
     """cProfile of the screen in one process (--workers 1), the top functions printed."""
-    from service.screening import screen
+    from service.screening import ScreenOptions, screen
 
     data, _ = population(args.patients, args)
     profiler = cProfile.Profile()
     profiler.enable()
-    run = screen(data, TRIAL, args.terminology, args.as_of, workers=1)
+    run = screen(data, TRIAL, args.terminology, args.as_of, options=ScreenOptions(workers=1))
     profiler.disable()
     run.close()
     profiler.dump_stats(args.profile)

@@ -6,10 +6,12 @@
                                         (ScreenContext, service/context.py)
     fhir        the FHIR client factory (service/fhir_clients.py)
     validator   bearer JWT validation (None with COHORT_MATCH_AUTH_DISABLED)
+    engine      the one database engine every store shares (service/db/engine.py)
     audit       the audit store
     smart       the SMART launch flow and page sessions (service/smart/runtime.py)
     cds         the CDS Hooks runtime (service/cds/runtime.py)
     sweeps      background sweeps and their store; `scheduler` runs the schedule
+    decisions   the coordinator's decisions (service/worklist/store.py)
 
 Nothing is built later or on first use. Tests hand `build_state` (or `create_app`) a clock,
 an HTTP transport for every FHIR client, or a sweep exporter instead of patching classes.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
+from sqlalchemy.engine import Engine
 
 from service.audit import AuditStore
 from service.cds.runtime import CdsRuntime
@@ -31,13 +34,16 @@ from service.clock import Clock
 from service.config import Settings
 from service.context import ScreenContext, load_context
 from service.criteria.model import TrialDefinition
+from service.db import create_engine
 from service.fhir_clients import FhirClients
 from service.security import TokenValidator
 from service.smart import SessionStore, SmartRuntime
-from service.sweeps.runner import BackgroundSweeps, Exporter
+from service.sweeps.background import BackgroundSweeps
+from service.sweeps.population import Exporter
 from service.sweeps.scheduler import SweepScheduler
 from service.sweeps.store import SweepStore
 from service.terminology import Terminology
+from service.worklist.store import DecisionStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -49,11 +55,13 @@ __all__ = ["AppState", "build_state", "state_of"]
 class AppState(ScreenContext):
     fhir: FhirClients
     validator: TokenValidator | None
+    engine: Engine
     audit: AuditStore
     smart: SmartRuntime
     cds: CdsRuntime
     sweeps: BackgroundSweeps
     scheduler: SweepScheduler
+    decisions: DecisionStore
 
     def start(self) -> None:
         """What runs in the event loop: the sweep schedule."""
@@ -67,6 +75,7 @@ class AppState(ScreenContext):
         await self.smart.aclose()
         await self.fhir.aclose()
         self.audit.close()
+        self.engine.dispose()
         await super().aclose()
 
 
@@ -98,11 +107,18 @@ def build_state(
     tables and trial files of `settings`, for tests."""
     context = load_context(settings, clock, terms=terms, trials=trials)
     validator = _validator(settings)
-    # The stores: built here and nowhere else.
-    audit = AuditStore(settings.database_url)
-    sessions = SessionStore(audit.engine, clock=lambda: context.clock.now().timestamp())
-    cds_store = CdsStore(audit.engine)
-    sweeps = BackgroundSweeps(settings, SweepStore(settings.database_url), exporter)
+    # The stores: built here and nowhere else, on one engine (one pool, one migration).
+    engine = create_engine(settings.database_url)
+    try:
+        audit = AuditStore(engine)
+        sessions = SessionStore(engine, clock=lambda: context.clock.now().timestamp())
+        cds_store = CdsStore(engine)
+        decisions = DecisionStore(engine)
+        sweeps = BackgroundSweeps(settings, SweepStore(engine), exporter)
+    except BaseException:
+        engine.dispose()
+        context.cpu.shutdown(wait=False)
+        raise
     try:
         scheduler = SweepScheduler(settings, sweeps, context.trials, context.clock)
         fhir = FhirClients(settings, transport=transport)
@@ -111,17 +127,20 @@ def build_state(
     except BaseException:
         sweeps.close()
         audit.close()
+        engine.dispose()
         context.cpu.shutdown(wait=False)
         raise
     return AppState(
         **vars(context),
         fhir=fhir,
         validator=validator,
+        engine=engine,
         audit=audit,
         smart=smart,
         cds=cds,
         sweeps=sweeps,
         scheduler=scheduler,
+        decisions=decisions,
     )
 
 

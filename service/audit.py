@@ -18,11 +18,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import DateTime, Integer, String, Text, create_engine, select
+from sqlalchemy import DateTime, Integer, String, Text, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from service.db import Base, create_engine, writing
+from service.db.migrate import upgrade
 from service.errors import ServiceError
 
 __all__ = ["AuditEntry", "AuditEvent", "AuditRecord", "AuditStore", "AuditUnavailable"]
@@ -35,10 +37,6 @@ class AuditUnavailable(ServiceError):
 
     status = 503
     code = "transient"
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class AuditEvent(Base):
@@ -97,9 +95,13 @@ class AuditEntry:
 
 
 class AuditStore:
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine)
+    def __init__(self, database: str | Engine) -> None:
+        """`database`: a URL (the store builds and owns its engine) or the process's shared
+        engine (service/db/engine.py; its owner disposes it). Migrates on open."""
+        self._owns_engine = isinstance(database, str)
+        self.engine: Engine = create_engine(database) if isinstance(database, str) else database
+        self._writes = writing(self.engine)
+        upgrade(self.engine)
 
     def record(self, record: AuditRecord) -> None:
         """Write one row; raises AuditUnavailable when the database refuses it.
@@ -109,7 +111,7 @@ class AuditStore:
         before patient data leaves the service.
         """
         try:
-            with Session(self.engine) as session, session.begin():
+            with Session(self._writes) as session, session.begin():
                 session.add(
                     AuditEvent(
                         at=dt.datetime.now(dt.UTC),
@@ -138,7 +140,8 @@ class AuditStore:
             return list(rows)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
 
 def _fit(value: str, size: int) -> str:

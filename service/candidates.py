@@ -26,8 +26,10 @@ from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
 from service.errors import BadRequest, FhirError, FhirNotFound, NotFound
-from service.fhir import FhirClient, fetch_patient
+from service.fetching import fetch_patient
+from service.fhir import FhirClient
 from service.fhir.ids import InvalidFhirId, reference_id
+from service.ranked_output import status_counts
 from service.ranking import rank
 
 __all__ = [
@@ -41,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], Awaitable[None]]  # patients done, of total
-STATUSES = ("likely_eligible", "possibly_eligible", "ineligible")
 
 
 def patient_id(text: str) -> str:
@@ -94,10 +95,7 @@ class Screened:
 
     def counts(self) -> dict[str, int]:
         """Patients screened and how many of each status."""
-        counts = {"patients": len(self.ranked)}
-        for status in STATUSES:
-            counts[status] = sum(r.status == status for r in self.ranked)
-        return counts
+        return status_counts(r.status for r in self.ranked)
 
 
 async def screen_patients(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.paths import data_root
 
-__all__ = ["Settings", "get_settings", "is_loopback"]
+__all__ = ["CommaList", "Settings", "get_settings", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -26,6 +26,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _split_commas(value: object) -> object:
+    """`a, b,,c` -> ("a", "b", "c"); a list or tuple (from code) passes through to validation."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _without_trailing_slash(urls: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(url.rstrip("/") for url in urls)
+
+
+# A setting the environment gives as one comma-separated string, parsed once here. NoDecode:
+# pydantic-settings would otherwise read a tuple-typed variable as JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
 class Settings(BaseSettings):
@@ -93,7 +109,7 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(1, ge=1, le=64)
     database_url: str = "sqlite:///cohort-match.db"
 
-    # --- sweeps (issue 4): add fields for sweeps below this line
+    # --- sweeps
     # Runs are stored in COHORT_MATCH_DATABASE_URL (tables sweep_runs, sweep_results).
     # API and scheduled sweeps read this directory of Bundles / NDJSON when set; otherwise the
     # FHIR server (COHORT_MATCH_FHIR_BASE_URL) by Bulk Data $export. The CLI's --data/--source
@@ -152,12 +168,12 @@ class Settings(BaseSettings):
             raise ValueError("COHORT_MATCH_SWEEP_WRITE_BACK=true needs COHORT_MATCH_FHIR_BASE_URL")
         return self
 
-    # --- CDS Hooks (issue 5): add fields for CDS Hooks below this line
+    # --- CDS Hooks
     # JWKS (JSON) with the public keys of the CDS clients (EHRs) trusted to call /cds-services.
     # With API auth on and no JWKS, every CDS Hooks call is refused (401).
     cds_jwks_file: Path | None = None
     # Allowed `iss` of CDS client JWTs, comma-separated; empty: any issuer whose key is in the JWKS.
-    cds_client_issuers: str = ""
+    cds_client_issuers: CommaList = ()
     # This service's public base URL as CDS clients call it. A CDS client JWT's `aud` must be
     # {cds_public_base_url}/cds-services[/{id}[/feedback]] (CDS Hooks 2.0, Trusting CDS Clients).
     cds_public_base_url: str | None = None
@@ -165,7 +181,7 @@ class Settings(BaseSettings):
     cds_smart_launch_url: str | None = None
     # `fhirServer` values a CDS client may send besides COHORT_MATCH_FHIR_BASE_URL, comma-separated;
     # any other fhirServer is refused (400) before a request is sent to it.
-    cds_fhir_servers: str = ""
+    cds_fhir_servers: CommaList = ()
     # From receiving a hook call to answering it. Fetches still running then are abandoned and
     # the answer is no card (the EHR would drop a late answer anyway).
     cds_time_budget_s: float = Field(4.0, gt=0, le=60)
@@ -175,8 +191,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cds_safe(self) -> Settings:
-        servers = [s.strip() for s in self.cds_fhir_servers.split(",") if s.strip()]
-        urls = [self.cds_public_base_url, self.cds_smart_launch_url, *servers]
+        urls = [self.cds_public_base_url, self.cds_smart_launch_url, *self.cds_fhir_servers]
         for url in urls:
             if url is not None and not url.lower().startswith(("http://", "https://")):
                 raise ValueError(f"CDS Hooks URLs must be http(s) URLs (got {url!r})")
@@ -187,10 +202,11 @@ class Settings(BaseSettings):
             )
         return self
 
-    # --- SMART App Launch and pages (issue 5): add fields for SMART/pages below this line
+    # --- SMART App Launch and pages
     # FHIR base URLs (the `iss` of a launch) the app may connect to, comma-separated. A launch
-    # from any other iss is refused before a single request is sent to it.
-    smart_issuers: str = ""
+    # from any other iss is refused before a single request is sent to it. Each is kept
+    # without a trailing slash.
+    smart_issuers: Annotated[CommaList, AfterValidator(_without_trailing_slash)] = ()
     smart_client_id: str = "cohort-match"
     # Set for a confidential client (client_secret_basic); unset, the app is a public client.
     smart_client_secret: SecretStr | None = None
@@ -203,10 +219,6 @@ class Settings(BaseSettings):
     smart_trial: str | None = None  # the trial the pages open with; unset, the first served
     smart_session_ttl_s: int = 8 * 3600  # a page session, however often its token is refreshed
     smart_launch_ttl_s: int = 600  # from /launch to /callback
-
-    def smart_issuer_list(self) -> list[str]:
-        """The allowlist, each base URL without a trailing slash."""
-        return [i.strip().rstrip("/") for i in self.smart_issuers.split(",") if i.strip()]
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:

@@ -22,7 +22,8 @@ from service.clock import Clock
 from service.config import Settings
 from service.criteria.model import TrialDefinition, check_valuesets
 from service.errors import NotFound, PayloadTooLarge
-from service.fhir import FetchPlan, plan_for
+from service.fetching import plan_for
+from service.fhir import FetchPlan
 from service.terminology import Terminology
 from service.trials import list_trials
 from service.vocab.fhir_tx import TerminologyServer

@@ -21,7 +21,7 @@ import httpx
 
 from service.config import Settings
 from service.fhir import FhirClient
-from service.fhir.auth import auth_from_settings
+from service.upstream import auth_from_settings
 
 __all__ = ["FhirClients"]
 

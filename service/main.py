@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
 
 import httpx
 import orjson
@@ -25,7 +24,17 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
-from service.api import cds_hooks, health, match, pages, smart, sweeps, trials
+from service.api import (
+    cds_hooks,
+    decisions,
+    health,
+    match,
+    pages,
+    patient_trials,
+    smart,
+    sweeps,
+    trials,
+)
 from service.api.outcome import install_error_handlers, operation_outcome
 from service.app_state import AppState, build_state
 from service.clock import Clock
@@ -60,50 +69,19 @@ class RequestContext:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._outcome(send, request_id, 413, "too-costly", self._too_large_text())
             return
-        received = 0
-        overflow: list[bool] = []
-        status = 500
-        started_response = False
+        exchange = _Exchange(self, receive, send, request_id)
         started = time.perf_counter()
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    overflow.append(True)
-                    raise PayloadTooLarge(self._too_large_text())
-            return message
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, started_response
-            if overflow:
-                # The framework turned the aborted body read into its own error (FastAPI: 400
-                # "error parsing the body"): the answer is the 413 a declared size would get.
-                if message["type"] == "http.response.start" and not started_response:
-                    status, started_response = 413, True
-                    await self._outcome(send, request_id, 413, "too-costly", self._too_large_text())
-                return
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started_response = True
-                message.setdefault("headers", []).append(
-                    (b"x-request-id", request_id.encode("latin-1"))
-                )
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, exchange.receive, exchange.send)
         except PayloadTooLarge:
             # A chunked body went past the limit while a handler read it.
-            status = 413
-            if not started_response:
+            exchange.status = 413
+            if not exchange.started_response:
                 await self._outcome(send, request_id, 413, "too-costly", self._too_large_text())
         except Exception:
             log.exception("%s unhandled error", request_id)
-            status = 500
-            if not started_response:
+            exchange.status = 500
+            if not exchange.started_response:
                 await self._outcome(send, request_id, 500, "exception", "internal error")
         finally:
             client_id = headers.get(b"x-request-id", b"")[:64].decode("latin-1")
@@ -112,7 +90,7 @@ class RequestContext:
                 request_id,
                 scope["method"],
                 scope["path"],
-                status,
+                exchange.status,
                 (time.perf_counter() - started) * 1000,
                 f" client-request-id={client_id!r}" if client_id else "",
             )
@@ -135,6 +113,49 @@ class RequestContext:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class _Exchange:
+    """One request through RequestContext: counts the body it receives, stamps the request id
+    on the response, and keeps the status for the access log."""
+
+    def __init__(
+        self, context: RequestContext, receive: Receive, send: Send, request_id: str
+    ) -> None:
+        self.context = context
+        self._receive = receive
+        self._send = send
+        self.request_id = request_id
+        self.received = 0
+        self.overflow = False
+        self.status = 500
+        self.started_response = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.context.max_body_bytes:
+                self.overflow = True
+                raise PayloadTooLarge(self.context._too_large_text())
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.overflow:
+            # The framework turned the aborted body read into its own error (FastAPI: 400
+            # "error parsing the body"): the answer is the 413 a declared size would get.
+            if message["type"] == "http.response.start" and not self.started_response:
+                self.status, self.started_response = 413, True
+                text = self.context._too_large_text()
+                await self.context._outcome(self._send, self.request_id, 413, "too-costly", text)
+            return
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.started_response = True
+            message.setdefault("headers", []).append(
+                (b"x-request-id", self.request_id.encode("latin-1"))
+            )
+        await self._send(message)
 
 
 def create_app(
@@ -197,15 +218,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(trials.router)
     app.include_router(match.router)
+    app.include_router(patient_trials.router)
     app.include_router(sweeps.router)
+    app.include_router(decisions.router)
     app.include_router(cds_hooks.router)
     app.include_router(smart.router)
     app.include_router(pages.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     return app
-
-
-def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
-    """The published contract (openapi/openapi.json), generated from the app itself."""
-    app = create_app(settings or Settings(auth_disabled=True))
-    return app.openapi()

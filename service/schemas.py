@@ -162,6 +162,14 @@ class PatientResultPublic(_Public):
         None,
         description="Why the status was set apart from the criteria (a deceased patient)",
     )
+    next_step: str | None = Field(
+        None,
+        description=(
+            "The one next step every channel shows: for an ineligible patient why they are out "
+            "(status_reason, else the failing criteria with value and date); otherwise the "
+            "cheapest open check (the first of next_steps)"
+        ),
+    )
     problems: list[str] = Field(default_factory=list, description="Records that could not be read")
     rank: int | None = None
 

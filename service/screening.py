@@ -23,32 +23,74 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
 from service.config import Settings
-from service.criteria.engine import evaluate
-from service.criteria.model import TrialDefinition, check_valuesets, load_trial
+from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
-from service.facts import PatientFacts
-from service.mappers import MappingError, map_resource, problem_for, relevant, subject_of
+from service.patient_screen import Record, load_screening_context, screen_patient_records
 from service.ranking import sort_key
+from service.routing import Router
 from service.sources import (
     Chunk,
     LineReader,
     SourceError,
     chunks,
-    observation_prefilter,
     total_bytes,
 )
 from service.spool import exit_with_parent, new_spool, spool_root
 from service.terminology import Terminology
 
-__all__ = ["ScreenRun", "Summary", "screen"]
+__all__ = ["Progress", "ScreenOptions", "ScreenRun", "Screener", "Summary", "screen"]
 
 log = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 1000
+Progress = Callable[[str, int, int], None]  # stage ("read", "evaluate"), done, of total
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenOptions:
+    """How to run a screen, shared by `screen` and `service.spark.spark_screen`.
+
+    `workers`: processes (default: 1 below 64 MB of input, else one per CPU; Spark has its
+    executors instead); `partitions`: groups of patients (default: by input size and
+    workers); `spool`: where results are kept (default: a new one under `spool_dir`, else
+    COHORT_MATCH_SPOOL_DIR, else the temp directory, removed by `ScreenRun.close()`);
+    `by_reference`: name each record by its `Type/id` rather than file and line (for files
+    no user knows, such as a sweep's snapshot); `progress`: called as stages advance."""
+
+    workers: int | None = None
+    partitions: int | None = None
+    spool: Path | None = None
+    spool_dir: Path | None = None
+    by_reference: bool = False
+    progress: Progress | None = None
+
+    def open_spool(self, name: str) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+        """`spool`, or a new one named after `name` (and the directory to clean up)."""
+        if self.spool is not None:
+            return self.spool, None
+        root = spool_root(self.spool_dir if self.spool_dir is not None else Settings().spool_dir)
+        tmp = new_spool(root, name)
+        return Path(tmp.name), tmp
+
+
+class Screener(Protocol):
+    """A screen of files: `screen`, or `service.spark.spark_screen` (a sweep runs either)."""
+
+    def __call__(
+        self,
+        data: Path,
+        trial_path: Path,
+        terminology_root: Path,
+        as_of: date,
+        *,
+        options: ScreenOptions | None = ...,
+        site_map: Path | None = ...,
+        mrn_type: str = ...,
+    ) -> ScreenRun: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +161,19 @@ class ScreenRun:
 
 
 # ---------------------------------------------------------------- worker side
-@lru_cache(maxsize=2)
 def _load(
     trial_path: str, terminology_root: str, site_map: str | None
 ) -> tuple[TrialDefinition, Terminology]:
-    terms = Terminology.load(Path(terminology_root), Path(site_map) if site_map else None)
-    trial = load_trial(Path(trial_path))
-    check_valuesets(trial, frozenset(terms.valuesets))
-    return trial, terms
+    """The trial and code tables, loaded once per process (service/patient_screen.py)."""
+    context = load_screening_context(
+        trial_path, terminology_root, date.min, site_map=site_map, warm_up=False
+    )
+    return context.trial, context.terms
 
 
 @lru_cache(maxsize=2)
-def _prefilter(terms: Terminology) -> Callable[[bytes], bool]:
-    return observation_prefilter(terms.may_match)
+def _router(terms: Terminology) -> Router:
+    return Router(terms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +198,11 @@ def _partition_of(patient: str, partitions: int) -> int:
 def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceError], int]:
     """Stage 1: read one chunk, drop what no criterion can use (resource types no mapper
     reads; Observations whose codes are in no value set, most of them recognised from the
-    line's bytes without parsing), and append the rest, with where it was read, to the
-    partition file of its patient: an NDJSON line as read, so it is not serialized again.
-    Mapping waits for stage 2, so facts are never pickled."""
+    line's bytes without parsing), and append the rest, with where it was read and its
+    patient, to the partition file of its patient: an NDJSON line as read, so it is not
+    serialized again. Mapping waits for stage 2, so facts are never pickled."""
     _, terms = _load(job.trial_path, job.terminology_root, job.site_map)
+    router = _router(terms)
     errors: list[SourceError] = []
     error_count = 0
     resources = 0
@@ -167,7 +210,7 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
         open(Path(job.spool) / f"routed-{p}-{index}.jsonl", "wb", buffering=1 << 20)
         for p in range(job.partitions)
     ]
-    reader = LineReader(chunk, _prefilter(terms))
+    reader = LineReader(chunk, router.skip)
     try:
         for resource, where, error, line in reader:
             if resource is None:
@@ -176,28 +219,21 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                     errors.append(SourceError(where, error or "unreadable"))
                 continue
             resources += 1
-            if not relevant(resource, terms):
+            route = router.resource(resource)
+            if route.problem is not None:
+                error_count += 1
+                if len(errors) < MAX_ERRORS_KEPT:
+                    errors.append(SourceError(where, route.problem))
                 continue
-            kind = resource.get("resourceType")
-            try:
-                patient = subject_of(resource)
-            except (TypeError, AttributeError):
-                patient = None
-            if patient is None:
-                try:  # map it here only to report the resource as the mapper names it
-                    map_resource(resource, terms, where)
-                except MappingError as exc:
-                    error_count += 1
-                    if len(errors) < MAX_ERRORS_KEPT:
-                        errors.append(SourceError(where, str(exc)))
-                continue
-            if job.only is not None and patient != job.only:
+            patient = route.patient
+            if patient is None or (job.only is not None and patient != job.only):
                 continue
             if job.by_reference and isinstance(resource.get("id"), str):
-                where = f"{kind}/{resource['id']}"
+                where = f"{resource['resourceType']}/{resource['id']}"
             body = line.rstrip(b"\r\n") if line is not None else orjson.dumps(resource)
+            # where, the patient (as JSON: no raw separator in it), the resource
             handles[_partition_of(patient, job.partitions)].write(
-                where.encode() + b"\x1f" + body + b"\n"
+                where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n"
             )
     finally:
         for handle in handles:
@@ -208,87 +244,73 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
 def _evaluate_partition(
     job: _Job, partition: int, chunk_count: int
 ) -> tuple[list[Summary], list[SourceError], int]:
-    """Stage 2: map one partition's resources, group them by patient, evaluate, write results."""
-    trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)
-    patients: dict[str, PatientFacts] = {}
+    """Stage 2: group one partition's records by patient and screen each patient
+    (`screen_patient`), in reference order, writing each result as a JSON line."""
+    context = load_screening_context(
+        job.trial_path,
+        job.terminology_root,
+        job.as_of,
+        site_map=job.site_map,
+        mrn_type=job.mrn_type,
+        warm_up=False,  # built in the parent before the workers forked (see `screen`)
+    )
+    patients: dict[str, list[Record]] = {}
+    for index in range(chunk_count):
+        path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
+        with path.open("rb") as handle:
+            for line in handle:
+                raw_where, raw_patient, raw = line.split(b"\x1f", 2)
+                record = Record(raw, raw_where.decode())
+                patients.setdefault(orjson.loads(raw_patient), []).append(record)
+        path.unlink()
     errors: list[SourceError] = []
     error_count = 0
-    # Neither facts nor results form cycles: the collector would only re-walk the growing
-    # heap of facts, while they are read and again while each patient is evaluated.
+    summaries = []
+    # Neither facts nor results form cycles: the collector would only re-walk them.
     gc.disable()
     try:
-        for index in range(chunk_count):
-            path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
-            with path.open("rb") as handle:
-                for line in handle:
-                    raw_where, raw = line.split(b"\x1f", 1)
-                    where = raw_where.decode()
-                    resource = orjson.loads(raw)
-                    try:
-                        mapped = map_resource(resource, terms, where)
-                    except MappingError as exc:
-                        # named by its reference, a record's error message names it already
-                        reference = f"{resource.get('resourceType')}/{resource.get('id')}"
-                        named = "" if job.by_reference and where == reference else where
-                        error_count += 1
-                        if len(errors) < MAX_ERRORS_KEPT:
-                            errors.append(SourceError(named, str(exc)))
-                        mapped = problem_for(resource, str(exc), named, terms)
-                    if mapped is None:
-                        continue
-                    group = patients.get(mapped.patient)
-                    if group is None:
-                        group = patients[mapped.patient] = PatientFacts(mapped.patient)
-                    group.add(mapped.fact)
-            path.unlink()
-        summaries = _write_results(job, trial, terms, partition, patients)
+        with (Path(job.spool) / f"results-{partition}.jsonl").open("wb") as out:
+            for reference in sorted(patients):
+                screened = screen_patient_records(
+                    patients.pop(reference), context, patient=reference
+                )
+                for bad in screened.unreadable:
+                    error_count += 1
+                    if len(errors) < MAX_ERRORS_KEPT:
+                        # named by its reference, a record's message names it already
+                        named = "" if bad.where == bad.reference else bad.where or ""
+                        errors.append(SourceError(named, bad.message))
+                summaries.append(_write_result(out, screened.result, partition))
     finally:
         gc.enable()
     return summaries, errors, error_count
 
 
-def _write_results(
-    job: _Job,
-    trial: TrialDefinition,
-    terms: Terminology,
-    partition: int,
-    patients: dict[str, PatientFacts],
-) -> list[Summary]:
-    """Evaluate each patient of a partition, in reference order, and write the results."""
-    summaries = []
-    with (Path(job.spool) / f"results-{partition}.jsonl").open("wb") as out:
-        for reference in sorted(patients):
-            result = evaluate(trial, patients[reference], job.as_of, terms, mrn_type=job.mrn_type)
-            payload = orjson.dumps(result)
-            offset = out.tell()
-            out.write(payload + b"\n")
-            verdicts = [c.verdict for c in result.criteria]
-            summaries.append(
-                Summary(
-                    reference=reference,
-                    status=result.status,
-                    score=result.score,
-                    fails=verdicts.count("fail"),
-                    unknowns=verdicts.count("unknown"),
-                    age=result.patient.age,
-                    sex=result.patient.sex,
-                    next_step=_next_step(result),
-                    partition=partition,
-                    offset=offset,
-                    length=len(payload),
-                    mrn=result.patient.mrn,
-                )
-            )
-    return summaries
+def _write_result(out: BinaryIO, result: PatientResult, partition: int) -> Summary:
+    """Write one result as a JSON line; its summary says where."""
+    payload = orjson.dumps(result)
+    offset = out.tell()
+    out.write(payload + b"\n")
+    verdicts = [c.verdict for c in result.criteria]
+    return Summary(
+        reference=result.patient.reference,
+        status=result.status,
+        score=result.score,
+        fails=verdicts.count("fail"),
+        unknowns=verdicts.count("unknown"),
+        age=result.patient.age,
+        sex=result.patient.sex,
+        next_step=next_step(result),
+        partition=partition,
+        offset=offset,
+        length=len(payload),
+        mrn=result.patient.mrn,
+    )
 
 
-def _next_step(result: PatientResult) -> str | None:
-    """What a coordinator does next: for an ineligible patient, what excludes them."""
-    if result.status_reason is not None:
-        return result.status_reason
-    if result.status == "ineligible":
-        return "fails " + ", ".join(c.id for c in result.criteria if c.verdict == "fail")
-    return result.next_steps[0] if result.next_steps else None
+def next_step(result: PatientResult) -> str | None:
+    """What a coordinator does next (ranking.next_step: for an ineligible patient, why)."""
+    return result.next_step
 
 
 # ---------------------------------------------------------------- driver
@@ -305,31 +327,27 @@ def screen(
     terminology_root: Path,
     as_of: date,
     *,
+    options: ScreenOptions | None = None,
     site_map: Path | None = None,
-    workers: int | None = None,
-    partitions: int | None = None,
-    spool: Path | None = None,
-    spool_dir: Path | None = None,
     only_patient: str | None = None,
-    by_reference: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
     mrn_type: str = "MR",
 ) -> ScreenRun:
     """Screen every patient found under `data`. Call `close()` on the run when done.
 
-    Without `spool`, one is made under `spool_dir` (default COHORT_MATCH_SPOOL_DIR, else the
-    temp directory) and removed by `close()` or a failure (service/spool.py)."""
+    Without `options.spool`, one is made under `options.spool_dir` (default
+    COHORT_MATCH_SPOOL_DIR, else the temp directory) and removed by `close()` or a failure
+    (service/spool.py)."""
+    options = options or ScreenOptions()
+    progress = options.progress
     work = chunks(data)
     size = total_bytes(work)
+    workers = options.workers
     if workers is None:
         workers = 1 if size < 64 * 1024 * 1024 else max(1, os.cpu_count() or 1)
+    partitions = options.partitions
     if partitions is None:
         partitions = _partition_count(size, workers)
-    tmp = None
-    if spool is None:
-        root = spool_root(spool_dir if spool_dir is not None else Settings().spool_dir)
-        tmp = new_spool(root, "screen")
-        spool = Path(tmp.name)
+    spool, tmp = options.open_spool("screen")
     job = _Job(
         str(trial_path),
         str(terminology_root),
@@ -338,7 +356,7 @@ def screen(
         partitions,
         as_of,
         only_patient,
-        by_reference,
+        options.by_reference,
         mrn_type,
     )
     trial, terms = _load(job.trial_path, job.terminology_root, job.site_map)
@@ -394,18 +412,3 @@ def screen(
     error_count += sum(part[2] for part in evaluated)
     summaries = sorted((s for part in evaluated for s in part[0]), key=Summary.key)
     return ScreenRun(trial, terms, as_of, summaries, resources, errors, error_count, spool, tmp)
-
-
-def screen_facts(
-    trial: TrialDefinition,
-    terms: Terminology,
-    as_of: date,
-    patients: dict[str, PatientFacts],
-    mrn_type: str = "MR",
-) -> list[Any]:
-    """In-memory variant for a handful of patients (tests, the API's Bundle input)."""
-    from service.ranking import rank
-
-    return rank(
-        [evaluate(trial, facts, as_of, terms, mrn_type=mrn_type) for facts in patients.values()]
-    )

@@ -26,7 +26,9 @@ from typing import Any
 
 import yaml
 
+from service.errors import DataError
 from service.facts import Code
+from service.paths import parse_yaml
 from service.qualitative import Reading, normalize_result_text, read_qualitative
 from service.units import UnitError, conversion_factor, fold_aliases, normalize_unit
 from service.vocab.definition import DefinitionError, ValueSetDefinition, parse_definition
@@ -56,7 +58,7 @@ HIERARCHICAL = {ICD10: 3, ICD10CM: 3, ATC: 1}
 CACHE_LIMIT = 4096
 
 
-class TerminologyError(ValueError):
+class TerminologyError(DataError):
     """A code table that cannot be read."""
 
 
@@ -490,14 +492,9 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
 
 
-# libyaml's safe loader when the build has it: the value-set files carry long definition lists,
-# and the pure-Python parser made loading them the bulk of start-up time.
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506
+        loaded = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise TerminologyError(f"{path}: {exc}") from exc
     if not isinstance(loaded, dict):

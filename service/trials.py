@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.criteria.model import TrialDefinition, TrialError, load_trial
+from service.errors import CohortMatchError
 
 __all__ = ["TrialNotFound", "find_trial", "list_trials"]
 
 
-class TrialNotFound(LookupError):
+class TrialNotFound(CohortMatchError, LookupError):
     pass
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from ucumvert import PintUcumRegistry
 
+from service.errors import DataError
+
 __all__ = [
     "UnitError",
     "conversion_factor",
@@ -41,7 +43,7 @@ def _annotations(unit: str) -> list[str]:
     return sorted(_ANNOTATION.findall(unit))
 
 
-class UnitError(ValueError):
+class UnitError(DataError):
     """A unit that is not valid UCUM, or two units that cannot be converted into each other."""
 
 

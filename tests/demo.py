@@ -7,8 +7,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from service.criteria.engine import evaluate
 from service.criteria.verdict import PatientResult
-from service.screening import screen_facts
 from tests.conftest import ROOT, facts_of, load_nct, load_terms
 
 DEMO = ROOT / "demo" / "NCT06946485"
@@ -21,5 +21,4 @@ def demo_result(patient: str, as_of: dt.date = DEMO_AS_OF) -> PatientResult:
     bundle = json.loads(path.read_text(encoding="utf-8"))
     reference = f"Patient/{patient}"
     facts = facts_of((entry["resource"] for entry in bundle["entry"]), reference)
-    (result,) = screen_facts(load_nct(), load_terms(), as_of, {reference: facts})
-    return result
+    return evaluate(load_nct(), facts, as_of, load_terms())

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from service.paths import parse_yaml
 from service.terminology import Terminology
 from tests.conftest import ROOT
 
@@ -27,7 +28,7 @@ def terms_with(
     shutil.copytree(ROOT / "terminology", root)
     for name, changes in keys.items():
         path = root / "valuesets" / f"{name}.yaml"
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+        meta = parse_yaml(path.read_text(encoding="utf-8"))
         meta.update(changes)
         path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     for name, extra in (rows or {}).items():

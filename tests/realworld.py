@@ -26,6 +26,7 @@ from service.criteria.engine import evaluate_criterion
 from service.criteria.verdict import CriterionResult
 from service.facts import Fact, PatientFacts
 from service.mappers import MappingError, map_resource, problem_for
+from service.paths import parse_yaml
 from service.terminology import Terminology
 from tests.conftest import AS_OF, PATIENT, ROOT, load_nct
 
@@ -158,7 +159,7 @@ def review_terms() -> Terminology:
     shutil.copytree(ROOT / "terminology", target)
     for name, terms in REVIEW_TERMS.items():
         path = target / "valuesets" / f"{name}.yaml"
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+        meta = parse_yaml(path.read_text(encoding="utf-8"))
         merged = dict(meta.get("review_terms") or {})
         for language, words in terms.items():
             merged[language] = [*merged.get(language, []), *words]

@@ -128,7 +128,7 @@ def test_a_second_trial_needs_only_a_file(monkeypatch: pytest.MonkeyPatch) -> No
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0])[9:] == ["I1", "I2", "I3", "E1"]
+    assert list(rows[0])[10:] == ["I1", "I2", "I3", "E1"]
     p01 = next(r for r in rows if r["patient"] == "Patient/p01")
     assert p01["status"] == "likely_eligible"
 
@@ -225,3 +225,27 @@ def test_death_after_as_of_is_no_reason(tmp_path: Path) -> None:
     )
     rows = {r["patient"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
     assert rows["Patient/p1"]["status_reason"] == ""
+
+
+# ---------------------------------------------------------------- the next step
+P05_OUT = (
+    "fails I6.hgb: Hemoglobin mass concentration in blood 58 g/L >= 60 g/L on 2026-11-10: not met"
+)
+
+
+def test_an_ineligible_patients_next_step_is_why_the_same_in_json_csv_table_and_explain() -> None:
+    day = ["--trial", "NCT06946485", "--as-of", "2026-11-20"]
+    listed = json.loads(runner.invoke(app, ["screen", *day, "--format", "json"]).stdout)
+    by_patient = {c["patient"]["reference"]: c for c in listed["candidates"]}
+    assert by_patient["Patient/p05"]["next_step"] == P05_OUT
+    # a possibly eligible patient's next step stays the cheapest open check
+    possibly = next(c for c in listed["candidates"] if c["status"] == "possibly_eligible")
+    assert possibly["next_step"] == possibly["next_steps"][0]
+    rows = csv.DictReader(
+        io.StringIO(runner.invoke(app, ["screen", *day, "--format", "csv"]).stdout)
+    )
+    assert {r["patient"]: r["next_step"] for r in rows}["Patient/p05"] == P05_OUT
+    table = runner.invoke(app, ["screen", *day]).stdout
+    assert "fails I6.hgb: Hemoglobin mass concentration" in table
+    explained = runner.invoke(app, ["explain", *day, "--patient", "p05"]).stdout
+    assert f"next step: {P05_OUT}" in " ".join(explained.split())

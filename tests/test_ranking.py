@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import orjson
 import pytest
 
 from service.criteria.model import TrialDefinition
@@ -14,7 +15,14 @@ from service.criteria.verdict import (
     TrialRef,
     VerdictValue,
 )
-from service.ranking import rank, rank_fields
+from service.ranking import (
+    failure_text,
+    next_step,
+    rank,
+    rank_fields,
+    result_next_step,
+    stored_next_step,
+)
 from tests.conftest import AS_OF
 
 
@@ -188,3 +196,74 @@ def test_an_excluded_patient_is_ineligible_with_no_next_steps(
 
 def test_without_an_exclusion_the_criteria_decide(trial: TrialDefinition) -> None:
     assert rank_fields(trial, results(trial), None)[0] == "likely_eligible"
+
+
+# ------------------------------------------------------------------ the next step
+def test_failure_text_keeps_a_dated_reason_and_dates_an_undated_one() -> None:
+    dated = "Hemoglobin 58 g/L >= 60 g/L on 2026-11-10: not met"
+    assert failure_text("I6.hgb", dated, ["2026-11-10"]) == f"I6.hgb: {dated}"
+    undated = "Malignant neoplasms (history) on record: Condition/c1"
+    assert failure_text("E8", undated, [None, "2019-04-02"]) == f"E8: {undated} (2019-04-02)"
+    assert failure_text("E8", undated, []) == f"E8: {undated}"
+
+
+@pytest.mark.parametrize(
+    ("status", "failures", "steps", "reason", "expected"),
+    [
+        pytest.param(
+            "ineligible",
+            ["I6.hgb: Hemoglobin 58 g/L >= 60 g/L on 2026-11-10: not met"],
+            ["I7.hcg: Serum hCG within 7 days (no result)"],
+            None,
+            "fails I6.hgb: Hemoglobin 58 g/L >= 60 g/L on 2026-11-10: not met",
+            id="ineligible-is-why-never-an-open-check",
+        ),
+        pytest.param(
+            "ineligible",
+            ["I6.alt: ALT 165 U/L on 2026-11-10", "I6.ast: AST 150 U/L on 2026-11-10"],
+            [],
+            None,
+            "fails I6.alt: ALT 165 U/L on 2026-11-10; I6.ast: AST 150 U/L on 2026-11-10",
+            id="every-failing-criterion-in-protocol-order",
+        ),
+        pytest.param(
+            "ineligible",
+            [],
+            ["I6.lvef: Order an echocardiogram"],
+            "deceased on 2026-06-01: not a candidate",
+            "deceased on 2026-06-01: not a candidate",
+            id="excluded-apart-from-the-criteria",
+        ),
+        pytest.param(
+            "possibly_eligible",
+            [],
+            ["I2: Record a SLEDAI-2K score (none)", "I6.lvef: Order an echocardiogram"],
+            None,
+            "I2: Record a SLEDAI-2K score (none)",
+            id="possibly-cheapest-open-check",
+        ),
+        pytest.param(
+            "likely_eligible",
+            [],
+            ["I7.hcg: Serum hCG within 7 days (manual)"],
+            None,
+            "I7.hcg: Serum hCG within 7 days (manual)",
+            id="likely-cheapest-open-check",
+        ),
+        pytest.param("likely_eligible", [], [], None, None, id="nothing-open"),
+    ],
+)
+def test_next_step(
+    status: str, failures: list[str], steps: list[str], reason: str | None, expected: str | None
+) -> None:
+    assert next_step(status, failures, steps, reason) == expected
+
+
+def test_a_result_and_its_stored_json_give_the_same_next_step(trial: TrialDefinition) -> None:
+    failed = patient(trial, "Patient/f", {"I6.hgb": "fail", "I6.lvef": "unknown"})
+    assert result_next_step(failed) == "fails I6.hgb: I6.hgb is fail"
+    stored = orjson.loads(orjson.dumps(failed))
+    assert "next_step" in stored
+    del stored["next_step"]  # a result stored before the field existed
+    assert stored_next_step(stored) == result_next_step(failed)
+    assert stored_next_step({**stored, "next_step": "as stored"}) == "as stored"

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.screening import _partition_count, screen
+from service.screening import ScreenOptions, _partition_count, screen
 from service.sources import observation_prefilter
 from tests.conftest import ROOT, TRIAL_PATH, load_terms
 
@@ -50,7 +50,13 @@ def _statuses(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def test_bundles_and_bulk_ndjson_give_the_same_results(tmp_path: Path) -> None:
     bundles = screen(DEMO, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF)
-    bulk = screen(_ndjson_population(tmp_path), TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, partitions=7)
+    bulk = screen(
+        _ndjson_population(tmp_path),
+        TRIAL_PATH,
+        TERMINOLOGY,
+        DEMO_AS_OF,
+        options=ScreenOptions(partitions=7),
+    )
     try:
         assert len(bundles.summaries) >= 30
         assert _statuses(bundles) == _statuses(bulk)
@@ -91,7 +97,7 @@ def test_observations_passed_over_unparsed_change_no_result(tmp_path: Path) -> N
     outcomes = []
     for dumps in (json.dumps, _compact):  # the same paths and line numbers both times
         data = _ndjson_population(tmp_path, dumps, extra(dumps))
-        run = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, partitions=3)
+        run = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, options=ScreenOptions(partitions=3))
         try:
             outcomes.append((run.counts(), [e.where for e in run.errors], list(run.results())))
         finally:
@@ -122,8 +128,12 @@ def test_partitions_come_in_multiples_of_the_workers(
 @pytest.mark.slow
 def test_worker_processes_give_the_same_ranked_results(tmp_path: Path) -> None:
     data = _ndjson_population(tmp_path)
-    single = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, workers=1, partitions=3)
-    multi = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, workers=2, partitions=3)
+    single = screen(
+        data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, options=ScreenOptions(workers=1, partitions=3)
+    )
+    multi = screen(
+        data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, options=ScreenOptions(workers=2, partitions=3)
+    )
     try:
         assert [r for r in single.results()] == [r for r in multi.results()]
     finally:
@@ -180,7 +190,9 @@ def test_records_can_be_named_by_reference_instead_of_file_and_line(tmp_path: Pa
     their reference there, in the run's errors, in results and in evidence."""
     bulk = _ndjson_population(tmp_path)
     by_file = screen(bulk, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF)
-    by_reference = screen(bulk, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, by_reference=True)
+    by_reference = screen(
+        bulk, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, options=ScreenOptions(by_reference=True)
+    )
     try:
         broken = "Observation/p41-broken-value: Quantity.value is not a number: '1O2'"
         assert broken in [str(e) for e in by_reference.errors]

@@ -18,8 +18,8 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-import yaml
 
+from service.paths import parse_yaml
 from tests.conftest import AS_OF, PATIENT, ROOT, load_terms, run
 
 VALUESETS = ROOT / "terminology" / "valuesets"
@@ -56,7 +56,7 @@ def rows(name: str) -> list[dict[str, str]]:
 
 
 def meta(name: str) -> dict[str, Any]:
-    loaded = yaml.safe_load((VALUESETS / f"{name}.yaml").read_text(encoding="utf-8"))
+    loaded = parse_yaml((VALUESETS / f"{name}.yaml").read_text(encoding="utf-8"))
     assert isinstance(loaded, dict)
     return loaded
 

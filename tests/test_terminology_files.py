@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from service.paths import parse_yaml
 from service.vocab.definition import DefinitionError, parse_definition
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +239,7 @@ def covers(system: str, row_code: str, code: str) -> bool:
 
 
 def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return parse_yaml(path.read_text(encoding="utf-8"))
 
 
 def valueset_rows(name: str) -> list[tuple[int, dict[str, str]]]:

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from service.criteria.model import TrialError, check_valuesets, load_trial, valuesets_named
-from service.terminology import Terminology
-from tests.conftest import ROOT, TRIAL_PATH
+from service.paths import parse_yaml
+from tests.conftest import TRIAL_PATH, load_terms
 
 INCLUSION = [
     "I1",
@@ -63,8 +63,7 @@ def test_criterion_ids_are_the_contract() -> None:
 
 def test_every_valueset_the_trial_names_exists() -> None:
     trial = load_trial(TRIAL_PATH)
-    terms = Terminology.load(ROOT / "terminology")
-    check_valuesets(trial, frozenset(terms.valuesets))
+    check_valuesets(trial, frozenset(load_terms().valuesets))
     assert "hemoglobin" in valuesets_named(trial)
 
 
@@ -75,7 +74,7 @@ def test_a_missing_valueset_is_refused() -> None:
 
 
 def _write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
-    raw = yaml.safe_load(TRIAL_PATH.read_text(encoding="utf-8"))
+    raw = parse_yaml(TRIAL_PATH.read_text(encoding="utf-8"))
     mutate(raw)
     path = tmp_path / "trial.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")

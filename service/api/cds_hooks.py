@@ -39,7 +39,7 @@ from service.cds.models import (
     FeedbackStoredPublic,
     HookRequest,
 )
-from service.cds.runtime import service_id_for
+from service.cds.runtime import ALL_TRIALS, ALL_TRIALS_SERVICE, service_id_for
 from service.errors import BadRequest
 from service.security import ANONYMOUS
 
@@ -158,11 +158,16 @@ async def call_service(
 ) -> Response:
     """Screen the patient in context; a card for a likely or possibly eligible patient, none
     for an ineligible one."""
-    trial = state.cds.trial(service_id)
-    audit.trial_id = trial.id
     audit.subject = payload.context.userId
-    audit.patients = [f"Patient/{payload.context.patientId}"]
-    answer = await state.cds.call(service_id, trial, payload, request.state.arrived)
+    if service_id == ALL_TRIALS_SERVICE:  # every trial, one card (service/cds/all_trials.py)
+        audit.trial_id = ALL_TRIALS
+        audit.patients = [f"Patient/{payload.context.patientId}"]
+        answer = await state.cds.call_all(payload, request.state.arrived)
+    else:
+        trial = state.cds.trial(service_id)
+        audit.trial_id = trial.id
+        audit.patients = [f"Patient/{payload.context.patientId}"]
+        answer = await state.cds.call(service_id, trial, payload, request.state.arrived)
     audit.outcome = answer.outcome
     if answer.issued is not None:
         audit.then(partial(state.cds.store.card_issued, answer.issued))
@@ -187,8 +192,8 @@ async def feedback(
 ) -> Response:
     """Store what the user did with cards (accepted / overridden, with the reason)."""
     runtime = state.cds
-    trial = runtime.trial(service_id)
-    audit.trial_id = trial.id
+    all_trials = service_id == ALL_TRIALS_SERVICE
+    audit.trial_id = ALL_TRIALS if all_trials else runtime.trial(service_id).id
     items = payload.feedback
     audit.patients = await asyncio.to_thread(runtime.store.patients_of, [i.card for i in items])
     audit.then(

@@ -26,10 +26,11 @@ from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
 from service.errors import BadRequest, FhirNotFound, NotConfigured, NotFound, Unprocessable
 from service.facts import PatientFacts
-from service.fhir import FhirClient, fetch_patient
+from service.fetching import add_resources, consult_terminology, fetch_patient
+from service.fhir import FhirClient
 from service.fhir.ids import InvalidFhirId, reference_id
-from service.fhir.patient import add_resources, consult_terminology
 from service.mappers import subject_of
+from service.ranked_output import json_chunks, ranked_bodies
 from service.schemas import PatientResultPublic, RankedListPublic
 from service.security import Principal
 from service.sources import bundle_entries
@@ -59,10 +60,6 @@ def _fhir(state: AppState) -> FhirClient:
 
 def _fhir_token(state: AppState, caller: Principal) -> str | None:
     return caller.token if state.settings.fhir_auth == "passthrough" else None
-
-
-def _json(payload: Any) -> Response:
-    return Response(orjson.dumps(payload), media_type=JSON)
 
 
 @router.post(
@@ -190,12 +187,10 @@ async def candidates(
     screened = await screen_patients(state, fhir, trial, ids, day, token)
     audit.outcome = f"{len(screened.ranked)} screened"
     counts = {**screened.counts(), "resources": screened.resources, "errors": screened.errors}
-    return _json(
-        {
-            "trial": {"id": trial.id, "version": trial.version, "terminology": state.terms.version},
-            "as_of": day,
-            "candidates": screened.ranked[: body.limit],
-            "counts": counts,
-            "unscreened": screened.unscreened,
-        }
-    )
+    head = {
+        "trial": {"id": trial.id, "version": trial.version, "terminology": state.terms.version},
+        "as_of": day,
+    }
+    bodies = ranked_bodies(orjson.dumps(result) for result in screened.ranked[: body.limit])
+    chunks = json_chunks(head, bodies, counts, {"unscreened": screened.unscreened})
+    return Response(b"".join(chunks), media_type=JSON)

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.all_trials import screen_every_trial
 from service.api.deps import Audit, RequestId, audited
 from service.api.smart import Smart, error_page, page_session, set_session_cookie, signin_page
 from service.api.state import State
@@ -42,17 +43,18 @@ from service.candidates import (
     Screened,
     candidate_ids,
     patient_id,
-    screen_patient,
     screen_patients,
 )
 from service.criteria.model import TrialDefinition
 from service.errors import (
     BadRequest,
+    CohortMatchError,
     FhirAuthError,
     FhirError,
     FhirNotFound,
     NotFound,
     ServiceError,
+    Unprocessable,
 )
 from service.smart import SmartRuntime, SmartSession
 from service.smart.runtime import user_level
@@ -66,6 +68,7 @@ from service.web.cohort import (
     stored_csv,
     sweep_note,
 )
+from service.web.other_trials import other_trials_context
 from service.web.patient import patient_context
 from service.web.responses import html, stream
 from service.web.sweep_choice import Wanted, named_fits, newest
@@ -76,7 +79,7 @@ log = logging.getLogger(__name__)
 SWEEPS_LOOKED_AT = 50  # newest runs of the trial searched for one the cohort page can show
 
 
-class PageError(Exception):
+class PageError(CohortMatchError):
     """A refusal shown to the user as a page: a title, a plain sentence and a status."""
 
     def __init__(self, title: str, message: str, status: int) -> None:
@@ -217,13 +220,18 @@ async def _patient_body(
     try:
         # Both requests run to the end (no orphaned request when one fails); the screen's
         # error, if any, is the one reported. The Patient read is only for the banner.
-        result, resource = await asyncio.gather(
-            screen_patient(state, fhir, trial, wanted, day, session.access_token),
+        # Every trial is screened on the one fetch: the page shows this trial's checklist and
+        # lists the others the patient may fit (service/all_trials.py).
+        every, resource = await asyncio.gather(
+            screen_every_trial(state, fhir, wanted, day, session.access_token),
             fhir.read("Patient", wanted, token=session.access_token),
             return_exceptions=True,
         )
-        if isinstance(result, BaseException):
-            raise result
+        if isinstance(every, BaseException):
+            raise every
+        result = every.results[trial.id]
+    except Unprocessable as exc:
+        raise PageError("Date before birth", exc.message, 422) from None
     except FhirNotFound:
         raise PageError(
             "Patient not found", f"{reference} was not found on {session.iss}.", 404
@@ -241,7 +249,7 @@ async def _patient_body(
         iss=session.iss,
         show_banner=session.need_patient_banner,
     )
-    return render("patient.html", **context)
+    return render("patient.html", **context, **other_trials_context(every, trial.id, wanted, day))
 
 
 # ---------------------------------------------------------------- the cohort page
@@ -532,7 +540,7 @@ async def cohort_csv(
         wanted = _status_filter(status)
         run = await _source(state, smart, session, chosen, explicit, fresh, sweep)
         if run is not None:
-            # The same choice as the page: the sweep's CSV (report.csv_lines), filtered.
+            # The same choice as the page: the sweep's CSV, filtered by status in the store.
             body, patients = await asyncio.to_thread(stored_csv, state.sweeps.store, run, wanted)
             audit.patients = patients
             audit.outcome = f"sweep {run.id}: {run.counts['patients']} screened"

@@ -35,9 +35,9 @@ from service.audit import AuditEntry
 from service.errors import NotFound
 from service.schemas import RankedListPublic
 from service.security import Principal
+from service.sweeps.background import BackgroundSweeps
 from service.sweeps.report import attrition, csv_lines, diff_runs, fhir_bundle, ranked_json
 from service.sweeps.report import run_public as public
-from service.sweeps.runner import BackgroundSweeps
 from service.sweeps.schemas import (
     AttritionPublic,
     DiffPublic,
@@ -251,7 +251,8 @@ def sweep_diff(
     ] = None,
 ) -> Response:
     """New candidates, dropped ones, status changes, and changed verdicts, each naming the
-    criteria whose verdict changed."""
+    criteria whose verdict changed; would-be new candidates with an open decision of the
+    coordinator's apart, under `decided`."""
     store = state.sweeps.store
     run = _run(state.sweeps, run_id, audit)
     if against is None:
@@ -260,8 +261,16 @@ def sweep_diff(
             raise NotFound(f"no completed sweep of {run.trial_id} before run {run.id}")
     else:
         earlier = store.get(against)
-    diff = diff_runs(store, earlier, run)
-    changed = [*diff.new, *diff.dropped, *diff.status, *diff.verdicts, *diff.arrived, *diff.left]
+    diff = diff_runs(store, earlier, run, state.decisions.by_patient(run.trial_id))
+    changed = [
+        *diff.new,
+        *diff.dropped,
+        *diff.status,
+        *diff.verdicts,
+        *diff.arrived,
+        *diff.left,
+        *diff.decided,
+    ]
     audit.patients = [c.patient for c in changed]
     audit.outcome = f"runs {earlier.id}->{run.id}: {len(changed)} changed"
     return _json(diff)

@@ -37,8 +37,9 @@ from urllib.parse import quote
 
 from service.errors import BadRequest, FhirError, ServiceError
 from service.facts import PatientFacts, Problem
+from service.fetching import add_resources, consult_terminology
 from service.fhir import FetchPlan, FhirClient
-from service.fhir.patient import PATIENT_PARAM, add_resources, consult_terminology
+from service.fhir.plan import PATIENT_PARAM
 from service.terminology import Terminology
 
 if TYPE_CHECKING:

@@ -25,6 +25,7 @@ renders; what a hook call does is here:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from service.all_trials import EveryTrial, fit_every_trial, union_plan
+from service.cds.all_trials import all_trials_card
 from service.cds.auth import CdsClient, CdsClientValidator
 from service.cds.cards import card_for
 from service.cds.models import (
@@ -50,10 +53,22 @@ from service.errors import BadRequest, NotFound, Unauthorized
 from service.fhir import FhirClient
 from service.fhir_clients import FhirClients
 
-__all__ = ["HOOK", "CdsRuntime", "FhirTarget", "HookAnswer", "service_id_for"]
+__all__ = [
+    "ALL_TRIALS",
+    "ALL_TRIALS_SERVICE",
+    "HOOK",
+    "CdsRuntime",
+    "FhirTarget",
+    "HookAnswer",
+    "service_id_for",
+]
 
 log = logging.getLogger(__name__)
 HOOK = "patient-view"
+# The service that screens the patient against every trial served and answers with one card
+# listing those they may fit (service/cds/all_trials.py). Its cards are stored with trial "*".
+ALL_TRIALS_SERVICE = "cohort-match-all-trials"
+ALL_TRIALS = "*"
 
 
 def service_id_for(trial_id: str) -> str:
@@ -112,7 +127,10 @@ class CdsRuntime:
         self.queries: dict[str, list[PrefetchQuery]] = {
             t: prefetch_queries(plan) for t, plan in context.plans.items()
         }
-        servers = {_normal(s) for s in settings.cds_fhir_servers.split(",") if s.strip()}
+        # every trial's prefetch in one (the all-trials service): one fetch, every trial
+        self.all_plan = union_plan(context.plans.values())
+        self.all_queries = prefetch_queries(self.all_plan)
+        servers = {_normal(s) for s in settings.cds_fhir_servers}
         if settings.fhir_base_url:
             servers.add(_normal(settings.fhir_base_url))
         self.fhir_servers = frozenset(servers)  # fhirServer values that may be called
@@ -123,9 +141,7 @@ class CdsRuntime:
         settings = context.settings
         validator = None
         if settings.cds_jwks_file is not None:
-            issuers = frozenset(
-                i.strip() for i in settings.cds_client_issuers.split(",") if i.strip()
-            )
+            issuers = frozenset(settings.cds_client_issuers)
             validator = CdsClientValidator.from_jwks_file(settings.cds_jwks_file, issuers=issuers)
         return cls(context, fhir, store, validator)
 
@@ -177,6 +193,23 @@ class CdsRuntime:
                 )
                 for service_id, trial in sorted(self.services.items())
             ]
+            + [
+                CdsServicePublic(
+                    hook=HOOK,
+                    title="Clinical trial screening: every trial",
+                    description=(
+                        "Screens the patient in view against every clinical trial served ("
+                        + ", ".join(sorted(self.context.trials))
+                        + ") and returns one card listing the trials the record does not rule "
+                        "the patient out of, best first, each with its status and next step, "
+                        "with a SMART link to each result. No card when every trial rules the "
+                        f'patient out. Request extension "{AS_OF_EXTENSION}": "YYYY-MM-DD" '
+                        "screens as on that date (default: today)."
+                    ),
+                    id=ALL_TRIALS_SERVICE,
+                    prefetch={q.key: q.template() for q in self.all_queries},
+                )
+            ]
         )
 
     def fhir_target(self, payload: HookRequest) -> FhirTarget | None:
@@ -204,30 +237,12 @@ class CdsRuntime:
         (counted from `arrived`, a time.monotonic())."""
         context, settings = self.context, self.context.settings
         patient_id = payload.context.patientId
-        if payload.hook != HOOK:
-            raise BadRequest(f"service {service_id} answers the {HOOK} hook, not {payload.hook!r}")
-        try:
-            day = payload.as_of() or context.today()
-        except ValueError as exc:
-            raise BadRequest(f"extension.{AS_OF_EXTENSION}: {exc}") from exc
-        queries = self.queries[trial.id]
-        readings = read_prefetch(queries, payload.prefetch, patient_id, settings.cds_null_prefetch)
-        context.check_entries(sum(len(r or ()) for r in readings.values()), "the prefetch")
-        target = self.fhir_target(payload)
-        remaining = settings.cds_time_budget_s - (time.monotonic() - arrived)
-        fetch_started = time.perf_counter()
-        try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                gathered = await self._gather(trial, queries, readings, patient_id, target)
-        except TimeoutError:
-            log.warning(
-                "cds %s Patient/%s: FHIR searches exceeded the %.1f s budget; no card",
-                service_id,
-                patient_id,
-                settings.cds_time_budget_s,
-            )
+        prepared = await self._prepared(
+            service_id, self.queries[trial.id], context.plans[trial.id].valuesets, payload, arrived
+        )
+        if prepared is None:
             return HookAnswer([], "timeout: no card")
-        fetch_s = time.perf_counter() - fetch_started
+        day, gathered, fetch_s = prepared
         started = time.perf_counter()
         result = await context.off_loop(
             partial(evaluate, mrn_type=settings.mrn_type), trial, gathered.facts, day, context.terms
@@ -258,9 +273,85 @@ class CdsRuntime:
         )
         return HookAnswer([card], f"{result.status}: card", issued, timing)
 
+    async def _prepared(
+        self,
+        service_id: str,
+        queries: list[PrefetchQuery],
+        wanted: frozenset[str],
+        payload: HookRequest,
+        arrived: float,
+    ) -> tuple[dt.date, Gathered, float] | None:
+        """The day screened, the patient's facts (prefetch, then FHIR searches within the time
+        budget) and the seconds spent fetching; None when the searches outlast the budget."""
+        context, settings = self.context, self.context.settings
+        patient_id = payload.context.patientId
+        if payload.hook != HOOK:
+            raise BadRequest(f"service {service_id} answers the {HOOK} hook, not {payload.hook!r}")
+        try:
+            day = payload.as_of() or context.today()
+        except ValueError as exc:
+            raise BadRequest(f"extension.{AS_OF_EXTENSION}: {exc}") from exc
+        readings = read_prefetch(queries, payload.prefetch, patient_id, settings.cds_null_prefetch)
+        context.check_entries(sum(len(r or ()) for r in readings.values()), "the prefetch")
+        target = self.fhir_target(payload)
+        remaining = settings.cds_time_budget_s - (time.monotonic() - arrived)
+        fetch_started = time.perf_counter()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                gathered = await self._gather(wanted, queries, readings, patient_id, target)
+        except TimeoutError:
+            log.warning(
+                "cds %s Patient/%s: FHIR searches exceeded the %.1f s budget; no card",
+                service_id,
+                patient_id,
+                settings.cds_time_budget_s,
+            )
+            return None
+        return day, gathered, time.perf_counter() - fetch_started
+
+    async def call_all(self, payload: HookRequest, arrived: float) -> HookAnswer:
+        """The all-trials service: the patient in context screened against every trial, one
+        card listing those they may fit (service/cds/all_trials.py), none when none."""
+        context = self.context
+        patient_id = payload.context.patientId
+        prepared = await self._prepared(
+            ALL_TRIALS_SERVICE, self.all_queries, self.all_plan.valuesets, payload, arrived
+        )
+        if prepared is None:
+            return HookAnswer([], "timeout: no card")
+        day, gathered, fetch_s = prepared
+        started = time.perf_counter()
+        every: EveryTrial = await context.off_loop(
+            partial(fit_every_trial, mrn_type=context.settings.mrn_type),
+            context.trials,
+            gathered.facts,
+            day,
+            context.terms,
+        )
+        card = all_trials_card(
+            every, context.trials, card_id=str(uuid.uuid4()), launch_url=self.launch_url
+        )
+        engine_s = time.perf_counter() - started
+        timing = f"fetch;dur={fetch_s * 1000:.3f}, engine;dur={engine_s * 1000:.3f}"
+        statuses = ", ".join(f"{f.trial_id} {f.status}" for f in every.fits)
+        if card is None:
+            return HookAnswer([], f"{statuses}: no card", server_timing=timing)
+        assert card.uuid is not None
+        best = every.may_fit()[0]
+        issued = IssuedCard(
+            card.uuid,
+            ALL_TRIALS_SERVICE,
+            payload.hookInstance,
+            ALL_TRIALS,
+            f"Patient/{patient_id}",
+            best.status,
+            day,
+        )
+        return HookAnswer([card], f"{statuses}: card", issued, timing)
+
     async def _gather(
         self,
-        trial: TrialDefinition,
+        wanted: frozenset[str],
         queries: list[PrefetchQuery],
         readings: dict[str, list[dict[str, Any]] | None],
         patient_id: str,
@@ -274,7 +365,7 @@ class CdsRuntime:
             patient_id,
             context.terms,
             tx=context.tx,
-            wanted=context.plans[trial.id].valuesets,
+            wanted=wanted,
             off_loop=context.off_loop,
         )
         needs_fhir = any(readings.get(q.key) is None for q in queries)

@@ -1,10 +1,11 @@
 """Cards issued and the feedback CDS clients send about them (SQLAlchemy).
 
-The tables live in the audit database (`COHORT_MATCH_DATABASE_URL`), created on the audit
-store's engine. A card row holds references only (hook instance, patient, trial, status):
-feedback arrives with nothing but the card's uuid, and is joined to its patient and trial
-through it. Feedback rows keep the clinician's override reason and comment, which is what
-feedback is for; comments are free text limited to 2,000 characters.
+The tables live in the service's database (`COHORT_MATCH_DATABASE_URL`), on the engine every
+store shares; their schema is the one Alembic history's (service/db/migrations). A card row
+holds references only (hook instance, patient, trial, status): feedback arrives with nothing
+but the card's uuid, and is joined to its patient and trial through it. Feedback rows keep the
+clinician's override reason and comment, which is what feedback is for; comments are free
+text limited to 2,000 characters.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import Date, DateTime, Integer, String, Text, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service.cds.models import CdsFeedbackItem
+from service.db import Base, writing
+from service.db.migrate import upgrade
 
 __all__ = ["CdsCard", "CdsFeedback", "CdsStore", "IssuedCard"]
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class CdsCard(Base):
@@ -78,10 +77,11 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 class CdsStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
+        self._writes = writing(engine)
+        upgrade(engine)
 
     def card_issued(self, card: IssuedCard) -> None:
-        with Session(self.engine) as session, session.begin():
+        with Session(self._writes) as session, session.begin():
             session.add(
                 CdsCard(
                     uuid=card.uuid,
@@ -100,7 +100,7 @@ class CdsStore:
     ) -> None:
         """Store every item (all or none)."""
         now = dt.datetime.now(dt.UTC)
-        with Session(self.engine) as session, session.begin():
+        with Session(self._writes) as session, session.begin():
             for item in items:
                 reason = item.overrideReason.reason if item.overrideReason else None
                 session.add(

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
-from service.results_csv import CSV_HEAD, csv_row, identifiers_text
+from service.ranked_output import csv_lines, identifiers_text, json_chunks, ranked_bodies
 
 if TYPE_CHECKING:
     from service.criteria.model import TrialDefinition
@@ -90,7 +90,7 @@ def report_errors(run: ScreenRun) -> None:
 
 
 def write_json(run: ScreenRun) -> None:
-    stream = sys.stdout.buffer
+    """The ranked list contract (service/ranked_output.py), streamed to stdout."""
     head = {
         "trial": {
             "id": run.trial.id,
@@ -99,27 +99,16 @@ def write_json(run: ScreenRun) -> None:
         },
         "as_of": run.as_of,
     }
-    stream.write(orjson.dumps(head)[:-1] + b', "candidates": [')
-    for rank, summary in enumerate(run.summaries, start=1):
-        body = run.result_bytes(summary)
-        stream.write(
-            (b"" if rank == 1 else b",")
-            + b"\n"
-            + body[:-1]
-            + b',"rank":'
-            + str(rank).encode()
-            + b"}"
-        )
-    stream.write(b'\n], "counts": ' + orjson.dumps(run.counts()) + b"}\n")
+    bodies = ranked_bodies(run.result_bytes(summary) for summary in run.summaries)
+    stream = sys.stdout.buffer
+    stream.writelines(json_chunks(head, bodies, run.counts()))
     stream.flush()
 
 
 def write_csv(run: ScreenRun) -> None:
     ids = [c.id for c in run.trial.criteria]
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow([*CSV_HEAD, *ids])
-    for result in run.results():
-        writer.writerow(csv_row(result, ids))
+    results = (orjson.loads(body) for body in ranked_bodies(map(run.result_bytes, run.summaries)))
+    sys.stdout.writelines(csv_lines(ids, results))
 
 
 def write_table(run: ScreenRun, limit: int | None) -> None:
@@ -198,6 +187,8 @@ def _print_patient_head(result: dict[str, Any]) -> None:
         out.print(f"  identifiers: {identifiers_text(patient['identifiers'])}", highlight=False)
     if result.get("status_reason"):
         out.print(f"  [bold red]{result['status_reason']}[/]", highlight=False)
+    elif result.get("next_step"):  # ranking.next_step, as every channel shows it
+        out.print(f"  next step: {result['next_step']}", highlight=False)
 
 
 def _evidence_line(e: dict[str, Any]) -> str:

@@ -282,7 +282,7 @@ def unreadable(
     return f"{len(problems)} {'/'.join(kinds)} record(s) could not be read ({problems[0].where})"
 
 
-_FAILED = "fetch failed: "  # how service/fhir/patient.py and service/cds/prefetch.py say it
+_FAILED = "fetch failed: "  # how service/fetching.py and service/cds/prefetch.py say it
 
 
 def _cause(message: str) -> str:

@@ -38,7 +38,7 @@ from service.criteria.verdict import (
     Verdict,
 )
 from service.facts import Demographics, PatientFacts
-from service.ranking import rank_fields
+from service.ranking import rank_fields, result_next_step
 from service.terminology import Terminology
 
 __all__ = ["evaluate", "evaluate_criterion"]
@@ -131,7 +131,7 @@ def evaluate(
     status, score, next_steps = rank_fields(trial, results, deceased)
     ages = age_range(demographics, as_of)
     identifiers = demographics.identifiers if demographics else ()
-    return PatientResult(
+    result = PatientResult(
         trial=TrialRef(trial.id, trial.version, terms.version),
         patient=PatientSummary(
             reference=facts.reference,
@@ -150,3 +150,5 @@ def evaluate(
         status_reason=deceased,
         problems=[f"{p.where}: {p.message}" if p.where else p.message for p in facts.problems],
     )
+    result.next_step = result_next_step(result)
+    return result

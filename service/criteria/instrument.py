@@ -18,8 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.paths import parse_yaml
 
 __all__ = [
     "CodedFinding",
@@ -198,7 +199,7 @@ class ScoreSpec(_Strict):
 
 def read_instrument(path: Path) -> dict[str, Any]:
     """The raw mapping of one instrument file (validated as part of the trial that names it)."""
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    loaded = parse_yaml(path.read_text(encoding="utf-8"))
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping")
     return loaded

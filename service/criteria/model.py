@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.criteria.instrument import ScoreSpec, read_instrument
-from service.paths import data_root
+from service.errors import DataError
+from service.paths import data_root, parse_yaml
 
 __all__ = [
     "Criterion",
@@ -29,7 +30,7 @@ __all__ = [
 Op = Literal[">", ">=", "<", "<=", "="]
 
 
-class TrialError(ValueError):
+class TrialError(DataError):
     """A trial file that cannot be read or does not describe a trial."""
 
 
@@ -417,7 +418,7 @@ def load_trial(path: Path) -> TrialDefinition:
     Instruments a score names are read from `instruments/` beside the trial file (else the
     bundled ones)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise TrialError(f"{path}: {exc}") from exc
     _resolve_instruments(raw, path)

@@ -131,6 +131,9 @@ class PatientResult:
     next_steps: list[str]
     # why the status was set apart from the criteria (a deceased patient), else None
     status_reason: str | None = None
+    # the one next step every channel shows (ranking.next_step): why an ineligible patient
+    # is out, else the cheapest open check
+    next_step: str | None = None
     problems: list[str] = field(default_factory=list)
     rank: int | None = None
 

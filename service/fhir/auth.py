@@ -1,14 +1,21 @@
-"""How cohort-match authenticates to the FHIR server.
+"""How cohort-match authenticates to the FHIR server: `httpx.Auth` flows the client runs.
 
 - `NoAuth`: an open server (the bundled demo).
-- `StaticBearer`: a long-lived token issued out of band.
+- `StaticBearer`: a long-lived token issued out of band, or a caller's own token passed per
+  request (the EHR calls us with a token for its FHIR server: `FhirClient.get_json(...,
+  token=...)`), which overrides the client's credentials for that request.
 - `SmartBackendAuth`: SMART Backend Services (client_credentials grant with a
   `private_key_jwt` client assertion signed RS384 or ES384, per the SMART App Launch 2.x
   "Backend Services" spec). The access token is cached until shortly before it expires and
-  refreshed under a lock, so concurrent fetches share one token request.
-- A caller's own bearer token, passed per request (the EHR calls us with a token for its
-  FHIR server), overrides all of these: see `FhirClient(..., token=...)`.
+  fetched under a lock, so concurrent requests share one token request. The token request
+  goes through the same httpx client (the flow yields it). A 401 answer gets one new token
+  and one more try: a 401 means the server did not act on the request, so even a POST is
+  safe to send again.
+- `HostBound(auth, hosts)`: the client wraps its credentials in it, so a token is only ever
+  sent to the FHIR server's own host (and hosts admitted explicitly): a next link, a Bulk
+  status or file URL elsewhere never receives it.
 
+The token endpoint failing is a `FhirTemporaryError` (5xx) or `FhirAuthError` (refused).
 JOSE is done with joserfc (maintained, typed, implements RFC 7515/7517/7519) rather than by
 hand.
 """
@@ -18,43 +25,86 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from service.config import Settings
 from service.errors import FhirAuthError, FhirTemporaryError
 
-__all__ = ["Auth", "NoAuth", "SmartBackendAuth", "StaticBearer", "auth_from_settings"]
+__all__ = ["Auth", "HostBound", "NoAuth", "SmartBackendAuth", "StaticBearer"]
 
 # Refresh this long before the server's expiry so a token never expires mid-request.
 EXPIRY_MARGIN_S = 60
 
 
-class Auth(Protocol):
-    async def header(self, http: httpx.AsyncClient) -> str | None:
-        """The Authorization header value, or None."""
-        ...
+class Auth(httpx.Auth):
+    """Credentials for a FHIR server: an `httpx.Auth` flow, and `header()` for callers
+    outside a client (the value of the Authorization header, or None)."""
 
-
-class NoAuth:
     async def header(self, http: httpx.AsyncClient) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
-class StaticBearer:
-    token: str
+class NoAuth(Auth):
+    """No credentials: requests go as they are."""
+
+
+class StaticBearer(Auth):
+    """A bearer token issued out of band (or a caller's own, per request)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticBearer) and other.token == self.token
+
+    def __hash__(self) -> int:
+        return hash(self.token)
+
+    def __repr__(self) -> str:
+        return "StaticBearer(***)"
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
 
     async def header(self, http: httpx.AsyncClient) -> str | None:
         return f"Bearer {self.token}"
 
 
-class SmartBackendAuth:
+class HostBound(httpx.Auth):
+    """`auth` for requests to `hosts` (host:port as in a URL); nothing for any other host."""
+
+    def __init__(self, auth: httpx.Auth, hosts: frozenset[str]) -> None:
+        self.auth = auth
+        self.hosts = hosts
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if urlsplit(str(request.url)).netloc not in self.hosts:
+            yield request
+            return
+        flow = self.auth.async_auth_flow(request)
+        try:
+            next_request = await flow.__anext__()
+            while True:
+                response = yield next_request
+                try:
+                    next_request = await flow.asend(response)
+                except StopAsyncIteration:
+                    return
+        finally:
+            await flow.aclose()
+
+
+class SmartBackendAuth(Auth):
     """client_credentials with a signed JWT client assertion; token cached until near expiry."""
 
     def __init__(
@@ -102,27 +152,59 @@ class SmartBackendAuth:
         }
         return jwt.encode(header, claims, self._key, algorithms=[self.algorithm])
 
-    async def header(self, http: httpx.AsyncClient) -> str | None:
-        async with self._lock:
-            if self._token is None or time.monotonic() >= self._expires_at:
-                await self._refresh(http)
-            return f"Bearer {self._token}"
+    def _stale(self) -> bool:
+        return self._token is None or time.monotonic() >= self._expires_at
 
-    async def _refresh(self, http: httpx.AsyncClient) -> None:
+    def _token_request(self) -> httpx.Request:
         form = {
             "grant_type": "client_credentials",
             "scope": self.scope,
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             "client_assertion": self.assertion(),
         }
-        try:
-            response = await http.post(
-                self.token_url, data=form, headers={"Accept": "application/json"}
-            )
-        except httpx.TransportError as exc:
-            raise FhirTemporaryError(
-                f"token endpoint unreachable: {exc}", url=self.token_url
-            ) from exc
+        return httpx.Request(
+            "POST", self.token_url, data=form, headers={"Accept": "application/json"}
+        )
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self._stale():
+            async with self._lock:  # concurrent requests wait for one token request
+                if self._stale():
+                    answer = yield self._token_request()
+                    await answer.aread()
+                    self._accept(answer)
+        used = self._token
+        request.headers["Authorization"] = f"Bearer {used}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        # Revoked or expired early: one new token and one more try. A 401 means the server
+        # did not act on the request, so sending it again is safe whatever its method.
+        async with self._lock:
+            if self._token == used:  # nobody else has fetched a new one meanwhile
+                answer = yield self._token_request()
+                await answer.aread()
+                self._accept(answer)
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+    async def header(self, http: httpx.AsyncClient) -> str | None:
+        """The Authorization header, fetching a token with `http` when needed."""
+        async with self._lock:
+            if self._stale():
+                try:
+                    answer = await http.send(self._token_request())
+                except httpx.TransportError as exc:
+                    raise FhirTemporaryError(
+                        f"token endpoint unreachable: {exc}", url=self.token_url
+                    ) from exc
+                self._accept(answer)
+            return f"Bearer {self._token}"
+
+    def _accept(self, response: httpx.Response) -> None:
+        """Keep the token of the token endpoint's answer; raise for any other answer."""
         if response.status_code >= 500:
             raise FhirTemporaryError(
                 f"token endpoint answered {response.status_code}",
@@ -132,6 +214,8 @@ class SmartBackendAuth:
         try:
             body = response.json()
         except ValueError:
+            body = {}
+        if not isinstance(body, dict):
             body = {}
         if response.status_code != 200 or "access_token" not in body:
             error = body.get("error_description") or body.get("error") or response.reason_phrase
@@ -143,21 +227,3 @@ class SmartBackendAuth:
         lifetime = float(body.get("expires_in", 300))
         self._token = str(body["access_token"])
         self._expires_at = time.monotonic() + max(0.0, lifetime - EXPIRY_MARGIN_S)
-
-
-def auth_from_settings(settings: Settings) -> Auth:
-    """The FHIR credentials the settings configure ("passthrough" sends none of its own:
-    the caller's token is given per request)."""
-    if settings.fhir_auth == "bearer" and settings.fhir_token is not None:
-        return StaticBearer(settings.fhir_token.get_secret_value())
-    if settings.fhir_auth == "smart-backend":
-        assert settings.fhir_token_url and settings.fhir_client_id and settings.fhir_private_key
-        return SmartBackendAuth(
-            settings.fhir_token_url,
-            settings.fhir_client_id,
-            settings.fhir_private_key.read_bytes(),
-            key_id=settings.fhir_key_id,
-            algorithm=settings.fhir_algorithm,
-            scope=settings.fhir_scope,
-        )
-    return NoAuth()

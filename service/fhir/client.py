@@ -1,11 +1,14 @@
-"""Async FHIR R4 search client: paging, retries, typed errors.
+"""Async FHIR R4 client: search, read, batch, transaction; paging, retries, typed errors.
 
-One `httpx.AsyncClient` (connection pool) per process, shared by every request. Searches
-follow `Bundle.link[next]` to the end, refusing a next link to another host or one already
-visited. Temporary failures (timeouts, connection errors, 429/502/503/504) are retried with
-exponential backoff and full jitter, honouring `Retry-After`, a bounded number of times;
-everything else fails at once with an error that names the URL and carries the server's
-OperationOutcome when it sent one.
+One `httpx.AsyncClient` (connection pool) per process, shared by every request, with the
+credentials bound to the server's own host (service/fhir/auth.py: a 401 gets one new token
+and one more try). Searches follow `Bundle.link[next]` to the end, refusing a next link to
+another host or one already visited. Every request goes through the one retry helper
+(service/fhir/transport.py): temporary failures (timeouts, connection errors,
+429/502/503/504) are retried with exponential backoff and full jitter, honouring
+`Retry-After`, a bounded number of times; everything else fails at once with an error that
+names the URL and carries the server's OperationOutcome when it sent one. A `transaction`
+(a write) is sent once and never retried.
 
 Vendor notes: some servers return absolute next links on an internal host name behind a
 proxy; set `allow_hosts` to accept those explicitly rather than disabling the check.
@@ -15,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -33,36 +34,25 @@ from service.errors import (
     FhirTemporaryError,
     FhirUnsafeLink,
 )
-from service.fhir.auth import Auth, NoAuth
+from service.fhir.auth import Auth, HostBound, NoAuth, StaticBearer
 from service.fhir.responses import (
     TRANSIENT_STATUSES,
+    answer_text,
     operation_outcome,
     retry_after_s,
     status_error,
-    without_query,
 )
+from service.fhir.transport import Retry, RetryPolicy, network_error, send
 
-__all__ = ["FhirClient", "RetryPolicy"]
+__all__ = ["ONCE", "FhirClient", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 # A batch POST answered so says the server does not do batch (whatever its CapabilityStatement
 # declared): the caller asks one request at a time instead.
 BATCH_REFUSED = frozenset({404, 405, 501})
 FHIR_JSON = "application/fhir+json"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4  # total tries, the first included
-    base_delay_s: float = 0.25
-    max_delay_s: float = 8.0
-    max_retry_after_s: float = 30.0  # a longer Retry-After is not waited for: it fails
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after
-        # "full jitter" (AWS architecture blog): spreads retries of many clients apart
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))  # noqa: S311
+ONCE = RetryPolicy(attempts=1)  # for writes: sent once, whatever happens
+T = TypeVar("T")
 
 
 def _refused_parameter(outcome: dict[str, Any] | None) -> bool:
@@ -150,7 +140,7 @@ class FhirClient:
         self.page_size = page_size
         self.max_pages = max_pages
         self.strict = strict
-        self._hosts = {urlsplit(self.base_url).netloc, *allow_hosts}
+        self._hosts = frozenset({urlsplit(self.base_url).netloc, *allow_hosts})
         self._sleep = sleep
         self.scan_ttl_s = scan_ttl_s
         self._unsupported: set[tuple[str, str]] = set()
@@ -177,6 +167,76 @@ class FhirClient:
         await self._http.aclose()
 
     # ------------------------------------------------------------------ requests
+    def trusted(
+        self, url: str, what: str, where: str, allow_hosts: frozenset[str] = frozenset()
+    ) -> str:
+        """`url` if it is on the server's host (or one of `allow_hosts`); FhirUnsafeLink
+        naming `what` and where it came from otherwise, before anything is sent there."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or parts.netloc not in self._hosts | allow_hosts:
+            raise FhirUnsafeLink(
+                f"{what} on another host refused: {parts.netloc or url} (from {where}); "
+                "allow it explicitly with allow_hosts",
+                url=where,
+            )
+        return url
+
+    def signed(
+        self, token: str | None = None, allow_hosts: frozenset[str] = frozenset()
+    ) -> httpx.Auth:
+        """The credentials a request carries: the caller's `token` instead of the client's
+        when given; only ever to the server's host (or `allow_hosts`)."""
+        auth: Auth = StaticBearer(token) if token else self.auth
+        return HostBound(auth, self._hosts | allow_hosts)
+
+    def build(
+        self,
+        method: str,
+        url: str,
+        *,
+        accept: str = FHIR_JSON,
+        params: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Request:
+        """A request through the client's pool (its timeout), accepting `accept`."""
+        wanted = {"Accept": accept, **(headers or {})}
+        if content is not None:
+            wanted.setdefault("Content-Type", FHIR_JSON)
+        return self._http.build_request(method, url, params=params, headers=wanted, content=content)
+
+    async def send(
+        self,
+        request: httpx.Request,
+        classify: Callable[[httpx.Response], Awaitable[T | Retry]],
+        *,
+        auth: httpx.Auth | None,
+        policy: RetryPolicy | None = None,
+        stream: bool = False,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        on_network_error: Callable[[httpx.TransportError, httpx.Request], FhirError] | None = None,
+        on_retry: Callable[[FhirError], None] | None = None,
+    ) -> T:
+        """`request` through the one retry helper (service/fhir/transport.py), with the
+        client's pool and, unless given, its policy and sleep."""
+        return await send(
+            self._http,
+            request,
+            policy=policy or self.retry,
+            classify=classify,
+            auth=auth,
+            stream=stream,
+            sleep=sleep or self._sleep,
+            on_network_error=on_network_error or network_error,
+            on_retry=on_retry,
+        )
+
+    async def send_once(
+        self, request: httpx.Request, *, auth: httpx.Auth | None, stream: bool = False
+    ) -> httpx.Response:
+        """`request` sent once, the answer as it is (a Bulk status poll, a job's DELETE)."""
+        return await self._http.send(request, auth=auth, stream=stream)
+
     async def get_json(
         self, url: str, *, token: str | None = None, params: dict[str, str] | None = None
     ) -> dict[str, Any]:
@@ -190,6 +250,32 @@ class FhirClient:
         `get_json`: only for requests that are safe to repeat (a batch of reads)."""
         return await self._request("POST", url, token=token, content=orjson.dumps(body))
 
+    async def transaction(
+        self, bundle: dict[str, Any], *, token: str | None = None
+    ) -> dict[str, Any]:
+        """POST a `transaction` Bundle to the base URL (FHIR R4 3.1.0.11) and return the
+        transaction-response. Sent once, never retried: a write whose answer was lost may
+        have been applied, and the caller decides whether to send it again. A 401 still gets
+        one new token and one more try (the server did not act on it: service/fhir/auth.py).
+        Any non-2xx raises the error its status stands for, saying what the server said; a
+        2xx without a readable body gives {}."""
+        url = self.base_url.rstrip("/")
+        request = self.build("POST", url, content=orjson.dumps(bundle))
+
+        async def classify(response: httpx.Response) -> dict[str, Any]:
+            await response.aread()
+            if response.status_code >= 300:
+                outcome = operation_outcome(response)
+                raise status_error(response.status_code, outcome, url, answer_text(response))
+            # The write is done whatever the body says: an unreadable one is no failure.
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                return {}
+            return body if isinstance(body, dict) else {}
+
+        return await self.send(request, classify, auth=self.signed(token), policy=ONCE)
+
     async def _request(
         self,
         method: str,
@@ -199,57 +285,26 @@ class FhirClient:
         params: dict[str, str] | None = None,
         content: bytes | None = None,
     ) -> dict[str, Any]:
-        headers = {"Accept": FHIR_JSON}
-        if content is not None:
-            headers["Content-Type"] = FHIR_JSON
+        headers: dict[str, str] = {}
         if self.strict:
             # Fail loudly when the server ignores a search parameter (FHIR R4 3.1.1.5.3),
             # instead of silently returning more (or other) resources than asked for.
             headers["Prefer"] = "handling=strict"
-        attempt = 0
-        while True:
-            authorization = f"Bearer {token}" if token else await self.auth.header(self._http)
-            if authorization:
-                headers["Authorization"] = authorization
-            try:
-                response = await self._http.request(
-                    method, url, params=params, headers=headers, content=content
+        request = self.build(method, url, params=params, content=content, headers=headers)
+
+        async def classify(response: httpx.Response) -> dict[str, Any] | Retry:
+            await response.aread()
+            if response.status_code in TRANSIENT_STATUSES:
+                error = FhirTemporaryError(
+                    f"FHIR server answered {response.status_code} for {url}",
+                    url=url,
+                    http_status=response.status_code,
+                    outcome=operation_outcome(response),
                 )
-            except httpx.TimeoutException as exc:
-                error: FhirError = FhirTemporaryError(f"timed out: {url}", url=url)
-                cause: Exception = exc
-                retry_after = None
-            except httpx.TransportError as exc:
-                error = FhirTemporaryError(f"cannot reach the FHIR server: {exc}", url=url)
-                cause = exc
-                retry_after = None
-            else:
-                if response.status_code in TRANSIENT_STATUSES:
-                    retry_after = retry_after_s(response.headers.get("Retry-After"))
-                    error = FhirTemporaryError(
-                        f"FHIR server answered {response.status_code} for {url}",
-                        url=url,
-                        http_status=response.status_code,
-                        outcome=operation_outcome(response),
-                    )
-                    cause = error
-                    if retry_after is not None and retry_after > self.retry.max_retry_after_s:
-                        raise error
-                else:
-                    return self._parse(response, url)
-            attempt += 1
-            if attempt >= self.retry.attempts:
-                raise error from cause
-            delay = self.retry.delay(attempt, retry_after)
-            log.warning(
-                "FHIR %s retry %d/%d in %.2fs: %s",
-                method,
-                attempt,
-                self.retry.attempts - 1,
-                delay,
-                without_query(error.message, url),
-            )
-            await self._sleep(delay)
+                return Retry(error, retry_after_s(response.headers.get("Retry-After")))
+            return self._parse(response, url)
+
+        return await self.send(request, classify, auth=self.signed(token))
 
     def _parse(self, response: httpx.Response, url: str) -> dict[str, Any]:
         status = response.status_code

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 
+from service.errors import DataError
+
 __all__ = ["FHIR_ID", "InvalidFhirId", "fhir_id", "is_fhir_id", "reference_id"]
 
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
-class InvalidFhirId(ValueError):
+class InvalidFhirId(DataError):
     """Text that is not a FHIR id (or not a reference to the expected resource type)."""
 
 

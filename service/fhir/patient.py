@@ -1,4 +1,4 @@
-"""Fetch everything the trial needs about one patient, concurrently, and map it to facts.
+"""Fetch everything a plan names about one patient, concurrently: raw FHIR resources.
 
 Where the server declares the `batch` interaction, the Patient read and every search go in one
 batch Bundle (one request instead of about ten); each entry is judged as the search alone
@@ -6,89 +6,34 @@ would be, and pages after the first are read as usual. Otherwise, or when the se
 the batch after all (404/405/501, or 401/403: see `FhirClient.batch_get`), the searches run
 concurrently, one request each.
 
-A resource type whose fetch fails does not stop the others: it becomes a `Problem` for the
-patient, and every criterion that would have relied on the absence of such records becomes
-`unknown` (never pass or fail) with the failure as its reason.
-
-Between fetching and mapping, every path (this fetch, a Bundle posted to /match, CDS Hooks)
-calls `map_records`, which first asks the optional terminology server about codes the tables
-do not know (service/vocab/runtime.py).
+A resource type whose fetch fails does not stop the others: its error is kept, by type, in
+`PatientRecords.failures` (the caller turns it into a Problem: service/fetching.py). A
+failure to read the Patient itself raises.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from service.criteria.model import TrialDefinition, valuesets_named
 from service.errors import FhirError, FhirFatalError, FhirMalformedResponse, FhirTemporaryError
-from service.facts import PatientFacts, Problem
 from service.fhir.client import FhirClient
-from service.fhir.responses import without_query
-from service.mappers import MappingError, map_resource, problem_for, subject_of
-from service.terminology import Terminology
+from service.fhir.plan import PATIENT_PARAM, FetchPlan
 
-if TYPE_CHECKING:
-    from service.vocab.runtime import RuntimeTerminology
-
-__all__ = ["FetchPlan", "PatientFetch", "fetch_patient", "map_records", "plan_for"]
-
-log = logging.getLogger(__name__)
-# How each type is searched by patient (FHIR R4 search parameters).
-PATIENT_PARAM = {
-    "Condition": "patient",
-    "MedicationStatement": "patient",
-    "MedicationRequest": "patient",
-    "MedicationAdministration": "patient",
-    "MedicationDispense": "patient",
-    "AllergyIntolerance": "patient",
-    "Procedure": "patient",
-    "ResearchSubject": "patient",
-}
-CODES_PER_QUERY = 60  # about 2.5 KB of URL: well under common 8 KB limits, few requests
-OBSERVATION_KINDS = frozenset({"lab", "score", "grade"})
-
-
-@dataclass(frozen=True)
-class FetchPlan:
-    """What to ask the FHIR server for: Observation codes (system|code) and other types."""
-
-    observation_codes: tuple[str, ...]
-    other_types: tuple[str, ...] = tuple(PATIENT_PARAM)
-    # the value sets the trial reads: what a terminology server is asked about (runtime.py)
-    valuesets: frozenset[str] = frozenset()
-
-    def observation_queries(self) -> list[str]:
-        codes = self.observation_codes
-        return [
-            ",".join(codes[i : i + CODES_PER_QUERY]) for i in range(0, len(codes), CODES_PER_QUERY)
-        ]
-
-
-def plan_for(trial: TrialDefinition, terms: Terminology) -> FetchPlan:
-    """Observation codes of every lab/score/grade value set the trial names, plus the site's
-    local codes mapped onto them, so the server returns only what criteria read."""
-    wanted = {
-        name for name in valuesets_named(trial) if terms.valuesets[name].kind in OBSERVATION_KINDS
-    }
-    codes = sorted(terms.codes_in(wanted))
-    return FetchPlan(
-        observation_codes=tuple(f"{system}|{code}" for system, code in codes),
-        valuesets=frozenset(valuesets_named(trial)),
-    )
+__all__ = ["PatientRecords", "fetch_records"]
 
 
 @dataclass
-class PatientFetch:
-    facts: PatientFacts
-    resources: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    wait_s: float = 0.0  # wall time waiting for the FHIR server (all searches, concurrently)
-    map_s: float = 0.0  # our own time mapping the resources to facts
+class PatientRecords:
+    """What the server answered about one patient."""
+
+    reference: str  # Patient/<id>
+    resources: list[dict[str, Any]] = field(default_factory=list)  # the Patient first
+    failures: list[tuple[str, FhirError]] = field(default_factory=list)  # (type, error)
+    wait_s: float = 0.0  # wall time waiting for the server (all searches, concurrently)
 
 
 @dataclass(frozen=True)
@@ -107,13 +52,6 @@ class _Search:
         return fhir.search_all(self.resource_type, self.params, token=token)
 
 
-def _short(message: str, url: str | None, limit: int = 300) -> str:
-    """A failure's message with the search URL it quotes cut to its path (a chunk of codes
-    makes it kilobytes long), and at most `limit` characters."""
-    message = without_query(message, url)
-    return message if len(message) <= limit else f"{message[: limit - 3]}..."
-
-
 def _searches(plan: FetchPlan, reference: str) -> dict[str, _Search]:
     """The planned searches by key: `Observation#i` per chunk of codes, then a type each."""
     searches = {
@@ -126,17 +64,11 @@ def _searches(plan: FetchPlan, reference: str) -> dict[str, _Search]:
     return searches
 
 
-async def fetch_patient(
-    fhir: FhirClient,
-    patient_id: str,
-    plan: FetchPlan,
-    terms: Terminology,
-    *,
-    token: str | None = None,
-    tx: RuntimeTerminology | None = None,
-) -> PatientFetch:
-    """Patient + every planned search, in one batch or concurrently; failures become
-    Problems. With `tx`, unknown codes are asked about before mapping (`map_records`)."""
+async def fetch_records(
+    fhir: FhirClient, patient_id: str, plan: FetchPlan, *, token: str | None = None
+) -> PatientRecords:
+    """The Patient and every planned search, in one batch or concurrently. A failed search
+    is kept in `failures`; a failed Patient read raises (there is no one to screen)."""
     reference = f"Patient/{patient_id}"
     searches = _searches(plan, reference)
     started = time.perf_counter()
@@ -145,10 +77,7 @@ async def fetch_patient(
         outcomes = await _fetch_batched(fhir, patient_id, searches, token)
     if outcomes is None:
         outcomes = await _fetch_each(fhir, patient_id, searches, token)
-    waited = time.perf_counter()
-    facts = PatientFacts(reference)
-    fetch = PatientFetch(facts, wait_s=waited - started)
-    fetched: list[dict[str, Any]] = []
+    records = PatientRecords(reference, wait_s=time.perf_counter() - started)
     for key, outcome in outcomes.items():
         kind = key.split("#")[0]
         if isinstance(outcome, FhirError) and kind == "Patient":
@@ -156,29 +85,15 @@ async def fetch_patient(
             # (404 for an unknown patient, 502/504 for the server) instead of a result.
             raise outcome
         if isinstance(outcome, FhirError):
-            # Named by the search, not its URL: a chunk of 60 codes is kilobytes long.
-            message = _short(outcome.message, outcome.url)
-            problem = Problem(kind, f"{kind} search", f"fetch failed: {message}")
-            facts.add(problem)
-            fetch.problems.append(problem)
+            records.failures.append((kind, outcome))
             continue
         if isinstance(outcome, BaseException):
             raise outcome
         if kind == "Patient" and (not isinstance(outcome, dict) or outcome.get("id") != patient_id):
             # A verdict is only ever given for the reference that was read.
             raise FhirMalformedResponse(f"the server answered {reference} with another resource")
-        resources = [outcome] if kind == "Patient" else outcome
-        fetch.resources += len(resources)
-        fetched += resources
-    fetch.problems += await map_records(facts, fetched, terms, tx=tx, wanted=plan.valuesets)
-    fetch.map_s = time.perf_counter() - waited
-    log.info(
-        "fetched %s: %d resources, %d failed searches",
-        reference,
-        fetch.resources,
-        len(fetch.problems),
-    )
-    return fetch
+        records.resources += [outcome] if kind == "Patient" else outcome
+    return records
 
 
 async def _fetch_each(
@@ -261,51 +176,3 @@ async def _finish_search(
             raise
     result: list[dict[str, Any]] = await search.run(fhir, reference, token)
     return result
-
-
-async def map_records(
-    facts: PatientFacts,
-    resources: list[dict[str, Any]],
-    terms: Terminology,
-    *,
-    tx: RuntimeTerminology | None = None,
-    wanted: frozenset[str] = frozenset(),
-) -> list[Problem]:
-    """Ask the terminology server (when one is configured) about the records' codes the
-    tables do not know, then map the records into `facts`. Returns the Problems added for
-    records the server could not classify (already in `facts`)."""
-    problems = await consult_terminology(facts, resources, tx=tx, wanted=wanted)
-    add_resources(facts, resources, terms)
-    return problems
-
-
-async def consult_terminology(
-    facts: PatientFacts,
-    resources: list[dict[str, Any]],
-    *,
-    tx: RuntimeTerminology | None = None,
-    wanted: frozenset[str] = frozenset(),
-) -> list[Problem]:
-    """The first half of `map_records`, for callers that map off the event loop: ask the
-    terminology server about unknown codes; the Problems it leaves are added to `facts`."""
-    problems: list[Problem] = []
-    if tx is not None:
-        for resource, problem in await tx.consult(resources, wanted):
-            if subject_of(resource) == facts.reference:
-                facts.add(problem)
-                problems.append(problem)
-    return problems
-
-
-def add_resources(
-    facts: PatientFacts, resources: Iterable[dict[str, Any]], terms: Terminology
-) -> None:
-    """Map resources into `facts`; an unreadable one becomes a Problem, not an exception."""
-    for resource in resources:
-        where = f"{resource.get('resourceType')}/{resource.get('id')}"
-        try:
-            mapped = map_resource(resource, terms, where)
-        except MappingError as exc:
-            mapped = problem_for(resource, str(exc), where, terms)
-        if mapped is not None and mapped.patient == facts.reference:
-            facts.add(mapped.fact)

@@ -21,6 +21,7 @@ from service.errors import (
 
 __all__ = [
     "TRANSIENT_STATUSES",
+    "answer_text",
     "http_date",
     "issues_of",
     "operation_outcome",
@@ -97,28 +98,40 @@ def outcome_text(outcome: dict[str, Any] | None) -> str:
     return "; ".join(text or code for _, code, text in issues_of(outcome))
 
 
-def status_error(status: int, outcome: dict[str, Any] | None, url: str) -> FhirError:
-    """The error a non-2xx answer stands for, whether to a request or to a batch entry."""
-    detail = outcome_text(outcome)
+def answer_text(response: httpx.Response, limit: int = 300) -> str:
+    """What an error answer says: its OperationOutcome's text, else the start of its body."""
+    return outcome_text(operation_outcome(response)) or response.text[:limit].strip()
+
+
+def status_error(
+    status: int, outcome: dict[str, Any] | None, url: str, said: str = ""
+) -> FhirError:
+    """The error a non-2xx answer stands for, whether to a request or to a batch entry.
+    `said` is what the server said when it is not in `outcome` (a plain-text body)."""
+    detail = outcome_text(outcome) or said
     suffix = f": {detail}" if detail else ""
+    error: FhirError
     if status in (401, 403):
-        return FhirAuthError(
+        error = FhirAuthError(
             f"FHIR server refused access ({status}) to {url}{suffix}",
             url=url,
             http_status=status,
             outcome=outcome,
         )
-    if status in (404, 410):
-        return FhirNotFound(
+    elif status in (404, 410):
+        error = FhirNotFound(
             f"not found ({status}): {url}{suffix}", url=url, http_status=status, outcome=outcome
         )
-    error = FhirTemporaryError if status in TRANSIENT_STATUSES else FhirFatalError
-    return error(
-        f"FHIR server answered {status} for {url}{suffix}",
-        url=url,
-        http_status=status,
-        outcome=outcome,
-    )
+    else:
+        kind = FhirTemporaryError if status in TRANSIENT_STATUSES else FhirFatalError
+        error = kind(
+            f"FHIR server answered {status} for {url}{suffix}",
+            url=url,
+            http_status=status,
+            outcome=outcome,
+        )
+    error.detail = detail
+    return error
 
 
 def without_query(message: str, url: str | None) -> str:

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
+from service.errors import DataError
 from service.facts import Code, Quantity
 from service.terminology import HIERARCHICAL, Terminology
 
@@ -24,7 +25,7 @@ __all__ = [
 Resource = dict[str, Any]
 
 
-class MappingError(ValueError):
+class MappingError(DataError):
     """A resource that is not readable FHIR R4 for our purposes; names the resource."""
 
 

@@ -60,8 +60,7 @@ NOT_COUNTED = {
 # Every resource type that is a medication record: a rule withholding a verdict on
 # unreadable medication records names them all (`unreadable(facts, *MEDICATION_TYPES, ...)`).
 MEDICATION_TYPES = tuple(NOT_COUNTED)
-# Kept for callers that name the two original sets.
-STATEMENT_NOT_COUNTED = NOT_COUNTED["MedicationStatement"]
+# A medication resource type not listed above is read with MedicationRequest's statuses.
 REQUEST_NOT_COUNTED = NOT_COUNTED["MedicationRequest"]
 # UCUM codes, then the spellings EHRs put in `unit` (daysSupply is often "days" or "Day").
 DAYS_PER_UNIT = {

@@ -86,7 +86,7 @@ class SmartRuntime:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
-        self.issuers = tuple(settings.smart_issuer_list())
+        self.issuers = settings.smart_issuers
         for iss in self.issuers:
             if urlsplit(iss).scheme not in ("https", "http") or not urlsplit(iss).netloc:
                 raise ValueError(f"COHORT_MATCH_SMART_ISSUERS: not an absolute URL: {iss!r}")

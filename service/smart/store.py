@@ -1,6 +1,7 @@
 """Server-side SMART state: pending launches, page sessions and one-time tickets.
 
-Three tables on the audit database (SQLite or PostgreSQL, `COHORT_MATCH_DATABASE_URL`):
+Three tables on the service's database (SQLite or PostgreSQL, `COHORT_MATCH_DATABASE_URL`;
+schema: service/db/migrations):
 
 - `smart_launches`: what /launch generated (PKCE verifier, token endpoint, where to go after),
   keyed by the OAuth `state`. Taken exactly once by /callback, so a replayed or forged
@@ -25,16 +26,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Boolean, Float, String, Text, delete, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from service.db import Base, writing
+from service.db.migrate import upgrade
 
 __all__ = ["PendingLaunch", "SessionStore", "SmartSession"]
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _Launch(_Base):
+class _Launch(Base):
     __tablename__ = "smart_launches"
 
     state: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -50,7 +50,7 @@ class _Launch(_Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
-class _Session(_Base):
+class _Session(Base):
     __tablename__ = "smart_sessions"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -66,7 +66,7 @@ class _Session(_Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
-class _Ticket(_Base):
+class _Ticket(Base):
     __tablename__ = "smart_tickets"
 
     ticket: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -143,11 +143,12 @@ class SessionStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
-        _Base.metadata.create_all(engine)
+        self._writes = writing(engine)
+        upgrade(engine)
 
     # ------------------------------------------------------------------ launches
     def save_launch(self, launch: PendingLaunch, ttl_s: float) -> None:
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             db.add(
                 _Launch(
                     state=launch.state,
@@ -168,7 +169,7 @@ class SessionStore:
         """The launch for `state`, at most once: the row is deleted in the same transaction,
         and only the transaction whose DELETE removed it gets it (two racing callbacks with
         the same state cannot both win)."""
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             row = db.get(_Launch, state)
             if row is None:
                 return None
@@ -209,7 +210,7 @@ class SessionStore:
             expires_at=self.clock() + ttl_s,
         )
         session = _session_of(row)
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             db.add(row)
         return session
 
@@ -229,7 +230,7 @@ class SessionStore:
         access_expires_at: float,
         scope: str,
     ) -> None:
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             db.execute(
                 update(_Session)
                 .where(_Session.id == session_id)
@@ -242,20 +243,20 @@ class SessionStore:
             )
 
     def delete(self, session_id: str) -> None:
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             db.execute(delete(_Ticket).where(_Ticket.session_id == session_id))
             db.execute(delete(_Session).where(_Session.id == session_id))
 
     # ------------------------------------------------------------------ tickets
     def issue_ticket(self, session_id: str, ttl_s: float) -> str:
         ticket = secrets.token_urlsafe(32)
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             db.add(_Ticket(ticket=ticket, session_id=session_id, expires_at=self.clock() + ttl_s))
         return ticket
 
     def redeem_ticket(self, ticket: str) -> str | None:
         """The session id a ticket stands for, once; like `take_launch`, delete decides."""
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             row = db.get(_Ticket, ticket)
             if row is None:
                 return None
@@ -267,7 +268,7 @@ class SessionStore:
     def purge(self) -> None:
         """Drop whatever has expired (called whenever a session is created)."""
         now = self.clock()
-        with Session(self.engine) as db, db.begin():
+        with Session(self._writes) as db, db.begin():
             for table in (_Launch, _Ticket, _Session):
                 db.execute(delete(table).where(table.expires_at <= now))
 

@@ -3,36 +3,32 @@
 Everything streams from the store in rank (or patient) order, so memory stays flat however
 large the run; only the diff's changed patients and the FHIR Bundle's candidates are held.
 
-- Funnel (attrition): per criterion, in protocol order, the counts of each verdict over every
-  patient, and the sequential drop: patients remaining before the criterion (no `fail` so
-  far), how many of them fail it (dropped) and how many it leaves `unknown` (the unknown
-  share). `unknown` never drops a patient: only `fail` makes a patient ineligible. A patient
-  who is no candidate whatever the criteria say (ineligible without any `fail`: deceased on or
-  before `as_of`) is `excluded` before the first step; their verdicts still count. The patients
-  remaining after the last criterion are exactly the likely + possibly eligible.
+- Funnel (attrition): service/ranked_output.Funnel counts it (its docstring states the
+  policy: only `fail` drops a patient; the deceased are `excluded` before the first step);
+  here it is published as the run's `AttritionPublic`, with each step's unknown share. The
+  patients remaining after the last criterion are exactly the likely + possibly eligible.
 - Diff: run A (earlier) against run B (later), patient by patient, merged in patient order.
-- Exports: the ranked list contract (JSON), CSV like `cohort-match screen --format csv`, and a
-  FHIR R4 transaction Bundle: the ResearchStudy, a Group of the candidates (in rank order)
-  and one ResearchSubject (status `candidate`) per candidate. A transaction with PUTs to
-  deterministic ids, so the same Bundle is the export and the write-back, and a second
-  write-back updates rather than duplicates.
+- Exports: the ranked list contract (JSON) and CSV, written by service/ranked_output.py as
+  for `cohort-match screen --format json|csv`, and a FHIR R4 transaction Bundle: the
+  ResearchStudy, a Group of the candidates (in rank order) and one ResearchSubject (status
+  `candidate`) per candidate. A transaction with PUTs to deterministic ids, so the same
+  Bundle is the export and the write-back, and a second write-back updates rather than
+  duplicates.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from service import ranked_output
 from service.errors import BadRequest
-from service.ranking import excluded_before_criteria
-from service.results_csv import CSV_HEAD, csv_row
+from service.ranked_output import Funnel, json_chunks, rank_body
 from service.schemas import TrialRefPublic
 from service.sweeps.schemas import (
     AttritionPublic,
@@ -50,6 +46,7 @@ from service.sweeps.schemas import (
     WorkerPublic,
 )
 from service.sweeps.store import RunInfo, StoredResult, SweepStore
+from service.worklist.model import Decision, Screened, current, open_decision, returns_as_new
 
 __all__ = [
     "FunnelCounter",
@@ -64,7 +61,6 @@ __all__ = [
     "trial_ref",
 ]
 
-VERDICTS = ("pass", "fail", "unknown", "not_applicable")
 CANDIDATE = frozenset({"likely_eligible", "possibly_eligible"})
 # Identifier systems. NCT numbers are ClinicalTrials.gov's (HL7 THO NamingSystem
 # ClinicalTrials-Gov); other trial ids and the resources we create are ours.
@@ -120,68 +116,43 @@ def fetch_public(run: RunInfo) -> FetchPublic:
 
 
 # ---------------------------------------------------------------- funnel
-class FunnelCounter:
-    """Accumulates the funnel one patient at a time (the runner feeds it while storing)."""
+class FunnelCounter(Funnel):
+    """The funnel (service/ranked_output.Funnel) of a run's criteria, fed while storing."""
 
     def __init__(self, criteria: list[dict[str, str]]) -> None:
+        super().__init__([c["id"] for c in criteria])
         self.criteria = criteria
-        self.ids = [c["id"] for c in criteria]
-        self.verdicts = [dict.fromkeys(VERDICTS, 0) for _ in criteria]
-        self.dropped = [0] * len(criteria)
-        self.unknown = [0] * len(criteria)
-        self.patients = 0
-        self.excluded = 0
-        self.statuses = dict.fromkeys(("likely_eligible", "possibly_eligible", "ineligible"), 0)
-
-    def add(self, verdicts: dict[str, str], status: str) -> None:
-        self.patients += 1
-        self.statuses[status] += 1
-        remaining = not excluded_before_criteria(verdicts, status)
-        if not remaining:
-            self.excluded += 1
-        for index, criterion in enumerate(self.ids):
-            verdict = verdicts[criterion]
-            self.verdicts[index][verdict] += 1
-            if not remaining:
-                continue
-            if verdict == "fail":
-                self.dropped[index] += 1
-                remaining = False
-            elif verdict == "unknown":
-                self.unknown[index] += 1
 
     def result(self, run: RunInfo) -> AttritionPublic:
-        steps = []
-        remaining = self.patients - self.excluded
-        for index, criterion in enumerate(self.criteria):
-            before = remaining
-            remaining -= self.dropped[index]
-            steps.append(
-                FunnelStepPublic(
-                    id=criterion["id"],
-                    kind=criterion["kind"],
-                    assessment=criterion["assessment"],
-                    text=criterion["text"],
-                    verdicts=VerdictCountsPublic(
-                        pass_=self.verdicts[index]["pass"],
-                        fail=self.verdicts[index]["fail"],
-                        unknown=self.verdicts[index]["unknown"],
-                        not_applicable=self.verdicts[index]["not_applicable"],
-                    ),
-                    remaining_before=before,
-                    dropped=self.dropped[index],
-                    remaining_after=remaining,
-                    unknown=self.unknown[index],
-                    unknown_share=round(self.unknown[index] / before, 4) if before else 0.0,
-                )
+        steps = [
+            FunnelStepPublic(
+                id=criterion["id"],
+                kind=criterion["kind"],
+                assessment=criterion["assessment"],
+                text=criterion["text"],
+                verdicts=VerdictCountsPublic(
+                    pass_=step.verdicts["pass"],
+                    fail=step.verdicts["fail"],
+                    unknown=step.verdicts["unknown"],
+                    not_applicable=step.verdicts["not_applicable"],
+                ),
+                remaining_before=step.remaining_before,
+                dropped=step.dropped,
+                remaining_after=step.remaining_after,
+                unknown=step.unknown,
+                unknown_share=round(step.unknown / step.remaining_before, 4)
+                if step.remaining_before
+                else 0.0,
             )
+            for criterion, step in zip(self.criteria, self.steps(), strict=True)
+        ]
         return AttritionPublic(
             run=run.id,
             trial=trial_ref(run),
             as_of=run.as_of,
             patients=self.patients,
             steps=steps,
-            remaining=remaining,
+            remaining=self.remaining,
             likely_eligible=self.statuses["likely_eligible"],
             possibly_eligible=self.statuses["possibly_eligible"],
             excluded=self.excluded,
@@ -267,8 +238,61 @@ def _classify(
     )
 
 
-def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic:
-    """What changed from `earlier` to `later` (two completed runs of one trial)."""
+def _screened(result: StoredResult | None) -> Screened | None:
+    return None if result is None else Screened(result.status, result.verdicts)
+
+
+def _with_decision(
+    change: PatientChangePublic | None,
+    a: StoredResult | None,
+    b: StoredResult | None,
+    history: Sequence[Decision],
+    earlier: dt.date,
+    later: dt.date,
+) -> PatientChangePublic | None:
+    """Where a patient with decisions goes in the diff.
+
+    Back under `new` when their decision gives way in this run: a declined or screen-failed
+    patient whose record changed in their favour from `earlier` to `later`, or a not-now
+    patient whose date came between the two as-of dates (`returns_as_new`), while a candidate
+    in `later`.
+    Under `decided` instead of `new` while an open decision holds them. Elsewhere as without
+    decisions, the decision named."""
+    latest = current(history)
+    if latest is None or b is None:
+        return change
+    back = returns_as_new(latest, _screened(a), _screened(b), later)
+    if latest.state == "not_now" and returns_as_new(latest, None, None, earlier):
+        back = False  # its date had come by the earlier run: it came back then
+    if back and b.status in CANDIDATE:
+        return PatientChangePublic(
+            patient=b.patient,
+            change="new",
+            before=a.status if a else None,
+            after=b.status,
+            rank_before=a.rank if a else None,
+            rank_after=b.rank,
+            criteria=change.criteria if change else [],
+            decision=latest.state,
+        )
+    held = open_decision(history, later)
+    if change is None or held is None:
+        return change
+    kind = "decided" if change.change == "new" else change.change
+    return change.model_copy(update={"change": kind, "decision": held.state})
+
+
+def diff_runs(
+    store: SweepStore,
+    earlier: RunInfo,
+    later: RunInfo,
+    decisions: Mapping[str, Sequence[Decision]] | None = None,
+) -> DiffPublic:
+    """What changed from `earlier` to `later` (two completed runs of one trial).
+
+    With `decisions` (each patient's history for the trial), patients with an open decision
+    are kept apart from the new candidates, and those whose decision gives way come back as
+    new (`_with_decision`)."""
     if earlier.trial_id != later.trial_id:
         raise BadRequest(
             f"runs {earlier.id} and {later.id} are of different trials "
@@ -305,11 +329,17 @@ def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic
         "arrived": [],
         "left": [],
     }
+    if decisions is not None:
+        lists["decided"] = []
     unchanged = 0
     for a, b in _merge(
         store.summaries(earlier.id, order="patient"), store.summaries(later.id, order="patient")
     ):
         change = _classify(a, b, shared)
+        who = b if b is not None else a
+        history = decisions.get(who.patient) if decisions and who is not None else None
+        if history:
+            change = _with_decision(change, a, b, history, earlier.as_of, later.as_of)
         if change is None:
             unchanged += 1
         else:
@@ -333,35 +363,28 @@ def diff_runs(store: SweepStore, earlier: RunInfo, later: RunInfo) -> DiffPublic
         verdicts=lists["verdicts"],
         arrived=lists["arrived"],
         left=lists["left"],
+        decided=lists.get("decided", []),
         counts={**{name: len(items) for name, items in lists.items()}, "unchanged": unchanged},
     )
 
 
 # ---------------------------------------------------------------- exports
-def ranked_json(store: SweepStore, run: RunInfo, *, limit: int | None = None) -> Iterator[bytes]:
+def ranked_json(
+    store: SweepStore, run: RunInfo, *, limit: int | None = None, status: str | None = None
+) -> Iterator[bytes]:
     """The ranked list contract (`RankedListPublic`), streamed: `screen --format json`."""
     head = {"trial": trial_ref(run).model_dump(), "as_of": run.as_of}
-    yield orjson.dumps(head)[:-1] + b', "candidates": ['
-    for index, body in enumerate(store.results(run.id, limit=limit)):
-        yield (b"\n" if index == 0 else b",\n") + body
-    yield b'\n], "counts": ' + orjson.dumps(run.counts) + b"}\n"
+    # rank_body: results stored before the fix carry a second "rank"; written with one
+    bodies = (rank_body(body) for body in store.results(run.id, limit=limit, status=status))
+    return json_chunks(head, bodies, run.counts)
 
 
-def csv_lines(store: SweepStore, run: RunInfo, *, limit: int | None = None) -> Iterator[str]:
+def csv_lines(
+    store: SweepStore, run: RunInfo, *, limit: int | None = None, status: str | None = None
+) -> Iterator[str]:
     """One row per patient, one column per criterion verdict: `screen --format csv`."""
-    ids = run.criterion_ids
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def line(row: list[Any]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(row)
-        return buffer.getvalue()
-
-    yield line([*CSV_HEAD, *ids])
-    for body in store.results(run.id, limit=limit):
-        yield line(csv_row(orjson.loads(body), ids))
+    results = (orjson.loads(body) for body in store.results(run.id, limit=limit, status=status))
+    return ranked_output.csv_lines(run.criterion_ids, results)
 
 
 def _fhir_id(*parts: str) -> str:

@@ -23,8 +23,10 @@ A run exports in full when asked (`full=True`), when there is no usable snapshot
 level, when the deletions list was unreadable, or when the last full export is older than
 COHORT_MATCH_SWEEP_FULL_AFTER_DAYS. The run records which (`mode`, `based_on`, `changes`).
 
-`BackgroundSweeps` is the API's and the scheduler's way in: the run is claimed in the caller
-(so a conflict is an immediate 409) and executed on a thread.
+The seams, one module each: source.py (where the population is), heartbeat.py (progress,
+cancel), population.py (full or incremental, pure choice; the default exporter),
+write_back.py, background.py (`BackgroundSweeps`, the API's and the scheduler's way in: the
+run is claimed in the caller, so a conflict is an immediate 409, and executed on a thread).
 """
 
 from __future__ import annotations
@@ -34,26 +36,28 @@ import datetime as dt
 import functools
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-import httpx
 import orjson
 
 from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
-from service.errors import BadRequest, FhirError, FhirFatalError, NotFound, ServiceError
-from service.fhir import FetchPlan, FhirClient, NoAuth, plan_for
-from service.fhir.auth import Auth, auth_from_settings
-from service.fhir.bulk import ExportResult
-from service.mappers import relevant
-from service.screening import ScreenRun, screen
+from service.errors import NotFound, ServiceError
+from service.fhir import FetchPlan
+from service.screening import Screener, ScreenOptions, ScreenRun, screen
 from service.spool import new_spool, remove_stale, spool_root
-from service.sweeps.report import FunnelCounter, diff_runs, fhir_bundle
-from service.sweeps.snapshot import SnapshotInfo, Snapshots, snapshot_key
+from service.sweeps.heartbeat import Cancelled, Heartbeat, Progress, Tracker
+from service.sweeps.population import (
+    Export,
+    Exporter,
+    Fetched,
+    export_population,
+    fetch_population,
+    incremental_base,
+)
+from service.sweeps.report import FunnelCounter
+from service.sweeps.snapshot import SnapshotInfo, Snapshots
+from service.sweeps.source import Source, configured_source
 from service.sweeps.store import (
     COMPLETED,
     ResultRow,
@@ -62,11 +66,14 @@ from service.sweeps.store import (
     RunSpec,
     SweepStore,
 )
+from service.sweeps.write_back import write_back
 from service.terminology import Terminology, TerminologyError
 from service.trials import TrialNotFound, find_trial
+from service.upstream import fhir_auth
 
+# Names callers have imported from here; each now lives in the module named above.
 __all__ = [
-    "BackgroundSweeps",
+    "Cancelled",
     "Export",
     "Exporter",
     "Progress",
@@ -77,126 +84,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], None]  # stage, done, total
-BACKGROUND_THREADS = 4  # sweeps of different trials at once, per process
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a sweep reads the population: a directory (or file) or a FHIR server."""
-
-    kind: Literal["files", "fhir"]
-    location: str
-
-    @classmethod
-    def files(cls, path: Path) -> Source:
-        if not path.exists():
-            raise BadRequest(f"no such file or directory: {path}")
-        return cls("files", str(path.resolve()))
-
-    @classmethod
-    def fhir(cls, url: str) -> Source:
-        if not url.lower().startswith(("http://", "https://")):
-            raise BadRequest(f"--source must be a FHIR base URL (http or https), got {url!r}")
-        return cls("fhir", url.rstrip("/"))
-
-
-def configured_source(settings: Settings) -> Source | None:
-    """The source of API and scheduled sweeps: COHORT_MATCH_SWEEP_DATA_DIR, else the FHIR
-    server; None when neither is configured."""
-    if settings.sweep_data_dir is not None:
-        return Source.files(settings.sweep_data_dir)
-    if settings.fhir_base_url:
-        return Source.fhir(settings.fhir_base_url)
-    return None
-
-
-def fhir_auth(settings: Settings, base_url: str) -> Auth:
-    """The configured FHIR credentials, but only for the configured server: a sweep of
-    another URL (`--source`) gets no credentials, so our token never reaches it.
-    """
-    configured = (settings.fhir_base_url or "").rstrip("/")
-    if base_url.rstrip("/") != configured:
-        return NoAuth()
-    if settings.fhir_auth == "passthrough":
-        return NoAuth()  # a sweep has no caller whose token could be passed on
-    return auth_from_settings(settings)
-
-
-class Cancelled(Exception):
-    """The run was asked to stop (or stopped being ours)."""
-
-
-class _Tracker:
-    """Progress in memory (the heartbeat writes it), the caller's callback, and the cancel
-    check at every step."""
-
-    def __init__(self, progress: Progress | None, cancel: threading.Event) -> None:
-        self.progress = progress
-        self.cancel = cancel
-        self.stage, self.done, self.total = "queued", 0, 0
-        self.reason = "cancelled"
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        self.stage, self.done, self.total = stage, done, total
-        if self.progress is not None:
-            self.progress(stage, done, total)
-        if self.cancel.is_set():
-            raise Cancelled(self.reason)
-
-
-class _Heartbeat(threading.Thread):
-    def __init__(self, store: SweepStore, run_id: int, interval: float, tracker: _Tracker) -> None:
-        super().__init__(name=f"sweep-{run_id}-heartbeat", daemon=True)
-        self.store, self.run_id, self.interval, self.tracker = store, run_id, interval, tracker
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.wait(self.interval):
-            tracker = self.tracker
-            try:
-                state = self.store.heartbeat(
-                    self.run_id, tracker.stage, tracker.done, tracker.total
-                )
-            except Exception as exc:  # a database hiccup must not kill the sweep
-                log.warning("sweep run %d: heartbeat not written: %s", self.run_id, exc)
-                continue
-            if state != "running":
-                tracker.reason = (
-                    "cancel requested" if state == "cancel" else "run taken over as abandoned"
-                )
-                tracker.cancel.set()
-                return
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join()
-
-
-@dataclass
-class Export:
-    """What an exporter wrote: the files (and the export's issues), and the deletions."""
-
-    result: ExportResult
-    deleted: frozenset[str]  # `Type/id` removed since the snapshot (manifest and history)
-    problems: list[str]
-
-
-# (run, plan, level, out, progress, since) -> Export: the population of `run.source` into
-# `out`; with `since`, only what changed after that snapshot, and what was deleted.
-Exporter = Callable[[RunInfo, FetchPlan, str, Path, Progress, SnapshotInfo | None], Export]
-
-
-@dataclass
-class _Fetched:
-    """The population of a run, ready to screen, and how it was obtained."""
-
-    data: Path
-    mode: RunMode
-    transaction_time: dt.datetime | None = None
-    problems: list[str] = field(default_factory=list)
-    errors: int = 0
-    snapshots: Snapshots | None = None  # promote this run's snapshot once it completed
+_Tracker = Tracker  # the name _store_results is annotated with
 
 
 class SweepRunner:
@@ -204,11 +92,16 @@ class SweepRunner:
     source's population (default: Bulk export, or searches where the server has none)."""
 
     def __init__(
-        self, settings: Settings, store: SweepStore, exporter: Exporter | None = None
+        self,
+        settings: Settings,
+        store: SweepStore,
+        exporter: Exporter | None = None,
+        screener: Screener = screen,  # or service.spark.spark_screen
     ) -> None:
         self.settings = settings
         self.store = store
         self.exporter: Exporter = exporter or self._export
+        self.screener = screener
         self._terms: Terminology | None = None
         self._lock = threading.Lock()
 
@@ -288,8 +181,8 @@ class SweepRunner:
         `failed` (logged with the traceback); KeyboardInterrupt ends it `cancelled` and is
         raised again."""
         run = self.store.get(run_id)
-        tracker = _Tracker(progress, cancel or threading.Event())
-        heartbeat = _Heartbeat(self.store, run_id, self.settings.sweep_heartbeat_s, tracker)
+        tracker = Tracker(progress, cancel or threading.Event())
+        heartbeat = Heartbeat(self.store, run_id, self.settings.sweep_heartbeat_s, tracker)
         heartbeat.start()
         try:
             self._execute(run, tracker)
@@ -312,7 +205,7 @@ class SweepRunner:
             self._after_completion(ended)
         return self.store.get(run_id)
 
-    def _execute(self, run: RunInfo, tracker: _Tracker) -> None:
+    def _execute(self, run: RunInfo, tracker: Tracker) -> None:
         trial, trial_path = self._trial(run.trial_id)
         if trial.version != run.trial_version:
             raise ServiceError(
@@ -325,7 +218,7 @@ class SweepRunner:
         remove_stale(root)
         with new_spool(root, "sweep") as tmp:
             if run.source_kind == "files":
-                fetched = _Fetched(Path(run.source), RunMode("files"))
+                fetched = Fetched(Path(run.source), RunMode("files"))
             else:
                 fetched = self._fetch(run, trial, Path(tmp), tracker)
             try:
@@ -342,23 +235,25 @@ class SweepRunner:
         log.info("sweep run %d of %s completed (%s)", run.id, run.trial_id, fetched.mode.mode)
 
     def _screen_and_store(
-        self, run: RunInfo, trial_path: Path, fetched: _Fetched, tmp: Path, tracker: _Tracker
+        self, run: RunInfo, trial_path: Path, fetched: Fetched, tmp: Path, tracker: Tracker
     ) -> None:
         tracker("read", 0, 0)
         # Our own spool directory: screen() does not remove the one it makes itself when
         # an exception (a cancel raised from `progress`) leaves it half way.
         spool = tmp / "spool"
         spool.mkdir()
-        screened = screen(
+        screened = self.screener(
             fetched.data,
             trial_path,
             self.settings.terminology_dir,
             run.as_of,
+            options=ScreenOptions(
+                workers=self.settings.sweep_workers,
+                spool=spool,
+                by_reference=fetched.snapshots is not None,
+                progress=tracker,
+            ),
             site_map=self.settings.site_code_map,
-            workers=self.settings.sweep_workers,
-            spool=spool,
-            progress=tracker,
-            by_reference=fetched.snapshots is not None,
             mrn_type=self.settings.mrn_type,
         )
         try:
@@ -378,110 +273,35 @@ class SweepRunner:
             screened.close()
 
     # ------------------------------------------------------------ FHIR: full or incremental
-    def _fetch(
-        self, run: RunInfo, trial: TrialDefinition, tmp: Path, tracker: _Tracker
-    ) -> _Fetched:
+    def _fetch(self, run: RunInfo, trial: TrialDefinition, tmp: Path, tracker: Tracker) -> Fetched:
         """The population from the FHIR server into a new snapshot: what changed since the
         last run's snapshot when one can be used, else a full export."""
-        settings, terms = self.settings, self.terms()
-        level: str = settings.sweep_export_level
-        if level == "group":
-            assert settings.sweep_export_group
-            level = settings.sweep_export_group
-        plan = plan_for(trial, terms)
-        key = snapshot_key(
-            run.source, level, trial.id, trial.version, terms.version, plan.other_types
-        )
-        snapshots = Snapshots(settings.snapshot_root(), trial.id, key)
-        base, why_full = self._base(run, snapshots)
-        builder = snapshots.start(run.id)
-        try:
-            delta: Export | None = None
-            if base is not None:
-                try:
-                    delta = self.exporter(run, plan, level, tmp / "delta", tracker, base[1])
-                except FhirFatalError as exc:
-                    if exc.http_status not in (400, 422):
-                        raise
-                    # e.g. a server that refuses _since (or _lastUpdated) with strict handling
-                    log.warning("sweep run %d: incremental export refused: %s", run.id, exc)
-                    why_full = f"the server refused the incremental request: {exc.message}"
-                    delta = None
-                if delta is not None and delta.result.deleted_unreadable:
-                    why_full = "the server's list of deleted resources was unreadable"
-                    delta = None
-            export = delta or self.exporter(run, plan, level, tmp / "export", tracker, None)
-            tracker("snapshot", 0, 0)
-            counts = builder.take(
-                export.result.out_dir,
-                functools.partial(relevant, terms=terms),
-                base[0] if delta is not None and base is not None else None,
-                export.deleted,
-            )
-            transaction_time = export.result.transaction_time
-            if delta is not None and base is not None:
-                full_time = base[1].full_export_time
-                mode = RunMode(
-                    "incremental",
-                    based_on=base[1].run_id,
-                    changes={"since": base[1].transaction_time.isoformat(), **counts.as_dict()},
-                )
-            else:
-                full_time = transaction_time
-                mode = RunMode("full", changes={"reason": why_full, **counts.as_dict()})
-            builder.finish(
-                SnapshotInfo(
-                    run.id,
-                    key,
-                    transaction_time,
-                    full_time,
-                    counts.kept + counts.carried,
-                    reusable=counts.untracked == 0,
-                )
-            )
-        except BaseException:
-            snapshots.discard(run.id)
-            raise
-        problems = [*export.problems, *(str(e) for e in builder.errors)]
-        return _Fetched(
-            builder.path,
-            mode,
-            transaction_time=transaction_time,
-            problems=problems,
-            errors=export.result.issue_count + counts.unreadable,
-            snapshots=snapshots,
+        choose = functools.partial(self._base, run)
+        return fetch_population(
+            run, trial, self.terms(), self.settings, self.exporter, choose, tmp, tracker
         )
 
     def _base(
         self, run: RunInfo, snapshots: Snapshots
     ) -> tuple[tuple[Path, SnapshotInfo] | None, str]:
-        """The snapshot an incremental run can start from, or None and why not."""
-        if run.requested_mode == "full":
-            return None, "full export requested"
-        if not self.settings.sweep_incremental:
-            return None, "incremental sweeps are off (COHORT_MATCH_SWEEP_INCREMENTAL)"
-        if self.settings.sweep_export_level == "group":
-            # a patient who joined the Group brings records older than `_since`
-            return None, "Group-level exports are always full"
-        found = snapshots.latest()
-        if found is None:
-            return None, "no snapshot of an earlier run with this source, trial and code tables"
-        info = found[1]
-        try:
-            earlier = self.store.get(info.run_id)
-        except NotFound:
-            return None, f"the run of the snapshot ({info.run_id}) is gone"
-        if earlier.status != COMPLETED or earlier.transaction_time != info.transaction_time:
-            return None, f"the snapshot of run {info.run_id} does not match its run"
-        if not info.reusable:
-            return None, f"run {info.run_id} received records it could not identify"
-        age = dt.datetime.now(dt.UTC) - info.full_export_time
-        if age > dt.timedelta(days=self.settings.sweep_full_after_days):
-            return None, (
-                f"the last full export is {age.days} days old "
-                f"(COHORT_MATCH_SWEEP_FULL_AFTER_DAYS={self.settings.sweep_full_after_days:g})"
-            )
-        return found, ""
+        """The snapshot an incremental run can start from, or None and why not
+        (service/sweeps/population.py decides; this reads what it decides on)."""
+        latest = snapshots.latest()
+        earlier = None
+        if latest is not None:
+            try:
+                earlier = self.store.get(latest[1].run_id)
+            except NotFound:
+                earlier = None
+        return incremental_base(
+            requested_mode=run.requested_mode,
+            incremental=self.settings.sweep_incremental,
+            export_level=self.settings.sweep_export_level,
+            latest=latest,
+            earlier=earlier,
+            now=dt.datetime.now(dt.UTC),
+            full_after_days=self.settings.sweep_full_after_days,
+        )
 
     def _export(
         self,
@@ -492,52 +312,13 @@ class SweepRunner:
         tracker: Progress,
         since: SnapshotInfo | None,
     ) -> Export:
-        """Bulk export (or searches) of what the trial needs into `out`; with `since`, only
-        what changed after that snapshot, and what was deleted.
-
-        Issues in the export's error files are kept with the run as problems and counted as
-        errors; the run still completes (as a screen of files does with unreadable records).
-        """
-        from service.fhir.bulk import ExportProgress, export_or_search, fhir_instant, plan_types
-        from service.fhir.history import deleted_since
-
-        settings = self.settings
-        moment = since.transaction_time if since is not None else None
-
-        def report(step: ExportProgress) -> None:
-            tracker("export", step.done, step.total)
-
-        async def run_export() -> Export:
-            async with FhirClient(
-                run.source,
-                auth=fhir_auth(settings, run.source),
-                timeout_s=settings.fhir_timeout_s,
-                page_size=settings.fhir_page_size,
-            ) as client:
-                result = await export_or_search(
-                    client, out, plan, level=level, since=moment, progress=report
-                )
-                deleted = set(result.deleted)
-                if moment is not None:
-                    history = await deleted_since(
-                        client, plan_types(plan), moment, fhir_instant(moment)
-                    )
-                    deleted |= history.references
-            log.info(
-                "sweep run %d: %s%s gave %s, %d deletion(s)",
-                run.id,
-                result.method,
-                " since " + moment.isoformat() if moment else "",
-                result.counts() or "nothing",
-                len(deleted),
-            )
-            return Export(result, frozenset(deleted), [str(i) for i in result.issues])
-
-        tracker("export", 0, 0)
-        return asyncio.run(run_export())
+        """The default exporter (service/sweeps/population.py)."""
+        return export_population(self.settings, run, plan, level, out, tracker, since)
 
     def _store_results(self, run: RunInfo, screened: ScreenRun, tracker: _Tracker) -> FunnelCounter:
         """Results in rank order, in batches (one transaction each); the funnel on the way."""
+        from service.ranked_output import rank_body
+
         funnel = FunnelCounter(run.criteria)
         total = len(screened.summaries)
         size = self.settings.sweep_batch_size
@@ -545,7 +326,7 @@ class SweepRunner:
         stored = 0
         tracker("store", 0, total)
         for rank, summary in enumerate(screened.summaries, start=1):
-            body = screened.result_bytes(summary)
+            body = rank_body(screened.result_bytes(summary), rank)
             result = orjson.loads(body)
             verdicts = {c["id"]: c["verdict"] for c in result["criteria"]}
             funnel.add(verdicts, summary.status)
@@ -558,7 +339,7 @@ class SweepRunner:
                     fails=summary.fails,
                     unknowns=summary.unknowns,
                     verdicts=verdicts,
-                    result=body[:-1] + b',"rank":' + str(rank).encode() + b"}",
+                    result=body,
                 )
             )
             if len(batch) >= size or rank == total:
@@ -585,37 +366,9 @@ class SweepRunner:
             self.store.set_write_back(run.id, outcome)
 
     async def write_back(self, run: RunInfo) -> str:
-        """POST the run's FHIR transaction Bundle to the configured FHIR server; patients who
-        were candidates in the previous completed run and are ineligible now get their
-        ResearchSubject set to `ineligible`."""
-        base = self.settings.fhir_base_url
-        assert base is not None
-        dropped: list[str] = []
-        previous = self.store.previous_completed(run)
-        if previous is not None and previous.has_results:
-            diff = diff_runs(self.store, previous, run)
-            dropped = [c.patient for c in diff.dropped if c.after == "ineligible"]
+        """The run's ResearchSubjects to the configured FHIR server (sweeps/write_back.py)."""
         trial, _ = self._trial(run.trial_id)
-        bundle = fhir_bundle(self.store, run, title=trial.title, dropped=dropped)
-        auth = fhir_auth(self.settings, base)
-        async with httpx.AsyncClient(
-            timeout=self.settings.fhir_timeout_s, follow_redirects=False
-        ) as http:
-            headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-            authorization = await auth.header(http)
-            if authorization:
-                headers["Authorization"] = authorization
-            response = await http.post(
-                base.rstrip("/"), content=orjson.dumps(bundle), headers=headers
-            )
-        if response.status_code >= 300:
-            raise FhirError(
-                f"the FHIR server answered {response.status_code} to the write-back: "
-                f"{response.text[:300]}",
-                url=base,
-                http_status=response.status_code,
-            )
-        return f"ok: {len(bundle['entry'])} resources written to {base}"
+        return await write_back(self.settings, self.store, run, trial.title)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -626,73 +379,3 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ServiceError):
         return first or type(exc).__name__
     return f"{type(exc).__name__}: {first}".rstrip(": ")
-
-
-class BackgroundSweeps:
-    """Sweeps started by the API or the schedule: claimed in the caller, executed on a thread
-    of this process. `close()` asks running sweeps to stop and waits for them."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: SweepStore | None = None,
-        exporter: Exporter | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store or SweepStore(settings.database_url)
-        self.runner = SweepRunner(settings, self.store, exporter)
-        self._pool = ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="sweep")
-        self._active: dict[int, tuple[threading.Event, Future[RunInfo]]] = {}
-        self._lock = threading.Lock()
-
-    def source(self) -> Source:
-        source = configured_source(self.settings)
-        if source is None:
-            raise BadRequest(
-                "no sweep source configured: set COHORT_MATCH_SWEEP_DATA_DIR or "
-                "COHORT_MATCH_FHIR_BASE_URL"
-            )
-        return source
-
-    def start(
-        self, trial_id: str, as_of: dt.date, requested_by: str, *, full: bool = False
-    ) -> RunInfo:
-        run_id = self.runner.begin(trial_id, as_of, self.source(), requested_by, full=full)
-        cancel = threading.Event()
-        with self._lock:
-            future = self._pool.submit(self._execute, run_id, cancel)
-            self._active[run_id] = (cancel, future)
-        return self.store.get(run_id)
-
-    def _execute(self, run_id: int, cancel: threading.Event) -> RunInfo:
-        try:
-            return self.runner.execute(run_id, cancel=cancel)
-        except Exception:
-            log.exception("sweep run %d: could not be ended cleanly", run_id)
-            raise
-        finally:
-            with self._lock:
-                self._active.pop(run_id, None)
-
-    def cancel(self, run_id: int) -> RunInfo:
-        run = self.store.request_cancel(run_id)
-        with self._lock:
-            active = self._active.get(run_id)
-        if active is not None:
-            active[0].set()  # at once here; another process's sweep sees it at its heartbeat
-        return run
-
-    def wait(self, run_id: int, timeout: float | None = None) -> RunInfo:
-        """Wait for a sweep started here to end (tests, shutdown)."""
-        with self._lock:
-            active = self._active.get(run_id)
-        if active is not None:
-            active[1].result(timeout)
-        return self.store.get(run_id)
-
-    def close(self) -> None:
-        with self._lock:
-            for cancel, _ in self._active.values():
-                cancel.set()
-        self._pool.shutdown(wait=True)
-        self.store.close()

@@ -28,7 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import
 
 from service.clock import Clock, zone
 from service.config import Settings
-from service.sweeps.runner import BackgroundSweeps
+from service.sweeps.background import BackgroundSweeps
 from service.sweeps.store import SweepConflict
 
 __all__ = ["SweepScheduler", "schedule_timezone", "trigger_for"]

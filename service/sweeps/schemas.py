@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.as_of import AsOf
 from service.schemas import TrialRefPublic
+from service.worklist.model import DecisionState
 
 __all__ = [
     "AttritionPublic",
@@ -188,12 +189,17 @@ class CriterionChangePublic(_Public):
 
 class PatientChangePublic(_Public):
     patient: str
-    change: Literal["new", "dropped", "status", "verdicts", "arrived", "left"]
+    change: Literal["new", "dropped", "status", "verdicts", "arrived", "left", "decided"]
     before: Status | None = Field(description="null: not in the earlier run")
     after: Status | None = Field(description="null: not in the later run")
     rank_before: int | None
     rank_after: int | None
     criteria: list[CriterionChangePublic] = Field(description="Criteria whose verdict changed")
+    decision: DecisionState | None = Field(
+        None,
+        description="The coordinator's current decision for the patient (under `new`: the "
+        "decision the patient comes back from)",
+    )
 
 
 class DiffPublic(_Public):
@@ -204,6 +210,11 @@ class DiffPublic(_Public):
     verdicts: same status, but some criterion's verdict changed; arrived: new to the
     population and not a candidate; left: gone from the population, not a candidate before.
     A patient new to the population is never "unchanged".
+
+    With the coordinator's decisions (service/worklist/): decided: would be new, but has an
+    open decision (to review, contacted, enrolled, ...), so is kept apart from the new
+    candidates; a declined or screen-failed patient whose record changed in their favour, or a
+    not-now patient whose date came, is under `new` again, whatever else changed.
     """
 
     trial: str
@@ -216,4 +227,5 @@ class DiffPublic(_Public):
     verdicts: list[PatientChangePublic]
     arrived: list[PatientChangePublic] = Field(default_factory=list)
     left: list[PatientChangePublic] = Field(default_factory=list)
+    decided: list[PatientChangePublic] = Field(default_factory=list)
     counts: dict[str, int]

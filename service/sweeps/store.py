@@ -1,16 +1,14 @@
-"""Persisted sweep runs: SQLAlchemy models, migrations, and every query sweeps make.
+"""Persisted sweep runs: every query sweeps make.
 
-    sweep_runs      one row per run: trial and version, terminology version, as_of, source,
-                    status, who and where (requested_by, pid, host, heartbeat), progress,
-                    counts, the attrition funnel
-    sweep_results   one row per patient of a run: rank, status, score, the verdict of every
-                    criterion, and the full result (JSON with evidence, zlib-compressed: a
-                    result is ~20 KB of JSON and compresses ~5x)
+    tables.py     sweep_runs, sweep_results (the models)
+    records.py    RunSpec, RunInfo, ResultRow, ... and row -> record
+    liveness.py   whether a running run is abandoned (pure given the time)
+    store.py      SweepStore, its errors; re-exports the names above for existing callers
+                  (the `X as X` imports)
 
-The schema is Alembic's (service/sweeps/migrations, version table `sweeps_alembic_version` so
-it never meets another component's). `SweepStore` applies `upgrade head` when it opens the
-database, under a lock (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE) so that two
-processes starting at once do not race.
+The schema is the database's one Alembic history (service/db/migrations); `SweepStore`
+applies `upgrade head` when it opens the database (service/db/migrate.py), under a lock so
+that two processes starting at once do not race.
 
 Crash safety, in the order a run goes:
 
@@ -31,53 +29,49 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import sqlite3
-import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import orjson
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Date,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from service.db import Base as Base
+from service.db import create_engine, write_transaction
+from service.db.migrate import MIGRATIONS as MIGRATIONS
+from service.db.migrate import VERSION_TABLE as VERSION_TABLE
+from service.db.migrate import upgrade
 from service.errors import NotFound, ServiceError
-
-# Run ids are INTEGER columns (32-bit on PostgreSQL).
-MAX_RUN_ID = 2**31 - 1
+from service.sweeps.liveness import abandoned_reason
+from service.sweeps.liveness import process_alive as process_alive
+from service.sweeps.records import (
+    CANCELLED,
+    COMPLETED,
+    COUNT_FIELDS,
+    FAILED,
+    RUNNING,
+    ResultRow,
+    RunInfo,
+    RunMode,
+    RunSpec,
+    StoredResult,
+    run_info,
+)
+from service.sweeps.records import RunStatus as RunStatus
+from service.sweeps.tables import MAX_RUN_ID, RESULTS, RUNS
+from service.sweeps.tables import SweepResult as SweepResult
+from service.sweeps.tables import SweepRun as SweepRun
 
 __all__ = [
     "CANCELLED",
     "COMPLETED",
     "FAILED",
+    "MAX_RUN_ID",
+    "RESULTS",
     "RUNNING",
+    "RUNS",
     "ResultRow",
     "RunInfo",
     "RunLost",
@@ -87,15 +81,10 @@ __all__ = [
     "StoredResult",
     "SweepConflict",
     "SweepStore",
+    "abandoned_reason",
 ]
 
-RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
-RunStatus = Literal["running", "completed", "failed", "cancelled"]
-VERSION_TABLE = "sweeps_alembic_version"
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 PROBLEMS_KEPT = 100
-# pg_advisory_xact_lock key for migrations: any constant unique to this component ("swee").
-MIGRATION_LOCK = 0x73776565
 
 
 # ---------------------------------------------------------------- errors
@@ -114,281 +103,6 @@ class RunLost(ServiceError):
     """The run stopped being ours: another process declared it abandoned."""
 
 
-# ---------------------------------------------------------------- models
-class Base(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
-
-
-class SweepRun(Base):
-    __tablename__ = "sweep_runs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    trial_id: Mapped[str] = mapped_column(String(64))
-    trial_version: Mapped[str] = mapped_column(String(64))
-    terminology_version: Mapped[str] = mapped_column(String(64))
-    as_of: Mapped[dt.date] = mapped_column(Date)
-    source_kind: Mapped[str] = mapped_column(String(16))  # files | fhir
-    source: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))
-    requested_by: Mapped[str] = mapped_column(String(256))
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    pid: Mapped[int] = mapped_column(Integer)
-    host: Mapped[str] = mapped_column(String(255))
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    stage: Mapped[str] = mapped_column(String(16), default="queued")
-    done: Mapped[int] = mapped_column(Integer, default=0)
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    stored: Mapped[int] = mapped_column(Integer, default=0)
-    patients: Mapped[int] = mapped_column(Integer, default=0)
-    likely_eligible: Mapped[int] = mapped_column(Integer, default=0)
-    possibly_eligible: Mapped[int] = mapped_column(Integer, default=0)
-    ineligible: Mapped[int] = mapped_column(Integer, default=0)
-    resources: Mapped[int] = mapped_column(Integer, default=0)
-    errors: Mapped[int] = mapped_column(Integer, default=0)
-    # Bulk export's transactionTime: the `_since` of the next incremental run.
-    transaction_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    criteria: Mapped[Any] = mapped_column(JSON)  # [{id, kind, assessment, text}] of this version
-    attrition: Mapped[Any | None] = mapped_column(JSON)  # the funnel, set with `completed`
-    problems: Mapped[Any | None] = mapped_column(JSON)  # the first unreadable records, named
-    error: Mapped[str | None] = mapped_column(Text)
-    write_back: Mapped[str | None] = mapped_column(Text)
-    results_purged: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Incremental runs (migration 0002): what was asked, how it ran, from which run's
-    # snapshot, and what the delta held (service/sweeps/snapshot.py DeltaCounts).
-    requested_mode: Mapped[str | None] = mapped_column(String(16))  # auto | full
-    mode: Mapped[str | None] = mapped_column(String(16))  # files | full | incremental
-    based_on: Mapped[int | None] = mapped_column(Integer)
-    changes: Mapped[Any | None] = mapped_column(JSON)
-
-    __table_args__ = (
-        # The DB-level guarantee that one trial never has two running sweeps.
-        Index(
-            "ix_sweep_runs_one_running",
-            "trial_id",
-            unique=True,
-            sqlite_where=text("status = 'running'"),
-            postgresql_where=text("status = 'running'"),
-        ),
-        Index("ix_sweep_runs_trial_id_id", "trial_id", "id"),
-    )
-
-
-class SweepResult(Base):
-    __tablename__ = "sweep_results"
-
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("sweep_runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    patient: Mapped[str] = mapped_column(String(255), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20))
-    score: Mapped[float] = mapped_column(Float)
-    fails: Mapped[int] = mapped_column(Integer)
-    unknowns: Mapped[int] = mapped_column(Integer)
-    verdicts: Mapped[Any] = mapped_column(JSON)  # {criterion id: verdict}
-    result: Mapped[bytes] = mapped_column(LargeBinary)  # zlib(JSON with "rank")
-
-    __table_args__ = (Index("ix_sweep_results_run_id_rank", "run_id", "rank"),)
-
-
-RUNS = cast(Table, SweepRun.__table__)
-RESULTS = cast(Table, SweepResult.__table__)
-
-
-# ---------------------------------------------------------------- plain values
-@dataclass(frozen=True)
-class RunSpec:
-    """What a new run is: set once, at claim."""
-
-    trial_id: str
-    trial_version: str
-    terminology_version: str
-    as_of: dt.date
-    source_kind: Literal["files", "fhir"]
-    source: str
-    requested_by: str
-    criteria: list[dict[str, str]]
-    requested_mode: Literal["auto", "full"] = "auto"
-
-
-@dataclass(frozen=True)
-class RunMode:
-    """How a run got its population, recorded with `completed`."""
-
-    mode: Literal["files", "full", "incremental"]
-    based_on: int | None = None  # the run whose snapshot an incremental run started from
-    changes: dict[str, Any] | None = None  # what the delta held, and why a run went full
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A snapshot of one run's row."""
-
-    id: int
-    trial_id: str
-    trial_version: str
-    terminology_version: str
-    as_of: dt.date
-    source_kind: str
-    source: str
-    status: RunStatus
-    requested_by: str
-    started_at: dt.datetime
-    ended_at: dt.datetime | None
-    heartbeat_at: dt.datetime
-    pid: int
-    host: str
-    cancel_requested: bool
-    stage: str
-    done: int
-    total: int
-    stored: int
-    counts: dict[str, int]
-    transaction_time: dt.datetime | None
-    criteria: list[dict[str, str]]
-    attrition: dict[str, Any] | None
-    problems: list[str]
-    error: str | None
-    write_back: str | None
-    results_purged: bool
-    requested_mode: str | None = None
-    mode: str | None = None
-    based_on: int | None = None
-    changes: dict[str, Any] | None = None
-
-    @property
-    def has_results(self) -> bool:
-        return self.status == COMPLETED and not self.results_purged
-
-    @property
-    def criterion_ids(self) -> list[str]:
-        return [c["id"] for c in self.criteria]
-
-
-COUNT_FIELDS = (
-    "patients",
-    "likely_eligible",
-    "possibly_eligible",
-    "ineligible",
-    "resources",
-    "errors",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ResultRow:
-    """One patient's result as stored; `result` is the JSON bytes, with its rank."""
-
-    patient: str
-    rank: int
-    status: str
-    score: float
-    fails: int
-    unknowns: int
-    verdicts: dict[str, str]
-    result: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResult:
-    """A stored result without the full JSON (diffs and funnels need no evidence)."""
-
-    patient: str
-    rank: int
-    status: str
-    score: float
-    verdicts: dict[str, str] = field(default_factory=dict)
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite keeps no offset: everything is written in UTC, so a naive value read back is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _run_info(row: Any) -> RunInfo:
-    started, heartbeat = _utc(row.started_at), _utc(row.heartbeat_at)
-    assert started is not None and heartbeat is not None
-    return RunInfo(
-        id=row.id,
-        trial_id=row.trial_id,
-        trial_version=row.trial_version,
-        terminology_version=row.terminology_version,
-        as_of=row.as_of,
-        source_kind=row.source_kind,
-        source=row.source,
-        status=row.status,
-        requested_by=row.requested_by,
-        started_at=started,
-        ended_at=_utc(row.ended_at),
-        heartbeat_at=heartbeat,
-        pid=row.pid,
-        host=row.host,
-        cancel_requested=bool(row.cancel_requested),
-        stage=row.stage,
-        done=row.done,
-        total=row.total,
-        stored=row.stored,
-        counts={name: getattr(row, name) for name in COUNT_FIELDS},
-        transaction_time=_utc(row.transaction_time),
-        criteria=list(row.criteria or []),
-        attrition=row.attrition,
-        problems=list(row.problems or []),
-        error=row.error,
-        write_back=row.write_back,
-        results_purged=bool(row.results_purged),
-        requested_mode=row.requested_mode,
-        mode=row.mode,
-        based_on=row.based_on,
-        changes=row.changes,
-    )
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` is a live process on this host (a zombie is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    try:  # Linux: a killed child not yet reaped by its parent still answers kill(0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def abandoned_reason(
-    run: RunInfo, now: dt.datetime, stale_after_s: float, host: str | None = None
-) -> str | None:
-    """Why a `running` run is taken for dead, or None while it may still be alive."""
-    host = host or socket.gethostname()
-    if run.host == host and not process_alive(run.pid):
-        return f"abandoned: process {run.pid} on {run.host} is gone"
-    silent = (now - run.heartbeat_at).total_seconds()
-    if silent > stale_after_s:
-        return (
-            f"abandoned: no heartbeat from process {run.pid} on {run.host} "
-            f"for {silent:.0f} s (since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
-        )
-    return None
-
-
 def compress(payload: bytes) -> bytes:
     return zlib.compress(payload, 1)  # level 1: ~5x on results, fast enough per patient
 
@@ -397,49 +111,39 @@ def decompress(payload: bytes) -> bytes:
     return zlib.decompress(payload)
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 # ---------------------------------------------------------------- the store
 class SweepStore:
     """Runs and results in `url` (SQLite file or PostgreSQL); migrates on open."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(
-            url,
-            pool_pre_ping=True,
-            json_serializer=lambda value: orjson.dumps(value).decode(),
-            json_deserializer=orjson.loads,
-        )
+    def __init__(self, database: str | Engine, *, migrate: bool = True) -> None:
+        """`database`: a URL (the store builds and owns its engine) or the process's shared
+        engine (service/db/engine.py; its owner disposes it)."""
+        self._owns_engine = isinstance(database, str)
+        self.engine: Engine = create_engine(database) if isinstance(database, str) else database
+        self.url = str(self.engine.url)  # password masked
         self.sqlite = self.engine.dialect.name == "sqlite"
-        if self.sqlite:
-            _sqlite_transactions(self.engine)
         if migrate:
-            self.migrate()
+            upgrade(self.engine)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     # ------------------------------------------------------------ transactions
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction; on SQLite BEGIN IMMEDIATE takes the write lock up front, so
         a read-then-write never fails half way with 'database is locked'."""
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                yield conn
+        with write_transaction(self.engine) as conn:
+            yield conn
 
     def migrate(self) -> None:
-        """Alembic `upgrade head`, serialized across processes."""
-        from alembic import command
-        from alembic.config import Config
-
-        with self._write() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        """Alembic `upgrade head` of the whole database, serialized across processes."""
+        upgrade(self.engine, again=True)
 
     # ------------------------------------------------------------ lifecycle of a run
     def claim(self, spec: RunSpec, *, stale_after_s: float) -> int:
@@ -453,7 +157,7 @@ class SweepStore:
                     select(RUNS).where(RUNS.c.trial_id == spec.trial_id, RUNS.c.status == RUNNING)
                 ).all()
                 for row in running:
-                    run = _run_info(row)
+                    run = run_info(row)
                     reason = abandoned_reason(run, now, stale_after_s, host)
                     if reason is None:
                         raise SweepConflict(
@@ -641,7 +345,7 @@ class SweepStore:
             row = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
         if row is None:
             raise NotFound(f"no sweep run {run_id}")
-        return _run_info(row)
+        return run_info(row)
 
     def runs(self, trial_id: str | None = None, limit: int = 50) -> list[RunInfo]:
         """Newest first."""
@@ -649,7 +353,7 @@ class SweepStore:
         if trial_id is not None:
             query = query.where(RUNS.c.trial_id == trial_id)
         with self.engine.connect() as conn:
-            return [_run_info(row) for row in conn.execute(query)]
+            return [run_info(row) for row in conn.execute(query)]
 
     def previous_completed(self, run: RunInfo) -> RunInfo | None:
         """The completed run of the same trial just before `run`."""
@@ -664,7 +368,7 @@ class SweepStore:
                 .order_by(RUNS.c.id.desc())
                 .limit(1)
             ).one_or_none()
-        return None if row is None else _run_info(row)
+        return None if row is None else run_info(row)
 
     def with_results(self, run_id: int) -> RunInfo:
         """The run, if its results can be read; RunNotReady otherwise."""
@@ -689,12 +393,20 @@ class SweepStore:
             )
 
     def results(
-        self, run_id: int, *, limit: int | None = None, candidates_only: bool = False
+        self,
+        run_id: int,
+        *,
+        limit: int | None = None,
+        candidates_only: bool = False,
+        status: str | None = None,
     ) -> Iterator[bytes]:
-        """The full results (JSON bytes with "rank") in rank order, streamed."""
+        """The full results (JSON bytes with "rank") in rank order, streamed; `status`: only
+        the patients of that status (their ranks stay those of the whole run)."""
         query = select(RESULTS.c.result).where(RESULTS.c.run_id == run_id).order_by(RESULTS.c.rank)
         if candidates_only:
             query = query.where(RESULTS.c.status != "ineligible")
+        if status is not None:
+            query = query.where(RESULTS.c.status == status)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
@@ -726,32 +438,3 @@ class SweepStore:
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=1000).execute(query):
                 yield StoredResult(row.patient, row.rank, row.status, row.score, row.verdicts)
-
-
-def _sqlite_transactions(engine: Engine) -> None:
-    """Let us emit BEGIN ourselves (SQLAlchemy's documented pysqlite recipe): pysqlite's own
-    transaction handling defers BEGIN and cannot do BEGIN IMMEDIATE. WAL lets readers (the
-    API) read while a sweep writes; busy_timeout makes writers queue instead of failing."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        # Switching a fresh file to WAL needs it to itself, and SQLite does not always wait
-        # for that (busy_timeout notwithstanding) when several connections open at once.
-        for attempt in range(50):
-            try:
-                cursor.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError:
-                if attempt == 49:
-                    raise
-                time.sleep(0.05)
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -23,6 +23,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.errors import DataError
+
 __all__ = [
     "ATC",
     "ICD10",
@@ -49,7 +51,7 @@ SELECTORS = ("ecl", "prefixes", "codes", "ingredients")
 Codes = list[str]
 
 
-class DefinitionError(ValueError):
+class DefinitionError(DataError):
     """A `definition:` block that does not follow the model; the message names the file."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from service.errors import DataError
+
 __all__ = ["EclUnsupported", "Focus", "evaluate", "parse", "strip_terms"]
 
 Operator = Literal["<<", "<", "self"]
@@ -26,7 +28,7 @@ TERM = re.compile(r"\|[^|]*\|")
 TOKEN = re.compile(r"\s*(<<|<|\d{6,18}|OR\b|MINUS\b)\s*", re.IGNORECASE)
 
 
-class EclUnsupported(ValueError):
+class EclUnsupported(DataError):
     """An expression outside the supported subset; the message says what is not supported."""
 
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import yaml
-
+from service.paths import parse_yaml
 from service.vocab.definition import PREFIX_SYSTEMS, Entry, ValueSetDefinition, parse_definition
 
 __all__ = [
@@ -227,7 +226,7 @@ def plan(valuesets_dir: Path, names: Sequence[str], readers: Sequence[Reader]) -
         meta_path = valuesets_dir / f"{name}.yaml"
         if not meta_path.is_file():
             raise ValueError(f"no value set {name!r} ({meta_path} does not exist)")
-        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+        meta = parse_yaml(meta_path.read_text(encoding="utf-8"))
         raw = meta.get("definition") if isinstance(meta, dict) else None
         definition = parse_definition(raw, str(meta_path))
         if definition is None:

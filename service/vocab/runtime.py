@@ -4,7 +4,7 @@ The code tables list every code that counts (SNOMED CT and RxNorm match exactly)
 hospital records codes the tables do not list: a SNOMED CT concept one level deeper, a new
 RxNorm clinical drug. With a terminology server configured, each such code is asked about
 once, between fetching a patient's records and mapping them (`RuntimeTerminology.consult`,
-called by `service.fhir.patient.map_records`):
+called by `service.fetching.map_records`):
 
 - which codes: SNOMED CT and RxNorm codings of the records the tables do not know at all
   (no value set, no site-map entry), of records none of whose codings is known;
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import FhirError
+from service.errors import ControlFlow, FhirError
 from service.facts import Problem
 from service.terminology import CACHE_LIMIT, Terminology
 from service.vocab.definition import RXNORM, SNOMED, ValueSetDefinition
@@ -87,7 +87,7 @@ class _Outcome:
     message: str = ""
 
 
-class _Unanswered(Exception):
+class _Unanswered(ControlFlow):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -147,48 +147,13 @@ class RuntimeTerminology:
           never cached as "not a member";
         - a failed question (nothing else said "member") makes the value set `failed`:
           nothing cached for it, the caller reports the record as a Problem for it."""
-        system, code = key
+        system, _ = key
         candidates = self._candidates(system, wanted)
-        answers = self._answers.get(key)
-        if answers is None:
-            if len(self._answers) >= CACHE_LIMIT:
-                self._answers.clear()
-            answers = self._answers[key] = {}
-
-        async def ask(url: str) -> bool | None:
-            """The server's answer; None when it refuses the value set; raises _Unanswered."""
-            if url in self._refused:
-                return None
-            if url in answers:
-                return answers[url]
-            try:
-                async with limit:
-                    self.requests += 1
-                    member = await self.server.validate_code(url, system, code)
-            except FhirError as exc:
-                if exc.http_status in REFUSALS:
-                    if url not in self._refused:
-                        log.warning("terminology server cannot evaluate %s: %s", url, exc.message)
-                    self._refused[url] = exc.message
-                    return None
-                raise _Unanswered(exc.message) from exc
-            except ValueError as exc:
-                raise _Unanswered(str(exc)) from exc
-            answers[url] = member
-            return member
-
-        async def member_of(urls: Sequence[str]) -> bool | _Unanswered:
-            failure: _Unanswered | None = None
-            for url in urls:
-                try:
-                    if await ask(url):
-                        return True
-                except _Unanswered as exc:
-                    failure = failure or exc
-            return failure if failure is not None else False
-
+        answers = self._answers_for(key)
         names = list(candidates)
-        results = await asyncio.gather(*(member_of(candidates[name]) for name in names))
+        results = await asyncio.gather(
+            *(self._member_of(key, candidates[name], answers, limit) for name in names)
+        )
         members = frozenset(n for n, r in zip(names, results, strict=True) if r is True)
         failures = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, Exception)}
         if not failures:
@@ -201,6 +166,58 @@ class RuntimeTerminology:
             message,
         )
         return _Outcome(members, frozenset(failures), message)
+
+    def _answers_for(self, key: Key) -> dict[str, bool]:
+        """The cached answers about one code (all of them dropped at CACHE_LIMIT codes)."""
+        answers = self._answers.get(key)
+        if answers is None:
+            if len(self._answers) >= CACHE_LIMIT:
+                self._answers.clear()
+            answers = self._answers[key] = {}
+        return answers
+
+    async def _member_of(
+        self,
+        key: Key,
+        urls: Sequence[str],
+        answers: dict[str, bool],
+        limit: asyncio.Semaphore,
+    ) -> bool | _Unanswered:
+        """True when one of a value set's URLs says "member"; else the first failure, if any
+        question failed; else False."""
+        failure: _Unanswered | None = None
+        for url in urls:
+            try:
+                if await self._ask(key, url, answers, limit):
+                    return True
+            except _Unanswered as exc:
+                failure = failure or exc
+        return failure if failure is not None else False
+
+    async def _ask(
+        self, key: Key, url: str, answers: dict[str, bool], limit: asyncio.Semaphore
+    ) -> bool | None:
+        """The server's answer; None when it refuses the value set; raises _Unanswered."""
+        if url in self._refused:
+            return None
+        if url in answers:
+            return answers[url]
+        system, code = key
+        try:
+            async with limit:
+                self.requests += 1
+                member = await self.server.validate_code(url, system, code)
+        except FhirError as exc:
+            if exc.http_status in REFUSALS:
+                if url not in self._refused:
+                    log.warning("terminology server cannot evaluate %s: %s", url, exc.message)
+                self._refused[url] = exc.message
+                return None
+            raise _Unanswered(exc.message) from exc
+        except ValueError as exc:
+            raise _Unanswered(str(exc)) from exc
+        answers[url] = member
+        return member
 
     async def consult(
         self, resources: Iterable[dict[str, Any]], wanted: Iterable[str]

@@ -7,9 +7,8 @@ thread); every other function is pure.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -18,8 +17,9 @@ import orjson
 
 from service.candidates import Screened
 from service.criteria.model import TrialDefinition
-from service.results_csv import CSV_HEAD
-from service.sweeps.report import attrition, csv_lines
+from service.ranked_output import csv_lines
+from service.ranking import stored_next_step
+from service.sweeps.report import attrition
 from service.sweeps.store import RunInfo, SweepStore
 from service.web.views import STATUS_LABEL, FunnelRow, next_check, short_step, stored_funnel
 
@@ -85,7 +85,7 @@ def rows(screened: Screened, status: str | None) -> list[dict[str, Any]]:
             age=result.patient.age,
             sex=result.patient.sex,
             verdicts=[c.verdict for c in result.criteria],
-            next_=result.status_reason or next_check(result),
+            next_=next_check(result),
             mrn=result.patient.mrn,
         )
         for result in screened.ranked
@@ -146,12 +146,10 @@ class Stored:
 
 
 def stored(store: SweepStore, run: RunInfo, trial: TrialDefinition, status: str | None) -> Stored:
-    """The run's ranked rows (the status filter applied) and its funnel (blocking)."""
+    """The run's ranked rows (the store filters by status) and its funnel (blocking)."""
     shown = []
-    for body in store.results(run.id):
+    for body in store.results(run.id, status=status):
         result = orjson.loads(body)
-        if status is not None and result["status"] != status:
-            continue
         patient = result["patient"]
         shown.append(
             row(
@@ -164,7 +162,7 @@ def stored(store: SweepStore, run: RunInfo, trial: TrialDefinition, status: str 
                 age=patient["age"],
                 sex=patient["sex"],
                 verdicts=[c["verdict"] for c in result["criteria"]],
-                next_=result.get("status_reason") or short_step(result["next_steps"]),
+                next_=short_step(stored_next_step(result)),
                 mrn=patient.get("mrn"),
             )
         )
@@ -172,14 +170,14 @@ def stored(store: SweepStore, run: RunInfo, trial: TrialDefinition, status: str 
 
 
 def stored_csv(store: SweepStore, run: RunInfo, status: str | None) -> tuple[str, list[str]]:
-    """The run's CSV (report.csv_lines, the status filter applied) and its patients."""
-    lines = csv_lines(store, run)
-    kept = [next(lines)]
-    column = CSV_HEAD.index("status")
-    patients = []
-    for line in lines:
-        parsed = next(csv.reader([line]))
-        if status is None or parsed[column] == status:
-            kept.append(line)
-            patients.append(parsed[1])
-    return "".join(kept), patients
+    """The run's CSV (service/ranked_output.csv_lines; the store filters by status) and the
+    patients it names."""
+    patients: list[str] = []
+
+    def results() -> Iterator[dict[str, Any]]:
+        for body in store.results(run.id, status=status):
+            result = orjson.loads(body)
+            patients.append(result["patient"]["reference"])
+            yield result
+
+    return "".join(csv_lines(run.criterion_ids, results())), patients

@@ -5,14 +5,13 @@
 - `explain`: the overall status and the score in sentences (service/ranking.py's policy).
 - `funnel`: per criterion, how many patients pass / fail / are unknown / not applicable, and
   the sequential drop-off: patients still in after that criterion and all before it.
-- `candidates_csv`: the same CSV as `cohort-match screen --format csv`.
+- `candidates_csv`: the same CSV as `cohort-match screen --format csv` (one writer:
+  service/ranked_output.py).
 - `stored_funnel`: a stored sweep's funnel (service/sweeps/report.attrition) as `funnel` rows.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +21,7 @@ import orjson
 
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import CriterionResult, Evidence, PatientResult
-from service.ranking import excluded_before_criteria
-from service.results_csv import CSV_HEAD, csv_row
+from service.ranked_output import Funnel, csv_lines
 
 if TYPE_CHECKING:  # the web layer needs no sweeps machinery to be imported
     from service.sweeps.schemas import AttritionPublic
@@ -173,7 +171,12 @@ def checklist(result: PatientResult, iss: str) -> Checklist:
     return Checklist(
         inclusion=[r for r in rows if kinds[r.id] == "inclusion"],
         exclusion=[r for r in rows if kinds[r.id] == "exclusion"],
-        next_steps=list(result.next_steps),
+        # an ineligible patient's next step is why they are out, not an open check
+        next_steps=(
+            [result.next_step]
+            if result.status == "ineligible" and result.next_step
+            else list(result.next_steps)
+        ),
         problems=list(result.problems),
     )
 
@@ -222,37 +225,25 @@ def explain(result: PatientResult, trial: TrialDefinition) -> list[str]:
 
 def funnel(trial: TrialDefinition, results: Sequence[PatientResult]) -> list[FunnelRow]:
     """Protocol order; `remaining` counts patients with no fail up to and including a row.
-    A patient who is no candidate whatever the criteria say (deceased) enters no row."""
-    verdicts = [r.verdicts() for r in results]
-    still_in = [
-        not excluded_before_criteria(v, r.status) for v, r in zip(verdicts, results, strict=True)
-    ]
-    rows = []
-    for criterion in trial.criteria:
-        counts = {"pass": 0, "fail": 0, "unknown": 0, "not_applicable": 0}
-        before = sum(still_in)
-        for index, patient in enumerate(verdicts):
-            verdict = patient.get(criterion.id)
-            if verdict is None:
-                continue
-            counts[verdict] += 1
-            if verdict == "fail":
-                still_in[index] = False
-        after = sum(still_in)
-        rows.append(
-            FunnelRow(
-                id=criterion.id,
-                kind=criterion.kind,
-                text=criterion.text,
-                passed=counts["pass"],
-                failed=counts["fail"],
-                unknown=counts["unknown"],
-                not_applicable=counts["not_applicable"],
-                remaining=after,
-                dropped=before - after,
-            )
+    A patient who is no candidate whatever the criteria say (deceased) enters no row.
+    Counted by service/ranked_output.Funnel, as a sweep's stored funnel is."""
+    counter = Funnel([c.id for c in trial.criteria])
+    for result in results:
+        counter.add(result.verdicts(), result.status)
+    return [
+        FunnelRow(
+            id=criterion.id,
+            kind=criterion.kind,
+            text=criterion.text,
+            passed=step.verdicts["pass"],
+            failed=step.verdicts["fail"],
+            unknown=step.verdicts["unknown"],
+            not_applicable=step.verdicts["not_applicable"],
+            remaining=step.remaining_after,
+            dropped=step.dropped,
         )
-    return rows
+        for criterion, step in zip(trial.criteria, counter.steps(), strict=True)
+    ]
 
 
 def stored_funnel(attrition: AttritionPublic) -> list[FunnelRow]:
@@ -275,28 +266,23 @@ def stored_funnel(attrition: AttritionPublic) -> list[FunnelRow]:
 
 
 def candidates_csv(trial: TrialDefinition, ranked: Sequence[PatientResult]) -> str:
-    """The columns and values of `cohort-match screen --format csv` (report.CSV_HEAD, then
-    one verdict column per criterion in protocol order), written by the same row function."""
-    ids = [c.id for c in trial.criteria]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CSV_HEAD, *ids])
-    for result in ranked:
-        writer.writerow(csv_row(orjson.loads(orjson.dumps(result)), ids))
-    return out.getvalue()
+    """The CSV of `cohort-match screen --format csv` (service/ranked_output.csv_lines); each
+    result keeps the rank it has in the whole list (`ranked` may be filtered by status)."""
+    results = (orjson.loads(orjson.dumps(result)) for result in ranked)
+    return "".join(csv_lines([c.id for c in trial.criteria], results))
 
 
-def next_check(result: PatientResult, width: int = 60) -> str | None:
-    """The first of the patient's next steps, short: "I7.hcg: Serum hCG within 7 days..."."""
-    return short_step(result.next_steps, width)
+def next_check(result: PatientResult, width: int = 90) -> str | None:
+    """The patient's next step (ranking.next_step, as every channel shows it), cut to `width`."""
+    return short_step(result.next_step, width)
 
 
-def short_step(next_steps: Sequence[str], width: int = 60) -> str | None:
-    """`next_check` from the next steps alone (a stored result is JSON, not a PatientResult)."""
-    if not next_steps:
+def short_step(step: str | None, width: int = 90) -> str | None:
+    """A next step cut to `width` characters with an ellipsis (a stored result is JSON: its
+    step comes from ranking.stored_next_step). Cut, never reworded: the CLI cuts at 90 too."""
+    if not step:
         return None
-    text = next_steps[0].split(" (", 1)[0]
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+    return step if len(step) <= width else step[: width - 1].rstrip() + "…"
 
 
 def display_user(user: str, iss: str) -> str:

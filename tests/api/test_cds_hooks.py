@@ -146,10 +146,12 @@ def call(cds: TestClient, ehr_token: Callable[..., str]) -> Callable[..., httpx.
     return post
 
 
-def templates(cds: TestClient, ehr_token: Callable[..., str]) -> dict[str, str]:
+def templates(
+    cds: TestClient, ehr_token: Callable[..., str], service: str = SERVICE
+) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {ehr_token('/cds-services')}"}
     services = cds.get("/cds-services", headers=headers).json()["services"]
-    prefetch: dict[str, str] = services[0]["prefetch"]
+    prefetch: dict[str, str] = next(s for s in services if s["id"] == service)["prefetch"]
     return prefetch
 
 
@@ -226,14 +228,15 @@ def only_card(response: httpx.Response) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- discovery
-def test_discovery_lists_one_patient_view_service_with_prefetch_templates(
+def test_discovery_lists_a_patient_view_service_per_trial_with_prefetch_templates(
     cds: TestClient, ehr_token: Callable[..., str]
 ) -> None:
     headers = {"Authorization": f"Bearer {ehr_token('/cds-services')}"}
     response = cds.get("/cds-services", headers=headers)
     assert response.status_code == 200, response.text
-    (service,) = response.json()["services"]
-    assert service["id"] == SERVICE
+    services = {s["id"]: s for s in response.json()["services"]}
+    assert {SERVICE, "cohort-match-nct06421701"} <= set(services)
+    service = services[SERVICE]
     assert service["hook"] == "patient-view"
     assert "NCT06946485" in service["title"]
     assert "org.cohort-match.as-of" in service["description"]
@@ -468,7 +471,7 @@ def test_a_patient_the_server_does_not_know_is_412(call: Callable[..., httpx.Res
 def test_no_prefetch_and_no_fhir_server_is_412(
     cds_settings: Settings, ehr_token: Callable[..., str], fhir: RecordingFhir
 ) -> None:
-    settings = cds_settings.model_copy(update={"fhir_base_url": None, "cds_fhir_servers": ""})
+    settings = cds_settings.model_copy(update={"fhir_base_url": None, "cds_fhir_servers": ()})
     with _client(settings) as client:
         prefetch = prefetch_for(fhir, templates(client, ehr_token), "p01")
         del prefetch["conditions"]
@@ -705,7 +708,7 @@ def test_symmetric_and_unknown_keys_are_refused(cds: TestClient) -> None:
 def test_an_issuer_outside_the_allowlist_is_refused(
     cds_settings: Settings, ehr_token: Callable[..., str], fhir: RecordingFhir
 ) -> None:
-    settings = cds_settings.model_copy(update={"cds_client_issuers": "https://other-ehr.test"})
+    settings = cds_settings.model_copy(update={"cds_client_issuers": ("https://other-ehr.test",)})
     with _client(settings) as client:
         response = client.post(
             URL, json=hook("p05"), headers={"Authorization": f"Bearer {ehr_token()}"}
@@ -982,3 +985,91 @@ def test_a_prefetch_over_the_entry_cap_is_413_and_searches_nothing(
     assert response.status_code == 413, response.text
     assert "at most" in response.json()["issue"][0]["diagnostics"]
     assert fhir.requests == []
+
+
+# ---------------------------------------------------------------------------- every trial
+ALL = "cohort-match-all-trials"
+ALL_URL = f"/cds-services/{ALL}"
+
+
+def test_the_all_trials_service_is_discovered_with_every_trials_prefetch(
+    cds: TestClient, ehr_token: Callable[..., str]
+) -> None:
+    headers = {"Authorization": f"Bearer {ehr_token('/cds-services')}"}
+    services = {s["id"]: s for s in cds.get("/cds-services", headers=headers).json()["services"]}
+    every = services[ALL]
+    assert every["hook"] == "patient-view"
+    assert "NCT06421701, NCT06946485" in every["description"]
+    codes = set()
+    for key, template in every["prefetch"].items():
+        if key.startswith("observations-"):
+            assert len(template) <= MAX_TEMPLATE_CHARS
+            codes |= set(template.split("&code=")[1].split(","))
+    one = templates(cds, ehr_token)  # NCT06946485's own
+    own = set()
+    for key, template in one.items():
+        if key.startswith("observations-"):
+            own |= set(template.split("&code=")[1].split(","))
+    assert own <= codes  # every code either trial reads
+
+
+def test_one_card_lists_the_trials_the_patient_may_fit_best_first(
+    cds: TestClient,
+    call: Callable[..., httpx.Response],
+    ehr_token: Callable[..., str],
+    fhir: RecordingFhir,
+) -> None:
+    prefetch = prefetch_for(fhir, templates(cds, ehr_token, ALL), "p01")
+    card = only_card(call(hook("p01", prefetch), ALL_URL))
+    assert fhir.requests == []  # the union prefetch is enough for every trial
+    assert card["indicator"] == "warning"
+    assert card["summary"] == "May fit 2 clinical trials; best: NCT06946485 (likely eligible)"
+    lines = card["detail"].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("1. "))
+    assert "[NCT06946485](https://clinicaltrials.gov/study/NCT06946485)" in lines[first]
+    assert "**likely eligible** (score 1.00)" in lines[first]
+    assert lines[first + 1].startswith("2. [NCT06421701]")
+    assert "**possibly eligible**" in lines[first + 1]
+    assert "Next: I7.plt: Order a complete blood count." in lines[first + 1]
+    assert [json.loads(link["appContext"])["trial"] for link in card["links"]] == [
+        "NCT06946485",
+        "NCT06421701",
+    ]
+    row = state_of(cds.app).audit.recent(1)[0]
+    assert (row.action, row.trial_id, json.loads(row.patients)) == (
+        "cds-hook",
+        "*",
+        ["Patient/p01"],
+    )
+    assert row.outcome == "NCT06946485 likely_eligible, NCT06421701 possibly_eligible: card"
+    (issued,) = state_of(cds.app).cds.store.cards()
+    assert (issued.service_id, issued.trial_id, issued.status) == (ALL, "*", "likely_eligible")
+
+
+def test_no_card_when_every_trial_rules_the_patient_out(
+    call: Callable[..., httpx.Response],
+) -> None:
+    response = call(hook("p05"), ALL_URL)  # haemoglobin 58 g/L: out of both
+    assert response.status_code == 200, response.text
+    assert response.json() == {"cards": []}
+
+
+def test_feedback_on_the_all_trials_card_is_stored(
+    cds: TestClient, call: Callable[..., httpx.Response], ehr_token: Callable[..., str]
+) -> None:
+    card = only_card(call(hook("p01"), ALL_URL))
+    path = f"{ALL_URL}/feedback"
+    body = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": "s1"}],
+                "outcomeTimestamp": "2026-11-20T01:31:00Z",
+            }
+        ]
+    }
+    response = cds.post(path, json=body, headers={"Authorization": f"Bearer {ehr_token(path)}"})
+    assert response.status_code == 200, response.text
+    (stored,) = state_of(cds.app).cds.store.feedback(card["uuid"])
+    assert stored.outcome == "accepted"

@@ -22,7 +22,7 @@ def test_readyz_checks_the_fhir_server(api: TestClient, fake_fhir: FakeFhir) -> 
     )
     assert api.get("/readyz").json() == {
         "status": "ready",
-        "trials": ["NCT06946485"],
+        "trials": ["NCT06421701", "NCT06946485"],
         "fhir": "4.0.1",
     }
     fake_fhir.faults["metadata"] = lambda r: httpx.Response(503)
@@ -32,9 +32,9 @@ def test_readyz_checks_the_fhir_server(api: TestClient, fake_fhir: FakeFhir) -> 
 
 
 def test_trials_list_and_detail(api: TestClient, auth: dict[str, str]) -> None:
-    listed = api.get("/trials", headers=auth).json()
-    assert listed[0]["id"] == "NCT06946485"
-    assert listed[0]["criteria"] == 35
+    listed = {t["id"]: t for t in api.get("/trials", headers=auth).json()}
+    assert sorted(listed) == ["NCT06421701", "NCT06946485"]
+    assert listed["NCT06946485"]["criteria"] == 35
     detail = api.get("/trials/NCT06946485", headers=auth).json()
     assert [c["id"] for c in detail["criteria"]][:3] == ["I1", "I2", "I3"]
     assert detail["criteria"][0]["assessment"] == "automatic"

@@ -140,6 +140,7 @@ def test_start_follow_and_read_a_sweep(
         "verdicts": 0,
         "arrived": 0,
         "left": 0,
+        "decided": 0,
         "unchanged": 70,
     }
     named = client.get(f"/sweeps/{second['id']}/diff?against={started.id}", headers=token(READ))

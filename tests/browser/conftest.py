@@ -91,6 +91,7 @@ def app_url(
         smart_issuers=ehr.iss,
         fhir_base_url=fhir_server,  # the API the pages are compared with
         database_url=f"sqlite:///{database}",
+        smart_trial="NCT06946485",  # the trial the tests read (two are served)
     )
     with serve(app_for(settings)) as url:
         yield url

@@ -136,7 +136,7 @@ def test_coordinator_page_and_csv(page: Any, ehr: TestEhr, app_url: str, artifac
     assert page.get_by_role("heading", name="Attrition, in protocol order").is_visible()
     page.screenshot(path=str(artifacts / "cohort-page.png"), full_page=True)
 
-    with page.expect_download() as download:
+    with page.expect_download(timeout=120_000) as download:  # the CSV screens the cohort again
         page.get_by_role("link", name="Download CSV").click()
     saved = artifacts / "cohort.csv"
     download.value.save_as(str(saved))

@@ -11,6 +11,7 @@ import yaml
 
 from service.criteria.instrument import Instrument, read_instrument
 from service.criteria.model import TrialError, load_trial, valuesets_named
+from service.paths import parse_yaml
 from tests.conftest import ROOT, TRIAL_PATH, load_nct, load_terms
 
 INSTRUMENTS = ROOT / "trials" / "instruments"
@@ -124,7 +125,7 @@ def test_the_trial_reads_the_instruments_value_sets() -> None:
 def _copy_trial(tmp_path: Path, mutate_instrument: Any = None, mutate_trial: Any = None) -> Path:
     target = tmp_path / "trials"
     (target / "instruments").mkdir(parents=True)
-    raw = yaml.safe_load(TRIAL_PATH.read_text(encoding="utf-8"))
+    raw = parse_yaml(TRIAL_PATH.read_text(encoding="utf-8"))
     if mutate_trial:
         mutate_trial(raw)
     (target / "NCT.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -132,7 +133,7 @@ def _copy_trial(tmp_path: Path, mutate_instrument: Any = None, mutate_trial: Any
         shutil.copy(path, target / "instruments" / path.name)
     if mutate_instrument:
         path = target / "instruments" / "eular_acr_2019.yaml"
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
         mutate_instrument(data)
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return target / "NCT.yaml"

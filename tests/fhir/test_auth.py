@@ -98,3 +98,75 @@ async def test_token_endpoint_down_is_temporary(rsa_key: RSAKey) -> None:
 async def test_static_bearer() -> None:
     async with httpx.AsyncClient() as http:
         assert await StaticBearer("abc").header(http) == "Bearer abc"
+
+
+# ---------------------------------------------------------------- as the client's httpx.Auth
+FHIR = "http://fhir.test/fhir"
+
+
+def _token_route(*tokens: str) -> respx.Route:
+    return respx.post(TOKEN_URL).mock(
+        side_effect=[
+            httpx.Response(200, json={"access_token": t, "expires_in": 3600}) for t in tokens
+        ]
+    )
+
+
+@respx.mock
+async def test_the_client_fetches_the_token_and_signs_its_requests(rsa_key: RSAKey) -> None:
+    from service.fhir.client import FhirClient
+
+    tokens = _token_route("t1")
+    route = respx.get(f"{FHIR}/Patient/p1").respond(json={"resourceType": "Patient", "id": "p1"})
+    async with FhirClient(FHIR, auth=_auth(rsa_key)) as fhir:
+        await fhir.read("Patient", "p1")
+        await fhir.read("Patient", "p1")
+    assert tokens.call_count == 1
+    assert route.calls.last.request.headers["Authorization"] == "Bearer t1"
+
+
+@respx.mock
+async def test_a_401_gets_one_new_token_and_one_more_try(rsa_key: RSAKey) -> None:
+    from service.fhir.client import FhirClient
+
+    tokens = _token_route("old", "new", "newer")
+    route = respx.get(f"{FHIR}/Patient/p1").mock(
+        side_effect=[
+            httpx.Response(401),
+            httpx.Response(200, json={"resourceType": "Patient", "id": "p1"}),
+        ]
+    )
+    async with FhirClient(FHIR, auth=_auth(rsa_key)) as fhir:
+        assert (await fhir.read("Patient", "p1"))["id"] == "p1"
+    assert tokens.call_count == 2
+    assert [c.request.headers["Authorization"] for c in route.calls] == [
+        "Bearer old",
+        "Bearer new",
+    ]
+
+
+@respx.mock
+async def test_a_second_401_is_an_auth_error_not_a_loop(rsa_key: RSAKey) -> None:
+    from service.fhir.client import FhirClient
+
+    tokens = _token_route("old", "new", "newer")
+    route = respx.get(f"{FHIR}/Patient/p1").respond(401)
+    async with FhirClient(FHIR, auth=_auth(rsa_key)) as fhir:
+        with pytest.raises(FhirAuthError):
+            await fhir.read("Patient", "p1")
+    assert route.call_count == 2
+    assert tokens.call_count == 2
+
+
+@respx.mock
+async def test_the_token_only_goes_to_the_fhir_servers_host() -> None:
+    from service.fhir.auth import HostBound
+
+    elsewhere = respx.get("http://elsewhere.test/x").respond(200)
+    home = respx.get(f"{FHIR}/x").respond(200)
+    auth = HostBound(StaticBearer("secret"), frozenset({"fhir.test"}))
+    async with httpx.AsyncClient(auth=auth) as http:
+        await http.get("http://elsewhere.test/x")
+        await http.get(f"{FHIR}/x")
+    assert "Authorization" not in elsewhere.calls.last.request.headers
+    assert home.calls.last.request.headers["Authorization"] == "Bearer secret"

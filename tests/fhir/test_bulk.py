@@ -27,6 +27,7 @@ from service.fhir.bulk import (
     BulkFileGone,
     BulkPolicy,
     ExportProgress,
+    ExportRequest,
     _LineCounter,
     export,
     export_or_search,
@@ -37,7 +38,7 @@ from service.fhir.bulk import (
     search_to_ndjson,
 )
 from service.fhir.client import FhirClient, RetryPolicy
-from service.fhir.patient import CODES_PER_QUERY, FetchPlan
+from service.fhir.plan import CODES_PER_QUERY, FetchPlan
 
 BASE = "http://fhir.test/fhir"
 KICK_OFF = f"{BASE}/$export"
@@ -170,7 +171,7 @@ async def test_happy_path_kicks_off_polls_and_downloads(tmp_path: Path) -> None:
         result = await export(
             fhir,
             out,
-            types=["Patient", "Observation"],
+            ExportRequest.of(["Patient", "Observation"]),
             progress=seen.append,
             sleep=time.sleep,
             clock=time.clock,
@@ -217,14 +218,21 @@ async def test_transaction_time_feeds_since_as_a_utc_z_instant(tmp_path: Path) -
         2026, 11, 20, 13, 30, 0, 250000, tzinfo=timezone(timedelta(hours=5, minutes=30))
     )
     async with client() as fhir:
-        await export(fhir, tmp_path / "out", types=["Patient"], since=since, sleep=FakeTime().sleep)
+        await export(
+            fhir,
+            tmp_path / "out",
+            ExportRequest.of(["Patient"], since=since),
+            sleep=FakeTime().sleep,
+        )
     assert kick.calls.last.request.url.params["_since"] == "2026-11-20T08:00:00.250Z"
 
 
 async def test_a_naive_since_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     async with client() as fhir:
         with pytest.raises(ValueError, match="timezone-aware"):
-            await export(fhir, tmp_path / "out", types=["Patient"], since=datetime(2026, 11, 20))
+            await export(
+                fhir, tmp_path / "out", ExportRequest.of(["Patient"], since=datetime(2026, 11, 20))
+            )
     assert fhir_instant(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000Z"
 
 
@@ -236,7 +244,9 @@ async def test_post_kick_off_sends_a_parameters_resource(tmp_path: Path) -> None
     since = datetime(2026, 11, 1, tzinfo=UTC)
     async with client() as fhir:
         result = await export(
-            fhir, tmp_path / "out", types=["Patient", "Condition"], since=since, method="POST"
+            fhir,
+            tmp_path / "out",
+            ExportRequest.of(["Patient", "Condition"], since=since, method="POST"),
         )
     body = json.loads(kick.calls.last.request.content)
     assert body["resourceType"] == "Parameters"
@@ -255,7 +265,9 @@ async def test_type_filters_are_repeated_parameters(tmp_path: Path) -> None:
         "Observation?code=http://loinc.org|6690-2",
     ]
     async with client() as fhir:
-        await export(fhir, tmp_path / "out", types=["Observation"], type_filters=filters)
+        await export(
+            fhir, tmp_path / "out", ExportRequest.of(["Observation"], type_filters=filters)
+        )
     assert kick.calls.last.request.url.params.get_list("_typeFilter") == filters
 
 
@@ -284,7 +296,13 @@ async def test_retry_after_as_an_http_date_is_honoured(tmp_path: Path) -> None:
     respx.get(JOB).mock(side_effect=[running("busy", when), done(manifest([]))])
     respx.delete(JOB).respond(202)
     async with client() as fhir:
-        await export(fhir, tmp_path / "out", types=["Patient"], sleep=time.sleep, clock=time.clock)
+        await export(
+            fhir,
+            tmp_path / "out",
+            ExportRequest.of(["Patient"]),
+            sleep=time.sleep,
+            clock=time.clock,
+        )
     (waited,) = time.sleeps
     assert 28 < waited <= 30
 
@@ -296,7 +314,13 @@ async def test_polling_without_retry_after_backs_off_exponentially(tmp_path: Pat
     respx.get(JOB).mock(side_effect=[*(running("x", None) for _ in range(4)), done(manifest([]))])
     respx.delete(JOB).respond(202)
     async with client() as fhir:
-        await export(fhir, tmp_path / "out", types=["Patient"], sleep=time.sleep, clock=time.clock)
+        await export(
+            fhir,
+            tmp_path / "out",
+            ExportRequest.of(["Patient"]),
+            sleep=time.sleep,
+            clock=time.clock,
+        )
     assert time.sleeps == [1.0, 2.0, 4.0, 8.0]
 
 
@@ -318,7 +342,7 @@ async def test_429_on_polling_backs_off_and_keeps_the_job(tmp_path: Path) -> Non
         result = await export(
             fhir,
             tmp_path / "out",
-            types=["Patient"],
+            ExportRequest.of(["Patient"]),
             progress=seen.append,
             sleep=time.sleep,
             clock=time.clock,
@@ -347,7 +371,11 @@ async def test_transient_server_errors_on_polling_are_retried(tmp_path: Path) ->
     respx.delete(JOB).respond(202)
     async with client() as fhir:
         result = await export(
-            fhir, tmp_path / "out", types=["Patient"], sleep=time.sleep, clock=time.clock
+            fhir,
+            tmp_path / "out",
+            ExportRequest.of(["Patient"]),
+            sleep=time.sleep,
+            clock=time.clock,
         )
     assert result.files == ()
     assert len(time.sleeps) == 4
@@ -361,7 +389,9 @@ async def test_a_failed_job_is_a_typed_error_naming_the_job(tmp_path: Path) -> N
     respx.delete(JOB).respond(202)
     async with client() as fhir:
         with pytest.raises(BulkExportFailed) as caught:
-            await export(fhir, tmp_path / "out", types=["Patient"], sleep=FakeTime().sleep)
+            await export(
+                fhir, tmp_path / "out", ExportRequest.of(["Patient"]), sleep=FakeTime().sleep
+            )
     assert JOB in str(caught.value)
     assert "An internal timeout has occurred" in str(caught.value)
     assert caught.value.url == JOB
@@ -382,7 +412,7 @@ async def test_a_job_failing_with_a_transient_code_is_retried_then_reported(
             await export(
                 fhir,
                 tmp_path / "out",
-                types=["Patient"],
+                ExportRequest.of(["Patient"]),
                 policy=BulkPolicy(transient_retries=2),
                 sleep=FakeTime().sleep,
             )
@@ -396,7 +426,9 @@ async def test_a_job_gone_while_polling_is_a_failed_export(tmp_path: Path) -> No
     respx.delete(JOB).respond(404)
     async with client() as fhir:
         with pytest.raises(BulkExportFailed, match="gone"):
-            await export(fhir, tmp_path / "out", types=["Patient"], sleep=FakeTime().sleep)
+            await export(
+                fhir, tmp_path / "out", ExportRequest.of(["Patient"]), sleep=FakeTime().sleep
+            )
 
 
 @respx.mock
@@ -409,7 +441,12 @@ async def test_the_poll_limit_cancels_the_job_and_says_so(tmp_path: Path) -> Non
     async with client() as fhir:
         with pytest.raises(BulkExportTimeout) as caught:
             await export(
-                fhir, out, types=["Patient"], poll_limit_s=100, sleep=time.sleep, clock=time.clock
+                fhir,
+                out,
+                ExportRequest.of(["Patient"]),
+                poll_limit_s=100,
+                sleep=time.sleep,
+                clock=time.clock,
             )
     message = str(caught.value)
     assert JOB in message
@@ -431,7 +468,7 @@ async def test_a_cancelled_export_deletes_its_job(tmp_path: Path) -> None:
     delete = respx.delete(JOB).respond(202)
     async with client() as fhir:
         with pytest.raises(asyncio.CancelledError):
-            await export(fhir, tmp_path / "out", types=["Patient"], sleep=cancelled)
+            await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"]), sleep=cancelled)
     assert delete.call_count == 1
 
 
@@ -441,7 +478,7 @@ async def test_kick_off_refused_is_a_typed_error_with_the_outcome(tmp_path: Path
     respx.get(KICK_OFF).respond(400, json=outcome("not-supported", "Unsupported _type Foo"))
     async with client() as fhir:
         with pytest.raises(BulkExportFailed, match="Unsupported _type Foo"):
-            await export(fhir, tmp_path / "out", types=["Foo"])
+            await export(fhir, tmp_path / "out", ExportRequest.of(["Foo"]))
 
 
 @respx.mock
@@ -456,7 +493,7 @@ async def test_kick_off_429_is_retried_with_its_retry_after(tmp_path: Path) -> N
     respx.get(JOB).mock(return_value=done(manifest([])))
     respx.delete(JOB).respond(202)
     async with client() as fhir:
-        await export(fhir, tmp_path / "out", types=["Patient"], sleep=time.sleep)
+        await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"]), sleep=time.sleep)
     assert time.sleeps == [5.0]
 
 
@@ -465,7 +502,7 @@ async def test_a_status_url_on_another_host_is_refused(tmp_path: Path) -> None:
     respx.get(KICK_OFF).respond(202, headers={"Content-Location": "http://evil.test/status/1"})
     async with client() as fhir:
         with pytest.raises(FhirUnsafeLink, match=r"evil\.test"):
-            await export(fhir, tmp_path / "out", types=["Patient"])
+            await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"]))
 
 
 @pytest.mark.parametrize(
@@ -478,20 +515,20 @@ async def test_levels_map_to_their_endpoints(tmp_path: Path, level: str, path: s
     respx.get(JOB).mock(return_value=done(manifest([])))
     respx.delete(JOB).respond(202)
     async with client() as fhir:
-        await export(fhir, tmp_path / "out", types=["Patient"], level=level)
+        await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"], level=level))
     assert kick.call_count == 1
 
 
 async def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     async with client() as fhir:
         with pytest.raises(ValueError, match="Group id"):
-            await export(fhir, tmp_path / "a", types=["Patient"], level="../metadata")
+            await export(fhir, tmp_path / "a", ExportRequest.of(["Patient"], level="../metadata"))
         with pytest.raises(ValueError, match="not resource types"):
-            await export(fhir, tmp_path / "b", types=["Patient,Group"])
+            await export(fhir, tmp_path / "b", ExportRequest.of(["Patient,Group"]))
         (tmp_path / "c").mkdir()
         (tmp_path / "c" / "Patient-1.ndjson").write_text("{}\n")
         with pytest.raises(ValueError, match="must be empty"):
-            await export(fhir, tmp_path / "c", types=["Patient"])
+            await export(fhir, tmp_path / "c", ExportRequest.of(["Patient"]))
 
 
 # ---------------------------------------------------------------- manifest and downloads
@@ -511,7 +548,7 @@ async def test_error_files_are_parsed_and_reported(tmp_path: Path) -> None:
     respx.get(f"{FILES}/job1/errors.ndjson").respond(200, content=body)
     out = tmp_path / "out"
     async with client() as fhir:
-        result = await export(fhir, out, types=["Patient"])
+        result = await export(fhir, out, ExportRequest.of(["Patient"]))
     assert [(i.severity, i.code, i.text) for i in result.issues] == [
         ("error", "exception", "Condition export failed"),
         ("error", "processing", "Observation/o9 unreadable"),
@@ -532,7 +569,7 @@ async def test_a_count_short_of_the_manifest_is_an_error_issue(tmp_path: Path) -
     respx.get(f"{FILES}/job1/Patient.ndjson").respond(200, content=body)
     out = tmp_path / "out"
     async with client() as fhir:
-        result = await export(fhir, out, types=["Patient"])
+        result = await export(fhir, out, ExportRequest.of(["Patient"]))
     assert result.counts() == {"Patient": 2}
     (issue,) = result.issues
     assert (issue.severity, issue.code) == ("error", "incomplete")
@@ -559,7 +596,7 @@ async def test_a_download_cut_short_is_fetched_again_from_the_start(tmp_path: Pa
     )
     out = tmp_path / "out"
     async with client() as fhir:
-        result = await export(fhir, out, types=["Patient"], sleep=FakeTime().sleep)
+        result = await export(fhir, out, ExportRequest.of(["Patient"]), sleep=FakeTime().sleep)
     assert route.call_count == 3
     assert (out / "Patient-1.ndjson").read_bytes() == whole
     assert result.issues == ()
@@ -585,7 +622,7 @@ async def test_an_expired_file_kicks_the_export_off_once_more(tmp_path: Path) ->
     delete2 = respx.delete(JOB2).respond(202)
     out = tmp_path / "out"
     async with client() as fhir:
-        result = await export(fhir, out, types=["Patient", "Condition"])
+        result = await export(fhir, out, ExportRequest.of(["Patient", "Condition"]))
     assert kick.call_count == 2
     assert result.kick_offs == 2
     assert result.job == JOB2
@@ -612,7 +649,7 @@ async def test_a_file_gone_in_the_second_export_too_fails_naming_it(tmp_path: Pa
     out = tmp_path / "out"
     async with client() as fhir:
         with pytest.raises(BulkFileGone) as caught:
-            await export(fhir, out, types=["Patient"])
+            await export(fhir, out, ExportRequest.of(["Patient"]))
     assert isinstance(caught.value, FhirNotFound)
     assert f"{FILES}/job2/P.ndjson" in str(caught.value)
     assert "(Patient)" in str(caught.value)
@@ -628,7 +665,7 @@ async def test_a_download_on_another_host_is_refused(tmp_path: Path) -> None:
     )
     async with client(auth=StaticBearer("secret")) as fhir:
         with pytest.raises(FhirUnsafeLink, match=r"files\.elsewhere\.test"):
-            await export(fhir, tmp_path / "out", types=["Patient"])
+            await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"]))
     assert delete.call_count == 1
 
 
@@ -640,7 +677,7 @@ async def test_allow_hosts_admits_a_separate_file_server(tmp_path: Path) -> None
         result = await export(
             fhir,
             tmp_path / "out",
-            types=["Patient"],
+            ExportRequest.of(["Patient"]),
             allow_hosts=frozenset({"files.elsewhere.test"}),
         )
     assert result.counts() == {"Patient": 1}
@@ -658,7 +695,7 @@ async def test_downloads_carry_the_token_only_when_the_manifest_requires_it(
     download = respx.get(f"{FILES}/job1/Patient.ndjson").respond(200, content=ndjson(patient(1)))
     respx.delete(JOB).respond(202)
     async with client(auth=StaticBearer("t0k3n")) as fhir:
-        await export(fhir, tmp_path / "out", types=["Patient"])
+        await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"]))
     assert polls.calls.last.request.headers["Authorization"] == "Bearer t0k3n"
     assert polls.calls.last.request.headers["Accept"] == "application/json"
     headers = download.calls.last.request.headers
@@ -836,7 +873,7 @@ async def test_the_manifest_deleted_files_are_read_into_references(tmp_path: Pat
     respx.get(f"{FILES}/job1/del-2.ndjson").respond(200, content=ndjson(deletion_bundle()))
     since = datetime(2026, 11, 1, tzinfo=UTC)
     async with client() as fhir:
-        result = await export(fhir, tmp_path / "out", types=["Patient"], since=since)
+        result = await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"], since=since))
     assert sorted(result.deleted) == ["Condition/c1", "Observation/o2", "Observation/o3"]
     assert result.deleted_unreadable == 0
     assert result.issues == ()
@@ -858,7 +895,7 @@ async def test_an_unreadable_deletion_line_is_counted_and_reported(tmp_path: Pat
         + ndjson(deletion_bundle("Condition/c1"), put),
     )
     async with client() as fhir:
-        result = await export(fhir, tmp_path / "out", types=["Patient"])
+        result = await export(fhir, tmp_path / "out", ExportRequest.of(["Patient"]))
     assert result.deleted == ("Condition/c1",)
     assert result.deleted_unreadable == 2  # the cut line and the PUT
     (issue,) = result.errors

@@ -278,3 +278,47 @@ async def test_a_retry_warning_names_the_search_without_its_query(
     assert "/Observation?..." in warning
     assert "loinc" not in warning
     assert len(warning) < 300
+
+
+# ---------------------------------------------------------------- transaction (a write)
+@respx.mock
+async def test_a_transaction_is_posted_once_and_never_retried() -> None:
+    route = respx.post(BASE).respond(503, text="busy")
+    sleeps = Sleeps()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+    async with client(sleeps) as fhir:
+        with pytest.raises(FhirTemporaryError) as caught:
+            await fhir.transaction(bundle)
+    assert route.call_count == 1
+    assert sleeps.calls == []
+    assert caught.value.detail == "busy"
+    route.mock(side_effect=httpx.ConnectError("reset"))
+    async with client(sleeps) as fhir:
+        with pytest.raises(FhirTemporaryError):
+            await fhir.transaction(bundle)
+    assert route.call_count == 2, "a lost connection is not retried either"
+
+
+@respx.mock
+async def test_a_transaction_answer_is_returned_and_auth_carried() -> None:
+    from service.fhir.auth import StaticBearer
+
+    answer = {"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+    route = respx.post(BASE).respond(200, json=answer)
+    async with client(auth=StaticBearer("tok")) as fhir:
+        assert await fhir.transaction({"resourceType": "Bundle", "type": "transaction"}) == answer
+    request = route.calls.last.request
+    assert request.headers["Authorization"] == "Bearer tok"
+    assert request.headers["Content-Type"] == "application/fhir+json"
+
+
+@respx.mock
+async def test_a_next_link_elsewhere_is_refused_before_the_token_goes_there() -> None:
+    from service.fhir.auth import StaticBearer
+
+    respx.get(f"{BASE}/Patient").respond(
+        json=searchset([patient(1)], "http://elsewhere.test/fhir/Patient?page=2")
+    )
+    async with client(auth=StaticBearer("tok")) as fhir:
+        with pytest.raises(FhirUnsafeLink):
+            await fhir.search_all("Patient", {})

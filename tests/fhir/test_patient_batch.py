@@ -13,8 +13,9 @@ import respx
 
 from service import synthetic as syn
 from service.errors import FhirFatalError, FhirNotFound, FhirTemporaryError
+from service.fetching import fetch_patient
 from service.fhir.client import FhirClient, RetryPolicy
-from service.fhir.patient import FetchPlan, fetch_patient
+from service.fhir.plan import FetchPlan
 from service.terminology import Terminology
 from tests import factories as f
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from service.criteria.engine import evaluate
 from service.facts import PatientFacts, Problem
-from service.fhir.patient import add_resources
+from service.fetching import add_resources
 from service.mappers import MappingError, map_resource
 from tests.api.conftest import DEMO
 from tests.conftest import load_nct, load_terms

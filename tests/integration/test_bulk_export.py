@@ -12,10 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.fetching import plan_for
 from service.fhir.auth import SmartBackendAuth
-from service.fhir.bulk import ExportProgress, export, export_or_search, search_to_ndjson
+from service.fhir.bulk import (
+    ExportProgress,
+    ExportRequest,
+    export,
+    export_or_search,
+    search_to_ndjson,
+)
 from service.fhir.client import FhirClient
-from service.fhir.patient import plan_for
 from service.screening import screen
 from tests.conftest import ROOT, TRIAL_PATH, load_nct, load_terms
 from tests.integration.conftest import SmartServer
@@ -76,7 +82,9 @@ async def test_system_export_screens_like_the_demo_bundles(
     seen: list[ExportProgress] = []
     out = tmp_path / "bulk"
     async with FhirClient(fhir_server) as fhir:
-        result = await export(fhir, out, types=TYPES, progress=seen.append, poll_limit_s=120)
+        result = await export(
+            fhir, out, ExportRequest.of(TYPES), progress=seen.append, poll_limit_s=120
+        )
     assert result.counts()["Patient"] == len(demo_resources("Patient")) == 70
     assert result.counts() == expected_counts(), "every demo resource of these types, once"
     assert all(f.lines == f.expected for f in result.files), "line counts match the manifest"
@@ -91,12 +99,13 @@ async def test_an_incremental_export_since_the_last_transaction_time_is_empty(
 ) -> None:
     """`_since` works against sekmet's string comparison: UTC, milliseconds, Z."""
     async with FhirClient(fhir_server) as fhir:
-        first = await export(fhir, tmp_path / "first", types=["Patient"], poll_limit_s=60)
+        first = await export(
+            fhir, tmp_path / "first", ExportRequest.of(["Patient"]), poll_limit_s=60
+        )
         again = await export(
             fhir,
             tmp_path / "again",
-            types=["Patient"],
-            since=first.transaction_time,
+            ExportRequest.of(["Patient"], since=first.transaction_time),
             poll_limit_s=60,
         )
     assert first.counts() == {"Patient": 70}
@@ -149,7 +158,7 @@ async def test_downloads_from_the_auth_server_carry_the_token(
         result = await export(
             fhir,
             tmp_path / "bulk",
-            types=["Patient", "Condition"],
+            ExportRequest.of(["Patient", "Condition"]),
             poll_limit_s=60,
             delete_when_done=False,
         )

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from service.facts import MedicationExposure
-from service.fhir import FhirClient, fetch_patient, plan_for
+from service.fetching import fetch_patient, plan_for
+from service.fhir import FhirClient
 from service.fhir.bulk import export_or_search
 from tests.conftest import ROOT, load_nct, load_terms
 from tests.integration.conftest import fhir_server_script, free_port

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from service.criteria.model import load_trial
-from service.fhir import FhirClient, fetch_patient, plan_for
+from service.fetching import fetch_patient, plan_for
+from service.fhir import FhirClient
 from service.terminology import Terminology
 from tests.conftest import TRIAL_PATH
 from tests.integration.conftest import DEMO

@@ -83,5 +83,6 @@ def test_the_cohort_ranks_like_the_candidates_api(app: TestClient, ehr: TestEhr)
                 "score",
                 "age",
                 "sex",
+                "next_step",
             )
         }

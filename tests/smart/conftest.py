@@ -86,6 +86,8 @@ def make_settings(tmp_path: Path, ehr: TestEhr) -> Callable[..., Settings]:
             "smart_issuers": ehr.iss,
             "database_url": f"sqlite:///{tmp_path / 'app.db'}",
             "fhir_timeout_s": 5,
+            # the pages open with the trial these tests read (two are served)
+            "smart_trial": "NCT06946485",
         }
         values.update(overrides)
         return Settings(**values)

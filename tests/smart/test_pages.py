@@ -249,3 +249,34 @@ def test_pages_show_the_mrn_and_why_a_deceased_patient_is_out(
     assert "ZY20260451" in checklist
     assert "住院号" in checklist
     assert "Inclusion criteria" in checklist  # the criteria are still shown
+
+
+def test_the_checklist_lists_the_other_trials_the_patient_may_fit(
+    app: TestClient, ehr: TestEhr
+) -> None:
+    _coordinator(app, ehr)
+    page = app.get(f"/app/patient?id=p01&trial=NCT06946485&as_of={AS_OF}").text
+    section = page.split('id="other-trials"')[1].split("</section>")[0]
+    assert 'data-other-trial="NCT06421701"' in section
+    assert 'data-trial-status="possibly_eligible"' in section
+    assert "Next: I7.plt: Order a complete blood count." in section
+    assert "/app/patient?id=p01&amp;trial=NCT06421701" in section
+    assert 'data-other-trial="NCT06946485"' not in section  # the trial shown is not "other"
+    # from the other trial's checklist, the first one is listed back
+    other = app.get(f"/app/patient?id=p01&trial=NCT06421701&as_of={AS_OF}").text
+    assert 'data-other-trial="NCT06946485"' in other.split('id="other-trials"')[1]
+
+
+def test_an_ineligible_patients_page_says_why_and_lists_no_trial_it_is_out_of(
+    app: TestClient, ehr: TestEhr
+) -> None:
+    _coordinator(app, ehr)
+    page = app.get(f"/app/patient?id=p05&trial=NCT06946485&as_of={AS_OF}").text
+    steps = page.split('id="next"')[1].split("</section>")[0]
+    assert "fails I6.hgb: Hemoglobin mass concentration in blood 58 g/L" in steps
+    assert "Order" not in steps  # no test ordered for a patient already out
+    section = page.split('id="other-trials"')[1].split("</section>")[0]
+    assert "rules the patient out of every other trial" in section
+    cohort = _coordinator(app, ehr)
+    row = cohort.split('data-patient="Patient/p05"')[1].split("</tr>")[0]
+    assert "fails I6.hgb: Hemoglobin mass concentration" in row

@@ -14,7 +14,7 @@ from service.criteria.verdict import (
     TrialRef,
 )
 from service.facts import Identifier
-from service.ranking import rank
+from service.ranking import rank, result_next_step
 from service.web.views import (
     candidates_csv,
     checklist,
@@ -115,11 +115,12 @@ def test_csv_has_the_clis_columns_in_rank_order() -> None:
         "score",
         "age",
         "sex",
+        "next_step",
         *(c.id for c in trial.criteria),
     ]
     assert rows[1][:9] == ["1", "Patient/z", "", "", "likely_eligible", "", "1.0", "40", "female"]
     assert rows[2][:5] == ["2", "Patient/y", "", "", "ineligible"]
-    assert rows[2][9] == "fail"
+    assert rows[2][10] == "fail"
 
 
 def test_source_links_only_for_plain_references() -> None:
@@ -210,8 +211,8 @@ def test_annotation_units_are_not_shown() -> None:
 
 def test_next_check_and_display_user() -> None:
     result = _result("Patient/a", {}, status="likely_eligible", score=1.0)
-    result.next_steps = ["I7.hcg: Serum hCG within 7 days before enrollment (no result)"]
-    assert next_check(result) == "I7.hcg: Serum hCG within 7 days before enrollment"
+    result.next_step = "I7.hcg: Serum hCG within 7 days before enrollment (no result)"
+    assert next_check(result) == result.next_step  # the text every channel shows, uncut
     assert next_check(result, width=12) == "I7.hcg: Ser…"
     assert display_user(f"{ISS}/Practitioner/1", ISS) == "Practitioner/1"
     assert display_user("Practitioner/1", ISS) == "Practitioner/1"
@@ -278,3 +279,18 @@ def test_csv_carries_the_mrn_identifiers_and_status_reason() -> None:
     assert rows[0]["identifiers"] == "MR ZY1; card 9"
     assert rows[0]["status_reason"] == result.status_reason
     assert rows[0]["status"] == "ineligible"
+
+
+def test_the_checklist_tells_an_ineligible_patient_why_not_what_to_order() -> None:
+    out = _result(
+        "Patient/a", {"I6.hgb": "fail", "I6.lvef": "unknown"}, status="ineligible", score=0
+    )
+    out.next_steps = ["I6.lvef: Order an echocardiogram (LVEF). (no result)"]
+    out.next_step = result_next_step(out)
+    assert out.next_step == "fails I6.hgb: why"
+    assert checklist(out, ISS).next_steps == ["fails I6.hgb: why"]
+    open_ = _result("Patient/b", {"I6.lvef": "unknown"}, status="possibly_eligible", score=0.9)
+    open_.next_steps = ["I6.lvef: Order an echocardiogram (LVEF). (no result)"]
+    open_.next_step = result_next_step(open_)
+    assert checklist(open_, ISS).next_steps == open_.next_steps
+    assert next_check(open_) == open_.next_steps[0]

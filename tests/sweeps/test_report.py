@@ -69,7 +69,7 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
     exported = "".join(csv_lines(store, run))
     assert exported == screened.stdout
     header = exported.splitlines()[0].split(",")
-    assert header[:9] == [
+    assert header[:10] == [
         "rank",
         "patient",
         "mrn",
@@ -79,9 +79,26 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
         "score",
         "age",
         "sex",
+        "next_step",
     ]
-    assert header[9:] == run.criterion_ids  # one column per criterion verdict
+    assert header[10:] == run.criterion_ids  # one column per criterion verdict
     assert len(exported.splitlines()) == 71
+
+
+def test_results_filtered_by_status_in_the_store_keep_their_ranks(
+    done: tuple[SweepStore, RunInfo],
+) -> None:
+    store, run = done
+    everyone = _results(store, run)
+    for status in ("likely_eligible", "possibly_eligible", "ineligible"):
+        kept = [orjson.loads(body) for body in store.results(run.id, status=status)]
+        assert kept
+        assert kept == [r for r in everyone if r["status"] == status]  # ranks of the whole run
+    exported = "".join(csv_lines(store, run, status="ineligible")).splitlines()
+    assert exported[0] == next(csv_lines(store, run)).rstrip("\n")
+    assert [line.split(",")[0] for line in exported[1:]] == [
+        str(r["rank"]) for r in everyone if r["status"] == "ineligible"
+    ]
 
 
 def test_fhir_export_is_a_valid_r4_bundle_of_the_candidates(

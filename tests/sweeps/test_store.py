@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
 
@@ -25,11 +23,12 @@ from service.sweeps.store import (
     MIGRATIONS,
     RUNS,
     VERSION_TABLE,
-    Base,
     RunSpec,
     abandoned_reason,
     process_alive,
 )
+from tests.db.legacy_schema import HEAD
+from tests.db.legacy_schema import schema_differences as db_schema_differences
 from tests.sweeps.conftest import AS_OF, TRIAL, sweep
 
 SPEC = RunSpec(
@@ -45,9 +44,7 @@ SPEC = RunSpec(
 
 
 def schema_differences(store: SweepStore) -> list[object]:
-    with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return list(compare_metadata(context, Base.metadata))
+    return db_schema_differences(store.engine)
 
 
 def test_migrations_create_the_schema_the_models_describe(store: SweepStore) -> None:
@@ -56,7 +53,7 @@ def test_migrations_create_the_schema_the_models_describe(store: SweepStore) -> 
     assert {"sweep_runs", "sweep_results", VERSION_TABLE} <= tables
     assert "alembic_version" not in tables  # never collides with another component's
     with store.engine.connect() as conn:
-        assert conn.scalar(text("select version_num from sweeps_alembic_version")) == "0002"
+        assert conn.scalar(text(f"select version_num from {VERSION_TABLE}")) == HEAD  # noqa: S608
         index = conn.scalar(
             text("select sql from sqlite_master where name = 'ix_sweep_runs_one_running'")
         )

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.config import get_settings
+from service.paths import parse_yaml
 from service.vocab.definition import RXNORM, SNOMED
 from service.vocab.expansion import read_rows
 
@@ -32,7 +33,7 @@ def tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     }
     for name, definition in definitions.items():
         path = root / "valuesets" / f"{name}.yaml"
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+        meta = parse_yaml(path.read_text(encoding="utf-8"))
         meta["definition"] = definition
         path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     csv = root / "valuesets" / "cyclophosphamide.csv"
@@ -101,7 +102,7 @@ def test_errors_are_one_line(tables: Path) -> None:
 
 def test_a_refused_entry_exits_1_and_removes_nothing(tables: Path) -> None:
     path = tables / "valuesets" / "sle.yaml"
-    meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    meta = parse_yaml(path.read_text(encoding="utf-8"))
     meta["definition"]["include"].append({"system": SNOMED, "ecl": ">> 55464009"})
     path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     result = runner.invoke(app, ["terminology", "expand", "sle", "--rf2", str(DATA / "rf2")])

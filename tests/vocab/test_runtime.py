@@ -23,9 +23,10 @@ from service.config import Settings
 from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition, load_trial
 from service.facts import PatientFacts
+from service.fetching import map_records
 from service.fhir.client import RetryPolicy
-from service.fhir.patient import map_records
 from service.main import create_app
+from service.paths import parse_yaml
 from service.terminology import Terminology
 from service.vocab.definition import SNOMED, Entry
 from service.vocab.fhir_tx import TerminologyServer, TxReader
@@ -74,7 +75,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "terminology", root)
     for name, definition in DEFINITIONS.items():
         path = root / "valuesets" / f"{name}.yaml"
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+        meta = parse_yaml(path.read_text(encoding="utf-8"))
         meta["definition"] = definition
         path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     # The shipped tables are wide and already hold these deeper codes: take them out, so the
@@ -98,7 +99,7 @@ def refusing_tables(tables: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     }
     for name, definition in definitions.items():
         path = root / "valuesets" / f"{name}.yaml"
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+        meta = parse_yaml(path.read_text(encoding="utf-8"))
         meta["definition"] = definition
         path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     return root

@@ -26,7 +26,9 @@ def page(patient: str) -> str:
         iss=ISS,
         show_banner=False,
     )
-    return render("patient.html", **context)
+    # No other trial served: the page's "other trials" partial (web/other_trials.py) is empty.
+    other = {"other_trials": [], "other_ruled_out": 0, "other_served": 0}
+    return render("patient.html", **context, **other)
 
 
 class Tables(HTMLParser):

@@ -63,9 +63,11 @@ def screen_command(
     ] = None,
 ) -> None:
     """Screen every patient in the data and print the ranked candidate list."""
+    from service.screening import ScreenOptions
+
     settings = get_settings()
     day = parse_day(as_of)
-    run = screen_population(settings, trial, data, day, workers=workers)
+    run = screen_population(settings, trial, data, day, options=ScreenOptions(workers=workers))
     try:
         render.report_errors(run)
         if output is Format.json:

@@ -7,7 +7,9 @@ these commands runs, never by `--help` or `screen`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -29,6 +31,7 @@ from service.errors import ServiceError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from service.screening import Screener
     from service.sweeps import RunInfo, Source, SweepRunner, SweepStore
 
 __all__ = ["diff_command", "export_command", "runs_command", "sweep_command"]
@@ -74,6 +77,25 @@ def _sweep_source(settings: Settings, source: str | None, data: Path | None) -> 
         raise fail(exc.message) from None
 
 
+class Engine(StrEnum):
+    local = "local"
+    spark = "spark"
+
+
+def _screener(engine: Engine, master: str | None) -> Screener:
+    """The screen a sweep runs: this machine's worker processes, or the Spark job."""
+    if engine is Engine.local:
+        from service.screening import screen
+
+        return screen
+    try:
+        from service.spark import spark_screen
+        from service.spark.job import session
+    except ImportError:
+        raise fail("--engine spark needs pyspark: pip install 'cohort-match[spark]'") from None
+    return functools.partial(spark_screen, spark=session(master))
+
+
 def _who() -> str:
     import getpass
 
@@ -102,6 +124,18 @@ def sweep_command(
             "last run's snapshot.",
         ),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="local: worker processes on this machine; spark: the Spark job "
+            "(pip install 'cohort-match[spark]'; master from --spark-master or spark-submit).",
+        ),
+    ] = Engine.local,
+    spark_master: Annotated[
+        str | None,
+        typer.Option("--spark-master", help="With --engine spark: e.g. local[4], yarn."),
+    ] = None,
 ) -> None:
     """Sweep a trial's population into the run store; print counts, the funnel and what
     changed since the previous run. Default source: COHORT_MATCH_SWEEP_DATA_DIR, else
@@ -116,7 +150,7 @@ def sweep_command(
     where = _sweep_source(settings, source, data)
     store = _store(settings)
     try:
-        runner = SweepRunner(settings, store)
+        runner = SweepRunner(settings, store, screener=_screener(engine, spark_master))
         try:
             run_id = runner.begin(trial, day, where, _who(), full=full)
         except ServiceError as exc:

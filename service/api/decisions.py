@@ -1,0 +1,120 @@
+"""The coordinator's decisions for a patient and a trial (service/worklist/).
+
+    POST /trials/{trial_id}/patients/{patient_id}/decisions   record one (201)
+    GET  /trials/{trial_id}/patients/{patient_id}/decisions   the history, oldest first
+
+Scopes: `cohort-match/decisions.write` to record, `cohort-match/decisions.read` to read
+(`cohort-match/*.read` grants reading, never writing). Every call is audited; a decision is
+stored only once its call's audit row is in, so no decision is ever unaudited. Who is the
+token's subject and when is the app clock: neither is taken from the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+
+from service.api.deps import Audit, audited, scoped
+from service.api.state import State
+from service.candidates import patient_id as fhir_patient_id
+from service.errors import Unprocessable
+from service.security import Principal
+from service.worklist.model import Decision, current, open_decision
+from service.worklist.schemas import DecisionCreate, DecisionHistoryPublic, DecisionPublic
+
+__all__ = ["READ", "WRITE", "router"]
+
+READ, WRITE = "cohort-match/decisions.read", "cohort-match/decisions.write"
+PATH = "/trials/{trial_id}/patients/{patient_id}/decisions"
+
+router = APIRouter(tags=["worklist"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/fhir+json": {}}}
+    for code, text in {
+        400: "Not a FHIR patient id (OperationOutcome)",
+        401: "No or invalid bearer token",
+        403: "Token lacks the scope",
+        404: "Unknown trial",
+        422: "Body does not match the schema, an unknown criterion, or a date not ahead",
+        503: "The call could not be audited",
+    }.items()
+}
+PatientId = Annotated[str, Path(description='The patient\'s FHIR id ("p01")')]
+
+
+@router.post(
+    PATH,
+    summary="Record a decision",
+    status_code=201,
+    response_model=DecisionPublic,
+    responses=ERRORS,
+    dependencies=[audited("decision")],
+)
+async def record_decision(
+    trial_id: str,
+    patient_id: PatientId,
+    state: State,
+    caller: Annotated[Principal, Depends(scoped(WRITE))],
+    audit: Audit,
+    body: DecisionCreate,
+) -> DecisionPublic:
+    """Record what the coordinator did with the patient for this trial. The history is kept:
+    a new decision supersedes the current one, nothing is overwritten."""
+    trial = state.trial(trial_id)
+    reference = f"Patient/{fhir_patient_id(patient_id)}"
+    audit.patients = [reference]
+    if body.criterion is not None and body.criterion not in {c.id for c in trial.criteria}:
+        raise Unprocessable(f"criterion {body.criterion!r} is not a criterion of {trial_id}")
+    if body.until is not None and body.until <= state.today():
+        raise Unprocessable(f"until {body.until} is not after today ({state.today()})")
+    decision = Decision(
+        trial_id=trial_id,
+        patient=reference,
+        state=body.state,
+        subject=caller.subject,
+        client_id=caller.client_id,
+        at=state.clock.now(),
+        note=body.note,
+        criterion=body.criterion,
+        until=body.until,
+    )
+    audit.outcome = f"recorded {body.state}"
+
+    # Stored once the audit row is in (deps.audited): a call whose audit fails stores nothing.
+    def store() -> None:
+        state.decisions.record(decision)
+
+    audit.then(store)
+    return DecisionPublic.of(decision)
+
+
+@router.get(
+    PATH,
+    summary="A patient's decisions for a trial",
+    response_model=DecisionHistoryPublic,
+    responses=ERRORS,
+    dependencies=[audited("decisions")],
+)
+async def decision_history(
+    trial_id: str,
+    patient_id: PatientId,
+    state: State,
+    _caller: Annotated[Principal, Depends(scoped(READ))],
+    audit: Audit,
+) -> DecisionHistoryPublic:
+    """Every decision recorded for the patient and trial, oldest first, and the current one."""
+    state.trial(trial_id)
+    reference = f"Patient/{fhir_patient_id(patient_id)}"
+    audit.patients = [reference]
+    history = await asyncio.to_thread(state.decisions.history, trial_id, reference)
+    latest = current(history)
+    audit.outcome = f"{len(history)} decisions"
+    return DecisionHistoryPublic(
+        trial=trial_id,
+        patient=reference,
+        current=DecisionPublic.of(latest) if latest else None,
+        open=open_decision(history, state.today()) is not None,
+        decisions=[DecisionPublic.of(d) for d in history],
+    )

@@ -1,0 +1,243 @@
+"""A FHIR source's population for a sweep, in full or only what changed.
+
+incremental_base(...)    pure: the snapshot an incremental run can start from, or why the
+                         run exports in full (one reason per case)
+fetch_population(...)    the population into a new snapshot, by `exporter`
+export_population(...)   the default exporter: Bulk export, or searches where the server
+                         has no $export; with `since`, deletions from the manifest and
+                         type-level history
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.config import Settings
+from service.criteria.model import TrialDefinition
+from service.errors import FhirFatalError
+from service.fetching import plan_for
+from service.fhir import FetchPlan, FhirClient
+from service.fhir.bulk import (
+    ExportProgress,
+    ExportResult,
+    export_or_search,
+    fhir_instant,
+    plan_types,
+)
+from service.fhir.history import deleted_since
+from service.mappers import relevant
+from service.sweeps.heartbeat import Progress
+from service.sweeps.snapshot import SnapshotInfo, Snapshots, snapshot_key
+from service.sweeps.store import COMPLETED, RunInfo, RunMode
+from service.terminology import Terminology
+from service.upstream import fhir_auth
+
+__all__ = [
+    "Export",
+    "Exporter",
+    "Fetched",
+    "export_population",
+    "fetch_population",
+    "incremental_base",
+]
+
+log = logging.getLogger("service.sweeps.runner")
+
+
+@dataclass
+class Export:
+    """What an exporter wrote: the files (and the export's issues), and the deletions."""
+
+    result: ExportResult
+    deleted: frozenset[str]  # `Type/id` removed since the snapshot (manifest and history)
+    problems: list[str]
+
+
+# (run, plan, level, out, progress, since) -> Export: the population of `run.source` into
+# `out`; with `since`, only what changed after that snapshot, and what was deleted.
+Exporter = Callable[[RunInfo, FetchPlan, str, Path, Progress, SnapshotInfo | None], Export]
+
+
+@dataclass
+class Fetched:
+    """The population of a run, ready to screen, and how it was obtained."""
+
+    data: Path
+    mode: RunMode
+    transaction_time: dt.datetime | None = None
+    problems: list[str] = field(default_factory=list)
+    errors: int = 0
+    snapshots: Snapshots | None = None  # promote this run's snapshot once it completed
+
+
+def incremental_base(
+    *,
+    requested_mode: str | None,
+    incremental: bool,
+    export_level: str,
+    latest: tuple[Path, SnapshotInfo] | None,
+    earlier: RunInfo | None,
+    now: dt.datetime,
+    full_after_days: float,
+) -> tuple[tuple[Path, SnapshotInfo] | None, str]:
+    """The snapshot an incremental run can start from, or None and why the run exports in
+    full. `latest` is the newest snapshot for this source, trial and code tables; `earlier`
+    the run that made it (None: that run is gone)."""
+    if requested_mode == "full":
+        return None, "full export requested"
+    if not incremental:
+        return None, "incremental sweeps are off (COHORT_MATCH_SWEEP_INCREMENTAL)"
+    if export_level == "group":
+        # a patient who joined the Group brings records older than `_since`
+        return None, "Group-level exports are always full"
+    if latest is None:
+        return None, "no snapshot of an earlier run with this source, trial and code tables"
+    info = latest[1]
+    if earlier is None:
+        return None, f"the run of the snapshot ({info.run_id}) is gone"
+    if earlier.status != COMPLETED or earlier.transaction_time != info.transaction_time:
+        return None, f"the snapshot of run {info.run_id} does not match its run"
+    if not info.reusable:
+        return None, f"run {info.run_id} received records it could not identify"
+    age = now - info.full_export_time
+    if age > dt.timedelta(days=full_after_days):
+        return None, (
+            f"the last full export is {age.days} days old "
+            f"(COHORT_MATCH_SWEEP_FULL_AFTER_DAYS={full_after_days:g})"
+        )
+    return latest, ""
+
+
+def fetch_population(
+    run: RunInfo,
+    trial: TrialDefinition,
+    terms: Terminology,
+    settings: Settings,
+    exporter: Exporter,
+    choose: Callable[[Snapshots], tuple[tuple[Path, SnapshotInfo] | None, str]],
+    tmp: Path,
+    tracker: Progress,
+) -> Fetched:
+    """The population from the FHIR server into a new snapshot: what changed since the
+    last run's snapshot when one can be used, else a full export."""
+    level: str = settings.sweep_export_level
+    if level == "group":
+        assert settings.sweep_export_group
+        level = settings.sweep_export_group
+    plan = plan_for(trial, terms)
+    key = snapshot_key(run.source, level, trial.id, trial.version, terms.version, plan.other_types)
+    snapshots = Snapshots(settings.snapshot_root(), trial.id, key)
+    base, why_full = choose(snapshots)
+    builder = snapshots.start(run.id)
+    try:
+        delta: Export | None = None
+        if base is not None:
+            try:
+                delta = exporter(run, plan, level, tmp / "delta", tracker, base[1])
+            except FhirFatalError as exc:
+                if exc.http_status not in (400, 422):
+                    raise
+                # e.g. a server that refuses _since (or _lastUpdated) with strict handling
+                log.warning("sweep run %d: incremental export refused: %s", run.id, exc)
+                why_full = f"the server refused the incremental request: {exc.message}"
+                delta = None
+            if delta is not None and delta.result.deleted_unreadable:
+                why_full = "the server's list of deleted resources was unreadable"
+                delta = None
+        export = delta or exporter(run, plan, level, tmp / "export", tracker, None)
+        tracker("snapshot", 0, 0)
+        counts = builder.take(
+            export.result.out_dir,
+            functools.partial(relevant, terms=terms),
+            base[0] if delta is not None and base is not None else None,
+            export.deleted,
+        )
+        transaction_time = export.result.transaction_time
+        if delta is not None and base is not None:
+            full_time = base[1].full_export_time
+            mode = RunMode(
+                "incremental",
+                based_on=base[1].run_id,
+                changes={"since": base[1].transaction_time.isoformat(), **counts.as_dict()},
+            )
+        else:
+            full_time = transaction_time
+            mode = RunMode("full", changes={"reason": why_full, **counts.as_dict()})
+        builder.finish(
+            SnapshotInfo(
+                run.id,
+                key,
+                transaction_time,
+                full_time,
+                counts.kept + counts.carried,
+                reusable=counts.untracked == 0,
+            )
+        )
+    except BaseException:
+        snapshots.discard(run.id)
+        raise
+    problems = [*export.problems, *(str(e) for e in builder.errors)]
+    return Fetched(
+        builder.path,
+        mode,
+        transaction_time=transaction_time,
+        problems=problems,
+        errors=export.result.issue_count + counts.unreadable,
+        snapshots=snapshots,
+    )
+
+
+def export_population(
+    settings: Settings,
+    run: RunInfo,
+    plan: FetchPlan,
+    level: str,
+    out: Path,
+    tracker: Progress,
+    since: SnapshotInfo | None,
+) -> Export:
+    """Bulk export (or searches) of what the trial needs into `out`; with `since`, only
+    what changed after that snapshot, and what was deleted.
+
+    Issues in the export's error files are kept with the run as problems and counted as
+    errors; the run still completes (as a screen of files does with unreadable records).
+    """
+    moment = since.transaction_time if since is not None else None
+
+    def report(step: ExportProgress) -> None:
+        tracker("export", step.done, step.total)
+
+    async def run_export() -> Export:
+        async with FhirClient(
+            run.source,
+            auth=fhir_auth(settings, run.source),
+            timeout_s=settings.fhir_timeout_s,
+            page_size=settings.fhir_page_size,
+        ) as client:
+            result = await export_or_search(
+                client, out, plan, level=level, since=moment, progress=report
+            )
+            deleted = set(result.deleted)
+            if moment is not None:
+                history = await deleted_since(
+                    client, plan_types(plan), moment, fhir_instant(moment)
+                )
+                deleted |= history.references
+        log.info(
+            "sweep run %d: %s%s gave %s, %d deletion(s)",
+            run.id,
+            result.method,
+            " since " + moment.isoformat() if moment else "",
+            result.counts() or "nothing",
+            len(deleted),
+        )
+        return Export(result, frozenset(deleted), [str(i) for i in result.issues])
+
+    tracker("export", 0, 0)
+    return asyncio.run(run_export())
