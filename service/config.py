@@ -219,6 +219,9 @@ class Settings(BaseSettings):
     smart_trial: str | None = None  # the trial the pages open with; unset, the first served
     smart_session_ttl_s: int = 8 * 3600  # a page session, however often its token is refreshed
     smart_launch_ttl_s: int = 600  # from /launch to /callback
+    # The patient's record in the EHR, linked from the pages: a URL where `{id}` stands for
+    # the FHIR Patient id (https://ehr.example.org/chart?patient={id}). Unset: no link.
+    ehr_patient_url: str | None = None
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:
@@ -233,6 +236,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "COHORT_MATCH_TERMINOLOGY_URL must be an http(s) URL "
                 f"(got {self.terminology_url!r})"
+            )
+        if self.ehr_patient_url is not None and not (
+            self.ehr_patient_url.lower().startswith(("http://", "https://"))
+            and "{id}" in self.ehr_patient_url
+        ):
+            raise ValueError(
+                "COHORT_MATCH_EHR_PATIENT_URL must be an http(s) URL with {id} in it "
+                f"(got {self.ehr_patient_url!r})"
             )
         if self.fhir_auth == "bearer" and self.fhir_token is None:
             raise ValueError("COHORT_MATCH_FHIR_AUTH=bearer needs COHORT_MATCH_FHIR_TOKEN")

@@ -73,6 +73,7 @@ class Demographics:
     deceased: bool = False  # deceasedBoolean true or any deceasedDateTime
     deceased_date: date | None = None
     identifiers: tuple[Identifier, ...] = ()
+    name: str | None = None  # as a coordinator reads it (mappers/patient.display_name)
 
 
 @dataclass(frozen=True, slots=True)

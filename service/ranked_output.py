@@ -52,11 +52,12 @@ __all__ = [
 
 STATUSES = ("likely_eligible", "possibly_eligible", "ineligible")
 VERDICTS = ("pass", "fail", "unknown", "not_applicable")
-# `mrn` and `identifiers` so a coordinator finds the chart; `status_reason` says why a
+# `name`, `mrn` and `identifiers` so a coordinator finds the chart; `status_reason` says why a
 # patient is ineligible apart from the criteria (deceased); `next_step` is ranking.next_step.
 CSV_HEAD = [
     "rank",
     "patient",
+    "name",
     "mrn",
     "identifiers",
     "status",
@@ -127,6 +128,7 @@ def csv_row(result: Mapping[str, Any], ids: Sequence[str]) -> list[Any]:
     return [
         result["rank"],
         patient["reference"],
+        patient.get("name") or "",
         patient.get("mrn") or "",
         identifiers_text(patient.get("identifiers") or ()),
         result["status"],

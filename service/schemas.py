@@ -148,6 +148,9 @@ class PatientPublic(_Public):
         False, description="Died on or before as_of (or recorded deceased without a date)"
     )
     deceased_date: dt.date | None = None
+    name: str | None = Field(
+        None, description="Patient.name in one line (official, else usual); null when not sent"
+    )
 
 
 class PatientResultPublic(_Public):

@@ -128,7 +128,7 @@ def test_a_second_trial_needs_only_a_file(monkeypatch: pytest.MonkeyPatch) -> No
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0])[10:] == ["I1", "I2", "I3", "E1"]
+    assert list(rows[0])[11:] == ["I1", "I2", "I3", "E1"]
     p01 = next(r for r in rows if r["patient"] == "Patient/p01")
     assert p01["status"] == "likely_eligible"
 

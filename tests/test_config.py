@@ -28,3 +28,12 @@ def test_comma_lists_default_empty_and_accept_sequences() -> None:
 def test_each_cds_server_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         Settings(cds_fhir_servers="https://ok.test, ftp://not-ok.test")
+
+
+def test_the_ehr_patient_url_is_http_with_the_id() -> None:
+    url = "https://ehr.test/chart?patient={id}"
+    assert Settings(ehr_patient_url=url).ehr_patient_url == url
+    assert Settings().ehr_patient_url is None
+    for bad in ("https://ehr.test/chart", "javascript:alert({id})"):
+        with pytest.raises(ValueError, match="COHORT_MATCH_EHR_PATIENT_URL"):
+            Settings(ehr_patient_url=bad)

@@ -42,6 +42,7 @@ def _result(reference: str, status: str = "likely_eligible", **patient: Any) -> 
             patient.get("sex", "female"),
             patient.get("identifiers", ()),
             patient.get("mrn"),
+            name=patient.get("name"),
         ),
         date(2026, 11, 20),
         status,  # type: ignore[arg-type]
@@ -148,6 +149,7 @@ def test_csv_header_rows_and_quoting() -> None:
         "ineligible",
         identifiers=(Identifier("0012,345", type="MR"), Identifier('88 "2"', label="Passport")),
         mrn="0012,345",
+        name="Doe, Jane",
         sex=None,
         age=None,
         status_reason="deceased on 2026-01-02",
@@ -159,19 +161,20 @@ def test_csv_header_rows_and_quoting() -> None:
     text = "".join(csv_lines(["A", "B"], results))
     lines = text.split("\n")
     assert lines[0] == (
-        "rank,patient,mrn,identifiers,status,status_reason,score,age,sex,next_step,A,B"
+        "rank,patient,name,mrn,identifiers,status,status_reason,score,age,sex,next_step,A,B"
     )
-    assert lines[1] == "1,Patient/b,,,likely_eligible,,1.0,40,female,,pass,unknown"
+    assert lines[1] == "1,Patient/b,,,,likely_eligible,,1.0,40,female,,pass,unknown"
     # QUOTE_MINIMAL: a comma or a quote in a cell quotes it, quotes doubled; "\n" line ends
     assert lines[2] == (
-        '2,Patient/a,"0012,345","MR 0012,345; Passport 88 ""2""",ineligible,'
+        '2,Patient/a,"Doe, Jane","0012,345","MR 0012,345; Passport 88 ""2""",ineligible,'
         "deceased on 2026-01-02,0.0,,,deceased on 2026-01-02,pass,unknown"
     )
     assert text.endswith("\n")
     assert "\r" not in text
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == [*CSV_HEAD, "A", "B"]
-    assert rows[2][3] == 'MR 0012,345; Passport 88 "2"'
+    assert rows[2][2] == "Doe, Jane"
+    assert rows[2][4] == 'MR 0012,345; Passport 88 "2"'
 
 
 def test_funnel_drops_on_fail_only_and_sets_the_deceased_apart() -> None:

@@ -74,7 +74,7 @@ def test_wheel_screens_the_demo_outside_the_checkout(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     rows = done.stdout.splitlines()
-    assert rows[0].startswith("rank,patient,mrn,identifiers,status,status_reason,score")
+    assert rows[0].startswith("rank,patient,name,mrn,identifiers,status,status_reason,score")
     assert len(rows) > 30
     assert (
         "site-packages"

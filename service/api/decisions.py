@@ -6,30 +6,37 @@
 Scopes: `cohort-match/decisions.write` to record, `cohort-match/decisions.read` to read
 (`cohort-match/*.read` grants reading, never writing). Every call is audited; a decision is
 stored only once its call's audit row is in, so no decision is ever unaudited. Who is the
-token's subject and when is the app clock: neither is taken from the body.
+token's subject and when is the app clock: neither is taken from the body. Its `basis` is the
+patient's result in the trial's latest completed sweep (what `returns_as_new` compares with).
+The pages record decisions through `new_decision` too (service/api/pages.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.api.deps import Audit, audited, scoped
 from service.api.state import State
+from service.app_state import AppState
 from service.candidates import patient_id as fhir_patient_id
+from service.criteria.model import TrialDefinition
 from service.errors import Unprocessable
 from service.security import Principal
-from service.worklist.model import Decision, current, open_decision
+from service.worklist.model import Decision, Screened, current, open_decision
 from service.worklist.schemas import DecisionCreate, DecisionHistoryPublic, DecisionPublic
 
-__all__ = ["READ", "WRITE", "router"]
+__all__ = ["READ", "WRITE", "basis", "new_decision", "router"]
 
 READ, WRITE = "cohort-match/decisions.read", "cohort-match/decisions.write"
 PATH = "/trials/{trial_id}/patients/{patient_id}/decisions"
 
 router = APIRouter(tags=["worklist"])
+log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/fhir+json": {}}}
     for code, text in {
@@ -42,6 +49,48 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 PatientId = Annotated[str, Path(description='The patient\'s FHIR id ("p01")')]
+
+
+def basis(state: AppState, trial_id: str, reference: str) -> Screened | None:
+    """The screen a decision is made on: the patient's result in the trial's latest completed
+    sweep that kept its results (blocking), None when no sweep screened them or the store
+    cannot be read (the decision then stands until a newer one: `returns_as_new`)."""
+    try:
+        found = state.sweeps.store.latest_result(trial_id, reference)
+    except SQLAlchemyError:
+        log.warning("decision basis: could not read the sweep store", exc_info=True)
+        return None
+    return None if found is None else Screened(found.status, found.verdicts)
+
+
+async def new_decision(
+    state: AppState,
+    trial: TrialDefinition,
+    reference: str,
+    body: DecisionCreate,
+    *,
+    subject: str,
+    client_id: str | None,
+) -> Decision:
+    """The decision `body` asks for, checked against the trial and the clock, with who, when
+    and its `basis`: the one way the API and the pages make a decision. Unprocessable for a
+    criterion the trial does not have or a not-now date not after today."""
+    if body.criterion is not None and body.criterion not in {c.id for c in trial.criteria}:
+        raise Unprocessable(f"criterion {body.criterion!r} is not a criterion of {trial.id}")
+    if body.until is not None and body.until <= state.today():
+        raise Unprocessable(f"until {body.until} is not after today ({state.today()})")
+    return Decision(
+        trial_id=trial.id,
+        patient=reference,
+        state=body.state,
+        subject=subject,
+        client_id=client_id,
+        at=state.clock.now(),
+        note=body.note,
+        criterion=body.criterion,
+        until=body.until,
+        basis=await asyncio.to_thread(basis, state, trial.id, reference),
+    )
 
 
 @router.post(
@@ -65,20 +114,8 @@ async def record_decision(
     trial = state.trial(trial_id)
     reference = f"Patient/{fhir_patient_id(patient_id)}"
     audit.patients = [reference]
-    if body.criterion is not None and body.criterion not in {c.id for c in trial.criteria}:
-        raise Unprocessable(f"criterion {body.criterion!r} is not a criterion of {trial_id}")
-    if body.until is not None and body.until <= state.today():
-        raise Unprocessable(f"until {body.until} is not after today ({state.today()})")
-    decision = Decision(
-        trial_id=trial_id,
-        patient=reference,
-        state=body.state,
-        subject=caller.subject,
-        client_id=caller.client_id,
-        at=state.clock.now(),
-        note=body.note,
-        criterion=body.criterion,
-        until=body.until,
+    decision = await new_decision(
+        state, trial, reference, body, subject=caller.subject, client_id=caller.client_id
     )
     audit.outcome = f"recorded {body.state}"
 

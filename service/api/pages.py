@@ -10,6 +10,11 @@
   decides which), saying "From sweep #N ... — screen now"; otherwise (or with `fresh=1`)
   screened on demand (service/candidates.py), the page streaming a progress line per batch.
   Needs a session with user-level scopes (a standalone launch as a practitioner).
+- `POST /app/decisions`: a decision form of those pages (service/web/worklist.py): checks the
+  form's CSRF token against the page session, records the decision as the API does
+  (service/api/decisions.new_decision; who is the session's user), audited, then redirects
+  back to the page (POST-redirect-GET). The cohort page lists patients with an open decision
+  apart from the new candidates; the patient page shows the decisions for its trial.
 - `/app/cohort.csv?trial=[&status=&as_of=&fresh=1&sweep=N]`: the ranked list as
   `cohort-match screen --format csv` writes it, from the same source the page chose (the
   page's link names its sweep, so a sweep completing in between does not change it).
@@ -26,13 +31,16 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from urllib.parse import urlencode
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.all_trials import screen_every_trial
+from service.api.decisions import new_decision
 from service.api.deps import Audit, RequestId, audited
 from service.api.smart import Smart, error_page, page_session, set_session_cookie, signin_page
 from service.api.state import State
@@ -73,6 +81,8 @@ from service.web.patient import patient_context
 from service.web.responses import html, stream
 from service.web.sweep_choice import Wanted, named_fits, newest
 from service.web.views import STATUS_LABEL, candidates_csv, display_user, funnel
+from service.web.worklist import csrf_ok, form_context, history_view, safe_back, split
+from service.worklist.schemas import DecisionCreate
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -173,7 +183,7 @@ async def patient_page(
     _signed_in(audit, smart, session)
     response: Response
     try:
-        body = await _patient_body(state, smart, session, audit, id, trial, as_of)
+        body = await _patient_body(state, smart, session, audit, id, trial, as_of, _here(request))
         response = html(body, smart.frame_ancestors())
     except PageError as exc:
         if audit.outcome == "error":  # else the EHR's own status, set where it failed
@@ -192,6 +202,7 @@ async def _patient_body(
     ident: str | None,
     trial_id: str | None,
     as_of: str | None,
+    back: str,
 ) -> str:
     trial = _trial(state, trial_id)
     audit.trial_id = trial.id
@@ -240,6 +251,7 @@ async def _patient_body(
         audit.outcome = f"error {exc.status}"
         raise _fhir_failure(exc, session.iss) from None
     audit.outcome = result.status
+    history = await asyncio.to_thread(state.decisions.history, trial.id, reference)
     context = patient_context(
         trial,
         day,
@@ -248,8 +260,15 @@ async def _patient_body(
         user=session.user,
         iss=session.iss,
         show_banner=session.need_patient_banner,
+        ehr_url=state.settings.ehr_patient_url,
     )
-    return render("patient.html", **context, **other_trials_context(every, trial.id, wanted, day))
+    return render(
+        "patient.html",
+        **context,
+        **other_trials_context(every, trial.id, wanted, day),
+        decisions=history_view(history),
+        form=form_context(trial, session.id, back, state.today()),
+    )
 
 
 # ---------------------------------------------------------------- the cohort page
@@ -408,10 +427,13 @@ async def cohort_page(
         fresh=run is None and _fresh(fresh),
         sweep=sweep_note(run, chosen, wanted, explicit is not None) if run else None,
     )
+    form = form_context(chosen, session.id, _here(request), state.today())
     if run is not None:
-        chunks = _sweep_chunks(state, run, audit, request_id, head, chosen, wanted)
+        chunks = _sweep_chunks(state, run, audit, request_id, head, chosen, wanted, form)
     else:
-        chunks = _cohort_chunks(state, smart, session, audit, request_id, head, chosen, day, wanted)
+        chunks = _cohort_chunks(
+            state, smart, session, audit, request_id, head, chosen, day, wanted, form
+        )
     response = stream(chunks, smart.frame_ancestors())
     if from_ticket:
         set_session_cookie(response, request, smart, session.id)
@@ -426,11 +448,14 @@ async def _sweep_chunks(
     head: str,
     trial: TrialDefinition,
     status: str | None,
+    form: dict[str, Any],
 ) -> AsyncIterator[str]:
     """The page head, then the sweep's ranked rows and funnel (nothing is screened)."""
     yield head
     try:
-        shown = await asyncio.to_thread(stored, state.sweeps.store, run, trial, status)
+        shown = await asyncio.to_thread(
+            stored, state.sweeps.store, run, trial, status, state.settings.ehr_patient_url
+        )
         audit.patients = [line["reference"] for line in shown.rows]
         audit.outcome = f"sweep {run.id}: {run.counts['patients']} screened"
         query = {"trial": trial.id, "as_of": run.as_of.isoformat(), "sweep": str(run.id)}
@@ -446,6 +471,7 @@ async def _sweep_chunks(
                 query,
                 problems=run.problems,
                 errors=run.counts.get("errors", 0),
+                worklist=await _worklist(state, trial, run.as_of, shown.rows, form),
             ),
         )
     except ServiceError as exc:  # the run's results were purged since it was chosen
@@ -470,6 +496,7 @@ async def _cohort_chunks(
     trial: TrialDefinition,
     day: dt.date,
     status: str | None,
+    form: dict[str, Any],
 ) -> AsyncIterator[str]:
     """The page head at once, then a progress line per batch, then the results."""
     yield head
@@ -489,15 +516,17 @@ async def _cohort_chunks(
         if status:
             query["status"] = status
         query["fresh"] = "1"  # the CSV screens on demand too, whatever sweep completes
+        shown = rows(screened, status, state.settings.ehr_patient_url)
         yield render(
             "cohort_results.html",
             **results_context(
                 screened.counts(),
                 status,
-                rows(screened, status),
+                shown,
                 funnel(trial, screened.ranked),
                 query,
                 unscreened=screened.unscreened,
+                worklist=await _worklist(state, trial, day, shown, form),
             ),
         )
     except FhirError as exc:
@@ -512,6 +541,121 @@ async def _cohort_chunks(
             "cohort_failed.html",
             message=f"Something went wrong while screening; the request id is {request_id}.",
         )
+
+
+async def _worklist(
+    state: AppState,
+    trial: TrialDefinition,
+    day: dt.date,
+    shown: list[dict[str, Any]],
+    form: dict[str, Any],
+) -> dict[str, Any]:
+    """The rows split into new candidates and those held by an open decision on `day`, each
+    weighed against the screen the row shows (service/web/worklist.split)."""
+    histories = await asyncio.to_thread(state.decisions.by_patient, trial.id)
+    fresh, held = split(shown, histories, day)
+    return {"fresh": fresh, "held": held, "form": form}
+
+
+# ---------------------------------------------------------------- decision forms
+FORM_MAX_BYTES = 16 * 1024  # a note is at most 2,000 characters
+
+
+def _form_fields(body: bytes) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body, blank fields left out."""
+    pairs = parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=20)
+    return {key: value.strip() for key, value in pairs if value.strip()}
+
+
+def _decision_body(fields: dict[str, str]) -> DecisionCreate:
+    """The form's decision. The form offers every field on every row: `criterion` counts only
+    with screen-failed and `until` only with not-now, as the API requires."""
+    state = fields.get("state", "")
+    try:
+        return DecisionCreate.model_validate(
+            {
+                "state": state,
+                "note": fields.get("note"),
+                "criterion": fields.get("criterion") if state == "screen_failed" else None,
+                "until": fields.get("until") if state == "not_now" else None,
+            }
+        )
+    except ValidationError as exc:
+        if state == "screen_failed" and not fields.get("criterion"):
+            message = "A screen-failed decision needs the criterion the patient failed."
+        elif state == "not_now" and not fields.get("until"):
+            message = "A not-now decision needs the date the patient returns."
+        else:
+            message = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()
+            )
+        raise PageError("The decision was not recorded", message, 422) from None
+
+
+@router.post("/app/decisions", dependencies=[audited("page.decision")])
+async def decision_form(
+    request: Request, state: State, smart: Smart, audit: Audit, request_id: RequestId
+) -> Response:
+    """Record a decision from a page's form, then back to the page (303)."""
+    session, _ = await page_session(request, smart, None)
+    if session is None:
+        return _refused(
+            audit,
+            signin_page(
+                smart,
+                "/app/cohort",
+                "Your session has ended; sign in again, then record the decision.",
+            ),
+        )
+    _signed_in(audit, smart, session)
+    body = await request.body()
+    fields = _form_fields(body[:FORM_MAX_BYTES])
+    try:
+        if len(body) > FORM_MAX_BYTES or not csrf_ok(session.id, fields.get("csrf")):
+            raise PageError(
+                "The form has expired",
+                "This form was not issued to your current session. Open the page again and "
+                "record the decision there; nothing was recorded.",
+                403,
+            )
+        trial = _trial(state, fields.get("trial"))
+        audit.trial_id = trial.id
+        try:
+            wanted = patient_id(fields.get("patient", "").removeprefix("Patient/"))
+        except BadRequest as exc:
+            raise PageError("Not a patient", exc.message, 400) from None
+        if session.patient is not None and wanted != session.patient:
+            raise PageError(
+                "Another patient",
+                f"This session was opened for Patient/{session.patient}; it cannot record "
+                "decisions for other patients.",
+                403,
+            )
+        reference = f"Patient/{wanted}"
+        audit.patients = [reference]
+        try:
+            decision = await new_decision(
+                state,
+                trial,
+                reference,
+                _decision_body(fields),
+                subject=session.user,
+                client_id=smart.settings.smart_client_id,
+            )
+        except Unprocessable as exc:
+            raise PageError("The decision was not recorded", exc.message, 422) from None
+    except PageError as exc:
+        audit.outcome = f"error {exc.status}"
+        return error_page(smart, exc.title, exc.message, exc.status, request_id)
+    audit.outcome = f"recorded {decision.state}"
+
+    # Stored once the audit row is in (deps.audited), as the API does.
+    def store() -> None:
+        state.decisions.record(decision)
+
+    audit.then(store)
+    default = "/app/cohort?" + urlencode({"trial": trial.id})
+    return RedirectResponse(safe_back(fields.get("back"), default), status_code=303)
 
 
 @router.get("/app/cohort.csv", dependencies=[audited("page.cohort.csv")])

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from service.ranked_output import csv_lines, identifiers_text, json_chunks, ranked_bodies
@@ -163,6 +165,8 @@ def print_checklist(result: dict[str, Any]) -> None:
             )
             for e in c["evidence"]:
                 out.print(f"      - {_evidence_line(e)}", highlight=False, style="dim")
+            if c.get("score"):
+                _print_score(c["score"])
     if result["next_steps"]:
         out.print("\n[bold underline]What to check next[/]")
         for step in result["next_steps"]:
@@ -203,6 +207,68 @@ def _evidence_line(e: dict[str, Any]) -> str:
     if e.get("note"):
         parts.append(f"[{e['note']}]")
     return " | ".join(parts)
+
+
+# Each item's status in a few words (service/criteria/verdict.py ItemStatus).
+ITEM_STATUS = {
+    "counted": "[green]counted[/]",
+    "lower_in_domain": "met, lower in domain",
+    "withheld": "[yellow]withheld[/]",
+    "undetermined": "[yellow]undetermined[/]",
+    "not_met": "not met",
+    "outside_window": "[dim]outside window[/]",
+    "not_in_record": "[dim]not in record[/]",
+}
+
+
+def _print_score(score: dict[str, Any]) -> None:
+    """A computed score under its criterion: total against the threshold, then one row per
+    item the record holds (the entry criterion first); items with no record in one line."""
+    window = (
+        f"the {score['window_days']} days before as of"
+        if score["window_days"] is not None
+        else "any time before as of"
+    )
+    verdict = "[green]met[/]" if score["met"] else "not met"
+    bound = "; a lower bound (a visit's items may add to it)" if score["lower_bound"] else ""
+    out.print(
+        f"      [bold]{escape(score['title'])}[/] computed from the record ({window}): "
+        f"{score['total']} ({score['op']} {_number(score['threshold'])} needed): {verdict}{bound}",
+        highlight=False,
+    )
+    items = ([score["entry"]] if score.get("entry") else []) + score["items"]
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold dim")
+    for column in ("item", "points", "status", "evidence", "why"):
+        table.add_column(column, overflow="fold", justify="right" if column == "points" else "left")
+    for item in items:
+        if item["status"] == "not_in_record":
+            continue
+        table.add_row(
+            escape(item["label"]),
+            "entry" if item["domain"] == "entry" else str(item["weight"]),
+            ITEM_STATUS.get(item["status"], item["status"]),
+            escape(_score_evidence(item["evidence"])),
+            escape(item["reason"]),
+        )
+    if table.row_count:
+        out.print(Padding(table, (0, 0, 0, 8)))
+    absent = [i["label"] for i in items if i["status"] == "not_in_record"]
+    if absent:
+        out.print(f"        not in the record: {', '.join(absent)}", highlight=False, style="dim")
+
+
+def _score_evidence(evidence: list[dict[str, Any]]) -> str:
+    """The item's first record as reference, date and value; how many more there are."""
+    if not evidence:
+        return ""
+    e = evidence[0]
+    value = None if e.get("value") is None else f"{e['value']} {e.get('unit') or ''}".strip()
+    text = " ".join(str(p) for p in (e["reference"] or "derived", e.get("date"), value) if p)
+    return text + (f" (+{len(evidence) - 1} more)" if len(evidence) > 1 else "")
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
 # ---------------------------------------------------------------------------- trials
@@ -262,7 +328,8 @@ def print_since(previous: RunInfo, run: RunInfo, diff: DiffPublic) -> None:
     out.print(
         f"Since run {previous.id} ({previous.as_of}): {c['new']} new candidate(s), "
         f"{c['dropped']} dropped out, {c['status']} changed status, {c['verdicts']} with "
-        f"changed verdicts (cohort-match diff {previous.id} {run.id}).",
+        f"changed verdicts, {c.get('decided', 0)} with an open decision "
+        f"(cohort-match diff {previous.id} {run.id}).",
         highlight=False,
     )
 
@@ -349,9 +416,10 @@ def print_diff(diff: DiffPublic) -> None:
         *diff.verdicts,
         *diff.arrived,
         *diff.left,
+        *diff.decided,
     ):
         table.add_row(
-            change.change,
+            change.change + (f" ({change.decision})" if change.decision else ""),
             change.patient,
             change.before or "(absent)",
             change.after or "(absent)",
@@ -363,7 +431,8 @@ def print_diff(diff: DiffPublic) -> None:
     out.print(
         f"{c['new']} new candidate(s), {c['dropped']} dropped out, {c['status']} changed "
         f"status, {c['verdicts']} with changed verdicts, {c['arrived']} new to the population "
-        f"but not candidates, {c['left']} non-candidates gone, {c['unchanged']} unchanged.",
+        f"but not candidates, {c['left']} non-candidates gone, {c.get('decided', 0)} held by an "
+        f"open decision, {c['unchanged']} unchanged.",
         highlight=False,
     )
 

@@ -141,6 +141,7 @@ def evaluate(
             mrn=next((i.value for i in identifiers if i.type == mrn_type), None),
             deceased=deceased is not None,
             deceased_date=demographics.deceased_date if deceased and demographics else None,
+            name=demographics.name if demographics else None,
         ),
         as_of=as_of,
         status=status,

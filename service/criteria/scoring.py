@@ -90,8 +90,19 @@ def compute_score(
         if instrument.window_days is not None
         else None
     )
-    hits = {name: _hits(spec, name, facts, ctx, start) for name in _findings_used(instrument)}
-    items = [_judge_item(item, hits, facts, ctx) for item in instrument.items]
+    # Only the findings with a record; an item none of whose findings has one is `not in the
+    # record` (most items, for most patients: see _absent).
+    hits: dict[str, list[Hit]] = {}
+    for name in _findings_used(instrument):
+        found = _hits(spec, name, facts, ctx, start)
+        if found:
+            hits[name] = found
+    items = [
+        _judge_item(item, hits, facts, ctx)
+        if any(name in hits for name in item.findings)
+        else _absent(item)
+        for item in instrument.items
+    ]
     items = _domain_rule(instrument, items)
     total = sum(i.weight for i in items if i.counted)
     entry = _entry(instrument, hits) if instrument.entry else None
@@ -118,11 +129,18 @@ def compute_score(
     )
 
 
+_FINDINGS_USED: dict[int, tuple[Instrument, list[str]]] = {}
+
+
 def _findings_used(instrument: Instrument) -> list[str]:
-    names = [f for item in instrument.items for f in item.findings]
-    if instrument.entry:
-        names.append(instrument.entry)
-    return list(dict.fromkeys(names))
+    """The findings the items and the entry criterion name, once per instrument."""
+    cached = _FINDINGS_USED.get(id(instrument))
+    if cached is None or cached[0] is not instrument:
+        names = [f for item in instrument.items for f in item.findings]
+        if instrument.entry:
+            names.append(instrument.entry)
+        cached = _FINDINGS_USED[id(instrument)] = (instrument, list(dict.fromkeys(names)))
+    return cached[1]
 
 
 def _summary(
@@ -167,7 +185,8 @@ def _hits(
 
 def _results(facts: PatientFacts, valuesets: list[str], as_of: date) -> list[LabResult]:
     if len(valuesets) == 1:
-        return on_or_before(facts.labs_for(valuesets[0]), as_of)
+        labs = facts.labs_for(valuesets[0])
+        return on_or_before(labs, as_of) if labs else []  # most findings: no result at all
     seen: dict[str, LabResult] = {}
     for name in valuesets:
         for result in facts.labs_for(name):
@@ -406,7 +425,7 @@ def _coded_hits(
 def _judge_item(
     item: Item, hits: dict[str, list[Hit]], facts: PatientFacts, ctx: Context
 ) -> ScoreItem:
-    per_finding = [_judge_finding(item, hits[name], facts, ctx) for name in item.findings]
+    per_finding = [_judge_finding(item, hits.get(name, []), facts, ctx) for name in item.findings]
     if item.combine == "all":
         if all(status == "counted" for status, _, _ in per_finding):
             evidence = tuple(e for _, _, found in per_finding for e in found[:1])
@@ -417,6 +436,20 @@ def _judge_item(
         return _item(item, worst[0], worst[1], tuple(e for _, _, f in per_finding for e in f))
     best = min(per_finding, key=lambda found: _RANK[found[0]])
     return _item(item, best[0], best[1], best[2])
+
+
+# Each item's "not in the record" result, built once per instrument item (kept with the item,
+# so its id is not reused): most items have no record for most patients, and building and
+# judging them again for each patient was most of the scoring's cost in a screen.
+_ABSENT: dict[int, tuple[Item, ScoreItem]] = {}
+
+
+def _absent(item: Item) -> ScoreItem:
+    """The item with no record of any of its findings (shared: ScoreItem is frozen)."""
+    cached = _ABSENT.get(id(item))
+    if cached is None or cached[0] is not item:
+        cached = _ABSENT[id(item)] = (item, _item(item, "not_in_record", "not in the record", ()))
+    return cached[1]
 
 
 _RANK: dict[ItemStatus, int] = {
@@ -536,7 +569,7 @@ def _entry(instrument: Instrument, hits: dict[str, list[Hit]]) -> ScoreItem:
     """The entry criterion: met by any record before as_of (no competing cause applies)."""
     assert instrument.entry is not None
     finding = instrument.findings[instrument.entry]
-    found = hits[instrument.entry]
+    found = hits.get(instrument.entry, [])
     met = next((h for h in found if h.state == "met"), None)
     evidence: tuple[Evidence, ...]
     if met is not None:

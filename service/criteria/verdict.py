@@ -118,6 +118,7 @@ class PatientSummary:
     mrn: str | None = None
     deceased: bool = False  # died on or before as_of (or deceasedBoolean without a date)
     deceased_date: date | None = None
+    name: str | None = None  # Patient.name as a coordinator reads it
 
 
 @dataclass

@@ -5,6 +5,8 @@
 - `identifier`: every identifier with a value, as the EHR shows it (value, system, the
   `type` code such as MR, and the type's text or display), except those whose `use` is `old`
   (a number the hospital no longer uses would send a coordinator to the wrong chart).
+- `name`: one line (`display_name`): the official name, else the usual one, else the first
+  not marked `old`; its `text` when sent, else given names then family.
 """
 
 from __future__ import annotations
@@ -45,7 +47,33 @@ def map_patient(resource: Resource) -> Demographics:
         deceased=deceased,
         deceased_date=deceased_date,
         identifiers=_identifiers(resource.get("identifier")),
+        name=display_name(resource.get("name")),
     )
+
+
+def display_name(names: Any) -> str | None:
+    """Patient.name as one line a coordinator reads, or None: the `official` HumanName, else
+    the `usual`, else the first not `old`; its `text`, else given names then family. Tolerant
+    of malformed entries (a name is for display, never for a verdict)."""
+    if not isinstance(names, list):
+        return None
+    entries = [n for n in names if isinstance(n, dict) and n.get("use") != "old"]
+    chosen = next(
+        (n for use in ("official", "usual") for n in entries if n.get("use") == use),
+        entries[0] if entries else None,
+    )
+    if chosen is None:
+        return None
+    text = chosen.get("text")
+    if isinstance(text, str) and text.strip():
+        return " ".join(text.split())
+    given = chosen.get("given")
+    parts = [g for g in given if isinstance(g, str)] if isinstance(given, list) else []
+    family = chosen.get("family")
+    if isinstance(family, str):
+        parts.append(family)
+    line = " ".join(" ".join(parts).split())
+    return line or None
 
 
 def _deceased(resource: Resource) -> tuple[bool, date | None]:

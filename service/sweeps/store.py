@@ -413,6 +413,33 @@ class SweepStore:
             for row in conn.execution_options(yield_per=200).execute(query):
                 yield decompress(row.result)
 
+    def latest_result(self, trial_id: str, patient: str) -> StoredResult | None:
+        """The patient's result in the trial's newest completed run that still keeps its
+        results and screened them (a decision's basis, service/worklist/), or None."""
+        query = (
+            select(
+                RESULTS.c.patient,
+                RESULTS.c.rank,
+                RESULTS.c.status,
+                RESULTS.c.score,
+                RESULTS.c.verdicts,
+            )
+            .join(RUNS, RUNS.c.id == RESULTS.c.run_id)
+            .where(
+                RUNS.c.trial_id == trial_id,
+                RUNS.c.status == COMPLETED,
+                RUNS.c.results_purged.is_(False),
+                RESULTS.c.patient == patient,
+            )
+            .order_by(RUNS.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return StoredResult(row.patient, row.rank, row.status, row.score, row.verdicts)
+
     def summaries(
         self,
         run_id: int,

@@ -8,7 +8,7 @@ thread); every other function is pure.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -17,14 +17,23 @@ import orjson
 
 from service.candidates import Screened
 from service.criteria.model import TrialDefinition
+from service.criteria.verdict import PatientSummary
 from service.ranked_output import csv_lines
 from service.ranking import stored_next_step
 from service.sweeps.report import attrition
 from service.sweeps.store import RunInfo, SweepStore
-from service.web.views import STATUS_LABEL, FunnelRow, next_check, short_step, stored_funnel
+from service.web.views import (
+    STATUS_LABEL,
+    FunnelRow,
+    ehr_link,
+    next_check,
+    short_step,
+    stored_funnel,
+)
 
 __all__ = [
     "Stored",
+    "identity",
     "nav_query",
     "results_context",
     "row",
@@ -45,16 +54,18 @@ def row(
     day: dt.date,
     *,
     rank: int | None,
-    reference: str,
+    patient: Mapping[str, Any],
     status: str,
     score: float,
-    age: int | None,
-    sex: str | None,
-    verdicts: Sequence[str],
+    verdicts: Mapping[str, str],
     next_: str | None,
-    mrn: str | None = None,
+    ehr_url: str | None = None,
 ) -> dict[str, Any]:
-    """One line of the ranked table; the link opens the live checklist on the EHR."""
+    """One line of the ranked table. `patient` is the result's patient as the JSON contract
+    has it (reference, name, mrn, age, sex; `identity` makes it from an engine result). The
+    row's link opens the live checklist on the EHR, and `ehr_href` the patient's record in
+    the EHR (COHORT_MATCH_EHR_PATIENT_URL, if set)."""
+    reference = patient["reference"]
     query = {"id": reference.removeprefix("Patient/"), "trial": trial.id, "as_of": day.isoformat()}
     return {
         "rank": rank,
@@ -63,30 +74,44 @@ def row(
         "status": status,
         "status_label": STATUS_LABEL[status],
         "score": score,
-        "age": age,
-        "sex": sex,
-        "mrn": mrn,
-        "fails": sum(v == "fail" for v in verdicts),
-        "unknowns": sum(v == "unknown" for v in verdicts),
+        "age": patient.get("age"),
+        "sex": patient.get("sex"),
+        "mrn": patient.get("mrn"),
+        "name": patient.get("name"),  # absent from results stored before names were kept
+        "ehr_href": ehr_link(ehr_url, reference),
+        "fails": sum(v == "fail" for v in verdicts.values()),
+        "unknowns": sum(v == "unknown" for v in verdicts.values()),
         "next": next_,
+        "verdicts": dict(verdicts),  # the screen a decision is weighed against (worklist.py)
     }
 
 
-def rows(screened: Screened, status: str | None) -> list[dict[str, Any]]:
+def identity(patient: PatientSummary) -> dict[str, Any]:
+    """Who the patient is, as `row` reads it."""
+    return {
+        "reference": patient.reference,
+        "name": patient.name,
+        "mrn": patient.mrn,
+        "age": patient.age,
+        "sex": patient.sex,
+    }
+
+
+def rows(
+    screened: Screened, status: str | None, ehr_url: str | None = None
+) -> list[dict[str, Any]]:
     """The ranked rows of a screen on demand, the status filter applied."""
     return [
         row(
             screened.trial,
             screened.day,
             rank=result.rank,
-            reference=result.patient.reference,
+            patient=identity(result.patient),
             status=result.status,
             score=result.score,
-            age=result.patient.age,
-            sex=result.patient.sex,
-            verdicts=[c.verdict for c in result.criteria],
+            verdicts=result.verdicts(),
             next_=next_check(result),
-            mrn=result.patient.mrn,
+            ehr_url=ehr_url,
         )
         for result in screened.ranked
         if status is None or result.status == status
@@ -122,9 +147,15 @@ def results_context(
     unscreened: list[dict[str, str]] | None = None,
     problems: Sequence[str] = (),
     errors: int = 0,
+    worklist: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The context of cohort_results.html."""
+    """The context of cohort_results.html; `worklist`: the rows split into `fresh` and
+    `held` and the decision `form` (service/web/worklist.py), else every row is new."""
     return {
+        "fresh": shown,
+        "held": [],
+        "form": None,
+        **(worklist or {}),
         "counts": counts,
         "status": status,
         "status_label": STATUS_LABEL.get(status or "", ""),
@@ -145,25 +176,28 @@ class Stored:
     funnel: list[FunnelRow]
 
 
-def stored(store: SweepStore, run: RunInfo, trial: TrialDefinition, status: str | None) -> Stored:
+def stored(
+    store: SweepStore,
+    run: RunInfo,
+    trial: TrialDefinition,
+    status: str | None,
+    ehr_url: str | None = None,
+) -> Stored:
     """The run's ranked rows (the store filters by status) and its funnel (blocking)."""
     shown = []
     for body in store.results(run.id, status=status):
         result = orjson.loads(body)
-        patient = result["patient"]
         shown.append(
             row(
                 trial,
                 run.as_of,
                 rank=result["rank"],
-                reference=patient["reference"],
+                patient=result["patient"],
                 status=result["status"],
                 score=result["score"],
-                age=patient["age"],
-                sex=patient["sex"],
-                verdicts=[c["verdict"] for c in result["criteria"]],
+                verdicts={c["id"]: c["verdict"] for c in result["criteria"]},
                 next_=short_step(stored_next_step(result)),
-                mrn=patient.get("mrn"),
+                ehr_url=ehr_url,
             )
         )
     return Stored(shown, stored_funnel(attrition(store, run)))

@@ -16,11 +16,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import CriterionResult, Evidence, PatientResult
+from service.mappers.patient import display_name
 from service.ranked_output import Funnel, csv_lines
 
 if TYPE_CHECKING:  # the web layer needs no sweeps machinery to be imported
@@ -37,6 +39,7 @@ __all__ = [
     "candidates_csv",
     "checklist",
     "display_user",
+    "ehr_link",
     "explain",
     "funnel",
     "next_check",
@@ -285,6 +288,14 @@ def short_step(step: str | None, width: int = 90) -> str | None:
     return step if len(step) <= width else step[: width - 1].rstrip() + "…"
 
 
+def ehr_link(template: str | None, reference: str) -> str | None:
+    """The patient's record in the EHR (COHORT_MATCH_EHR_PATIENT_URL, `{id}` replaced by the
+    FHIR id, percent-encoded), or None when the site configured none."""
+    if not template:
+        return None
+    return template.replace("{id}", quote(reference.removeprefix("Patient/"), safe=""))
+
+
 def display_user(user: str, iss: str) -> str:
     """`fhirUser` relative to the EHR it came from (the audit trail keeps it absolute)."""
     prefix = iss.rstrip("/") + "/"
@@ -296,13 +307,8 @@ def patient_banner(resource: dict[str, Any] | None) -> dict[str, str | None]:
     clinician they are looking at the right person."""
     if not resource:
         return {"name": None, "birth_date": None, "gender": None, "id": None}
-    names = resource.get("name") or []
-    official = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
-    text = official.get("text") or " ".join(
-        [*(official.get("given") or []), official.get("family") or ""]
-    )
     return {
-        "name": text.strip() or None,
+        "name": display_name(resource.get("name")),
         "birth_date": resource.get("birthDate"),
         "gender": resource.get("gender"),
         "id": resource.get("id"),

@@ -46,6 +46,7 @@ def test_match_fetches_and_screens_one_patient(api: TestClient, auth: dict[str, 
         "mrn": "NJ0000001",
         "deceased": False,
         "deceased_date": None,
+        "name": None,
     }
     assert body["status"] == "likely_eligible"
     hgb = next(c for c in body["criteria"] if c["id"] == "I6.hgb")

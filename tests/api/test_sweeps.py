@@ -102,9 +102,10 @@ def test_start_follow_and_read_a_sweep(
     table = client.get(f"/sweeps/{started.id}/candidates?format=csv&limit=5", headers=token(READ))
     assert table.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(table.text)))
-    assert rows[0][:7] == [
+    assert rows[0][:8] == [
         "rank",
         "patient",
+        "name",
         "mrn",
         "identifiers",
         "status",

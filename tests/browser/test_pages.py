@@ -2,7 +2,7 @@
 an EHR iframe), and the coordinator page with its CSV, against the real FHIR server.
 
 Screenshots go to artifacts/ (gitignored): patient-page.png, patient-page-tablet.png,
-ehr-iframe.png, signin-page.png, cohort-page.png; and the downloaded cohort.csv.
+ehr-iframe.png, signin-page.png, cohort-page.png, score-tables.png; and the downloaded cohort.csv.
 """
 
 from __future__ import annotations
@@ -72,6 +72,30 @@ def test_ehr_launch_through_login_and_consent(
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     assert skip.is_visible()
     assert skip.bounding_box()["x"] >= 0
+
+
+def test_computed_scores_are_tables_named_by_their_caption(
+    page: Any, ehr: TestEhr, app_url: str, artifacts: Path
+) -> None:
+    """p70's SLEDAI-2K is computed from labs, with haematuria withheld for an infection: the
+    table is found by its caption, and its rows by their item header."""
+    page.goto(f"{ehr.base_url}/ehr/chart?patient=p70&app={app_url}")
+    page.get_by_role("link", name="Open cohort-match").click()
+    _sign_in(page)
+    page.wait_for_url(re.compile(r"/app/patient"))
+    # The demo's dates are anchored at AS_OF; the page would otherwise screen as of today.
+    page.goto(f"{app_url}/app/patient?as_of={AS_OF}")
+    assert f"no SLEDAI-2K total score result in the 90 days before {AS_OF}" in page.content()
+    activity = page.locator("article[data-criterion='I2']")
+    table = activity.get_by_role("table", name=re.compile(r"^SLEDAI-2K computed from the record"))
+    assert table.is_visible()
+    hematuria = table.get_by_role("row", name=re.compile(r"^Hematuria"))
+    assert "Withheld: another cause" in hematuria.inner_text()
+    link = hematuria.get_by_role("link").first
+    assert link.get_attribute("href") == f"{ehr.iss}/Observation/p70-o35"
+    assert page.locator("article[data-criterion='I1'] table.score").count() == 1
+    activity.scroll_into_view_if_needed()
+    activity.screenshot(path=str(artifacts / "score-tables.png"))
 
 
 def test_ehr_launch_inside_an_ehr_iframe(

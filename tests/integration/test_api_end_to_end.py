@@ -23,7 +23,6 @@ pytestmark = pytest.mark.integration
 MATCH = "/trials/NCT06946485/match"
 CANDIDATES = "/trials/NCT06946485/candidates"
 AS_OF = "2026-11-20"
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +121,13 @@ def test_without_credentials_the_auth_server_refusal_is_an_error_not_a_result(
     assert "401" in outcome["issue"][0]["diagnostics"]
 
 
-def test_audit_rows_in_postgresql(fhir_server: str) -> None:
-    engine = create_engine(POSTGRES)
-    with engine.begin() as db:
-        db.execute(text("drop table if exists audit_events"))
-    settings = Settings(fhir_base_url=fhir_server, auth_disabled=True, database_url=POSTGRES)
+def test_audit_rows_in_postgresql(fhir_server: str, pg_url: str) -> None:
+    settings = Settings(fhir_base_url=fhir_server, auth_disabled=True, database_url=pg_url)
     with TestClient(app_for(settings)) as client:
         sent = client.post(
             MATCH, json={"patient": "p05", "as_of": AS_OF}, headers={"X-Request-ID": "pg-1"}
         )
+    engine = create_engine(pg_url)
     with engine.connect() as db:
         row = db.execute(
             text("select request_id, action, patients, outcome from audit_events")

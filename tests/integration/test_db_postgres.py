@@ -6,9 +6,6 @@ Each test gets its own schema (search_path in the URL) and drops it afterwards.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy
 from sqlalchemy import inspect, text
@@ -24,21 +21,6 @@ from tests.db.legacy_schema import (
 )
 
 pytestmark = pytest.mark.integration
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    schema = f"db_test_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(POSTGRES)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def test_a_database_of_todays_schema_is_upgraded_in_place_on_postgresql(pg_url: str) -> None:

@@ -156,3 +156,30 @@ def test_identifier_type_prefers_the_v2_code_and_falls_back_to_display(
         ("MR", None, "0012345"),
         ("CHART", "Chart", "C-77"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        pytest.param(
+            [
+                {"use": "usual", "given": ["Jo"]},
+                {"use": "official", "family": "Doe", "given": ["Jane", "Q"]},
+            ],
+            "Jane Q Doe",
+            id="official-wins",
+        ),
+        pytest.param(
+            [{"use": "old", "text": "Jane Roe"}, {"family": "Doe"}], "Doe", id="old-skipped"
+        ),
+        pytest.param([{"text": "  王   小明 "}], "王 小明", id="text-as-sent"),
+        pytest.param([{"use": "old", "text": "Jane Roe"}], None, id="only-old"),
+        pytest.param([{"given": [3]}, "x"], None, id="malformed"),
+        pytest.param(None, None, id="absent"),
+    ],
+)
+def test_the_name_a_coordinator_reads(names: Any, expected: str | None, terms: Terminology) -> None:
+    resource = patient()
+    if names is not None:
+        resource["name"] = names
+    assert demographics(resource, terms).name == expected

@@ -83,7 +83,7 @@ def test_the_status_filter(app: TestClient, ehr: TestEhr, cli_csv: str) -> None:
     expected = [
         line.split(",")[1]
         for line in cli_csv.splitlines()[1:]
-        if line.split(",")[4] == "likely_eligible"
+        if line.split(",")[5] == "likely_eligible"
     ]
     assert expected
     assert _ranked(page) == expected
@@ -280,3 +280,22 @@ def test_an_ineligible_patients_page_says_why_and_lists_no_trial_it_is_out_of(
     cohort = _coordinator(app, ehr)
     row = cohort.split('data-patient="Patient/p05"')[1].split("</tr>")[0]
     assert "fails I6.hgb: Hemoglobin mass concentration" in row
+
+
+def test_rows_name_the_patient_and_link_their_record_in_the_ehr(
+    make_app: Callable[..., TestClient], ehr: TestEhr, fake: FakeFhir
+) -> None:
+    p01 = next(r for r in fake.resources if r["resourceType"] == "Patient" and r["id"] == "p01")
+    p01["name"] = [{"use": "official", "family": "Doe", "given": ["Jane"]}]
+    app = make_app(ehr_patient_url="https://ehr.test/chart?patient={id}")
+    page = _coordinator(app, ehr)
+    row = re.search(r'<tr [^>]*data-patient="Patient/p01">(.*?)</tr>', page, re.S)
+    assert row is not None
+    assert "Jane Doe" in row.group(1)
+    assert 'href="https://ehr.test/chart?patient=p01"' in row.group(1)
+    csv = app.get("/app/cohort.csv", params={"trial": "NCT06946485", "as_of": AS_OF}).text
+    assert ",Patient/p01,Jane Doe,NJ0000001," in csv
+
+
+def test_without_an_ehr_url_there_is_no_record_link(app: TestClient, ehr: TestEhr) -> None:
+    assert 'class="ehr"' not in _coordinator(app, ehr)

@@ -108,6 +108,7 @@ def test_csv_has_the_clis_columns_in_rank_order() -> None:
     assert rows[0] == [
         "rank",
         "patient",
+        "name",
         "mrn",
         "identifiers",
         "status",
@@ -118,9 +119,20 @@ def test_csv_has_the_clis_columns_in_rank_order() -> None:
         "next_step",
         *(c.id for c in trial.criteria),
     ]
-    assert rows[1][:9] == ["1", "Patient/z", "", "", "likely_eligible", "", "1.0", "40", "female"]
-    assert rows[2][:5] == ["2", "Patient/y", "", "", "ineligible"]
-    assert rows[2][10] == "fail"
+    assert rows[1][:10] == [
+        "1",
+        "Patient/z",
+        "",
+        "",
+        "",
+        "likely_eligible",
+        "",
+        "1.0",
+        "40",
+        "female",
+    ]
+    assert rows[2][:6] == ["2", "Patient/y", "", "", "", "ineligible"]
+    assert rows[2][11] == "fail"
 
 
 def test_source_links_only_for_plain_references() -> None:

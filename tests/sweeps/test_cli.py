@@ -139,3 +139,38 @@ def test_an_unreachable_database_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
         "error: cannot open the sweep store postgresql+psycopg://nobody:***@127.0.0.1:9/none"
     )
     assert "secret" not in result.stderr
+
+
+def test_diff_keeps_patients_with_an_open_decision_apart(demo_copy: Path, db_url: str) -> None:
+    import datetime as dt
+
+    from service.worklist import Decision
+    from service.worklist.store import DecisionStore
+
+    set_observation_value(demo_copy, "p01-", "p01-o18", 50.0)
+    _sweep("--data", str(demo_copy))
+    store = SweepStore(db_url)
+    try:
+        DecisionStore(store.engine).record(
+            Decision(
+                trial_id=TRIAL,
+                patient="Patient/p01",
+                state="to_review",
+                subject="coordinator-7",
+                at=dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC),
+            )
+        )
+    finally:
+        store.close()
+    set_observation_value(demo_copy, "p01-", "p01-o18", 118.0)
+    second = _sweep("--data", str(demo_copy))
+    assert "Since run 1 (2026-11-20): 0 new candidate(s)" in second
+    assert "1 with an open decision" in second
+    body = json.loads(runner.invoke(app, ["diff", "1", "2", "--format", "json"]).stdout)
+    assert body["new"] == []
+    assert [(c["patient"], c["decision"]) for c in body["decided"]] == [
+        ("Patient/p01", "to_review")
+    ]
+    table = runner.invoke(app, ["diff", "1", "2"]).stdout
+    assert "decided (to_review)" in table
+    assert "1 held by an open decision" in table

@@ -117,3 +117,14 @@ def test_not_now_comes_back_as_new_in_the_run_its_date_falls_in(runs: Runs) -> N
     lapsed = decided("not_now", until=AS_OF)
     again = diff_runs(runs.store, runs.restored, runs.later, lapsed)
     assert P01 not in {c.patient for c in again.new}
+
+
+def test_a_decisions_basis_is_the_patients_result_in_the_newest_completed_run(
+    runs: Runs,
+) -> None:
+    found = runs.store.latest_result(TRIAL, P01)
+    assert found is not None
+    newest = next(r for r in runs.store.summaries(runs.later.id) if r.patient == P01)
+    assert (found.status, found.verdicts) == (newest.status, newest.verdicts)
+    assert runs.store.latest_result(TRIAL, "Patient/nobody") is None
+    assert runs.store.latest_result("NCT00000000", P01) is None

@@ -69,9 +69,10 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
     exported = "".join(csv_lines(store, run))
     assert exported == screened.stdout
     header = exported.splitlines()[0].split(",")
-    assert header[:10] == [
+    assert header[:11] == [
         "rank",
         "patient",
+        "name",
         "mrn",
         "identifiers",
         "status",
@@ -81,7 +82,7 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
         "sex",
         "next_step",
     ]
-    assert header[10:] == run.criterion_ids  # one column per criterion verdict
+    assert header[11:] == run.criterion_ids  # one column per criterion verdict
     assert len(exported.splitlines()) == 71
 
 

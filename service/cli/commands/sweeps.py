@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from service.screening import Screener
     from service.sweeps import RunInfo, Source, SweepRunner, SweepStore
+    from service.worklist import Decision
 
 __all__ = ["diff_command", "export_command", "runs_command", "sweep_command"]
 
@@ -197,7 +198,16 @@ def _summarize(store: SweepStore, run: RunInfo) -> None:
     render.print_run_counts(run)
     previous = store.previous_completed(run)
     if previous is not None and previous.has_results:
-        render.print_since(previous, run, diff_runs(store, previous, run))
+        decisions = _decisions(store, run.trial_id)
+        render.print_since(previous, run, diff_runs(store, previous, run, decisions))
+
+
+def _decisions(store: SweepStore, trial_id: str) -> dict[str, list[Decision]]:
+    """Each patient's decisions for the trial, from the same database as the runs, so that
+    the diff keeps patients with an open decision apart from the new candidates."""
+    from service.worklist.store import DecisionStore
+
+    return DecisionStore(store.engine).by_patient(trial_id)
 
 
 def runs_command(
@@ -235,7 +245,8 @@ def diff_command(
 
     store = _store(get_settings())
     try:
-        diff = diff_runs(store, store.get(run_a), store.get(run_b))
+        earlier, later = store.get(run_a), store.get(run_b)
+        diff = diff_runs(store, earlier, later, _decisions(store, later.trial_id))
     except ServiceError as exc:
         raise fail(exc.message) from None
     finally:
