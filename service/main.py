@@ -31,6 +31,7 @@ from service.api import (
     match,
     pages,
     patient_trials,
+    report,
     smart,
     sweeps,
     trials,
@@ -221,6 +222,7 @@ def create_app(
     app.include_router(patient_trials.router)
     app.include_router(sweeps.router)
     app.include_router(decisions.router)
+    app.include_router(report.router)
     app.include_router(cds_hooks.router)
     app.include_router(smart.router)
     app.include_router(pages.router)

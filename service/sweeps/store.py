@@ -465,3 +465,21 @@ class SweepStore:
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=1000).execute(query):
                 yield StoredResult(row.patient, row.rank, row.status, row.score, row.verdicts)
+
+    def completed_between(
+        self, trial_id: str, since: dt.datetime, before: dt.datetime
+    ) -> list[RunInfo]:
+        """The trial's completed runs that ended at or after `since` and before `before`
+        (aware), oldest first (the recruitment report's engine counts, service/worklist/)."""
+        query = (
+            select(RUNS)
+            .where(
+                RUNS.c.trial_id == trial_id,
+                RUNS.c.status == COMPLETED,
+                RUNS.c.ended_at >= since.astimezone(dt.UTC),
+                RUNS.c.ended_at < before.astimezone(dt.UTC),
+            )
+            .order_by(RUNS.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [run_info(row) for row in conn.execute(query)]

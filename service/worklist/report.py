@@ -24,14 +24,23 @@ a decision made at 23:30 in that zone counts on that day, whatever the date in U
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from service.worklist.model import STATES, Decision, DecisionState, current
 
-__all__ = ["FUNNEL", "RecruitmentReport", "SweepSummary", "funnel", "recruitment_report"]
+__all__ = [
+    "FUNNEL",
+    "RecruitmentReport",
+    "SweepSummary",
+    "funnel",
+    "recruitment_report",
+    "report_csv",
+]
 
 # What a screen_failed decision without a criterion is counted under (the API requires one;
 # a decision read back from elsewhere may lack it).
@@ -119,3 +128,19 @@ def funnel(report: RecruitmentReport) -> list[tuple[str, int]]:
     values |= {"screened": report.screened, "candidates": report.candidates}
     values["reviewed"] = report.reviewed
     return [(label, values[key]) for label, key in FUNNEL]
+
+
+def report_csv(report: RecruitmentReport) -> str:
+    """The report as CSV: one `measure,criterion,count` row per count, the screen failures
+    once more by criterion (`screen_failed,<criterion id>,n`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["measure", "criterion", "count"])
+    writer.writerow(["screened", "", report.screened])
+    writer.writerow(["candidates", "", report.candidates])
+    writer.writerow(["reviewed", "", report.reviewed])
+    for state, count in report.states.items():
+        writer.writerow([state, "", count])
+    for criterion, count in report.screen_failed_by_reason.items():
+        writer.writerow(["screen_failed", criterion, count])
+    return buffer.getvalue()

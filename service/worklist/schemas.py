@@ -9,9 +9,15 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.worklist.model import Decision, DecisionState
+from service.worklist.report import RecruitmentReport
 from service.worklist.store import NOTE_MAX
 
-__all__ = ["DecisionCreate", "DecisionHistoryPublic", "DecisionPublic"]
+__all__ = [
+    "DecisionCreate",
+    "DecisionHistoryPublic",
+    "DecisionPublic",
+    "RecruitmentReportPublic",
+]
 
 
 class DecisionCreate(BaseModel):
@@ -81,3 +87,47 @@ class DecisionHistoryPublic(BaseModel):
         "today (false once a not_now date has come)"
     )
     decisions: list[DecisionPublic] = Field(description="Every decision, oldest first")
+
+
+class RecruitmentReportPublic(BaseModel):
+    """The recruitment report (service/worklist/report.py states how each count is made)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trial: str
+    start: dt.date = Field(description="The period's first day (inclusive)")
+    end: dt.date = Field(description="The period's last day (inclusive)")
+    sweep: int | None = Field(
+        description="The latest sweep completed in the period, whose counts are the engine's"
+    )
+    screened: int = Field(description="Patients the engine screened (that sweep)")
+    candidates: int = Field(description="Likely + possibly eligible (that sweep)")
+    reviewed: int = Field(description="Patients with any decision in the period")
+    to_review: int
+    contacted: int
+    declined: int
+    screen_failed: int
+    enrolled: int
+    not_now: int
+    screen_failed_by_reason: dict[str, int] = Field(
+        description="The screen-failed patients by the criterion id of their decision"
+    )
+
+    @classmethod
+    def of(cls, report: RecruitmentReport) -> RecruitmentReportPublic:
+        return cls(
+            trial=report.trial_id,
+            start=report.start,
+            end=report.end,
+            sweep=report.sweep,
+            screened=report.screened,
+            candidates=report.candidates,
+            reviewed=report.reviewed,
+            screen_failed_by_reason=dict(report.screen_failed_by_reason),
+            to_review=report.states["to_review"],
+            contacted=report.states["contacted"],
+            declined=report.states["declined"],
+            screen_failed=report.states["screen_failed"],
+            enrolled=report.states["enrolled"],
+            not_now=report.states["not_now"],
+        )
