@@ -42,6 +42,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.all_trials import screen_every_trial
 from service.api.decisions import new_decision
 from service.api.deps import Audit, RequestId, audited
+from service.api.report import DEFAULT_DAYS as REPORT_DAYS
+from service.api.report import make_report
 from service.api.smart import Smart, error_page, page_session, set_session_cookie, signin_page
 from service.api.state import State
 from service.app_state import AppState
@@ -78,6 +80,7 @@ from service.web.cohort import (
 )
 from service.web.other_trials import other_trials_context
 from service.web.patient import patient_context
+from service.web.report import report_view
 from service.web.responses import html, stream
 from service.web.sweep_choice import Wanted, named_fits, newest
 from service.web.views import STATUS_LABEL, candidates_csv, display_user, funnel
@@ -473,6 +476,7 @@ async def _sweep_chunks(
                 errors=run.counts.get("errors", 0),
                 worklist=await _worklist(state, trial, run.as_of, shown.rows, form),
             ),
+            report=await _report(state, trial),
         )
     except ServiceError as exc:  # the run's results were purged since it was chosen
         audit.outcome = f"error {exc.status}"
@@ -528,6 +532,7 @@ async def _cohort_chunks(
                 unscreened=screened.unscreened,
                 worklist=await _worklist(state, trial, day, shown, form),
             ),
+            report=await _report(state, trial),
         )
     except FhirError as exc:
         audit.outcome = f"error {exc.status}"
@@ -555,6 +560,19 @@ async def _worklist(
     histories = await asyncio.to_thread(state.decisions.by_patient, trial.id)
     fresh, held = split(shown, histories, day)
     return {"fresh": fresh, "held": held, "form": form}
+
+
+async def _report(state: AppState, trial: TrialDefinition) -> dict[str, Any] | None:
+    """The trial's recruitment report for the last 30 days (as the API's default period),
+    laid out for the page; None, and the section left out, when the stores cannot be read."""
+    end = state.today()
+    start = end - dt.timedelta(days=REPORT_DAYS - 1)
+    try:
+        made = await asyncio.to_thread(make_report, state, trial.id, start, end)
+    except SQLAlchemyError:
+        log.warning("cohort page: could not read the stores for the report", exc_info=True)
+        return None
+    return report_view(made)
 
 
 # ---------------------------------------------------------------- decision forms

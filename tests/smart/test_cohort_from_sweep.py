@@ -25,6 +25,7 @@ from service.sweeps import Source, SweepRunner
 from service.sweeps.report import csv_lines
 from service.sweeps.runner import Export
 from service.sweeps.store import RunInfo, SweepStore
+from service.worklist.model import Decision, DecisionState
 from tests.smart.conftest import AS_OF, SMALL_PATIENTS, launch
 from tests.smart.ehr import TestEhr
 
@@ -235,3 +236,36 @@ def test_a_sweep_that_cannot_be_shown_is_a_plain_page(
         assert response.status_code == status
         assert words in response.text
         assert "text/html" in response.headers["content-type"]
+
+
+def test_the_page_shows_the_recruitment_report_as_a_funnel_and_a_table(
+    app: TestClient, ehr: TestEhr, sweep_of: Callable[..., tuple[RunInfo, SweepStore]]
+) -> None:
+    run, _ = sweep_of(app, ehr.iss)
+    now = state_of(app.app).clock.now()
+    decided: list[tuple[str, DecisionState, str | None]] = [
+        ("p01", "screen_failed", "I6.hgb"),
+        ("p02", "enrolled", None),
+    ]
+    for patient, state, criterion in decided:
+        decision = Decision(
+            TRIAL, f"Patient/{patient}", state, "coordinator-7", now, criterion=criterion
+        )
+        state_of(app.app).decisions.record(decision)  # type: ignore[arg-type]
+    page = _coordinator(app, ehr)
+    section = page[page.index('<section aria-labelledby="recruitment">') :]
+    assert f"(#{run.id})" in section
+    svg = section[section.index("<svg") : section.index("</svg>")]
+    assert 'role="img"' in svg
+    assert '<title id="recruitment-title">Recruitment funnel' in svg
+    assert f"Screened by the engine {SWEPT}, " in svg  # the <desc>
+    rows = re.findall(
+        r'<tr><th scope="row">([^<]+)</th><td class="mono">([^<]*)</td><td>(\d+)</td>', section
+    )
+    table = {(label, criterion): int(count) for label, criterion, count in rows}
+    assert table[("Screened by the engine", "")] == SWEPT
+    assert table[("Reviewed", "")] == 2
+    assert table[("Enrolled", "")] == 1
+    assert table[("Screen-failed", "")] == 1
+    assert table[("Screen-failed on", "I6.hgb")] == 1
+    assert table[("Contacted", "")] == 0
