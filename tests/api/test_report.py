@@ -183,3 +183,16 @@ def test_the_report_is_audited(client: TestClient, bearer: Callable[[str], dict[
         ("report", TRIAL, "report 2026-11-01..2026-11-15"),
         ("report", TRIAL, "error 401"),
     ]
+
+
+def test_a_sweep_that_ended_after_the_period_is_not_its_engine_count(
+    client: TestClient, bearer: Callable[[str], dict[str, str]], recorded: int
+) -> None:
+    # 2026-11-16 00:30 in Nanjing is still 15 November in UTC: after the period in the zone.
+    completed_sweep(client, dt.datetime(2026, 11, 16, 0, 30, tzinfo=NANJING), patients=99)
+    params = {"from": "2026-11-01", "to": "2026-11-15"}
+    body = client.get(PATH, params=params, headers=bearer(READ)).json()
+    assert (body["sweep"], body["screened"]) == (recorded, 40)
+    params = {"from": "2026-11-11", "to": "2026-11-15"}  # after both earlier sweeps
+    body = client.get(PATH, params=params, headers=bearer(READ)).json()
+    assert (body["sweep"], body["screened"], body["candidates"]) == (None, 0, 0)
