@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import io
 import logging
 import os
@@ -36,10 +37,12 @@ import platform
 import pstats
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -56,15 +59,29 @@ IDLE_PERCENT = 15.0  # --wait-idle: what counts as an idle machine (all cores, p
 
 
 # ---------------------------------------------------------------- population cache
-def population(patients: int, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+# The two populations every run measures: the general hospital's (12% SLE, three quarters of
+# Observations no criterion reads) and a lupus clinic's, where most lines are relevant, so the
+# byte prefilter saves little and the screen does the most work per line it reads.
+POPULATIONS: dict[str, dict[str, Any]] = {
+    "bench": {"sle_share": make_population.SLE_SHARE, "filler_share": 1.0, "suffix": ""},
+    "sle-heavy": {"sle_share": 1.0, "filler_share": 0.25, "suffix": "-sle"},
+}
+
+
+def population(
+    patients: int, args: argparse.Namespace, kind: str = "bench"
+) -> tuple[Path, dict[str, Any]]:
     """The cached population for these arguments, generated first when missing or stale."""
     seed, as_of = args.seed, args.as_of
-    out = args.data_root / f"{patients}-{seed}"
+    mix = POPULATIONS[kind]
+    out = args.data_root / f"{patients}-{seed}{mix['suffix']}"
     wanted = {
         "generator_version": make_population.GENERATOR_VERSION,
         "patients": patients,
         "seed": seed,
         "as_of": as_of.isoformat(),
+        "sle_share": mix["sle_share"],
+        "filler_share": mix["filler_share"],
         "terminology_digest": make_population.tables_digest(_population_tables(args)),
     }
     manifest_path = out / make_population.MANIFEST
@@ -82,6 +99,8 @@ def population(patients: int, args: argparse.Namespace) -> tuple[Path, dict[str,
             f"--seed={seed}",
             f"--as-of={as_of.isoformat()}",
             f"--terminology={_population_tables(args)}",
+            f"--sle-share={mix['sle_share']}",
+            f"--filler-share={mix['filler_share']}",
         ],
         check=True,
     )
@@ -146,6 +165,29 @@ class _ScreenLog(logging.Handler):
             self.found = {"chunks": chunks, "workers": workers, "partitions": partitions}
 
 
+HGB_CRITERION = "I6.hgb"
+
+
+def hgb_cited(results: Iterable[dict[str, Any]]) -> dict[str, list[Any] | None]:
+    """Per patient, the hemoglobin result the engine's I6.hgb verdict cites: [Observation id,
+    value in g/L], or None when no result decides it. What the DuckDB phase is checked on."""
+    cited: dict[str, list[Any] | None] = {}
+    for result in results:
+        decided = None
+        for criterion in result["criteria"]:
+            if criterion["id"] != HGB_CRITERION or criterion["verdict"] == "unknown":
+                continue
+            for item in criterion["evidence"]:
+                if item.get("rule") is not None:  # the record the verdict rests on
+                    decided = [
+                        item["reference"].removeprefix("Observation/"),
+                        item["converted_value"],
+                    ]
+                    break
+        cited[result["patient"]["reference"]] = decided
+    return cited
+
+
 def phase_screen(
     data: Path, terminology: Path, as_of: date, workers: int | None, verify: bool
 ) -> dict[str, Any]:
@@ -167,22 +209,21 @@ def phase_screen(
         "counts": run.counts(),
     }
     if verify:
-        # The same question the DuckDB phase asks, answered from the screen's own verdicts.
-        both = 0
-        for result in run.results():
-            verdicts = {c["id"]: c["verdict"] for c in result["criteria"]}
-            both += verdicts.get("I5") == "pass" and verdicts.get("I6.hgb") == "pass"
-        outcome["hgb_and_age_pass"] = both
+        outcome["hgb"] = hgb_cited(run.results())
     run.close()
     return outcome
 
 
-# Patients whose latest 718-7 in the 90 days to $as_of is >= 60 g/L, aged 18-65. Mirrors the
-# engine's policy: final results only; the newest result in the window decides (ties on a day
-# broken by id, as the engine breaks them by reference); age in whole years, a birthday not
-# yet reached in the as-of year not counted. Units: only g/L and g/dL are converted.
+# Per patient, the latest result of the hemoglobin value set in the 90 days before $as_of, in
+# g/L, as the engine reads I6.hgb: final results only; the newest result in the window
+# decides (ties on a day broken by id); units: g/L and g/dL (as UCUM or as the text labs send
+# in any case). The value set is read from its CSV, the one the engine loads.
 HEMOGLOBIN_SQL = """
-WITH hgb AS (
+WITH valueset AS (
+  SELECT list(system || '|' || code) AS codings
+  FROM read_csv($valueset, header = true, all_varchar = true)
+),
+hgb AS (
   SELECT subject.reference AS patient,
          CAST(left(effectiveDateTime, 10) AS DATE) AS day,
          id,
@@ -195,31 +236,18 @@ WITH hgb AS (
     'code': 'STRUCT(coding STRUCT(system VARCHAR, code VARCHAR)[])',
     'subject': 'STRUCT(reference VARCHAR)', 'effectiveDateTime': 'VARCHAR',
     'valueQuantity': 'STRUCT(value DOUBLE, unit VARCHAR, system VARCHAR, code VARCHAR)'
-  })
+  }), valueset
   WHERE status IN ('final', 'amended', 'corrected')
-    AND list_contains(list_transform(code.coding, lambda c: c.system || '|' || c.code), $code)
-),
-latest AS (
-  SELECT patient, g_per_l FROM hgb
-  WHERE g_per_l IS NOT NULL AND day BETWEEN $as_of - INTERVAL 90 DAY AND $as_of
-  QUALIFY row_number() OVER (PARTITION BY patient ORDER BY day DESC, id DESC) = 1
-),
-people AS (
-  SELECT 'Patient/' || id AS patient, CAST(birthDate AS DATE) AS birth
-  FROM read_json($patients, format = 'newline_delimited',
-                 columns = {'id': 'VARCHAR', 'birthDate': 'VARCHAR'})
-  WHERE length(birthDate) = 10
+    AND len(list_intersect(
+      list_transform(code.coding, lambda c: c.system || '|' || c.code), valueset.codings)) > 0
 )
-SELECT count(*) FROM latest JOIN people USING (patient)
-WHERE latest.g_per_l >= 60
-  AND year($as_of) - year(birth)
-      - CASE WHEN month($as_of) * 100 + day($as_of) < month(birth) * 100 + day(birth)
-             THEN 1 ELSE 0 END
-      BETWEEN 18 AND 65
+SELECT patient, id, g_per_l FROM hgb
+WHERE g_per_l IS NOT NULL AND day BETWEEN $as_of - INTERVAL 90 DAY AND $as_of
+QUALIFY row_number() OVER (PARTITION BY patient ORDER BY day DESC, id DESC) = 1
 """
 
 
-def phase_duckdb(data: Path, as_of: date) -> dict[str, Any]:
+def phase_duckdb(data: Path, terminology: Path, as_of: date) -> dict[str, Any]:
     import duckdb
 
     started = _clock()
@@ -227,19 +255,45 @@ def phase_duckdb(data: Path, as_of: date) -> dict[str, Any]:
     threads = connection.execute("SELECT current_setting('threads')").fetchone()
     parameters = {
         "observations": str(data / "Observation.ndjson"),
-        "patients": str(data / "Patient.ndjson"),
-        "code": f"http://loinc.org|{HGB_LOINC}",
+        "valueset": str(terminology / "valuesets" / "hemoglobin.csv"),
         "as_of": as_of,
     }
-    row = connection.execute(HEMOGLOBIN_SQL, parameters).fetchone()
+    rows = connection.execute(HEMOGLOBIN_SQL, parameters).fetchall()
     elapsed = _elapsed(started)
     connection.close()
     return {
         **elapsed,
-        "hgb_and_age_pass": row[0] if row else None,
+        **_peaks(),
+        "hgb": {patient: [ident, value] for patient, ident, value in rows},
         "threads": threads[0] if threads else None,
         "duckdb": duckdb.__version__,
     }
+
+
+def phase_spark(data: Path, terminology: Path, as_of: date) -> dict[str, Any]:
+    """The Spark job (service/spark/) in local[2]: the JVM's start is timed on its own."""
+    from service.screening import ScreenOptions
+    from service.spark.job import session, spark_screen
+
+    started = _clock()
+    spark = session("local[2]")
+    spark.sparkContext.setLogLevel("ERROR")
+    startup = _elapsed(started)["seconds"]
+    started = _clock()
+    run = spark_screen(data, TRIAL, terminology, as_of, options=ScreenOptions(), spark=spark)
+    elapsed = _elapsed(started)
+    outcome = {
+        **elapsed,
+        "startup_seconds": round(startup, 2),
+        "workers": 2,
+        "resources_read": run.resources,
+        "counts": run.counts(),
+        "hgb": hgb_cited(run.results()),
+        "pyspark": spark.version,
+    }
+    run.close()
+    spark.stop()
+    return outcome
 
 
 def run_phase(args: argparse.Namespace) -> int:
@@ -248,16 +302,20 @@ def run_phase(args: argparse.Namespace) -> int:
         outcome = phase_orjson(args.data)
     elif args.phase == "screen":
         outcome = phase_screen(args.data, args.terminology, args.as_of, args.workers, args.verify)
+    elif args.phase == "spark":
+        outcome = phase_spark(args.data, args.terminology, args.as_of)
     else:
-        outcome = phase_duckdb(args.data, args.as_of)
+        outcome = phase_duckdb(args.data, args.terminology, args.as_of)
     outcome = {**_peaks(), **outcome}
     sys.stdout.write(orjson.dumps(outcome).decode() + "\n")
     return 0
 
 
 # ---------------------------------------------------------------- orchestration
-def _tree_memory(process: psutil.Process) -> tuple[int, int]:
-    """(RSS, PSS) summed over a process and its descendants.
+def _tree_memory(process: psutil.Process, cpu: dict[int, float]) -> tuple[int, int]:
+    """(RSS, PSS) summed over a process and its descendants; `cpu` gets each one's CPU
+    seconds so far (for Spark, whose JVM and its Python workers are never reaped by the
+    phase's process, so getrusage does not see them).
 
     Summed RSS counts pages a forked worker shares with its parent once per process; PSS
     splits shared pages between the processes sharing them, so its sum is what the tree
@@ -267,10 +325,12 @@ def _tree_memory(process: psutil.Process) -> tuple[int, int]:
     for member in [process, *process.children(recursive=True)]:
         try:
             info = member.memory_full_info()
+            times = member.cpu_times()
         except psutil.Error:
             continue  # a worker that just exited
         rss += info.rss
         pss += getattr(info, "pss", info.rss)
+        cpu[member.pid] = times.user + times.system
     return rss, pss
 
 
@@ -310,6 +370,7 @@ def measure(phase: str, data: Path, args: argparse.Namespace, extra: list[str]) 
     machine_before, ours_before = _machine_busy_seconds(), _cpu_seconds()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0
+    tree_cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
@@ -317,7 +378,7 @@ def measure(phase: str, data: Path, args: argparse.Namespace, extra: list[str]) 
         process = psutil.Process(child.pid)
         while not stop.is_set():
             try:
-                rss, pss = _tree_memory(process)
+                rss, pss = _tree_memory(process, tree_cpu)
             except psutil.Error:
                 return
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
@@ -339,7 +400,24 @@ def measure(phase: str, data: Path, args: argparse.Namespace, extra: list[str]) 
     outcome["machine_busy_percent_before"] = busy_before
     outcome["tree_peak_rss_mb"] = round(peak_rss / 2**20, 1)
     outcome["tree_peak_pss_mb"] = round(peak_pss / 2**20, 1)
+    if phase == "spark":  # the JVM and its workers: sampled (every 20 ms), not reaped
+        outcome["cpu_seconds"] = round(sum(tree_cpu.values()), 2)
     return outcome
+
+
+def measure_median(
+    phase: str, data: Path, args: argparse.Namespace, extra: list[str], repeat: int
+) -> dict[str, Any]:
+    """`measure` `repeat` times; the run with the median wall time (all its figures)."""
+    runs = sorted((measure(phase, data, args, extra) for _ in range(repeat)), key=_wall)
+    chosen = runs[(len(runs) - 1) // 2]
+    if repeat > 1:
+        chosen["runs_seconds"] = [round(_wall(r), 2) for r in runs]
+    return chosen
+
+
+def _wall(outcome: dict[str, Any]) -> float:
+    return float(outcome["seconds"])
 
 
 def row(
@@ -384,31 +462,99 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
-    data, manifest = population(args.patients, args)
-    patients, resources = manifest["patients"], manifest["resources"]
-    print(f"population: {data} ({resources:,} resources, {manifest['bytes'] / 1e6:,.0f} MB)")
-    orjson_run = measure("orjson", data, args, [])
-    baseline = orjson_run["seconds"]
-    rows = [row("orjson parse only", orjson_run, patients, resources, None)]
-    screen_default = measure("screen", data, args, ["--verify"])
-    rows.append(row("screen (default workers)", screen_default, patients, resources, baseline))
-    screen_one = measure("screen", data, args, ["--workers=1"])
-    rows.append(row("screen --workers 1", screen_one, patients, resources, baseline))
-    scanned = manifest["by_type"]["Observation"] + manifest["by_type"]["Patient"]
-    duck = measure("duckdb", data, args, [])
-    rows.append(row("duckdb: hgb + age only", duck, patients, scanned, baseline))
-    agree = screen_default["hgb_and_age_pass"] == duck["hgb_and_age_pass"]
+def skip_reason(phase: str) -> str | None:
+    """Why an optional phase cannot run here, or None."""
+    if phase == "duckdb" and importlib.util.find_spec("duckdb") is None:
+        return "duckdb is not installed (pip install 'cohort-match[bench]')"
+    if phase == "spark":
+        if importlib.util.find_spec("pyspark") is None:
+            return "pyspark is not installed (pip install 'cohort-match[spark]')"
+        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+            return "no Java runtime (Debian: apt-get install openjdk-17-jre-headless)"
+    return None
+
+
+def _same(a: list[Any] | None, b: list[Any] | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a[0] == b[0] and abs(float(a[1]) - float(b[1])) < 1e-6
+
+
+def compare_hgb(engine: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Every patient's hemoglobin from another engine against what the screen's verdict
+    cites (`hgb_cited`): the same record and value, or neither has one."""
+    differ = sorted(
+        p for p in engine.keys() | other.keys() if not _same(engine.get(p), other.get(p))
+    )
     return {
-        "rows": rows,
-        "screen_over_orjson": round(screen_default["seconds"] / baseline, 2),
-        "screen_workers_1_over_orjson": round(screen_one["seconds"] / baseline, 2),
-        "hgb_and_age_pass": {
-            "screen": screen_default["hgb_and_age_pass"],
-            "duckdb": duck["hgb_and_age_pass"],
-            "agree": agree,
-        },
-        "counts": screen_default["counts"],
+        "patients": len(engine),
+        "decided_by_a_result": sum(v is not None for v in engine.values()),
+        "differ": len(differ),
+        "examples": [[p, engine.get(p), other.get(p)] for p in differ[:5]],
+    }
+
+
+def bench_population(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase on one population; checks that DuckDB's and Spark's answers agree with
+    the screen's for every patient."""
+    data, manifest = population(args.patients, args, kind)
+    patients, resources = manifest["patients"], manifest["resources"]
+    print(f"population {kind}: {data} ({resources:,} resources, {manifest['bytes'] / 1e6:,.0f} MB)")
+    repeat = args.repeat
+    orjson_run = measure_median("orjson", data, args, [], repeat)
+    baseline = orjson_run["seconds"]
+    rows = [row(f"{kind}: orjson parse only", orjson_run, patients, resources, None)]
+    two = measure_median("screen", data, args, ["--workers=2", "--verify"], repeat)
+    rows.append(row(f"{kind}: screen, 2 workers", two, patients, resources, baseline))
+    one = measure_median("screen", data, args, ["--workers=1"], repeat)
+    rows.append(row(f"{kind}: screen, 1 worker", one, patients, resources, baseline))
+    report: dict[str, Any] = {
+        "population": {key: manifest.get(key) for key in ("patients", "resources", "bytes")},
+        "screen_2_workers_over_orjson": round(two["seconds"] / baseline, 2),
+        "screen_1_worker_over_orjson": round(one["seconds"] / baseline, 2),
+        "counts": two["counts"],
+    }
+    engine = two.pop("hgb")
+    reason = skip_reason("duckdb")
+    if reason:
+        print(f"{kind}: duckdb skipped: {reason}")
+        report["duckdb"] = {"skipped": reason}
+    else:
+        duck = measure_median("duckdb", data, args, [], repeat)
+        scanned = manifest["by_type"]["Observation"]
+        rows.append(row(f"{kind}: duckdb, I6.hgb only", duck, patients, scanned, baseline))
+        report["duckdb"] = compare_hgb(engine, duck.pop("hgb"))
+    reason = skip_reason("spark") if args.spark else "--no-spark"
+    if reason:
+        print(f"{kind}: spark skipped: {reason}")
+        report["spark"] = {"skipped": reason}
+    else:
+        spark = measure("spark", data, args, [])  # once: its JVM start alone is seconds
+        rows.append(row(f"{kind}: spark local[2]", spark, patients, resources, baseline))
+        report["spark"] = {
+            "startup_seconds": spark["startup_seconds"],
+            "counts_equal": spark["counts"] == two["counts"],
+            "hgb": compare_hgb(engine, spark.pop("hgb")),
+        }
+    report["rows"] = rows
+    return report
+
+
+def agreed(report: dict[str, Any]) -> bool:
+    """Whether every check of every population held (a skipped phase checks nothing)."""
+    for outcome in report["populations"].values():
+        if outcome["duckdb"].get("differ", 0) or outcome["spark"].get("hgb", {}).get("differ", 0):
+            return False
+        if outcome["spark"].get("counts_equal") is False:
+            return False
+    return True
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    populations = {kind: bench_population(kind, args) for kind in args.populations}
+    return {
+        "rows": [r for outcome in populations.values() for r in outcome.pop("rows")],
+        "populations": populations,
     }
 
 
@@ -465,6 +611,19 @@ def main(argv: list[str] | None = None) -> int:
         help="draw the population from these code tables (default: --terminology), e.g. an "
         "older checkout's terminology/ to compare versions on the same input",
     )
+    parser.add_argument(
+        "--populations",
+        type=lambda text: [kind.strip() for kind in text.split(",") if kind.strip()],
+        default=list(POPULATIONS),
+        help=f"comma-separated, of {', '.join(POPULATIONS)} (default: both)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each phase but Spark this many times and report the median run",
+    )
+    parser.add_argument("--no-spark", dest="spark", action="store_false", help="skip Spark")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument(
         "--check-flat-memory",
@@ -480,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         help="before each phase, wait up to this long for other work to leave the CPUs idle",
     )
     # Internal: one phase, run by the orchestrator in a fresh process.
-    parser.add_argument("--phase", choices=("orjson", "screen", "duckdb"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=("orjson", "screen", "duckdb", "spark"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
@@ -504,15 +665,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(table(report["rows"]))
     print(f"load average (1 min) before/after: {report['environment']['loadavg_1m_before_after']}")
-    for key in ("screen_over_orjson", "screen_workers_1_over_orjson", "hgb_and_age_pass"):
-        if key in report:
-            print(f"{key}: {report[key]}")
+    for kind, outcome in report.get("populations", {}).items():
+        print(
+            f"{kind}: screen / orjson parse: {outcome['screen_2_workers_over_orjson']}x "
+            f"(2 workers), {outcome['screen_1_worker_over_orjson']}x (1 worker)"
+        )
+        for engine in ("duckdb", "spark"):
+            print(f"{kind}: {engine} against the screen's verdicts: {outcome[engine]}")
+    failed = "populations" in report and not agreed(report)
+    if failed:
+        print("CHECK FAILED: another engine disagrees with screen_patient (see above)")
     if "peak_growth_for_4x_patients" in report:
         print(f"peak memory growth for 4x patients: {report['peak_growth_for_4x_patients']}")
     if args.json_out:
         args.json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
         print(f"wrote {args.json_out}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
