@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -30,7 +31,12 @@ import orjson
 from service.config import Settings
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
-from service.patient_screen import Record, load_screening_context, screen_patient_records
+from service.patient_screen import (
+    Record,
+    Screened,
+    load_screening_context,
+    screen_patient_records,
+)
 from service.ranking import sort_key
 from service.routing import Router
 from service.sources import (
@@ -43,7 +49,16 @@ from service.sources import (
 from service.spool import exit_with_parent, new_spool, spool_root
 from service.terminology import Terminology
 
-__all__ = ["Progress", "ScreenOptions", "ScreenRun", "Screener", "Summary", "screen"]
+__all__ = [
+    "Progress",
+    "ScreenOptions",
+    "ScreenRun",
+    "Screener",
+    "Summary",
+    "patient_line_filter",
+    "screen",
+    "screen_one",
+]
 
 log = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 1000
@@ -412,3 +427,52 @@ def screen(
     error_count += sum(part[2] for part in evaluated)
     summaries = sorted((s for part in evaluated for s in part[0]), key=Summary.key)
     return ScreenRun(trial, terms, as_of, summaries, resources, errors, error_count, spool, tmp)
+
+
+# ---------------------------------------------------------------- one patient
+_PLAIN_ID = re.compile(rb"[A-Za-z0-9.\-]+")  # FHIR's id characters: JSON never escapes them
+
+
+def patient_line_filter(patient: str) -> Callable[[bytes], bool] | None:
+    """A byte test that is true for NDJSON lines that cannot belong to `patient`
+    (`Patient/<id>`): its id is nowhere in the line. Such a line names the patient neither
+    as a Patient's `id` nor in a reference (`Patient/<id>`, a full URL, `/_history/`). A
+    writer may spell any character as `\\uXXXX`, so lines with such an escape are kept; an id
+    with characters beyond FHIR's (which JSON may escape otherwise) gets no filter (None)."""
+    ident = patient.removeprefix("Patient/").encode()
+    if not _PLAIN_ID.fullmatch(ident):
+        return None
+    return lambda line: ident not in line and b"\\u" not in line
+
+
+def screen_one(
+    data: Path,
+    trial_path: Path,
+    terminology_root: Path,
+    as_of: date,
+    patient: str,
+    *,
+    site_map: Path | None = None,
+    mrn_type: str = "MR",
+) -> Screened | None:
+    """One patient (`Patient/<id>`) of the files under `data`, without screening the rest:
+    lines that do not name the patient are passed over from their bytes
+    (`patient_line_filter`), the others routed as `screen` routes them, and the patient's
+    records screened in this process (`screen_patient_records`). None when no record
+    names the patient. Records are named as `screen` names them (file and line), so the
+    result is the one `screen` gives for this patient."""
+    context = load_screening_context(
+        trial_path, terminology_root, as_of, site_map=site_map, mrn_type=mrn_type, warm_up=False
+    )
+    router = _router(context.terms)
+    mine = patient_line_filter(patient)
+    skip = router.skip if mine is None else (lambda line: mine(line) or router.skip(line))
+    records: list[Record] = []
+    for chunk in chunks(data):
+        for resource, where, _, _ in LineReader(chunk, skip):
+            # unreadable lines and routing problems name no patient: not this one's business
+            if resource is not None and router.resource(resource).patient == patient:
+                records.append(Record(resource, where))
+    if not records:
+        return None
+    return screen_patient_records(records, context, patient=patient)
