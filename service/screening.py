@@ -221,10 +221,10 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
     errors: list[SourceError] = []
     error_count = 0
     resources = 0
-    handles = [
-        open(Path(job.spool) / f"routed-{p}-{index}.jsonl", "wb", buffering=1 << 20)
-        for p in range(job.partitions)
-    ]
+    # Opened when first written: a Bundle (one file, one chunk, usually one patient) fills
+    # one partition, and opening, closing and later reading back an empty file for every
+    # other partition, per Bundle, cost more than routing its resources.
+    handles: dict[int, BinaryIO] = {}
     reader = LineReader(chunk, router.skip)
     try:
         for resource, where, error, line in reader:
@@ -247,11 +247,14 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                 where = f"{resource['resourceType']}/{resource['id']}"
             body = line.rstrip(b"\r\n") if line is not None else orjson.dumps(resource)
             # where, the patient (as JSON: no raw separator in it), the resource
-            handles[_partition_of(patient, job.partitions)].write(
-                where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n"
-            )
+            partition = _partition_of(patient, job.partitions)
+            handle = handles.get(partition)
+            if handle is None:
+                path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
+                handle = handles[partition] = open(path, "wb", buffering=1 << 20)
+            handle.write(where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n")
     finally:
-        for handle in handles:
+        for handle in handles.values():
             handle.close()
     return resources + reader.skipped, errors, error_count
 
@@ -272,6 +275,8 @@ def _evaluate_partition(
     patients: dict[str, list[Record]] = {}
     for index in range(chunk_count):
         path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
+        if not path.exists():  # no patient of this partition in that chunk
+            continue
         with path.open("rb") as handle:
             for line in handle:
                 raw_where, raw_patient, raw = line.split(b"\x1f", 2)

@@ -282,3 +282,20 @@ def test_the_patient_line_filter_keeps_every_line_that_may_name_the_patient() ->
     # an id JSON might escape otherwise (not a FHIR id) gets no filter: every line is parsed
     assert patient_line_filter('Patient/a"b') is None
     assert patient_line_filter("Patient/a/b") is None
+
+
+def test_bundles_spread_over_partitions_give_the_results_of_one(tmp_path: Path) -> None:
+    # A Bundle fills only its patient's partition: the others get no file for that chunk.
+    ranked = []
+    for partitions in (1, 4):
+        run = screen(
+            DEMO / "NCT06946485",
+            TRIAL_PATH,
+            TERMINOLOGY,
+            DEMO_AS_OF,
+            options=ScreenOptions(workers=1, partitions=partitions),
+        )
+        ranked.append([run.result_bytes(s) for s in run.summaries])
+        run.close()
+    assert len(ranked[0]) > 1
+    assert ranked[0] == ranked[1]
