@@ -65,6 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 TRIAL = REPO / "trials" / "NCT06946485.yaml"
 HGB_LOINC = "718-7"
 SAMPLE_SECONDS = 0.02
+DRIVER_MEMORY = "3g"  # Spark phase: the driver's heap (see phase_spark)
 IDLE_PERCENT = 15.0  # --wait-idle: what counts as an idle machine (all cores, percent)
 
 
@@ -285,6 +286,9 @@ def phase_spark(data: Path, terminology: Path, as_of: date) -> dict[str, Any]:
     from service.screening import ScreenOptions
     from service.spark.job import session, spark_screen
 
+    # The driver streams the results (about 20 kB a patient) partition by partition
+    # (toLocalIterator): at 10,000 patients a 1 GB driver ran out of heap.
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-memory {DRIVER_MEMORY} pyspark-shell")
     started = _clock()
     spark = session("local[2]")
     spark.sparkContext.setLogLevel("ERROR")
@@ -402,6 +406,8 @@ def measure(phase: str, data: Path, args: argparse.Namespace, extra: list[str]) 
     process_seconds = time.perf_counter() - started
     others = (_machine_busy_seconds() - machine_before) - (_cpu_seconds() - ours_before)
     if child.returncode != 0:
+        if phase == "spark":  # reported with the other rows; the run's figures are kept
+            return {"failed": f"exit {child.returncode}"}
         raise SystemExit(f"phase {phase} {' '.join(extra)} failed (exit {child.returncode})")
     outcome: dict[str, Any] = orjson.loads(stdout.strip().splitlines()[-1])
     outcome["process_seconds"] = round(process_seconds, 2)
@@ -540,6 +546,11 @@ def bench_population(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         report["spark"] = {"skipped": reason}
     else:
         spark = measure("spark", data, args, [])  # once: its JVM start alone is seconds
+        if "failed" in spark:
+            print(f"{kind}: spark FAILED ({spark['failed']})")
+            report["spark"] = spark
+            report["rows"] = rows
+            return report
         rows.append(row(f"{kind}: spark local[2]", spark, patients, resources, baseline))
         report["spark"] = {
             "startup_seconds": spark["startup_seconds"],
@@ -555,7 +566,7 @@ def agreed(report: dict[str, Any]) -> bool:
     for outcome in report["populations"].values():
         if outcome["duckdb"].get("differ", 0) or outcome["spark"].get("hgb", {}).get("differ", 0):
             return False
-        if outcome["spark"].get("counts_equal") is False:
+        if outcome["spark"].get("counts_equal") is False or "failed" in outcome["spark"]:
             return False
     return True
 
