@@ -69,6 +69,7 @@ RESOURCE_TYPES = (
 )
 MANIFEST = ".population.json"
 GENERATOR_VERSION = 1  # bump when the output for the same arguments changes
+SLE_SHARE = 0.12  # of patients; --sle-share changes it (the default draws are unchanged)
 HISTORY_DAYS = 1100  # encounters spread over the three years before as_of
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 MRN_SYSTEM = "http://hospital.example.org/fhir/sid/mrn"
@@ -570,8 +571,18 @@ CITIES = ("Nanjing", "Suzhou", "Wuxi", "Yangzhou", "Changzhou")
 class PatientWriter:
     """Builds one patient's resources with a shared PRNG and appends them to the type files."""
 
-    def __init__(self, tables: Tables, as_of: date, rng: random.Random, out: dict[str, IO[bytes]]):
+    def __init__(
+        self,
+        tables: Tables,
+        as_of: date,
+        rng: random.Random,
+        out: dict[str, IO[bytes]],
+        sle_share: float = SLE_SHARE,
+        filler_share: float = 1.0,
+    ):
         self.t = tables
+        self.sle_share = sle_share
+        self.filler_share = filler_share
         self.as_of = as_of
         self.rng = rng
         self.out = out
@@ -654,6 +665,10 @@ class PatientWriter:
         self.emit(resource)
 
     def filler(self, pid: str, encounter: str, day: date, items: Sequence[Filler]) -> None:
+        # Below 1, a panel no criterion reads is left out at that rate (a lupus clinic's
+        # record); at 1 no draw is made, so the default population is unchanged.
+        if self.filler_share < 1 and self.rng.random() >= self.filler_share:
+            return
         for code, display, unit, mean, sd, decimals, category in items:
             value = round(max(0.0, self.rng.gauss(mean, sd)), decimals)
             self.observation(
@@ -702,7 +717,7 @@ class PatientWriter:
     def write(self) -> None:
         rng, as_of = self.rng, self.as_of
         pid = self.uid()
-        sle = rng.random() < 0.12
+        sle = rng.random() < self.sle_share
         lupus_other = not sle and rng.random() < 0.03
         female = rng.random() < (0.88 if sle or lupus_other else 0.52)
         age_days = rng.randrange(16 * 365 if sle else 2 * 365, (70 if sle else 92) * 365)
@@ -1047,7 +1062,15 @@ class PatientWriter:
 
 
 # ---------------------------------------------------------------- driver
-def generate(patients: int, out: Path, seed: int, as_of: date, terminology: Path) -> dict[str, Any]:
+def generate(
+    patients: int,
+    out: Path,
+    seed: int,
+    as_of: date,
+    terminology: Path,
+    sle_share: float = SLE_SHARE,
+    filler_share: float = 1.0,
+) -> dict[str, Any]:
     """Write the population to `out` (replacing it) and return its manifest."""
     tables = load_tables(terminology)
     partial = out.with_name(out.name + ".partial")
@@ -1059,7 +1082,7 @@ def generate(patients: int, out: Path, seed: int, as_of: date, terminology: Path
         kind: (partial / f"{kind}.ndjson").open("wb", buffering=1 << 20) for kind in RESOURCE_TYPES
     }
     try:
-        writer = PatientWriter(tables, as_of, random.Random(seed), handles)
+        writer = PatientWriter(tables, as_of, random.Random(seed), handles, sle_share, filler_share)
         step = max(1, patients // 10)
         for index in range(patients):
             writer.write()
@@ -1073,6 +1096,8 @@ def generate(patients: int, out: Path, seed: int, as_of: date, terminology: Path
         "patients": patients,
         "seed": seed,
         "as_of": as_of.isoformat(),
+        "sle_share": sle_share,
+        "filler_share": filler_share,
         "terminology_digest": tables.digest,
         "resources": sum(writer.counts.values()),
         "by_type": writer.counts,
@@ -1093,10 +1118,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--as-of", type=date.fromisoformat, default=date(2026, 11, 27))
     parser.add_argument("--terminology", type=Path, default=REPO / "terminology")
+    parser.add_argument(
+        "--sle-share",
+        type=float,
+        default=SLE_SHARE,
+        help=f"share of patients with SLE (default {SLE_SHARE}, a general hospital's record); "
+        "near 1 makes an SLE-heavy population, where most lines are ones the trial reads",
+    )
+    parser.add_argument(
+        "--filler-share",
+        type=float,
+        default=1.0,
+        help="share of the panels no criterion reads (vitals, chemistry, lipids, ...) that "
+        "are written (default 1); with --sle-share 1, 0.25 makes most lines relevant",
+    )
     args = parser.parse_args(argv)
     if args.patients < 1:
         parser.error("--patients must be at least 1")
-    manifest = generate(args.patients, args.out, args.seed, args.as_of, args.terminology)
+    if not (0 <= args.sle_share <= 1 and 0 <= args.filler_share <= 1):
+        parser.error("--sle-share and --filler-share must be between 0 and 1")
+    manifest = generate(
+        args.patients,
+        args.out,
+        args.seed,
+        args.as_of,
+        args.terminology,
+        args.sle_share,
+        args.filler_share,
+    )
     per_patient = manifest["by_type"]["Observation"] / manifest["patients"]
     print(
         f"wrote {manifest['patients']} patients, {manifest['resources']} resources "

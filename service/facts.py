@@ -1,8 +1,13 @@
 """Normalized clinical facts: what the mappers produce and the criteria engine reads.
 
 Every fact keeps its provenance (the FHIR reference it came from and, for files, where in
-the file) and its codes exactly as recorded, so a verdict can cite them. Facts are frozen
-dataclasses with slots: a sweep builds millions of them, and they are never validated twice.
+the file) and its codes exactly as recorded, so a verdict can cite them. Facts are dataclasses
+with slots: a sweep builds millions of them, and they are never validated twice. They are
+treated as immutable but not declared `frozen=True`: a frozen dataclass's `__init__` sets
+each field through `object.__setattr__`, and dropping it cut the screen's CPU by 15-25%
+(issue 13, identical output). `unsafe_hash=True` keeps them hashable by value, as frozen
+made them (value-set lookups and sets of codes rely on it); nothing assigns to a fact after
+it is built.
 
 `concepts` is the set of value-set names (terminology/valuesets/<name>.csv) the record's
 codes belong to, resolved once by the mapper so the engine never touches code tables.
@@ -21,14 +26,14 @@ RESOLVED_STATUSES = frozenset({"inactive", "resolved", "remission"})
 Qualitative = Literal["positive", "negative"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Code:
     system: str
     code: str
     display: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Quantity:
     """A value with the unit as recorded and, when it could be converted, the canonical one."""
 
@@ -39,7 +44,7 @@ class Quantity:
     canonical_unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RefRange:
     """One Observation.referenceRange, its limits converted like the value."""
 
@@ -53,7 +58,7 @@ class RefRange:
     text: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Identifier:
     """A business identifier of the patient (MRN and the like), as the EHR shows it."""
 
@@ -63,7 +68,7 @@ class Identifier:
     label: str | None = None  # Identifier.type text or display
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Demographics:
     reference: str
     birth_date: date | None
@@ -76,7 +81,7 @@ class Demographics:
     name: str | None = None  # as a coordinator reads it (mappers/patient.display_name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class LabResult:
     reference: str
     codes: tuple[Code, ...]
@@ -95,7 +100,7 @@ class LabResult:
     titer: float | None = None  # 1:N dilution as N (valueRatio or "1:160")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Diagnosis:
     reference: str
     codes: tuple[Code, ...]
@@ -138,7 +143,7 @@ class Diagnosis:
         return self.clinical_status not in RESOLVED_STATUSES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MedicationExposure:
     reference: str
     codes: tuple[Code, ...]
@@ -158,7 +163,7 @@ class MedicationExposure:
     end_basis: str | None = None  # how `end` was found when not recorded (days supply ...)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Allergy:
     reference: str
     codes: tuple[Code, ...]
@@ -177,7 +182,7 @@ class Allergy:
     verification_status: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ProcedureRecord:
     reference: str
     codes: tuple[Code, ...]
@@ -187,7 +192,7 @@ class ProcedureRecord:
     source: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StudyParticipation:
     reference: str
     study: str  # ResearchStudy reference or identifier value
@@ -197,7 +202,7 @@ class StudyParticipation:
     source: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Problem:
     """A record that could not be read (or fetched): which type, where, and why."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -30,7 +31,12 @@ import orjson
 from service.config import Settings
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
-from service.patient_screen import Record, load_screening_context, screen_patient_records
+from service.patient_screen import (
+    Record,
+    Screened,
+    load_screening_context,
+    screen_patient_records,
+)
 from service.ranking import sort_key
 from service.routing import Router
 from service.sources import (
@@ -43,7 +49,16 @@ from service.sources import (
 from service.spool import exit_with_parent, new_spool, spool_root
 from service.terminology import Terminology
 
-__all__ = ["Progress", "ScreenOptions", "ScreenRun", "Screener", "Summary", "screen"]
+__all__ = [
+    "Progress",
+    "ScreenOptions",
+    "ScreenRun",
+    "Screener",
+    "Summary",
+    "patient_line_filter",
+    "screen",
+    "screen_one",
+]
 
 log = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 1000
@@ -206,10 +221,10 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
     errors: list[SourceError] = []
     error_count = 0
     resources = 0
-    handles = [
-        open(Path(job.spool) / f"routed-{p}-{index}.jsonl", "wb", buffering=1 << 20)
-        for p in range(job.partitions)
-    ]
+    # Opened when first written: a Bundle (one file, one chunk, usually one patient) fills
+    # one partition, and opening, closing and later reading back an empty file for every
+    # other partition, per Bundle, cost more than routing its resources.
+    handles: dict[int, BinaryIO] = {}
     reader = LineReader(chunk, router.skip)
     try:
         for resource, where, error, line in reader:
@@ -232,11 +247,14 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                 where = f"{resource['resourceType']}/{resource['id']}"
             body = line.rstrip(b"\r\n") if line is not None else orjson.dumps(resource)
             # where, the patient (as JSON: no raw separator in it), the resource
-            handles[_partition_of(patient, job.partitions)].write(
-                where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n"
-            )
+            partition = _partition_of(patient, job.partitions)
+            handle = handles.get(partition)
+            if handle is None:
+                path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
+                handle = handles[partition] = open(path, "wb", buffering=1 << 20)
+            handle.write(where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n")
     finally:
-        for handle in handles:
+        for handle in handles.values():
             handle.close()
     return resources + reader.skipped, errors, error_count
 
@@ -257,6 +275,8 @@ def _evaluate_partition(
     patients: dict[str, list[Record]] = {}
     for index in range(chunk_count):
         path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
+        if not path.exists():  # no patient of this partition in that chunk
+            continue
         with path.open("rb") as handle:
             for line in handle:
                 raw_where, raw_patient, raw = line.split(b"\x1f", 2)
@@ -412,3 +432,52 @@ def screen(
     error_count += sum(part[2] for part in evaluated)
     summaries = sorted((s for part in evaluated for s in part[0]), key=Summary.key)
     return ScreenRun(trial, terms, as_of, summaries, resources, errors, error_count, spool, tmp)
+
+
+# ---------------------------------------------------------------- one patient
+_PLAIN_ID = re.compile(rb"[A-Za-z0-9.\-]+")  # FHIR's id characters: JSON never escapes them
+
+
+def patient_line_filter(patient: str) -> Callable[[bytes], bool] | None:
+    """A byte test that is true for NDJSON lines that cannot belong to `patient`
+    (`Patient/<id>`): its id is nowhere in the line. Such a line names the patient neither
+    as a Patient's `id` nor in a reference (`Patient/<id>`, a full URL, `/_history/`). A
+    writer may spell any character as `\\uXXXX`, so lines with such an escape are kept; an id
+    with characters beyond FHIR's (which JSON may escape otherwise) gets no filter (None)."""
+    ident = patient.removeprefix("Patient/").encode()
+    if not _PLAIN_ID.fullmatch(ident):
+        return None
+    return lambda line: ident not in line and b"\\u" not in line
+
+
+def screen_one(
+    data: Path,
+    trial_path: Path,
+    terminology_root: Path,
+    as_of: date,
+    patient: str,
+    *,
+    site_map: Path | None = None,
+    mrn_type: str = "MR",
+) -> Screened | None:
+    """One patient (`Patient/<id>`) of the files under `data`, without screening the rest:
+    lines that do not name the patient are passed over from their bytes
+    (`patient_line_filter`), the others routed as `screen` routes them, and the patient's
+    records screened in this process (`screen_patient_records`). None when no record
+    names the patient. Records are named as `screen` names them (file and line), so the
+    result is the one `screen` gives for this patient."""
+    context = load_screening_context(
+        trial_path, terminology_root, as_of, site_map=site_map, mrn_type=mrn_type, warm_up=False
+    )
+    router = _router(context.terms)
+    mine = patient_line_filter(patient)
+    skip = router.skip if mine is None else (lambda line: mine(line) or router.skip(line))
+    records: list[Record] = []
+    for chunk in chunks(data):
+        for resource, where, _, _ in LineReader(chunk, skip):
+            # unreadable lines and routing problems name no patient: not this one's business
+            if resource is not None and router.resource(resource).patient == patient:
+                records.append(Record(resource, where))
+    if not records:
+        return None
+    return screen_patient_records(records, context, patient=patient)

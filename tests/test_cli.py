@@ -249,3 +249,17 @@ def test_an_ineligible_patients_next_step_is_why_the_same_in_json_csv_table_and_
     assert "fails I6.hgb: Hemoglobin mass concentration" in table
     explained = runner.invoke(app, ["explain", *day, "--patient", "p05"]).stdout
     assert f"next step: {P05_OUT}" in " ".join(explained.split())
+
+
+def test_explain_does_not_screen_the_population(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.screening as screening
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("explain screened the whole population")
+
+    monkeypatch.setattr(screening, "screen", refuse)
+    result = runner.invoke(
+        app, ["explain", "--patient", "p05", "--as-of", "2026-11-20", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["patient"]["reference"] == "Patient/p05"

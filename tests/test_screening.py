@@ -224,3 +224,78 @@ def test_an_interrupted_screen_leaves_no_spool_behind(
     with pytest.raises(KeyboardInterrupt):
         screen(DEMO, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF)
     assert list(tmp_path.glob("cohort-match-*")) == []
+
+
+def test_one_patient_is_screened_alone_with_the_result_the_full_screen_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.screening as screening
+    from service.routing import Router
+
+    data = _ndjson_population(tmp_path)
+    run = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, options=ScreenOptions(workers=1))
+    full = {s.reference: run.result_bytes(s) for s in run.summaries}
+    run.close()
+    lines = [line for path in data.glob("*.ndjson") for line in path.read_bytes().splitlines()]
+    screened: list[str] = []
+    routed: list[str | None] = []
+    real_screen, real_route = screening.screen_patient_records, Router.resource
+
+    def spy_screen(records: Any, context: Any, **kwargs: Any) -> Any:
+        screened.append(kwargs["patient"])
+        return real_screen(records, context, **kwargs)
+
+    def spy_route(self: Router, resource: dict[str, Any]) -> Any:
+        route = real_route(self, resource)
+        routed.append(route.patient)
+        return route
+
+    monkeypatch.setattr(screening, "screen_patient_records", spy_screen)
+    monkeypatch.setattr(Router, "resource", spy_route)
+    for reference in ("Patient/p02", "Patient/p05"):
+        screened.clear()
+        routed.clear()
+        one = screening.screen_one(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, reference)
+        assert one is not None
+        assert orjson.dumps(one.result) == full[reference]
+        assert screened == [reference]  # nobody else screened
+        # only lines that may name the patient (its id's bytes, or a \u escape) were
+        # parsed and routed, not the population's
+        ident = reference.removeprefix("Patient/").encode()
+        naming = sum(1 for line in lines if ident in line or b"\\u" in line)
+        assert len(routed) <= naming < len(lines) / 4
+        assert reference in routed
+    assert screening.screen_one(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, "Patient/nobody") is None
+
+
+def test_the_patient_line_filter_keeps_every_line_that_may_name_the_patient() -> None:
+    from service.screening import patient_line_filter
+
+    other = patient_line_filter("Patient/p1")
+    assert other is not None
+    assert other(b'{"resourceType":"Observation","subject":{"reference":"Patient/p2"}}')
+    assert not other(b'{"resourceType":"Observation","subject":{"reference":"Patient/p1"}}')
+    assert not other(b'{"resourceType":"Patient","id":"p1"}')
+    assert not other(b'{"subject":{"reference":"https://ehr.example/fhir/Patient/p1"}}')
+    # a writer may escape any character: such a line is parsed, whoever it names
+    assert not other(b'{"resourceType":"Patient","id":"\\u0070\\u0031"}')
+    # an id JSON might escape otherwise (not a FHIR id) gets no filter: every line is parsed
+    assert patient_line_filter('Patient/a"b') is None
+    assert patient_line_filter("Patient/a/b") is None
+
+
+def test_bundles_spread_over_partitions_give_the_results_of_one(tmp_path: Path) -> None:
+    # A Bundle fills only its patient's partition: the others get no file for that chunk.
+    ranked = []
+    for partitions in (1, 4):
+        run = screen(
+            DEMO / "NCT06946485",
+            TRIAL_PATH,
+            TERMINOLOGY,
+            DEMO_AS_OF,
+            options=ScreenOptions(workers=1, partitions=partitions),
+        )
+        ranked.append([run.result_bytes(s) for s in run.summaries])
+        run.close()
+    assert len(ranked[0]) > 1
+    assert ranked[0] == ranked[1]

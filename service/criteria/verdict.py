@@ -5,6 +5,9 @@ as pydantic models for the published contract. Field names here are the contract
 in step with openapi/. Unlike the facts they have no `__slots__`: orjson reads a dataclass's
 `__dict__` at once but a slotted one field by field, which made writing a screen's results
 (some 20 kB a patient) twice as slow. In a screen a result lives only until it is written.
+Like the facts, they are not `frozen=True` (its per-field `object.__setattr__` was measurable
+on the hot path) but `unsafe_hash=True`, hashable as before; nothing assigns to them after
+they are built.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ ItemStatus = Literal[
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class Evidence:
     """One record (or derived value) behind a verdict."""
 
@@ -45,7 +48,7 @@ class Evidence:
     inputs: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class ScoreItem:
     """One item of a computed score: its weight, whether it counts and why, and the records."""
 
@@ -60,7 +63,7 @@ class ScoreItem:
     evidence: tuple[Evidence, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class Score:
     """A score computed from the record (EULAR/ACR 2019, SLEDAI-2K): the breakdown behind a
     verdict. `lower_bound`: items the record cannot show (a visit's clinical findings) may add
@@ -79,7 +82,7 @@ class Score:
     items: tuple[ScoreItem, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class Verdict:
     verdict: VerdictValue
     reason: str
@@ -87,7 +90,7 @@ class Verdict:
     score: Score | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class CriterionResult:
     id: str
     kind: str
@@ -100,14 +103,14 @@ class CriterionResult:
     score: Score | None = None  # a score computed from the record, with every item
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class TrialRef:
     id: str
     version: str
     terminology: str
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class PatientSummary:
     reference: str
     age: int | None  # at as_of, or at death; None when the date of death is not recorded

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -27,19 +28,35 @@ if TYPE_CHECKING:
 
 __all__ = ["explain_command", "screen_command", "screen_population"]
 
+T = TypeVar("T")
+
 
 def screen_population(
     settings: Settings, trial_id: str, data: Path | None, as_of: date, **kwargs: Any
 ) -> ScreenRun:
     """Screen `data` (default: the demo) for a trial; a missing trial or file exits with 2."""
-    from service.criteria.model import TrialError
     from service.screening import screen
+
+    return _screen_with(screen, settings, trial_id, data, as_of, **kwargs)
+
+
+def _screen_with(
+    screener: Callable[..., T],
+    settings: Settings,
+    trial_id: str,
+    data: Path | None,
+    as_of: date,
+    **kwargs: Any,
+) -> T:
+    """`screener` (`screen`, `screen_one`) on `data` (default: the demo) for a trial, with
+    the settings' code tables; a missing trial or file exits with 2."""
+    from service.criteria.model import TrialError
     from service.terminology import TerminologyError
     from service.trials import TrialNotFound, find_trial
 
     try:
         _, trial_path = find_trial(settings.trials_dir, trial_id)
-        return screen(
+        return screener(
             data or settings.demo_dir,
             trial_path,
             settings.terminology_dir,
@@ -88,18 +105,17 @@ def explain_command(
     output: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
 ) -> None:
     """Print one patient's checklist: every criterion with verdict, reason and evidence."""
+    from service.screening import screen_one
+
     settings = get_settings()
     reference = patient if patient.startswith("Patient/") else f"Patient/{patient}"
-    run = screen_population(settings, trial, data, parse_day(as_of), only_patient=reference)
-    try:
-        # Unreadable records of this patient are listed with the checklist (problems);
-        # other files' errors are not this command's business.
-        match = [s for s in run.summaries if s.reference == reference]
-        if not match:
-            raise fail(f"no records for {reference} in {data or settings.demo_dir}")
-        result = orjson.loads(run.result_bytes(match[0]))
-    finally:
-        run.close()
+    # Only this patient's lines are routed and screened (screening.screen_one). Unreadable
+    # records of this patient are listed with the checklist (problems); other files'
+    # errors are not this command's business.
+    screened = _screen_with(screen_one, settings, trial, data, parse_day(as_of), patient=reference)
+    if screened is None:
+        raise fail(f"no records for {reference} in {data or settings.demo_dir}")
+    result = orjson.loads(orjson.dumps(screened.result))  # as `screen` writes it
     if output is Format.json:
         render.print_json(result)
         return
