@@ -85,7 +85,7 @@ async def test_system_export_screens_like_the_demo_bundles(
         result = await export(
             fhir, out, ExportRequest.of(TYPES), progress=seen.append, poll_limit_s=120
         )
-    assert result.counts()["Patient"] == len(demo_resources("Patient")) == 70
+    assert result.counts()["Patient"] == len(demo_resources("Patient")) == 71
     assert result.counts() == expected_counts(), "every demo resource of these types, once"
     assert all(f.lines == f.expected for f in result.files), "line counts match the manifest"
     assert result.issues == ()
@@ -108,7 +108,7 @@ async def test_an_incremental_export_since_the_last_transaction_time_is_empty(
             ExportRequest.of(["Patient"], since=first.transaction_time),
             poll_limit_s=60,
         )
-    assert first.counts() == {"Patient": 70}
+    assert first.counts() == {"Patient": 71}
     assert again.counts() == {}, "nothing changed since the first export"
     assert again.transaction_time >= first.transaction_time
 
@@ -137,7 +137,7 @@ async def test_the_search_fallback_screens_like_the_demo_bundles(
     async with FhirClient(fhir_server) as fhir:
         result = await search_to_ndjson(fhir, out, plan)
     assert result.method == "search"
-    assert result.counts()["Patient"] == 70
+    assert result.counts()["Patient"] == 71
     assert statuses(out) == bundle_statuses
 
 
@@ -163,7 +163,7 @@ async def test_downloads_from_the_auth_server_carry_the_token(
             delete_when_done=False,
         )
     assert result.counts() == {k: v for k, v in expected_counts().items() if k in result.counts()}
-    assert result.counts()["Patient"] == 70
+    assert result.counts()["Patient"] == 71
     downloads = [r for r in transport.requests if "/bulk-files/" in r.url.path]
     assert len(downloads) == len(result.files) == 2
     assert all(r.headers["Authorization"].startswith("Bearer ") for r in downloads)

@@ -51,7 +51,7 @@ async def test_one_batch_gives_the_same_facts_as_searches_one_by_one(
     patients = demo_patients()
     transport = Counting()
     async with (
-        # a scan cached for the whole test: 70 patients take over a minute on a busy machine
+        # a scan cached for the whole test: 71 patients take over a minute on a busy machine
         FhirClient(fhir_server, transport=transport, scan_ttl_s=3600) as batched,
         OneByOne(fhir_server) as single,
     ):

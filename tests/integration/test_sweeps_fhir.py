@@ -41,7 +41,7 @@ def test_a_sweep_from_the_fhir_server_equals_the_sweep_of_the_files(
         assert from_server.status == "completed", from_server.error
         from_files = sweep(runner, DEMO)
         assert verdicts_of(store, from_server.id) == verdicts_of(store, from_files.id)
-        assert from_server.counts["patients"] == 70
+        assert from_server.counts["patients"] == 71
         assert from_server.source_kind == "fhir"
         assert from_server.source == fhir_server
         assert from_server.transaction_time is not None  # the `_since` of a later run
@@ -51,7 +51,7 @@ def test_a_sweep_from_the_fhir_server_equals_the_sweep_of_the_files(
             from_server.problems
         )
         assert not any(tempfile.gettempdir() in p or ".ndjson" in p for p in from_server.problems)
-        assert diff_runs(store, from_files, from_server).counts["unchanged"] == 70
+        assert diff_runs(store, from_files, from_server).counts["unchanged"] == 71
     finally:
         store.close()
 
