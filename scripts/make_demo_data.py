@@ -1249,9 +1249,7 @@ def gcsf_by_reference(c: Case) -> None:
                 }
             ]
         },
-        "ingredient": [
-            {"itemCodeableConcept": {"coding": [{"system": RXNORM, "code": "68442"}]}}
-        ],
+        "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RXNORM, "code": "68442"}]}}],
     }
     c.add(medication)
     c.add(
