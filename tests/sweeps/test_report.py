@@ -83,7 +83,7 @@ def test_csv_export_is_the_screen_commands_csv(done: tuple[SweepStore, RunInfo])
         "next_step",
     ]
     assert header[11:] == run.criterion_ids  # one column per criterion verdict
-    assert len(exported.splitlines()) == 71
+    assert len(exported.splitlines()) == 72
 
 
 def test_results_filtered_by_status_in_the_store_keep_their_ranks(

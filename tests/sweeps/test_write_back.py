@@ -46,13 +46,13 @@ def test_a_completed_run_is_written_back_as_one_transaction(
     with respx.mock(assert_all_called=True) as mock:
         route = mock.post(FHIR).mock(return_value=httpx.Response(200, json={}))
         run = sweep(writing, demo_copy)
-    assert run.write_back == f"ok: 36 resources written to {FHIR}"
+    assert run.write_back == f"ok: 37 resources written to {FHIR}"
     request = route.calls.last.request
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.headers["content-type"] == "application/fhir+json"
     bundle = json.loads(request.content)
     assert bundle["type"] == "transaction"
-    assert [e["request"]["method"] for e in bundle["entry"]] == ["PUT"] * 36
+    assert [e["request"]["method"] for e in bundle["entry"]] == ["PUT"] * 37
     writing.store.close()
 
 
