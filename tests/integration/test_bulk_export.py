@@ -40,6 +40,7 @@ TYPES = [
     "AllergyIntolerance",
     "Procedure",
     "ResearchSubject",
+    "Medication",  # p71's order names one by reference
 ]
 
 
@@ -116,7 +117,8 @@ async def test_an_incremental_export_since_the_last_transaction_time_is_empty(
 async def test_a_patient_level_export_gets_research_subjects_by_search(
     fhir_server: str, tmp_path: Path, bundle_statuses: dict[str, str]
 ) -> None:
-    """sekmet's Patient $export leaves ResearchSubject out; export_or_search reads it."""
+    """sekmet's Patient $export leaves ResearchSubject and Medication out (neither is in its
+    Patient compartment); export_or_search reads them."""
     plan = plan_for(load_nct(), load_terms())
     out = tmp_path / "bulk"
     async with FhirClient(fhir_server) as fhir:
@@ -124,8 +126,10 @@ async def test_a_patient_level_export_gets_research_subjects_by_search(
     assert result.method == "bulk-export"
     # Types the demo has no record of have no file either, and are searched (finding none).
     empty = tuple(t for t in plan.other_types if not demo_resources(t))
-    assert result.searched == tuple(t for t in plan.other_types if t in {*empty, "ResearchSubject"})
+    searched = tuple(t for t in plan.other_types if t in {*empty, "ResearchSubject"})
+    assert result.searched == (*searched, "Medication")
     assert result.counts()["ResearchSubject"] == len(demo_resources("ResearchSubject"))
+    assert result.counts()["Medication"] == len(demo_resources("Medication")) == 1
     assert statuses(out) == bundle_statuses
 
 

@@ -139,9 +139,9 @@ def test_sweeps_diff_and_exports_on_postgresql(
     second = sweep(runner, data)
     diff = diff_runs(pg_store, first, second)
     assert [c.patient for c in diff.dropped] == ["Patient/p01"]
-    assert diff.counts["unchanged"] == 69
+    assert diff.counts["unchanged"] == 70
     assert b'"rank":50' in b"".join(ranked_json(pg_store, second))
-    assert len(fhir_bundle(pg_store, second)["entry"]) == 2 + 33
+    assert len(fhir_bundle(pg_store, second)["entry"]) == 2 + 34
 
 
 @pytest.mark.parametrize("where", ["store", "screen"])
