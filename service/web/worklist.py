@@ -46,6 +46,7 @@ __all__ = [
 DECISION_LABEL = {
     "to_review": "To review",
     "contacted": "Contacted",
+    "consented": "Consented",
     "declined": "Declined",
     "screen_failed": "Screen-failed",
     "enrolled": "Enrolled",

@@ -105,6 +105,7 @@ class RecruitmentReportPublic(BaseModel):
     reviewed: int = Field(description="Patients with any decision in the period")
     to_review: int
     contacted: int
+    consented: int
     declined: int
     screen_failed: int
     enrolled: int
@@ -126,6 +127,7 @@ class RecruitmentReportPublic(BaseModel):
             screen_failed_by_reason=dict(report.screen_failed_by_reason),
             to_review=report.states["to_review"],
             contacted=report.states["contacted"],
+            consented=report.states["consented"],
             declined=report.states["declined"],
             screen_failed=report.states["screen_failed"],
             enrolled=report.states["enrolled"],
