@@ -173,7 +173,11 @@ async def write_back(
             now,
         )
         _record_read_back(worklist, store, run, back)
-        worklist.subjects.statuses(trial_id, back.seen, dict.fromkeys(back.seen, "ehr"), now)
+        sources: dict[str, Source] = {
+            **dict.fromkeys(back.adopted, "sweep"),
+            **dict.fromkeys(back.seen, "ehr"),
+        }
+        worklist.subjects.statuses(trial_id, back.adopted | back.seen, sources, now)
         if back.unmapped:
             log.warning(
                 "sweep run %d: %d ResearchSubject(s) left as the EHR has them",

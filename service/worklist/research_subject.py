@@ -236,7 +236,8 @@ class Unmapped:
 class ReadBack:
     decisions: list[Decision]  # to record (who: EHR)
     unmapped: list[Unmapped]  # reported, left as the EHR has them, never overwritten
-    seen: dict[str, str]  # patient -> the status now known to be on their ResearchSubject
+    seen: dict[str, str]  # patient -> a status the EHR set, now known (decided or agreeing)
+    adopted: dict[str, str] = field(default_factory=dict)  # taken for a sweep's own write
 
 
 def _patient_of(resource: Mapping[str, Any]) -> str | None:
@@ -276,11 +277,13 @@ def read_back(
     and `ineligible` are taken for a sweep's own write (one made before records were kept),
     any other status for a change. A change becomes a decision in the state the
     mapping reads the status as, made by `EHR` at `at`, its note naming the resource and the
-    status; a status the mapping does not read is `unmapped`. `seen` holds the statuses that
-    now agree with the decisions (to remember as known)."""
+    status; a status the mapping does not read is `unmapped`. `seen` holds the EHR's statuses
+    that now agree with the decisions, `adopted` those taken for a sweep's own (both to
+    remember as known)."""
     decisions: list[Decision] = []
     unmapped: list[Unmapped] = []
     seen: dict[str, str] = {}
+    adopted: dict[str, str] = {}
     for resource in resources:
         status = resource.get("status")
         patient = _patient_of(resource)
@@ -294,7 +297,7 @@ def read_back(
         ):
             continue
         if patient not in known and status in SWEEP_STATUSES:
-            seen[patient] = status  # no record of it: taken for the sweep's own write
+            adopted[patient] = status  # no record of it: taken for the sweep's own write
             continue
         reference = f"ResearchSubject/{resource['id']}"
         latest = current(histories.get(patient, ()))
@@ -316,7 +319,7 @@ def read_back(
             )
         )
         seen[patient] = status
-    return ReadBack(decisions, unmapped, seen)
+    return ReadBack(decisions, unmapped, seen, adopted)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ __all__ = ["Outcome", "ResearchSubjectRow", "Source", "SubjectState", "SubjectSt
 Outcome = Literal["written", "failed", "off"]
 Source = Literal["sweep", "decision", "ehr"]
 DETAIL_MAX = 1000
+CHUNK = 500  # patients per IN list: a sweep writes every candidate (SQLite binds <= 32,766)
 
 
 class ResearchSubjectRow(Base):
@@ -101,18 +102,17 @@ class SubjectStore:
         writers queue) make one of them fail on the primary key: it tries once more."""
         if not changes:
             return
+        patients = list(changes)
         for attempt in (1, 2):
             try:
                 with Session(self._writes) as session, session.begin():
-                    rows = {
-                        row.patient: row
-                        for row in session.scalars(
-                            select(ResearchSubjectRow).where(
-                                ResearchSubjectRow.trial_id == trial_id,
-                                ResearchSubjectRow.patient.in_(list(changes)),
-                            )
+                    rows: dict[str, ResearchSubjectRow] = {}
+                    for start in range(0, len(patients), CHUNK):
+                        query = select(ResearchSubjectRow).where(
+                            ResearchSubjectRow.trial_id == trial_id,
+                            ResearchSubjectRow.patient.in_(patients[start : start + CHUNK]),
                         )
-                    }
+                        rows |= {row.patient: row for row in session.scalars(query)}
                     for patient, values in changes.items():
                         row = rows.get(patient)
                         if row is None:

@@ -176,7 +176,7 @@ def test_a_status_changed_in_the_ehr_becomes_a_decision_by_the_ehr() -> None:
 
 def test_the_status_cohort_match_wrote_is_no_change() -> None:
     result = back([ours(P01, "screening")], known={P01: "screening"})
-    assert (result.decisions, result.unmapped, result.seen) == ([], [], {})
+    assert (result.decisions, result.unmapped, result.seen, result.adopted) == ([], [], {}, {})
 
 
 def test_a_status_that_says_what_the_current_decision_says_is_no_change() -> None:
@@ -213,7 +213,8 @@ def test_a_changed_status_no_state_reads_is_reported_not_guessed(status: str) ->
 def test_without_a_record_the_sweeps_own_statuses_are_taken_as_written() -> None:
     # ResearchSubjects a sweep wrote before cohort-match kept records of them.
     result = back([ours(P01, "candidate"), ours(P02, "ineligible"), ours(P03, "on-study")])
-    assert result.seen == {P01: "candidate", P02: "ineligible", P03: "on-study"}
+    assert result.adopted == {P01: "candidate", P02: "ineligible"}
+    assert result.seen == {P03: "on-study"}
     assert [(d.patient, d.state) for d in result.decisions] == [(P03, "enrolled")]
 
 
@@ -224,7 +225,7 @@ def test_only_our_research_subjects_of_this_study_are_read() -> None:
     no_status = {k: v for k, v in ours(P03, "on-study").items() if k != "status"}
     observation = {"resourceType": "Observation", "id": "o1", "status": "final"}
     result = back([other_study, made_by_the_ehr, not_a_patient, no_status, observation])
-    assert (result.decisions, result.unmapped, result.seen) == ([], [], {})
+    assert (result.decisions, result.unmapped, result.seen, result.adopted) == ([], [], {}, {})
 
 
 def test_absolute_and_versioned_references_are_read() -> None:

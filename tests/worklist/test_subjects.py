@@ -108,3 +108,13 @@ def test_a_failed_write_back_keeps_the_status_last_written(engine: Engine) -> No
     assert (row.source, row.outcome, row.detail) == ("decision", "written", None)
     store.outcome(TRIAL, "Patient/p02", 5, "off", AT)
     assert store.known(TRIAL) == {"Patient/p01": "screening"}  # off: nothing written
+
+
+def test_a_sweeps_worth_of_patients_is_written_in_one_call(engine: Engine) -> None:
+    store = SubjectStore(engine)
+    many = {f"Patient/p{i:05d}": "candidate" for i in range(1, 1202)}  # over two IN lists
+    store.statuses(TRIAL, many, dict.fromkeys(many, "sweep"), AT)
+    store.statuses(TRIAL, many | {"Patient/p00001": "ineligible"}, dict.fromkeys(many, "sweep"), AT)
+    known = store.known(TRIAL)
+    assert len(known) == 1201
+    assert known["Patient/p00001"] == "ineligible"
