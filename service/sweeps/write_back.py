@@ -36,6 +36,7 @@ from service.upstream import fhir_auth
 from service.worklist.model import Screened
 from service.worklist.research_subject import (
     EHR,
+    Plan,
     ReadBack,
     StatusMap,
     Unmapped,
@@ -101,6 +102,7 @@ async def _study_subjects(client: FhirClient, trial_id: str) -> list[dict[str, A
 
 
 def _failure(exc: FhirError, base: str, doing: str) -> FhirError:
+    """The error as the run records it: what the server answered to what (its status)."""
     if exc.http_status is None:
         return exc
     return type(exc)(
@@ -148,6 +150,58 @@ def _reported(decisions: int, unmapped: list[Unmapped]) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
+async def _read_back(
+    client: FhirClient, worklist: Worklist, store: SweepStore, run: RunInfo
+) -> ReadBack:
+    """The read-back step: the EHR's changes recorded as decisions (audited first), the
+    statuses that agree or were the sweep's own remembered."""
+    try:
+        found = await _study_subjects(client, run.trial_id)
+    except FhirError as exc:
+        raise _failure(exc, client.base_url, "reading the ResearchSubjects back") from exc
+    now = worklist.clock.now()
+    back = read_back(
+        found,
+        run.trial_id,
+        worklist.subjects.known(run.trial_id),
+        worklist.decisions.by_patient(run.trial_id),
+        worklist.statuses,
+        now,
+    )
+    _record_read_back(worklist, store, run, back)
+    sources: dict[str, Source] = {
+        **dict.fromkeys(back.adopted, "sweep"),
+        **dict.fromkeys(back.seen, "ehr"),
+    }
+    worklist.subjects.statuses(run.trial_id, back.adopted | back.seen, sources, now)
+    if back.unmapped:
+        log.warning(
+            "sweep run %d: %d ResearchSubject(s) left as the EHR has them",
+            run.id,
+            len(back.unmapped),
+        )
+    return back
+
+
+def _plan(worklist: Worklist, store: SweepStore, run: RunInfo, back: ReadBack) -> Plan:
+    """What the run writes: its candidates, the patients it dropped (candidates in the
+    previous completed run, ineligible now), the decisions the EHR does not show yet."""
+    dropped: list[str] = []
+    previous = store.previous_completed(run)
+    if previous is not None and previous.has_results:
+        diff = diff_runs(store, previous, run)
+        dropped = [c.patient for c in diff.dropped if c.after == "ineligible"]
+    return write_plan(
+        [c.patient for c in store.summaries(run.id, candidates_only=True)],
+        dropped,
+        worklist.decisions.by_patient(run.trial_id),
+        worklist.subjects.known(run.trial_id),
+        worklist.statuses,
+        worklist.clock.today(),
+        leave={u.patient for u in back.unmapped},
+    )
+
+
 async def write_back(
     settings: Settings, store: SweepStore, run: RunInfo, title: str, worklist: Worklist
 ) -> str:
@@ -155,63 +209,23 @@ async def write_back(
     the run records it. FhirError when the server refused the read or the write."""
     base = settings.fhir_base_url
     assert base is not None
-    trial_id = run.trial_id
     async with FhirClient(
         base, auth=fhir_auth(settings, base), timeout_s=settings.fhir_timeout_s
     ) as client:
-        try:
-            found = await _study_subjects(client, trial_id)
-        except FhirError as exc:
-            raise _failure(exc, base, "reading the ResearchSubjects back") from exc
-        now = worklist.clock.now()
-        back = read_back(
-            found,
-            trial_id,
-            worklist.subjects.known(trial_id),
-            worklist.decisions.by_patient(trial_id),
-            worklist.statuses,
-            now,
-        )
-        _record_read_back(worklist, store, run, back)
-        sources: dict[str, Source] = {
-            **dict.fromkeys(back.adopted, "sweep"),
-            **dict.fromkeys(back.seen, "ehr"),
-        }
-        worklist.subjects.statuses(trial_id, back.adopted | back.seen, sources, now)
-        if back.unmapped:
-            log.warning(
-                "sweep run %d: %d ResearchSubject(s) left as the EHR has them",
-                run.id,
-                len(back.unmapped),
-            )
-
-        dropped: list[str] = []
-        previous = store.previous_completed(run)
-        if previous is not None and previous.has_results:
-            diff = diff_runs(store, previous, run)
-            dropped = [c.patient for c in diff.dropped if c.after == "ineligible"]
-        candidates = [c.patient for c in store.summaries(run.id, candidates_only=True)]
-        plan = write_plan(
-            candidates,
-            dropped,
-            worklist.decisions.by_patient(trial_id),
-            worklist.subjects.known(trial_id),
-            worklist.statuses,
-            worklist.clock.today(),
-            leave={u.patient for u in back.unmapped},
-        )
+        back = await _read_back(client, worklist, store, run)
+        plan = _plan(worklist, store, run, back)
         bundle = fhir_bundle(store, run, title=title, subjects=plan.statuses)
         retried = {patient: d.id for patient, d in plan.decided.items() if d.id is not None}
         try:
             await client.transaction(bundle)
         except FhirError as exc:
             failure = _failure(exc, base, "the write-back")
-            worklist.subjects.failed_again(trial_id, retried, failure.message)
+            worklist.subjects.failed_again(run.trial_id, retried, failure.message)
             raise failure from exc
     source: dict[str, Source] = {
         patient: "decision" if patient in plan.decided else "sweep" for patient in plan.statuses
     }
-    worklist.subjects.statuses(trial_id, plan.statuses, source, worklist.clock.now(), retried)
+    worklist.subjects.statuses(run.trial_id, plan.statuses, source, worklist.clock.now(), retried)
     return f"ok: {len(bundle['entry'])} resources written to {base}" + _reported(
         len(back.decisions), back.unmapped
     )

@@ -241,7 +241,7 @@ class ReadBack:
 
 
 def _patient_of(resource: Mapping[str, Any]) -> str | None:
-    """ "Patient/<id>" from ResearchSubject.individual (relative, absolute or versioned)."""
+    """ResearchSubject.individual as "Patient/<id>" (relative, absolute or versioned)."""
     individual = resource.get("individual")
     text = individual.get("reference") if isinstance(individual, dict) else None
     if not isinstance(text, str):
@@ -275,9 +275,9 @@ def read_back(
     (what cohort-match last wrote, or read back, for the patient) and from what the patient's
     current decision says (`StatusMap.agrees`). Without a record for the patient, `candidate`
     and `ineligible` are taken for a sweep's own write (one made before records were kept),
-    any other status for a change. A change becomes a decision in the state the
-    mapping reads the status as, made by `EHR` at `at`, its note naming the resource and the
-    status; a status the mapping does not read is `unmapped`. `seen` holds the EHR's statuses
+    any other status for a change. A change becomes a decision in the state the mapping reads
+    the status as, made by `EHR` at `at`, its note naming the resource and the status; a
+    status the mapping does not read is `unmapped`. `seen` holds the EHR's statuses
     that now agree with the decisions, `adopted` those taken for a sweep's own (both to
     remember as known)."""
     decisions: list[Decision] = []
