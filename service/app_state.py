@@ -12,6 +12,9 @@
     cds         the CDS Hooks runtime (service/cds/runtime.py)
     sweeps      background sweeps and their store; `scheduler` runs the schedule
     decisions   the coordinator's decisions (service/worklist/store.py)
+    subjects    what is known of each ResearchSubject cohort-match writes (worklist/subjects.py)
+    statuses    decision state <-> ResearchSubject.status, the reviewed CSV
+                (service/worklist/research_subject.py), loaded and checked at start
 
 Nothing is built later or on first use. Tests hand `build_state` (or `create_app`) a clock,
 an HTTP transport for every FHIR client, or a sweep exporter instead of patching classes.
@@ -42,8 +45,11 @@ from service.sweeps.background import BackgroundSweeps
 from service.sweeps.population import Exporter
 from service.sweeps.scheduler import SweepScheduler
 from service.sweeps.store import SweepStore
+from service.sweeps.write_back import Worklist
 from service.terminology import Terminology
+from service.worklist.research_subject import StatusMap, status_map
 from service.worklist.store import DecisionStore
+from service.worklist.subjects import SubjectStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -62,6 +68,8 @@ class AppState(ScreenContext):
     sweeps: BackgroundSweeps
     scheduler: SweepScheduler
     decisions: DecisionStore
+    subjects: SubjectStore
+    statuses: StatusMap
 
     def start(self) -> None:
         """What runs in the event loop: the sweep schedule."""
@@ -114,7 +122,10 @@ def build_state(
         sessions = SessionStore(engine, clock=lambda: context.clock.now().timestamp())
         cds_store = CdsStore(engine)
         decisions = DecisionStore(engine)
-        sweeps = BackgroundSweeps(settings, SweepStore(engine), exporter)
+        subjects = SubjectStore(engine)
+        statuses = status_map()  # the reviewed CSV, validated at start
+        worklist = Worklist(decisions, subjects, audit, context.clock, statuses)
+        sweeps = BackgroundSweeps(settings, SweepStore(engine), exporter, worklist)
     except BaseException:
         engine.dispose()
         context.cpu.shutdown(wait=False)
@@ -141,6 +152,8 @@ def build_state(
         sweeps=sweeps,
         scheduler=scheduler,
         decisions=decisions,
+        subjects=subjects,
+        statuses=statuses,
     )
 
 

@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import DateTime, Integer, String, Text, select
@@ -78,9 +78,19 @@ class AuditEntry:
     # Writes the call makes once its audit row is in (a card issued, feedback stored): a call
     # that fails, its audit included, stores nothing.
     after: list[Callable[[], None]] = field(default_factory=list)
+    # Set by the `audited` dependency (service/api/deps.py): writes the row, once.
+    writer: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
     def then(self, write: Callable[[], None]) -> None:
         self.after.append(write)
+
+    async def write_now(self) -> None:
+        """Write the row now, as it stands, instead of when the call ends: for a call whose
+        answer reports writes that must follow its audit row (a decision, then its
+        write-back). Whatever the call does next, the row is not written again."""
+        if self.writer is None:
+            raise RuntimeError(f"{self.action}: no audited(...) dependency writes this row")
+        await self.writer()
 
     def record(self, request_id: str) -> AuditRecord:
         return AuditRecord(

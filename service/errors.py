@@ -42,7 +42,9 @@ both that and this drawing).
      │    ├── UnitError                       a unit UCUM cannot convert (units.py)
      │    ├── DefinitionError                 a value-set definition (vocab/definition.py)
      │    ├── EclUnsupported                  ECL we do not evaluate (vocab/ecl.py)
-     │    └── InvalidFhirId                   text that is no FHIR id (fhir/ids.py)
+     │    ├── InvalidFhirId                   text that is no FHIR id (fhir/ids.py)
+     │    └── StatusMapError                  the decision state <-> ResearchSubject.status
+     │                                        mapping (worklist/research_subject.py)
      ├── TrialNotFound (LookupError)          no trial file of that id (trials.py)
      ├── PageError                            a refusal shown as a page (api/pages.py)
      └── ControlFlow                          unwinds work inside one module, never escapes

@@ -8,7 +8,15 @@ Scopes: `cohort-match/decisions.write` to record, `cohort-match/decisions.read` 
 stored only once its call's audit row is in, so no decision is ever unaudited. Who is the
 token's subject and when is the app clock: neither is taken from the body. Its `basis` is the
 patient's result in the trial's latest completed sweep (what `returns_as_new` compares with).
-The pages record decisions through `new_decision` too (service/api/pages.py).
+
+Write-back (`record`): with COHORT_MATCH_SWEEP_WRITE_BACK on, a decision stored is then
+written to the patient's ResearchSubject on the configured FHIR server, its status mapped by
+the reviewed CSV (service/worklist/research_subject.py), as one transaction sent once
+(service/sweeps/write_back.write_decision). The decision comes first: a write that fails
+leaves it stored, `failed` is recorded (service/worklist/subjects.py) and answered, and the
+next sweep's write-back writes it. The database work runs off the event loop, the FHIR call
+on the async client. The pages record decisions through `new_decision` and `record` too
+(service/api/pages.py).
 """
 
 from __future__ import annotations
@@ -25,12 +33,22 @@ from service.api.state import State
 from service.app_state import AppState
 from service.candidates import patient_id as fhir_patient_id
 from service.criteria.model import TrialDefinition
-from service.errors import Unprocessable
+from service.errors import FhirError, Unprocessable
 from service.security import Principal
+from service.sweeps.write_back import write_decision
 from service.worklist.model import Decision, Screened, current, open_decision
-from service.worklist.schemas import DecisionCreate, DecisionHistoryPublic, DecisionPublic
+from service.worklist.research_subject import subject_id
+from service.worklist.schemas import (
+    DecisionCreate,
+    DecisionHistoryPublic,
+    DecisionPublic,
+    DecisionRecordedPublic,
+    ResearchSubjectPublic,
+    WriteBackPublic,
+)
+from service.worklist.subjects import Outcome
 
-__all__ = ["READ", "WRITE", "basis", "new_decision", "router"]
+__all__ = ["READ", "WRITE", "basis", "new_decision", "record", "router"]
 
 READ, WRITE = "cohort-match/decisions.read", "cohort-match/decisions.write"
 PATH = "/trials/{trial_id}/patients/{patient_id}/decisions"
@@ -93,11 +111,56 @@ async def new_decision(
     )
 
 
+async def _write_back(
+    state: AppState, trial: TrialDefinition, decision: Decision
+) -> WriteBackPublic:
+    """The decision's status to the patient's ResearchSubject, when write-back is on."""
+    status = state.statuses.written[decision.state]
+    resource = f"ResearchSubject/{subject_id(trial.id, decision.patient)}"
+    client = state.fhir.configured
+    outcome: Outcome = "off"
+    detail = None
+    if state.settings.sweep_write_back and client is not None:
+        try:
+            await write_decision(client, trial.id, trial.title, decision.patient, status)
+            outcome = "written"
+        except FhirError as exc:
+            outcome, detail = "failed", exc.message
+            log.warning("decision write-back failed (%s); the next sweep retries it", exc.status)
+        except Exception as exc:  # the decision is kept whatever went wrong with the write
+            outcome, detail = "failed", type(exc).__name__
+            log.exception("decision write-back failed; the next sweep retries it")
+    assert decision.id is not None
+    try:
+        await asyncio.to_thread(
+            state.subjects.outcome,
+            trial.id,
+            decision.patient,
+            decision.id,
+            outcome,
+            state.clock.now(),
+            status=status if outcome == "written" else None,
+            detail=detail,
+        )
+    except SQLAlchemyError:  # the decision and the write stand; the next sweep compares again
+        log.warning("decision write-back: its outcome could not be stored", exc_info=True)
+    return WriteBackPublic(outcome=outcome, status=status, resource=resource, detail=detail)
+
+
+async def record(
+    state: AppState, trial: TrialDefinition, decision: Decision
+) -> tuple[Decision, WriteBackPublic]:
+    """Store `decision` (off the event loop), then write it back (module docstring): the one
+    way the API and the pages record a decision, once the call's audit row is in."""
+    stored = await asyncio.to_thread(state.decisions.record, decision)
+    return stored, await _write_back(state, trial, stored)
+
+
 @router.post(
     PATH,
     summary="Record a decision",
     status_code=201,
-    response_model=DecisionPublic,
+    response_model=DecisionRecordedPublic,
     responses=ERRORS,
     dependencies=[audited("decision")],
 )
@@ -108,9 +171,11 @@ async def record_decision(
     caller: Annotated[Principal, Depends(scoped(WRITE))],
     audit: Audit,
     body: DecisionCreate,
-) -> DecisionPublic:
+) -> DecisionRecordedPublic:
     """Record what the coordinator did with the patient for this trial. The history is kept:
-    a new decision supersedes the current one, nothing is overwritten."""
+    a new decision supersedes the current one, nothing is overwritten. With write-back on,
+    the patient's ResearchSubject gets the decision's status; `write_back` says how that
+    went (a failed write keeps the decision, and the next sweep writes it)."""
     trial = state.trial(trial_id)
     reference = f"Patient/{fhir_patient_id(patient_id)}"
     audit.patients = [reference]
@@ -118,13 +183,9 @@ async def record_decision(
         state, trial, reference, body, subject=caller.subject, client_id=caller.client_id
     )
     audit.outcome = f"recorded {body.state}"
-
-    # Stored once the audit row is in (deps.audited): a call whose audit fails stores nothing.
-    def store() -> None:
-        state.decisions.record(decision)
-
-    audit.then(store)
-    return DecisionPublic.of(decision)
+    await audit.write_now()  # a call whose audit fails stores nothing
+    stored, write_back = await record(state, trial, decision)
+    return DecisionRecordedPublic(**DecisionPublic.of(stored).model_dump(), write_back=write_back)
 
 
 @router.get(
@@ -146,12 +207,15 @@ async def decision_history(
     reference = f"Patient/{fhir_patient_id(patient_id)}"
     audit.patients = [reference]
     history = await asyncio.to_thread(state.decisions.history, trial_id, reference)
+    subject = await asyncio.to_thread(state.subjects.get, trial_id, reference)
     latest = current(history)
     audit.outcome = f"{len(history)} decisions"
+    resource = f"ResearchSubject/{subject_id(trial_id, reference)}"
     return DecisionHistoryPublic(
         trial=trial_id,
         patient=reference,
         current=DecisionPublic.of(latest) if latest else None,
         open=open_decision(history, state.today()) is not None,
         decisions=[DecisionPublic.of(d) for d in history],
+        research_subject=ResearchSubjectPublic.of(resource, subject) if subject else None,
     )

@@ -7,8 +7,10 @@
   is resolved, the handler fills it in through `Audit`, and when the call ends - answered,
   refused (401, 403, 422) or failed - the row is written off the event loop, before the
   response leaves: a row that cannot be written turns the answer into a 503 with no patient
-  data. `until_sent=True` writes it after a streamed body has been sent instead (the
-  cohort page learns which patients it showed while it streams).
+  data. `until_sent=True` writes it after a streamed body has been sent instead (the cohort
+  page learns which patients it showed while it streams). A handler whose answer reports
+  writes that must follow the row (a decision, then its write-back) writes it earlier, once,
+  with `await audit.write_now()`.
 - `scoped(scope)`: the one scope check (`security.grants`: `cohort-match/*.read` grants every
   read scope, never a write one); the caller and a refusal go into the audit row.
 """
@@ -60,6 +62,15 @@ def audited(action: str, *, until_sent: bool = False) -> DependsParam:
 
     async def entry(request: Request, state: State, request_id: RequestId) -> AsyncIterator[None]:
         audit = AuditEntry(action, trial_id=request.path_params.get("trial_id"))
+        written = False
+
+        async def write() -> None:
+            nonlocal written
+            if not written:
+                await state.audit.arecord(audit.record(request_id))
+                written = True
+
+        audit.writer = write
         request.state.audit = audit
         try:
             yield
@@ -70,9 +81,9 @@ def audited(action: str, *, until_sent: bool = False) -> DependsParam:
             audit.outcome = "error 422"
             raise
         finally:
-            await state.audit.arecord(audit.record(request_id))
-        for write in audit.after:  # only once the call succeeded and its row is in
-            await asyncio.to_thread(write)
+            await write()  # unless the handler wrote it already (AuditEntry.write_now)
+        for after in audit.after:  # only once the call succeeded and its row is in
+            await asyncio.to_thread(after)
 
     # "function": the exit runs when the handler returns, before the response is sent.
     return DependsParam(entry, scope="request" if until_sent else "function")

@@ -12,12 +12,17 @@
   Needs a session with user-level scopes (a standalone launch as a practitioner).
 - `POST /app/decisions`: a decision form of those pages (service/web/worklist.py): checks the
   form's CSRF token against the page session, records the decision as the API does
-  (service/api/decisions.new_decision; who is the session's user), audited, then redirects
-  back to the page (POST-redirect-GET). The cohort page lists patients with an open decision
-  apart from the new candidates; the patient page shows the decisions for its trial.
+  (service/api/decisions.new_decision and record, its write-back included; who is the
+  session's user), audited, then redirects back to the page (POST-redirect-GET). The cohort
+  page lists patients with an open decision apart from the new candidates; the patient page
+  shows the decisions for its trial and the state of the patient's ResearchSubject.
 - `/app/cohort.csv?trial=[&status=&as_of=&fresh=1&sweep=N]`: the ranked list as
   `cohort-match screen --format csv` writes it, from the same source the page chose (the
   page's link names its sweep, so a sweep completing in between does not change it).
+- `/app/report.csv?trial=[&from=&to=]`: the recruitment report the cohort page shows, as the
+  API's CSV (service/worklist/report.report_csv; default the last 30 days), under the same
+  session rules as the cohort page; audited (`page.report`) as the API's report is: counts
+  only, no patient.
 
 On demand, data comes from the EHR's FHIR server (the session's `iss`) with the session's
 access token. The view models are service/web/ (cohort.py, patient.py, views.py). Patient
@@ -31,16 +36,16 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.all_trials import screen_every_trial
-from service.api.decisions import new_decision
+from service.api.decisions import new_decision, record
 from service.api.deps import Audit, RequestId, audited
 from service.api.report import DEFAULT_DAYS as REPORT_DAYS
 from service.api.report import make_report
@@ -84,7 +89,16 @@ from service.web.report import report_view
 from service.web.responses import html, stream
 from service.web.sweep_choice import Wanted, named_fits, newest
 from service.web.views import STATUS_LABEL, candidates_csv, display_user, funnel
-from service.web.worklist import csrf_ok, form_context, history_view, safe_back, split
+from service.web.worklist import (
+    csrf_ok,
+    form_context,
+    history_view,
+    safe_back,
+    split,
+    subject_view,
+)
+from service.worklist.report import report_csv
+from service.worklist.research_subject import subject_id
 from service.worklist.schemas import DecisionCreate
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -255,6 +269,7 @@ async def _patient_body(
         raise _fhir_failure(exc, session.iss) from None
     audit.outcome = result.status
     history = await asyncio.to_thread(state.decisions.history, trial.id, reference)
+    subject = await asyncio.to_thread(state.subjects.get, trial.id, reference)
     context = patient_context(
         trial,
         day,
@@ -270,6 +285,9 @@ async def _patient_body(
         **context,
         **other_trials_context(every, trial.id, wanted, day),
         decisions=history_view(history),
+        research_subject=subject_view(
+            subject, f"ResearchSubject/{subject_id(trial.id, reference)}"
+        ),
         form=form_context(trial, session.id, back, state.today()),
     )
 
@@ -564,7 +582,8 @@ async def _worklist(
 
 async def _report(state: AppState, trial: TrialDefinition) -> dict[str, Any] | None:
     """The trial's recruitment report for the last 30 days (as the API's default period),
-    laid out for the page; None, and the section left out, when the stores cannot be read."""
+    laid out for the page with its CSV link; None, and the section left out, when the stores
+    cannot be read."""
     end = state.today()
     start = end - dt.timedelta(days=REPORT_DAYS - 1)
     try:
@@ -572,7 +591,53 @@ async def _report(state: AppState, trial: TrialDefinition) -> dict[str, Any] | N
     except SQLAlchemyError:
         log.warning("cohort page: could not read the stores for the report", exc_info=True)
         return None
-    return report_view(made)
+    query = {"trial": trial.id, "from": start.isoformat(), "to": end.isoformat()}
+    return report_view(made) | {"csv_href": "/app/report.csv?" + urlencode(query)}
+
+
+def _report_day(value: str | None, name: str) -> dt.date | None:
+    """A date of the report's period, checked as the API checks it (service/as_of.py)."""
+    if not value:
+        return None
+    try:
+        return check_as_of(dt.date.fromisoformat(value))
+    except ValueError:
+        message = f"{name} must be a date YYYY-MM-DD in range, not {value!r}."
+        raise PageError("Bad date", message, 400) from None
+
+
+@router.get("/app/report.csv", dependencies=[audited("page.report")])
+async def report_csv_page(
+    request: Request,
+    state: State,
+    smart: Smart,
+    audit: Audit,
+    request_id: RequestId,
+    trial: str | None = None,
+    start: Annotated[str | None, Query(alias="from")] = None,
+    end: Annotated[str | None, Query(alias="to")] = None,
+) -> Response:
+    """The recruitment report as CSV, from the page session (the cohort page's link)."""
+    session, _ = await page_session(request, smart, None)
+    refused = _cohort_refusal(smart, session, request)
+    if refused is not None:
+        return _refused(audit, refused)
+    assert session is not None
+    _signed_in(audit, smart, session)
+    try:
+        chosen = _trial(state, trial)
+        audit.trial_id = chosen.id
+        last = _report_day(end, "to") or state.today()
+        first = _report_day(start, "from") or last - dt.timedelta(days=REPORT_DAYS - 1)
+        if last < first:
+            message = f"The period ends ({last}) before it starts ({first})."
+            raise PageError("Bad period", message, 422)
+        made = await asyncio.to_thread(make_report, state, chosen.id, first, last)
+    except PageError as exc:
+        audit.outcome = f"error {exc.status}"
+        return error_page(smart, exc.title, exc.message, exc.status, request_id)
+    audit.outcome = f"report {first}..{last}"
+    return _csv_response(report_csv(made), f"{chosen.id}-report-{first}-{last}.csv")
 
 
 # ---------------------------------------------------------------- decision forms
@@ -666,12 +731,9 @@ async def decision_form(
         audit.outcome = f"error {exc.status}"
         return error_page(smart, exc.title, exc.message, exc.status, request_id)
     audit.outcome = f"recorded {decision.state}"
-
-    # Stored once the audit row is in (deps.audited), as the API does.
-    def store() -> None:
-        state.decisions.record(decision)
-
-    audit.then(store)
+    await audit.write_now()  # stored only once the audit row is in, as the API does
+    # Stored, then written back (the patient page shows how that went).
+    await record(state, trial, decision)
     default = "/app/cohort?" + urlencode({"trial": trial.id})
     return RedirectResponse(safe_back(fields.get("back"), default), status_code=303)
 

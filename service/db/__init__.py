@@ -5,10 +5,11 @@ Alembic history.
     base.py        Base: the declarative base of every table
     migrate.py     upgrade(engine): Alembic `upgrade head`, serialized across processes
     migrations/    the history: sweeps (0001, 0002), audit + SMART + CDS (0003),
-                   decisions (0004)
+                   decisions (0004), research_subjects (0005)
 
 Tables stay beside their store (service/audit.py, service/smart/store.py, service/cds/store.py,
-service/sweeps/tables.py, service/worklist/store.py); `create_all` is for tests only.
+service/sweeps/tables.py, service/worklist/store.py, service/worklist/subjects.py);
+`create_all` is for tests only.
 """
 
 from service.db.base import Base

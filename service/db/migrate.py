@@ -2,7 +2,7 @@
 
 The history (service/db/migrations) holds every table: sweeps (0001, 0002) and the audit,
 SMART and CDS tables (0003, which adopts them where today's `create_all` already made them),
-the worklist's decisions (0004).
+the worklist's decisions (0004) and what it knows of the ResearchSubjects it writes (0005).
 Its version table is `cohort_match_alembic_version`: named for the application, so it never
 meets another application's Alembic history in a shared PostgreSQL database. A database
 whose history was the sweeps' alone (version table `sweeps_alembic_version`) has that table
@@ -43,7 +43,8 @@ def metadata() -> MetaData:
     import service.cds.store
     import service.smart.store
     import service.sweeps.tables
-    import service.worklist.store  # noqa: F401
+    import service.worklist.store
+    import service.worklist.subjects  # noqa: F401
 
     return Base.metadata
 

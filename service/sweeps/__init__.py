@@ -5,7 +5,7 @@
     source.py     where the population is: files or a FHIR server
     heartbeat.py  a running sweep's progress, cancel and liveness thread
     population.py full or incremental (a pure choice), the default exporter
-    write_back.py ResearchSubjects to the FHIR server, one transaction
+    write_back.py ResearchSubjects to the FHIR server (decisions applied, the EHR read back first)
     background.py BackgroundSweeps: claimed in the caller, executed on a thread
     report.py     funnel, diff between runs, exports (ranked JSON, CSV, FHIR Bundle)
     scheduler.py  sweeps on a schedule (APScheduler) inside the API process

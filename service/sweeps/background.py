@@ -14,6 +14,7 @@ from service.sweeps.population import Exporter
 from service.sweeps.runner import SweepRunner
 from service.sweeps.source import Source, configured_source
 from service.sweeps.store import RunInfo, SweepStore
+from service.sweeps.write_back import Worklist
 
 __all__ = ["BACKGROUND_THREADS", "BackgroundSweeps"]
 
@@ -30,10 +31,11 @@ class BackgroundSweeps:
         settings: Settings,
         store: SweepStore | None = None,
         exporter: Exporter | None = None,
+        worklist: Worklist | None = None,
     ) -> None:
         self.settings = settings
         self.store = store or SweepStore(settings.database_url)
-        self.runner = SweepRunner(settings, self.store, exporter)
+        self.runner = SweepRunner(settings, self.store, exporter, worklist=worklist)
         self._pool = ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="sweep")
         self._active: dict[int, tuple[threading.Event, Future[RunInfo]]] = {}
         self._lock = threading.Lock()

@@ -11,16 +11,15 @@ large the run; only the diff's changed patients and the FHIR Bundle's candidates
 - Exports: the ranked list contract (JSON) and CSV, written by service/ranked_output.py as
   for `cohort-match screen --format json|csv`, and a FHIR R4 transaction Bundle: the
   ResearchStudy, a Group of the candidates (in rank order) and one ResearchSubject (status
-  `candidate`) per candidate. A transaction with PUTs to deterministic ids, so the same
-  Bundle is the export and the write-back, and a second write-back updates rather than
-  duplicates.
+  `candidate`) per candidate. A transaction with PUTs to deterministic ids
+  (service/worklist/research_subject.py), so a second write-back updates rather than
+  duplicates. The write-back sends this Bundle with the coordinators' decisions applied
+  (service/sweeps/write_back.py): the export is the engine's view.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -47,6 +46,12 @@ from service.sweeps.schemas import (
 )
 from service.sweeps.store import RunInfo, StoredResult, SweepStore
 from service.worklist.model import Decision, Screened, current, open_decision, returns_as_new
+from service.worklist.research_subject import (
+    research_study,
+    research_subject,
+    stable_id,
+    study_id,
+)
 
 __all__ = [
     "FunnelCounter",
@@ -58,17 +63,12 @@ __all__ = [
     "ranked_json",
     "run_public",
     "study_id",
+    "transaction",
     "trial_ref",
 ]
 
 CANDIDATE = frozenset({"likely_eligible", "possibly_eligible"})
-# Identifier systems. NCT numbers are ClinicalTrials.gov's (HL7 THO NamingSystem
-# ClinicalTrials-Gov); other trial ids and the resources we create are ours.
-CLINICALTRIALS_GOV = "https://clinicaltrials.gov"
-OUR_TRIALS = "http://cohort-match.org/fhir/sid/trial"
-OUR_SUBJECTS = "http://cohort-match.org/fhir/sid/research-subject"
 OUR_GROUPS = "http://cohort-match.org/fhir/sid/candidate-group"
-NCT = re.compile(r"^NCT\d{8}$")
 
 
 def trial_ref(run: RunInfo) -> TrialRefPublic:
@@ -387,28 +387,9 @@ def csv_lines(
     return ranked_output.csv_lines(run.criterion_ids, results)
 
 
-def _fhir_id(*parts: str) -> str:
-    """A FHIR id ([A-Za-z0-9-.]{1,64}) that is the same for the same parts."""
-    readable = re.sub(r"[^A-Za-z0-9.-]", "-", parts[0])[:32]
-    if len(parts) == 1:
-        return f"cm-{readable}"
-    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-    return f"cm-{readable}-{digest}"
-
-
-def study_id(trial_id: str) -> str:
-    """The ResearchStudy's id: the same for every run of the trial."""
-    return _fhir_id(trial_id)
-
-
 def group_id(trial_id: str) -> str:
     """The candidates Group's id: one Group per trial, its members replaced by each run."""
-    return _fhir_id(trial_id, "candidates")
-
-
-def study_identifier(trial_id: str) -> dict[str, str]:
-    system = CLINICALTRIALS_GOV if NCT.match(trial_id) else OUR_TRIALS
-    return {"system": system, "value": trial_id}
+    return stable_id(trial_id, "candidates")
 
 
 def _put(resource: dict[str, Any]) -> dict[str, Any]:
@@ -418,36 +399,29 @@ def _put(resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def research_subject(trial_id: str, study: str, patient: str, status: str) -> dict[str, Any]:
-    return {
-        "resourceType": "ResearchSubject",
-        "id": _fhir_id(trial_id, patient),
-        "identifier": [{"system": OUR_SUBJECTS, "value": f"{trial_id}|{patient}"}],
-        "status": status,
-        "study": {"reference": study, "display": trial_id},
-        "individual": {"reference": patient},
-    }
+def transaction(resources: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """A FHIR R4 transaction Bundle that PUTs each resource to its id."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [_put(r) for r in resources]}
 
 
 def fhir_bundle(
-    store: SweepStore, run: RunInfo, *, title: str | None = None, dropped: Iterable[str] = ()
+    store: SweepStore,
+    run: RunInfo,
+    *,
+    title: str | None = None,
+    dropped: Iterable[str] = (),
+    subjects: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A FHIR R4 transaction Bundle: ResearchStudy, candidates Group, ResearchSubjects.
 
-    `dropped`: patients who were candidates in an earlier run and are now ineligible; on a
-    write-back their ResearchSubject is updated to status `ineligible` (R4: "did not meet one
-    or more criteria").
+    The ResearchSubjects are `subjects` (patient -> status: the write-back's plan,
+    service/worklist/research_subject.write_plan) when given; else one `candidate` per
+    candidate, and one `ineligible` (R4: "did not meet one or more criteria") per patient in
+    `dropped` (candidates in an earlier run, ineligible now): the engine's view, as exported.
     """
     study_ref = f"ResearchStudy/{study_id(run.trial_id)}"
     note = f"sweep run {run.id}, as of {run.as_of}"
     candidates = list(store.summaries(run.id, candidates_only=True))
-    study: dict[str, Any] = {
-        "resourceType": "ResearchStudy",
-        "id": study_id(run.trial_id),
-        "identifier": [study_identifier(run.trial_id)],
-        "title": title or run.trial_id,
-        "status": "active",
-    }
     group: dict[str, Any] = {
         "resourceType": "Group",
         "id": group_id(run.trial_id),
@@ -467,12 +441,13 @@ def fhir_bundle(
     if candidates:  # FHIR JSON has no empty arrays
         # Members in rank order: the best candidates first.
         group["member"] = [{"entity": {"reference": c.patient}} for c in candidates]
-    entries = [_put(study), _put(group)]
-    entries += [
-        _put(research_subject(run.trial_id, study_ref, c.patient, "candidate")) for c in candidates
-    ]
-    entries += [
-        _put(research_subject(run.trial_id, study_ref, patient, "ineligible"))
-        for patient in dropped
-    ]
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    if subjects is None:
+        subjects = {c.patient: "candidate" for c in candidates}
+        subjects |= {patient: "ineligible" for patient in dropped if patient not in subjects}
+    return transaction(
+        [
+            research_study(run.trial_id, title),
+            group,
+            *(research_subject(run.trial_id, p, status) for p, status in subjects.items()),
+        ]
+    )

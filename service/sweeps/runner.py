@@ -40,6 +40,7 @@ from pathlib import Path
 
 import orjson
 
+from service.clock import Clock
 from service.config import Settings
 from service.criteria.model import TrialDefinition, TrialError
 from service.errors import NotFound, ServiceError
@@ -66,7 +67,7 @@ from service.sweeps.store import (
     RunSpec,
     SweepStore,
 )
-from service.sweeps.write_back import write_back
+from service.sweeps.write_back import Worklist, write_back
 from service.terminology import Terminology, TerminologyError
 from service.trials import TrialNotFound, find_trial
 from service.upstream import fhir_auth
@@ -97,11 +98,14 @@ class SweepRunner:
         store: SweepStore,
         exporter: Exporter | None = None,
         screener: Screener = screen,  # or service.spark.spark_screen
+        *,
+        worklist: Worklist | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.exporter: Exporter = exporter or self._export
         self.screener = screener
+        self._worklist = worklist
         self._terms: Terminology | None = None
         self._lock = threading.Lock()
 
@@ -365,10 +369,19 @@ class SweepRunner:
                 outcome = f"failed: {_one_line(exc)}"
             self.store.set_write_back(run.id, outcome)
 
+    def worklist(self) -> Worklist:
+        """The decisions and what is known of the ResearchSubjects: the app's (handed in), or
+        on the sweep store's engine with the configured clock (the CLI)."""
+        with self._lock:
+            if self._worklist is None:
+                self._worklist = Worklist.on(self.store.engine, Clock.of(self.settings))
+            return self._worklist
+
     async def write_back(self, run: RunInfo) -> str:
-        """The run's ResearchSubjects to the configured FHIR server (sweeps/write_back.py)."""
+        """Read back, then the run's ResearchSubjects to the configured FHIR server, the
+        coordinators' decisions applied (sweeps/write_back.py)."""
         trial, _ = self._trial(run.trial_id)
-        return await write_back(self.settings, self.store, run, trial.title)
+        return await write_back(self.settings, self.store, run, trial.title, self.worklist())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -6,18 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.web.worklist import DECISION_LABEL
 from service.worklist.report import RecruitmentReport, funnel
 
 __all__ = ["report_view"]
 
-STATE_LABEL = {
-    "to_review": "To review",
-    "contacted": "Contacted",
-    "declined": "Declined",
-    "screen_failed": "Screen-failed",
-    "enrolled": "Enrolled",
-    "not_now": "Not now",
-}
 WIDTH, BAR, GAP, LABEL = 480, 22, 6, 170  # the SVG's geometry, in user units
 
 
@@ -37,7 +30,7 @@ def report_view(report: RecruitmentReport) -> dict[str, Any]:
         for i, (label, count) in enumerate(steps)
     ]
     rows = [(label, count, "") for label, count in steps[:3]]
-    rows += [(STATE_LABEL[state], count, "") for state, count in report.states.items()]
+    rows += [(DECISION_LABEL[state], count, "") for state, count in report.states.items()]
     rows += [
         ("Screen-failed on", count, criterion)
         for criterion, count in report.screen_failed_by_reason.items()

@@ -11,6 +11,9 @@ new candidates and patients with an open decision. Pure: decisions and rows are 
   `returns_as_new` against the screen the row shows), and the rows in two lists, the new
   candidates and those held by a decision, each in rank order.
 - `form_context(...)`: what the form macro (templates/_decision_form.html) needs.
+- `subject_view(...)`: the patient's ResearchSubject as the patient page states it: the
+  status the EHR has (written by cohort-match or read back), and a failed or switched-off
+  write-back of the latest decision.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from service.worklist.model import (
     open_decision,
     returns_as_new,
 )
+from service.worklist.subjects import SubjectState
 
 __all__ = [
     "DECISION_LABEL",
@@ -41,11 +45,13 @@ __all__ = [
     "history_view",
     "safe_back",
     "split",
+    "subject_view",
 ]
 
 DECISION_LABEL = {
     "to_review": "To review",
     "contacted": "Contacted",
+    "consented": "Consented",
     "declined": "Declined",
     "screen_failed": "Screen-failed",
     "enrolled": "Enrolled",
@@ -136,3 +142,30 @@ def form_context(
         "criteria": [(c.id, c.text) for c in trial.criteria],
         "min_until": (today + dt.timedelta(days=1)).isoformat(),
     }
+
+
+_SOURCE = {
+    "sweep": "written by a sweep",
+    "decision": "written from a decision",
+    "ehr": "read back from the EHR",
+}
+
+
+def subject_view(subject: SubjectState | None, resource: str) -> dict[str, Any] | None:
+    """What the page says of the patient's ResearchSubject (`resource`), None when
+    cohort-match has neither written nor read one."""
+    if subject is None:
+        return None
+    status = None
+    if subject.status is not None:
+        when = f", {subject.status_at:%Y-%m-%d %H:%M} UTC" if subject.status_at else ""
+        status = f"{subject.status} ({_SOURCE.get(subject.source or '', 'known')}{when})"
+    message = None
+    if subject.outcome == "failed":
+        message = (
+            f"Writing the latest decision to the EHR failed ({subject.detail or 'no answer'}). "
+            "The decision is kept; the next sweep writes it."
+        )
+    elif subject.outcome == "off":
+        message = "Write-back to the EHR is off: the latest decision is kept here only."
+    return {"resource": resource, "status": status, "outcome": subject.outcome, "message": message}

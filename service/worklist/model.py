@@ -6,6 +6,7 @@ latest one recorded. The states follow a site's pre-screening log:
 
     to_review      put on the coordinator's list
     contacted      the patient (or their clinician) was approached
+    consented      the patient signed the study's consent; not yet enrolled
     declined       the patient said no
     screen_failed  out on a criterion (its id, with a note), whatever the engine said
     enrolled       on study
@@ -28,7 +29,7 @@ from service.ranking import STATUS_ORDER
 __all__ = ["STATES", "Decision", "DecisionState", "Screened", "open_decision", "returns_as_new"]
 
 DecisionState = Literal[
-    "to_review", "contacted", "declined", "screen_failed", "enrolled", "not_now"
+    "to_review", "contacted", "consented", "declined", "screen_failed", "enrolled", "not_now"
 ]
 STATES: tuple[DecisionState, ...] = get_args(DecisionState)
 # Decisions that hold the patient out only as long as their record says the same.
@@ -97,7 +98,7 @@ def returns_as_new(
       (ineligible -> possibly -> likely), or a criterion that failed now passes; for
       screen_failed also the criterion they were failed on now passes where it did not.
       Without both screens nothing is known to have changed, and the decision stands.
-    - to_review, contacted, enrolled: never; the patient is already being worked on.
+    - to_review, contacted, consented, enrolled: never; the patient is already being worked on.
     """
     if decision.state == "not_now":
         return decision.until is not None and decision.until <= as_of

@@ -13,13 +13,13 @@ a decision made at 23:30 in that zone counts on that day, whatever the date in U
   with `sweep` None, when no sweep completed in the period.
 - reviewed: the patients with any decision recorded in the period (`to_review` included: the
   coordinator put them on the list).
-- the state columns (to_review, contacted, declined, screen_failed, enrolled, not_now): each
-  reviewed patient counted once, under their latest decision in the period, so they add up to
-  `reviewed`. An enrolled patient is not counted as contacted as well.
+- the state columns (to_review, contacted, consented, declined, screen_failed, enrolled,
+  not_now): each reviewed patient counted once, under their latest decision in the period, so
+  they add up to `reviewed`. An enrolled patient is not counted as consented or contacted as
+  well, nor a consented one as contacted.
 - screen_failed_by_reason: the patients counted under screen_failed, by the criterion their
-  latest decision names.
-- consented: not reported. The decision states (service/worklist/model.py) have no consent
-  step; it would come with such a state, not be guessed from another.
+  latest decision names (`unspecified` for a decision without one: read back from the EHR's
+  ResearchSubject, which names no criterion).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 # What a screen_failed decision without a criterion is counted under (the API requires one;
-# a decision read back from elsewhere may lack it).
+# a decision read back from the EHR's ResearchSubject has none).
 NO_REASON = "unspecified"
 
 
@@ -77,6 +77,7 @@ FUNNEL: tuple[tuple[str, str], ...] = (
     ("Candidates", "candidates"),
     ("Reviewed", "reviewed"),
     ("Contacted", "contacted"),
+    ("Consented", "consented"),
     ("Enrolled", "enrolled"),
 )
 

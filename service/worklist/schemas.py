@@ -1,22 +1,27 @@
-"""The decisions API's bodies: `DecisionCreate` in, `DecisionPublic` and
-`DecisionHistoryPublic` out (the published contract, openapi/openapi.json)."""
+"""The decisions API's bodies: `DecisionCreate` in; `DecisionRecordedPublic` (the decision and
+its write-back), `DecisionHistoryPublic` and `RecruitmentReportPublic` out (the published
+contract, openapi/openapi.json)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.worklist.model import Decision, DecisionState
 from service.worklist.report import RecruitmentReport
 from service.worklist.store import NOTE_MAX
+from service.worklist.subjects import SubjectState
 
 __all__ = [
     "DecisionCreate",
     "DecisionHistoryPublic",
     "DecisionPublic",
+    "DecisionRecordedPublic",
     "RecruitmentReportPublic",
+    "ResearchSubjectPublic",
+    "WriteBackPublic",
 ]
 
 
@@ -76,6 +81,56 @@ class DecisionPublic(BaseModel):
         )
 
 
+class WriteBackPublic(BaseModel):
+    """How the decision reached the patient's ResearchSubject on the FHIR server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["written", "failed", "off"] = Field(
+        description="written; failed (the decision is kept, the next sweep's write-back tries "
+        "again); off (COHORT_MATCH_SWEEP_WRITE_BACK is not on)"
+    )
+    status: str = Field(description="The R4 ResearchSubject.status the decision maps to")
+    resource: str = Field(description='"ResearchSubject/<id>", the same id every write uses')
+    detail: str | None = Field(None, description="Why it failed")
+
+
+class DecisionRecordedPublic(DecisionPublic):
+    """A decision just recorded, and its write-back."""
+
+    write_back: WriteBackPublic
+
+
+class ResearchSubjectPublic(BaseModel):
+    """What cohort-match knows of the patient's ResearchSubject for the trial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resource: str = Field(description='"ResearchSubject/<id>"')
+    status: str | None = Field(
+        description="The status cohort-match last wrote, or read back from the EHR"
+    )
+    source: Literal["sweep", "decision", "ehr"] | None = Field(
+        description="Who set that status: a sweep, a decision written back, the EHR"
+    )
+    at: dt.datetime | None = Field(description="When (UTC)")
+    write_back: Literal["written", "failed", "off"] | None = Field(
+        description="How the write-back of the latest decision written went"
+    )
+    detail: str | None = Field(description="Why it failed")
+
+    @classmethod
+    def of(cls, resource: str, state: SubjectState) -> ResearchSubjectPublic:
+        return cls(
+            resource=resource,
+            status=state.status,
+            source=state.source,
+            at=state.status_at,
+            write_back=state.outcome,
+            detail=state.detail,
+        )
+
+
 class DecisionHistoryPublic(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +142,9 @@ class DecisionHistoryPublic(BaseModel):
         "today (false once a not_now date has come)"
     )
     decisions: list[DecisionPublic] = Field(description="Every decision, oldest first")
+    research_subject: ResearchSubjectPublic | None = Field(
+        None, description="The patient's ResearchSubject, when cohort-match wrote or read one"
+    )
 
 
 class RecruitmentReportPublic(BaseModel):
@@ -105,6 +163,7 @@ class RecruitmentReportPublic(BaseModel):
     reviewed: int = Field(description="Patients with any decision in the period")
     to_review: int
     contacted: int
+    consented: int
     declined: int
     screen_failed: int
     enrolled: int
@@ -126,6 +185,7 @@ class RecruitmentReportPublic(BaseModel):
             screen_failed_by_reason=dict(report.screen_failed_by_reason),
             to_review=report.states["to_review"],
             contacted=report.states["contacted"],
+            consented=report.states["consented"],
             declined=report.states["declined"],
             screen_failed=report.states["screen_failed"],
             enrolled=report.states["enrolled"],

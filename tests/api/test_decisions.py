@@ -4,16 +4,21 @@ order; its own scopes; OperationOutcome errors; every call audited, no decision 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+import respx
 from fastapi.testclient import TestClient
 
 from service.app_state import state_of
 from service.audit import AuditUnavailable
 from service.clock import Clock
 from service.config import Settings
+from service.worklist.research_subject import subject_id
+from tests.api.conftest import FHIR
 from tests.conftest import app_for
 
 NANJING = dt.timezone(dt.timedelta(hours=8))
@@ -71,6 +76,7 @@ def test_decisions_are_kept_in_order_with_who_when_and_why(
         "current": None,
         "open": False,
         "decisions": [],
+        "research_subject": None,
     }
     first = client.post(PATH, json={"state": "to_review"}, headers=headers)
     assert first.status_code == 201
@@ -83,6 +89,13 @@ def test_decisions_are_kept_in_order_with_who_when_and_why(
         "until": None,
         "by": "coordinator-7",
         "at": "2026-11-27T13:30:00Z",
+        # write-back is off by default: the decision is kept here only, and says so
+        "write_back": {
+            "outcome": "off",
+            "status": "potential-candidate",
+            "resource": f"ResearchSubject/{subject_id('NCT06946485', 'Patient/p01')}",
+            "detail": None,
+        },
     }
     clock.now += dt.timedelta(hours=1)
     client.post(PATH, json={"state": "contacted", "note": "phoned"}, headers=headers)
@@ -91,6 +104,9 @@ def test_decisions_are_kept_in_order_with_who_when_and_why(
     assert client.post(PATH, json=failed, headers=headers).status_code == 201
 
     history = client.get(PATH, headers=headers).json()
+    assert "write_back" not in history["decisions"][0]  # a decision's history, not its write
+    assert history["research_subject"]["write_back"] == "off"
+    assert history["research_subject"]["status"] is None  # nothing was ever written
     assert [d["state"] for d in history["decisions"]] == ["to_review", "contacted", "screen_failed"]
     assert [d["at"] for d in history["decisions"]] == [
         "2026-11-27T13:30:00Z",
@@ -210,3 +226,106 @@ def test_a_decision_whose_call_cannot_be_audited_is_not_stored(
     assert response.status_code == 503
     assert response.json()["resourceType"] == "OperationOutcome"
     assert _stored(client) == []
+
+
+# ---------------------------------------------------------------- write-back
+@pytest.fixture
+def writing(settings: Settings, clock: Moving) -> Iterator[TestClient]:
+    """The app with write-back on, to the FHIR server respx stands in for."""
+    on = settings.model_copy(update={"sweep_write_back": True})
+    with TestClient(app_for(on, clock=Clock(NANJING, clock))) as client:
+        yield client
+
+
+def _subject(bundle: dict[str, Any]) -> dict[str, Any]:
+    [subject] = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "ResearchSubject"]
+    return subject
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        ("to_review", "potential-candidate"),
+        ("contacted", "screening"),
+        ("consented", "pending-on-study"),
+        ("declined", "not-registered"),
+        ("enrolled", "on-study"),
+    ],
+)
+def test_a_decision_is_written_to_the_patients_research_subject(
+    writing: TestClient, bearer: Callable[[str], dict[str, str]], state: str, status: str
+) -> None:
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(FHIR).mock(return_value=httpx.Response(200, json={}))
+        answer = writing.post(PATH, json={"state": state}, headers=bearer(READ_WRITE))
+    assert answer.status_code == 201
+    resource = f"ResearchSubject/{subject_id('NCT06946485', 'Patient/p01')}"
+    assert answer.json()["write_back"] == {
+        "outcome": "written",
+        "status": status,
+        "resource": resource,
+        "detail": None,
+    }
+    # One transaction: the ResearchStudy it refers to, and the patient's ResearchSubject,
+    # PUT to the ids a sweep's write-back uses.
+    bundle = json.loads(route.calls.last.request.content)
+    assert bundle["type"] == "transaction"
+    assert [e["request"] for e in bundle["entry"]] == [
+        {"method": "PUT", "url": "ResearchStudy/cm-NCT06946485"},
+        {"method": "PUT", "url": resource},
+    ]
+    subject = _subject(bundle)["resource"]
+    assert (subject["status"], subject["individual"]) == (status, {"reference": "Patient/p01"})
+    known = writing.get(PATH, headers=bearer(READ_WRITE)).json()["research_subject"]
+    assert (known["status"], known["source"], known["write_back"]) == (
+        status,
+        "decision",
+        "written",
+    )
+    assert _stored(writing) == [state]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(503, text="maintenance"),  # temporary for a read; a write is sent once
+        httpx.Response(422, json={"resourceType": "OperationOutcome", "issue": []}),
+        httpx.ConnectError("refused"),
+    ],
+    ids=["503", "422", "no-connection"],
+)
+def test_a_failed_write_back_keeps_the_decision_and_says_so(
+    writing: TestClient, bearer: Callable[[str], dict[str, str]], answer: Any
+) -> None:
+    with respx.mock() as mock:
+        if isinstance(answer, Exception):
+            route = mock.post(FHIR).mock(side_effect=answer)
+        else:
+            route = mock.post(FHIR).mock(return_value=answer)
+        response = writing.post(PATH, json={"state": "contacted"}, headers=bearer(READ_WRITE))
+    assert route.call_count == 1  # never retried as a POST
+    assert response.status_code == 201
+    write_back = response.json()["write_back"]
+    assert (write_back["outcome"], write_back["status"]) == ("failed", "screening")
+    assert write_back["detail"]
+    assert _stored(writing) == ["contacted"]  # the decision was stored first
+    known = writing.get(PATH, headers=bearer(READ_WRITE)).json()["research_subject"]
+    assert (known["status"], known["write_back"]) == (None, "failed")
+    assert known["detail"] == write_back["detail"]
+    [row] = [r for r in _audit_rows(writing) if r.action == "decision"]
+    assert row.outcome == "recorded contacted"
+
+
+def test_no_write_back_when_the_decision_cannot_be_audited(
+    writing: TestClient, bearer: Callable[[str], dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_: object) -> None:
+        raise AuditUnavailable("the access could not be audited; try again later")
+
+    monkeypatch.setattr(state_of(writing.app).audit, "record", refuse)  # type: ignore[arg-type]
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post(FHIR).mock(return_value=httpx.Response(200, json={}))
+        response = writing.post(PATH, json={"state": "enrolled"}, headers=bearer(READ_WRITE))
+    assert response.status_code == 503
+    assert route.call_count == 0
+    assert _stored(writing) == []

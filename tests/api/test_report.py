@@ -75,6 +75,7 @@ def recorded(client: TestClient) -> int:
     decide(client, "p02", "enrolled", 4)
     decide(client, "p03", "screen_failed", 5, criterion="I6.hgb")
     decide(client, "p04", "declined", 6)
+    decide(client, "p06", "consented", 7)
     decide(client, "p05", "contacted", 20)  # outside the period asked for below
     completed_sweep(client, dt.datetime(2026, 11, 1, 9, tzinfo=NANJING), patients=30)
     return completed_sweep(
@@ -100,9 +101,10 @@ def test_the_report_counts_the_period_as_json(
         "sweep": recorded,
         "screened": 40,
         "candidates": 7,
-        "reviewed": 4,
+        "reviewed": 5,
         "to_review": 0,
         "contacted": 1,
+        "consented": 1,
         "declined": 1,
         "screen_failed": 1,
         "enrolled": 1,
@@ -126,9 +128,10 @@ def test_the_report_as_csv(
         "measure,criterion,count",
         "screened,,40",
         "candidates,,7",
-        "reviewed,,4",
+        "reviewed,,5",
         "to_review,,0",
         "contacted,,1",
+        "consented,,1",
         "declined,,1",
         "screen_failed,,1",
         "enrolled,,1",
@@ -142,7 +145,7 @@ def test_the_period_defaults_to_the_last_30_days_to_today(
 ) -> None:
     body = client.get(PATH, headers=bearer(READ)).json()
     assert (body["start"], body["end"]) == ("2026-10-29", "2026-11-27")
-    assert body["reviewed"] == 5
+    assert body["reviewed"] == 6
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,17 @@
 """The worklist in headless Chromium, against the real FHIR server: a coordinator records a
 decision from the cohort page (keyboard only) and another from the patient page; after a second
 sweep the first is still held, and the screen-failed patient, whose record changed in their
-favour, is back among the new candidates.
+favour, is back among the new candidates; the recruitment report downloaded from the cohort
+page counts both decisions and the second sweep.
 
 The FHIR server is this module's own (the test changes data); the app and the EHR in front of
 it are the browser fixtures' (tests/browser/conftest.py), built on it. Screenshot:
-artifacts/worklist.png.
+artifacts/worklist.png; the report: artifacts/recruitment-report.csv.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import time
 from collections.abc import Iterator
@@ -130,3 +132,23 @@ def test_decisions_survive_a_sweep_and_a_changed_patient_comes_back(
     assert [(c["patient"], c["decision"]) for c in diff["new"]] == [
         ("Patient/p01", "screen_failed")
     ]
+
+    # The recruitment report, downloaded from the cohort page: the second sweep's counts and
+    # the two decisions, each under its latest state.
+    with page.expect_download(timeout=SCREENING) as download:
+        page.get_by_role("link", name="Download the report (CSV)").click()
+    saved = artifacts / "recruitment-report.csv"
+    download.value.save_as(str(saved))
+    assert download.value.suggested_filename.startswith(f"{TRIAL}-report-")
+    with saved.open(encoding="utf-8") as handle:
+        counts = {(r["measure"], r["criterion"]): int(r["count"]) for r in csv.DictReader(handle)}
+    engine = httpx.get(f"{app_url}/sweeps/{second}", timeout=30).json()["counts"]
+    assert counts[("screened", "")] == engine["patients"]
+    assert counts[("candidates", "")] == engine["likely_eligible"] + engine["possibly_eligible"]
+    assert counts[("reviewed", "")] == 2
+    assert (counts[("declined", "")], counts[("screen_failed", "")]) == (1, 1)
+    assert counts[("screen_failed", "I6.hgb")] == 1
+    assert sum(counts[(s, "")] for s in ("to_review", "contacted", "consented", "enrolled")) == 0
+    # The page's own table says the same.
+    table = page.locator("table.recruitment").inner_text()
+    assert re.search(r"Declined\s+1", table)

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from service.worklist.research_subject import research_subject, status_map
 from tests.conftest import run
-from tests.factories import study
+from tests.factories import PATIENT, study
 
 WINDOW_START = "2026-08-27"
 
@@ -83,3 +84,20 @@ def test_e12_unreadable_research_subject_is_unknown() -> None:
 
 def test_e12_no_record_reason() -> None:
     assert run([], "E12").reason == "no record of participation in another clinical trial"
+
+
+@pytest.mark.parametrize("status", sorted({*status_map().written.values(), *status_map().read}))
+def test_e12_our_own_research_subject_for_this_trial_is_not_another_trial(status: str) -> None:
+    """The ResearchSubject cohort-match writes for this trial (a sweep's, or a decision's
+    written back: on-study once enrolled), also as the EHR may change it (a period added)."""
+    ours = research_subject("NCT06946485", PATIENT, status)
+    assert run([ours], "E12").verdict == "pass"
+    dated = ours | {"period": {"start": "2026-11-01"}}
+    assert run([dated], "E12").verdict == "pass"
+
+
+def test_e12_the_same_resource_for_another_trial_counts() -> None:
+    theirs = research_subject("NCT00000001", PATIENT, "on-study")
+    result = run([theirs], "E12")
+    assert result.verdict == "fail", result.reason
+    assert "ResearchStudy/cm-NCT00000001" in result.reason

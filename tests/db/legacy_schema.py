@@ -48,7 +48,7 @@ from service.db.migrate import LEGACY_VERSION_TABLE, MIGRATIONS, VERSION_TABLE, 
 from service.smart.store import SessionStore
 from service.sweeps.store import RESULTS, RUNS, SweepStore
 
-HEAD = "0004"
+HEAD = "0005"
 
 AUDIT = MetaData()
 Table(

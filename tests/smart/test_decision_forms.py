@@ -7,11 +7,16 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import pytest
+import respx
 from fastapi.testclient import TestClient
 
 from service.app_state import state_of
+from service.worklist.research_subject import subject_id
 from tests.smart.conftest import AS_OF, launch
 from tests.smart.ehr import USER, TestEhr
 
@@ -174,3 +179,93 @@ def test_the_form_returns_only_to_the_pages(app: TestClient, ehr: TestEhr) -> No
         )
         assert answer.status_code == 303
         assert answer.headers["location"] == f"/app/cohort?trial={TRIAL}"
+
+
+# ---------------------------------------------------------------- write-back from the pages
+WRITE_TO = "http://fhir.test/fhir"  # the configured FHIR server the ResearchSubjects go to
+
+
+@pytest.fixture
+def fhir_writes() -> Iterator[respx.MockRouter]:
+    """respx for the configured FHIR server; the test EHR (127.0.0.1) is reached for real."""
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        yield mock
+
+
+def _subject_line(page: str) -> str:
+    found = re.search(r'<p class="write-back"[^>]*>.*?</p>', page, re.S)
+    assert found is not None, "no write-back line on the page"
+    return found.group(0)
+
+
+def test_a_decision_from_a_page_is_written_to_the_research_subject(
+    make_app: Any, ehr: TestEhr, fhir_writes: respx.MockRouter
+) -> None:
+    route = fhir_writes.post(WRITE_TO).mock(return_value=httpx.Response(200, json={}))
+    app = make_app(fhir_base_url=WRITE_TO, sweep_write_back=True)
+    page = _coordinator(app, ehr)
+    patient_page = f"/app/patient?id=p01&trial={TRIAL}&as_of={AS_OF}"
+    answer = _post(
+        app,
+        csrf=_field(page, "csrf"),
+        trial=TRIAL,
+        patient="Patient/p01",
+        state="consented",
+        back=patient_page,
+    )
+    assert answer.status_code == 303
+    assert route.call_count == 1
+    bundle = json.loads(route.calls.last.request.content)
+    subject = bundle["entry"][-1]["resource"]
+    assert (subject["id"], subject["status"]) == (
+        subject_id(TRIAL, "Patient/p01"),
+        "pending-on-study",
+    )
+    assert [d.state for d in _stored(app)] == ["consented"]
+    line = _subject_line(app.get(answer.headers["location"]).text)
+    assert 'data-write-back="written"' in line
+    assert "pending-on-study (written from a decision" in line
+
+
+def test_a_failed_write_back_from_a_page_keeps_the_decision_and_says_so(
+    make_app: Any, ehr: TestEhr, fhir_writes: respx.MockRouter
+) -> None:
+    route = fhir_writes.post(WRITE_TO).mock(return_value=httpx.Response(500, text="offline"))
+    app = make_app(fhir_base_url=WRITE_TO, sweep_write_back=True)
+    page = _coordinator(app, ehr)
+    patient_page = f"/app/patient?id=p01&trial={TRIAL}&as_of={AS_OF}"
+    answer = _post(
+        app,
+        csrf=_field(page, "csrf"),
+        trial=TRIAL,
+        patient="Patient/p01",
+        state="enrolled",
+        back=patient_page,
+    )
+    assert answer.status_code == 303
+    assert route.call_count == 1  # sent once, never retried
+    assert [d.state for d in _stored(app)] == ["enrolled"]
+    [row] = _audit(app)
+    assert row.outcome == "recorded enrolled"
+    line = _subject_line(app.get(answer.headers["location"]).text)
+    assert 'data-write-back="failed"' in line
+    assert "The decision is kept; the next sweep writes it." in line
+
+
+def test_with_write_back_off_the_page_says_the_decision_stays_here(
+    app: TestClient, ehr: TestEhr
+) -> None:
+    page = _coordinator(app, ehr)
+    patient_page = f"/app/patient?id=p01&trial={TRIAL}&as_of={AS_OF}"
+    answer = _post(
+        app,
+        csrf=_field(page, "csrf"),
+        trial=TRIAL,
+        patient="Patient/p01",
+        state="to_review",
+        back=patient_page,
+    )
+    line = _subject_line(app.get(answer.headers["location"]).text)
+    assert 'data-write-back="off"' in line
+    assert "Write-back to the EHR is off" in line

@@ -28,6 +28,7 @@ from service.sweeps.report import (
 )
 from service.sweeps.schemas import AttritionPublic
 from service.sweeps.store import RunInfo
+from service.worklist.research_subject import subject_id
 from tests.sweeps.conftest import sweep, sweep_settings
 
 cli = CliRunner(env={"COLUMNS": "220"})
@@ -146,16 +147,33 @@ def test_write_back_bundle_marks_dropped_candidates_ineligible(
     done: tuple[SweepStore, RunInfo],
 ) -> None:
     store, run = done
-    bundle = fhir_bundle(store, run, dropped=["Patient/p02"])
+    out = next(
+        r["patient"]["reference"] for r in _results(store, run) if r["status"] == "ineligible"
+    )
+    bundle = fhir_bundle(store, run, dropped=[out])
     Bundle.model_validate(bundle)
     last = bundle["entry"][-1]["resource"]
-    assert (last["individual"]["reference"], last["status"]) == ("Patient/p02", "ineligible")
-    first_p02 = next(
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"].get("individual", {}).get("reference") == "Patient/p02"
-    )
-    assert first_p02["id"] == last["id"]  # the same ResearchSubject, updated
+    assert (last["individual"]["reference"], last["status"]) == (out, "ineligible")
+    assert last["id"] == subject_id(run.trial_id, out)  # the id its candidate entry had
+    # A resource appears once in a transaction (R4 http.html#trules: overlapping identities
+    # fail it): a patient who is a candidate is not also written ineligible.
+    twice = fhir_bundle(store, run, dropped=["Patient/p02"])
+    p02 = [
+        e for e in twice["entry"] if e["resource"].get("individual") == {"reference": "Patient/p02"}
+    ]
+    assert [e["resource"]["status"] for e in p02] == ["candidate"]
+
+
+def test_write_back_bundle_writes_the_planned_statuses(
+    done: tuple[SweepStore, RunInfo],
+) -> None:
+    store, run = done
+    plan = {"Patient/p02": "on-study", "Patient/p01": "candidate"}
+    bundle = fhir_bundle(store, run, subjects=plan)
+    Bundle.model_validate(bundle)
+    subjects = [e["resource"] for e in bundle["entry"][2:]]
+    assert [(r["individual"]["reference"], r["status"]) for r in subjects] == list(plan.items())
+    assert bundle["entry"][1]["resource"]["quantity"] == 34  # the Group is the engine's
 
 
 def test_attrition_agrees_with_the_ranked_list(done: tuple[SweepStore, RunInfo]) -> None:

@@ -31,8 +31,16 @@ def test_bars_are_scaled_to_the_engines_count() -> None:
     assert widths["Screened by the engine"] == 260
     assert widths["Candidates"] == 65
     assert widths["Enrolled"] == 13
-    assert [b["y"] for b in view["bars"]] == [0, 28, 56, 84, 112]
-    assert view["height"] == 134
+    assert [b["label"] for b in view["bars"]] == [
+        "Screened by the engine",
+        "Candidates",
+        "Reviewed",
+        "Contacted",
+        "Consented",
+        "Enrolled",
+    ]
+    assert [b["y"] for b in view["bars"]] == [0, 28, 56, 84, 112, 140]
+    assert view["height"] == 162
 
 
 def test_without_a_sweep_the_widest_step_sets_the_scale() -> None:

@@ -1,13 +1,15 @@
-"""The worklist on the pages, pure: the forms' CSRF token, where a form may return to, and
-the cohort rows split into new candidates and patients held by an open decision."""
+"""The worklist on the pages, pure: the forms' CSRF token, where a form may return to, the
+cohort rows split into new candidates and patients held by an open decision, and the line
+the patient page says of the patient's ResearchSubject."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from service.web.worklist import csrf_ok, csrf_token, safe_back, split
+from service.web.worklist import csrf_ok, csrf_token, safe_back, split, subject_view
 from service.worklist.model import Decision, DecisionState, Screened
+from service.worklist.subjects import SubjectState
 
 TODAY = dt.date(2026, 11, 20)
 NANJING = dt.timezone(dt.timedelta(hours=8))
@@ -79,3 +81,45 @@ def test_a_declined_decision_without_a_basis_stands() -> None:
     fresh, held = split(rows, {"Patient/a": [_decision("Patient/a", "declined")]}, TODAY)
     assert fresh == []
     assert held[0]["decision"]["label"] == "Declined"
+
+
+def _known(**fields: Any) -> SubjectState:
+    values: dict[str, Any] = {
+        "trial_id": "T",
+        "patient": "Patient/a",
+        "status": None,
+        "source": None,
+        "status_at": None,
+        "decision_id": 1,
+        "outcome": None,
+        "detail": None,
+        "outcome_at": None,
+    }
+    values.update(fields)
+    return SubjectState(**values)
+
+
+def test_the_research_subject_line_says_what_the_ehr_has_and_what_failed() -> None:
+    assert subject_view(None, "ResearchSubject/x") is None
+    written = subject_view(
+        _known(
+            status="on-study",
+            source="decision",
+            status_at=dt.datetime(2026, 11, 27, 13, 30, tzinfo=dt.UTC),
+            outcome="written",
+        ),
+        "ResearchSubject/x",
+    )
+    assert written is not None
+    assert written["status"] == "on-study (written from a decision, 2026-11-27 13:30 UTC)"
+    assert written["message"] is None
+    failed = subject_view(
+        _known(status="candidate", source="sweep", outcome="failed", detail="503"), "R/x"
+    )
+    assert failed is not None
+    assert failed["status"] == "candidate (written by a sweep)"
+    assert failed["message"].startswith("Writing the latest decision to the EHR failed (503).")
+    off = subject_view(_known(outcome="off"), "R/x")
+    assert off is not None
+    assert (off["status"], off["outcome"]) == (None, "off")
+    assert "Write-back to the EHR is off" in off["message"]

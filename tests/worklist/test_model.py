@@ -40,6 +40,7 @@ def test_the_states_are_the_pre_screening_log() -> None:
     assert STATES == (
         "to_review",
         "contacted",
+        "consented",
         "declined",
         "screen_failed",
         "enrolled",
@@ -64,7 +65,7 @@ def test_decisions_at_the_same_moment_are_ordered_as_recorded() -> None:
     assert current([later, earlier]) == later
 
 
-@pytest.mark.parametrize("state", ["to_review", "contacted", "declined", "enrolled"])
+@pytest.mark.parametrize("state", ["to_review", "contacted", "consented", "declined", "enrolled"])
 def test_other_decisions_stay_open_indefinitely(state: DecisionState) -> None:
     decision = decide(state)
     assert open_decision([decision], AS_OF + dt.timedelta(days=3650)) == decision
@@ -154,7 +155,7 @@ def test_without_both_screens_nothing_is_known_to_have_changed(state: DecisionSt
     assert not returns_as_new(decision, INELIGIBLE, None, AS_OF)
 
 
-@pytest.mark.parametrize("state", ["to_review", "contacted", "enrolled"])
+@pytest.mark.parametrize("state", ["to_review", "contacted", "consented", "enrolled"])
 def test_patients_being_worked_on_never_return_as_new(state: DecisionState) -> None:
     decision = decide(state)
     likely = Screened("likely_eligible", {"I6.hgb": "pass", "I1.age": "pass"})

@@ -83,7 +83,7 @@ def test_reviewed_counts_patients_with_any_decision_in_the_period_once() -> None
     assert report(decisions).reviewed == 2
 
 
-@pytest.mark.parametrize("state", ["contacted", "declined", "enrolled", "to_review"])
+@pytest.mark.parametrize("state", ["contacted", "consented", "declined", "enrolled", "to_review"])
 def test_each_state_counts_patients_whose_latest_decision_in_the_period_it_is(
     state: DecisionState,
 ) -> None:
@@ -106,6 +106,20 @@ def test_each_state_counts_patients_whose_latest_decision_in_the_period_it_is(
 def test_an_enrolled_patient_is_not_counted_as_contacted_as_well() -> None:
     result = report([decide("p01", "contacted", at(2)), decide("p01", "enrolled", at(9))])
     assert (result.states["contacted"], result.states["enrolled"]) == (0, 1)
+
+
+def test_a_consented_patient_counts_once_between_contacted_and_enrolled() -> None:
+    result = report(
+        [
+            decide("p01", "contacted", at(2)),
+            decide("p01", "consented", at(5)),
+            decide("p02", "consented", at(3)),
+            decide("p02", "enrolled", at(9)),
+        ]
+    )
+    states = result.states
+    assert (states["contacted"], states["consented"], states["enrolled"]) == (0, 1, 1)
+    assert result.reviewed == 2
 
 
 def test_screen_failed_counts_by_the_criterion_of_the_latest_decision() -> None:
@@ -142,12 +156,15 @@ def test_the_funnel_runs_from_the_engine_to_enrolment() -> None:
         decide("p01", "contacted", at(2)),
         decide("p02", "enrolled", at(3)),
         decide("p03", "to_review", at(3)),
+        decide("p04", "contacted", at(3)),
+        decide("p04", "consented", at(4)),
     ]
     result = report(decisions, [sweep(1, at(1), 40, 3, 4)])
     assert funnel(result) == [
         ("Screened by the engine", 40),
         ("Candidates", 7),
-        ("Reviewed", 3),
+        ("Reviewed", 4),
         ("Contacted", 1),
+        ("Consented", 1),
         ("Enrolled", 1),
     ]
