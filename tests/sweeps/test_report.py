@@ -173,7 +173,7 @@ def test_write_back_bundle_writes_the_planned_statuses(
     Bundle.model_validate(bundle)
     subjects = [e["resource"] for e in bundle["entry"][2:]]
     assert [(r["individual"]["reference"], r["status"]) for r in subjects] == list(plan.items())
-    assert bundle["entry"][1]["resource"]["quantity"] == 34  # the Group is the engine's
+    assert bundle["entry"][1]["resource"]["quantity"] == 35  # the Group is the engine's
 
 
 def test_attrition_agrees_with_the_ranked_list(done: tuple[SweepStore, RunInfo]) -> None:
