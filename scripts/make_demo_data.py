@@ -1220,7 +1220,49 @@ def scenarios() -> list[Case]:
         expect={"I2": "unknown", "E4": "pass"},
     )
 
+    # p71: an order as Epic and Cerner send it, naming its drug by reference to a Medication
+    # resource sent beside it (not contained): read like a contained one.
+    case(
+        "p71-g-csf-order-naming-a-separate-medication",
+        "1991-10-19",
+        "female",
+        "possibly_eligible",
+        build=gcsf_by_reference,
+        expect={"I6.anc": "unknown", "E4": "pass"},
+    )
+
     return cases
+
+
+def gcsf_by_reference(c: Case) -> None:
+    """A filgrastim order 13 days before as_of (3 before the ANC), still active, whose drug
+    is only `Medication/<id>`: the Medication carries the codes (clinical drug, ingredient)."""
+    medication = {
+        "resourceType": "Medication",
+        "id": c.next_id("med"),
+        "code": {
+            "coding": [
+                {
+                    "system": RXNORM,
+                    "code": "1649944",
+                    "display": "1 ML filgrastim 0.3 MG/ML Injection",
+                }
+            ]
+        },
+        "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RXNORM, "code": "68442"}]}}],
+    }
+    c.add(medication)
+    c.add(
+        {
+            "resourceType": "MedicationRequest",
+            "id": c.next_id("m"),
+            "status": "active",
+            "intent": "order",
+            "medicationReference": {"reference": f"Medication/{medication['id']}"},
+            "subject": {"reference": f"Patient/{c.pid}"},
+            "authoredOn": f"{days_ago(13).isoformat()}T08:40:00+08:00",
+        }
+    )
 
 
 NORMAL = {"coding": [{"system": RANGE_MEANING, "code": "normal"}]}

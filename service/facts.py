@@ -161,6 +161,11 @@ class MedicationExposure:
     text: str | None = None
     review: frozenset[str] = frozenset()
     end_basis: str | None = None  # how `end` was found when not recorded (days supply ...)
+    # The Medication the record names by reference when it could not be read, and why
+    # ("Medication/123 (not sent with the records)"): the drug is unknown. Such a record has
+    # no codes; unless its display matches review terms (`review`), medication criteria read
+    # it as "could be" any drug they look for (service/criteria/common.py: `unidentified`).
+    unresolved: str | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)

@@ -4,13 +4,14 @@
     result = screen_patient(resources, context)
 
 `resources` are one patient's FHIR resources as parsed JSON (dicts), as JSON bytes, or as
-`Record`s (either, with where a file read it). `ScreeningContext` is everything else the
-verdicts depend on: the trial, the code tables (with the site's code map), `as_of` and the
-identifier type shown as `mrn`. It pickles as the paths it was loaded from, so a worker
-process or a Spark executor loads the code tables once (and builds the UCUM registry once),
-not once per task. The CLI's screen and the sweeps (service/screening.py, per partition),
-the Spark job (service/spark/) and, through `add_records`, the API's Bundle and FHIR paths
-and CDS prefetch all read a patient's records with the policies below.
+`Record`s (either, with where a file read it); a Bundle among them is read as its entries.
+`ScreeningContext` is everything else the verdicts depend on: the trial, the code tables
+(with the site's code map), `as_of` and the identifier type shown as `mrn`. It pickles as
+the paths it was loaded from, so a worker process or a Spark executor loads the code tables
+once (and builds the UCUM registry once), not once per task. The CLI's screen and the
+sweeps (service/screening.py, per partition), the Spark job (service/spark/) and, through
+`add_records`, the API's Bundle and FHIR paths and CDS prefetch all read a patient's records
+with the policies below.
 
 **Canonical order.** A result must not depend on the order in which a patient's resources
 arrive (Bulk NDJSON by type, a Bundle in the sender's order, Spark's shuffle). Records are
@@ -27,6 +28,12 @@ server or a Parquet table is named alike, and shuffling the file changes nothing
 was read (`file:line`) is kept in `Unreadable.where` for the run's list of errors. Bytes
 that are not JSON, or JSON that is no resource, carry no name: they are reported with where
 they were read, and (having no type) withhold no verdict.
+
+**Medications named by reference.** Medication resources among the resources (a Bundle's
+entries included) name no patient: they are available to every medication record of the
+call, as is a population's side table passed as `medications` (a Bulk export's
+Medication.ndjson, a FHIR read: service/mappers/medication_table.py). A record naming one that
+is in neither is read as an unknown drug, never dropped.
 """
 
 from __future__ import annotations
@@ -44,7 +51,14 @@ from service.criteria.engine import evaluate
 from service.criteria.model import TrialDefinition, check_valuesets, load_trial
 from service.criteria.verdict import PatientResult
 from service.facts import PatientFacts, Problem
-from service.mappers import MappingError, map_resource, problem_for, subject_of
+from service.mappers import (
+    MappingError,
+    MedicationTable,
+    map_resource,
+    problem_for,
+    subject_of,
+)
+from service.sources import bundle_entries
 from service.terminology import Terminology
 
 __all__ = [
@@ -185,8 +199,8 @@ def canonical_order(
 def _parse(
     resources: Iterable[RawResource | Record], unreadable: list[Unreadable]
 ) -> list[tuple[dict[str, Any], str | None]]:
-    """Each raw resource parsed, with where it was read; bytes that are no resource are
-    added to `unreadable`."""
+    """Each raw resource parsed, with where it was read, a Bundle as its entries; bytes that
+    are no resource are added to `unreadable`."""
     parsed: list[tuple[dict[str, Any], str | None]] = []
     for item in resources:
         body, where = (item.body, item.where) if isinstance(item, Record) else (item, None)
@@ -200,7 +214,16 @@ def _parse(
         if not isinstance(body, Mapping) or not isinstance(body.get("resourceType"), str):
             unreadable.append(Unreadable(None, where, "not a FHIR resource (no resourceType)"))
             continue
-        parsed.append((body if isinstance(body, dict) else dict(body), where))
+        resource = body if isinstance(body, dict) else dict(body)
+        if resource["resourceType"] != "Bundle":
+            parsed.append((resource, where))
+            continue
+        # references to the Bundle's Patients and Medications made relative, as files are read
+        for entry, at, error in bundle_entries(resource, where or "Bundle"):
+            if entry is None:
+                unreadable.append(Unreadable(None, at, error or "entry has no FHIR resource"))
+            else:
+                parsed.append((entry, at))
     return parsed
 
 
@@ -217,14 +240,21 @@ def add_records(
     facts: PatientFacts,
     resources: Iterable[RawResource | Record],
     terms: Terminology,
+    medications: MedicationTable | None = None,
 ) -> list[Unreadable]:
     """Map one patient's resources into `facts`, in the canonical order; an unreadable one
     becomes a Problem of the patient (named by `Type/id`), and is returned. Resources of
-    another patient are passed over."""
+    another patient are passed over. Medication resources among them, then `medications`,
+    are what medication records naming a Medication by reference read."""
     unreadable: list[Unreadable] = []
-    for resource, where in canonical_order(_parse(resources, unreadable)):
+    ordered = canonical_order(_parse(resources, unreadable))
+    table = MedicationTable(parent=medications)
+    for resource, _ in ordered:
+        if resource["resourceType"] == "Medication":
+            table.add(resource)
+    for resource, where in ordered:
         try:
-            mapped = map_resource(resource, terms, where)
+            mapped = map_resource(resource, terms, where, table)
         except MappingError as exc:
             message = str(exc)
             reference, name = _name(resource, where)
@@ -253,9 +283,14 @@ def _patient_of(resources: list[RawResource | Record]) -> str:
                 body = orjson.loads(body)
             except orjson.JSONDecodeError:
                 continue
-        if isinstance(body, dict):
+        if not isinstance(body, dict):
+            continue
+        bodies = [body]
+        if body.get("resourceType") == "Bundle":
+            bodies = [r for r, _, _ in bundle_entries(body, "Bundle") if r is not None]
+        for resource in bodies:
             try:
-                patient = subject_of(body)
+                patient = subject_of(resource)
             except (TypeError, AttributeError):
                 continue
             if patient is not None:
@@ -271,13 +306,14 @@ def screen_patient_records(
     *,
     patient: str | None = None,
     problems: Iterable[Problem] = (),
+    medications: MedicationTable | None = None,
 ) -> Screened:
     """`screen_patient`, with the unreadable records listed (for a run's errors)."""
     items = list(resources)
     reference = patient if patient is not None else _patient_of(items)
     facts = PatientFacts(reference)
     facts.extend(problems)
-    unreadable = add_records(facts, items, context.terms)
+    unreadable = add_records(facts, items, context.terms, medications)
     result = evaluate(context.trial, facts, context.as_of, context.terms, mrn_type=context.mrn_type)
     return Screened(result, unreadable)
 
@@ -288,12 +324,17 @@ def screen_patient(
     *,
     patient: str | None = None,
     problems: Iterable[Problem] = (),
+    medications: MedicationTable | None = None,
 ) -> PatientResult:
     """Every criterion of `context.trial` for the patient these resources describe.
 
     `patient` (`Patient/<id>`) names the patient when the resources may hold others' (they
-    are passed over); without it the resources must name exactly one (ValueError).
+    are passed over); without it the resources must name exactly one (ValueError). A Bundle
+    among the resources is read as its entries (its Medications serve all its patients).
     `problems` are known before mapping (a failed search, an unknown code the terminology
-    server could not classify). Pure: the same resources, in any order, give the same result.
+    server could not classify); `medications` are Medication resources sent apart (a
+    population's side table). Pure: the same resources, in any order, give the same result.
     """
-    return screen_patient_records(resources, context, patient=patient, problems=problems).result
+    return screen_patient_records(
+        resources, context, patient=patient, problems=problems, medications=medications
+    ).result

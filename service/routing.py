@@ -7,8 +7,11 @@
 gives `Route(patient, relevant, problem)`: the `Patient/<id>` the resource belongs to, whether
 any criterion can read it (a Patient, a type some mapper reads, an Observation with a code in
 some value set), and, for a line that cannot be routed, why (not JSON, no resource, names no
-patient). The single-machine screen (service/screening.py) and the Spark job route with it, so
-both keep and report the same lines; an engine that can filter before data reaches Python
+patient). A Medication names no patient but is read: its route is `shared` (its
+`Medication/<id>`), and an engine keeps it in a side table that every patient's screen is
+given (`MedicationTable`): medication records name it by reference. The single-machine
+screen (service/screening.py) and the Spark job route with it, so both keep and report the
+same lines; an engine that can filter before data reaches Python
 (a Spark or DuckDB predicate on the code column) filters on `relevant_codes(terms)` and
 `RELEVANT_TYPES`, and routes what is left here.
 """
@@ -21,14 +24,21 @@ from typing import Any
 
 import orjson
 
-from service.mappers import MAPPERS, MappingError, map_resource, relevant, subject_of
+from service.mappers import (
+    MAPPERS,
+    SHARED_TYPES,
+    MappingError,
+    map_resource,
+    relevant,
+    subject_of,
+)
 from service.sources import observation_prefilter
 from service.terminology import Terminology
 
 __all__ = ["RELEVANT_TYPES", "Route", "Router", "relevant_codes"]
 
 # Resource types a screen reads; an Observation only when `relevant_codes` holds its code.
-RELEVANT_TYPES = frozenset({"Patient", *MAPPERS})
+RELEVANT_TYPES = frozenset({"Patient", *MAPPERS, *SHARED_TYPES})
 
 
 def relevant_codes(terms: Terminology) -> frozenset[tuple[str, str]]:
@@ -49,6 +59,9 @@ class Route:
     relevant: bool
     problem: str | None = None  # set when the line is unreadable or names no patient
     resource: dict[str, Any] | None = None  # as parsed, when it was
+    # `Medication/<id>` of a resource of no patient that every patient's records may name:
+    # kept in the run's side table, not with a patient
+    shared: str | None = None
 
     @property
     def kept(self) -> bool:
@@ -80,6 +93,11 @@ class Router:
         """The route of a parsed resource (with its `resourceType`)."""
         if not relevant(resource, self.terms):
             return Route(None, False, resource=resource)
+        kind, ident = resource.get("resourceType"), resource.get("id")
+        if kind in SHARED_TYPES:
+            # one without an id cannot be named by reference: read by no record
+            key = f"{kind}/{ident}" if isinstance(ident, str) and ident else None
+            return Route(None, key is not None, resource=resource, shared=key)
         try:
             patient = subject_of(resource)
         except (TypeError, AttributeError):

@@ -8,6 +8,12 @@ time, maps, groups, evaluates and writes each result as a JSON line; ranking the
 small summaries and reads results back in order.
 Peak memory is one partition, whatever the population. Both stages run in worker
 processes when given more than one.
+
+Medication resources name no patient: stage 1 writes them apart (`medications-<chunk>.jsonl`,
+their `Medication/<id>` and the line as read), and stage 2 gives every patient's screen the
+one `MedicationTable` of them, so a record naming `Medication/123` reads it wherever it was
+exported (Bulk's Medication.ndjson, another Bundle). The table is held per process as lines,
+each parsed when a record first names it (a hospital's formulary is some thousands).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import orjson
 from service.config import Settings
 from service.criteria.model import TrialDefinition
 from service.criteria.verdict import PatientResult
+from service.mappers import MedicationTable
 from service.patient_screen import (
     Record,
     Screened,
@@ -210,21 +217,51 @@ def _partition_of(patient: str, partitions: int) -> int:
     return zlib.crc32(patient.encode()) % partitions if partitions > 1 else 0
 
 
+class _Routed:
+    """Stage 1's output files of one chunk, each opened when first written: a Bundle (one
+    file, one chunk, usually one patient) fills one partition, and opening, closing and later
+    reading back an empty file for every other partition, per Bundle, cost more than routing
+    its resources."""
+
+    def __init__(self, spool: str, index: int) -> None:
+        self.spool, self.index = Path(spool), index
+        self.handles: dict[int | str, BinaryIO] = {}
+
+    def _handle(self, name: int | str) -> BinaryIO:
+        handle = self.handles.get(name)
+        if handle is None:
+            prefix = "medications" if name == "shared" else f"routed-{name}"
+            path = self.spool / f"{prefix}-{self.index}.jsonl"
+            handle = self.handles[name] = open(path, "wb", buffering=1 << 20)
+        return handle
+
+    def patient(self, partition: int, where: str, patient: str, body: bytes) -> None:
+        # where, the patient (as JSON: no raw separator in it), the resource
+        line = where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n"
+        self._handle(partition).write(line)
+
+    def shared(self, key: str, body: bytes) -> None:
+        """A Medication, for the side table: its `Medication/<id>` and the resource."""
+        self._handle("shared").write(orjson.dumps(key) + b"\x1f" + body + b"\n")
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
 def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceError], int]:
     """Stage 1: read one chunk, drop what no criterion can use (resource types no mapper
     reads; Observations whose codes are in no value set, most of them recognised from the
     line's bytes without parsing), and append the rest, with where it was read and its
     patient, to the partition file of its patient: an NDJSON line as read, so it is not
-    serialized again. Mapping waits for stage 2, so facts are never pickled."""
+    serialized again. Medications go to the chunk's side-table file. Mapping waits for
+    stage 2, so facts are never pickled."""
     _, terms = _load(job.trial_path, job.terminology_root, job.site_map)
     router = _router(terms)
     errors: list[SourceError] = []
     error_count = 0
     resources = 0
-    # Opened when first written: a Bundle (one file, one chunk, usually one patient) fills
-    # one partition, and opening, closing and later reading back an empty file for every
-    # other partition, per Bundle, cost more than routing its resources.
-    handles: dict[int, BinaryIO] = {}
+    out = _Routed(job.spool, index)
     reader = LineReader(chunk, router.skip)
     try:
         for resource, where, error, line in reader:
@@ -240,23 +277,48 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                 if len(errors) < MAX_ERRORS_KEPT:
                     errors.append(SourceError(where, route.problem))
                 continue
+            if route.shared is not None:
+                out.shared(route.shared, _body(line, resource))
+                continue
             patient = route.patient
             if patient is None or (job.only is not None and patient != job.only):
                 continue
             if job.by_reference and isinstance(resource.get("id"), str):
                 where = f"{resource['resourceType']}/{resource['id']}"
-            body = line.rstrip(b"\r\n") if line is not None else orjson.dumps(resource)
-            # where, the patient (as JSON: no raw separator in it), the resource
-            partition = _partition_of(patient, job.partitions)
-            handle = handles.get(partition)
-            if handle is None:
-                path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
-                handle = handles[partition] = open(path, "wb", buffering=1 << 20)
-            handle.write(where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n")
+            out.patient(
+                _partition_of(patient, job.partitions), where, patient, _body(line, resource)
+            )
     finally:
-        for handle in handles.values():
-            handle.close()
+        out.close()
     return resources + reader.skipped, errors, error_count
+
+
+def _body(line: bytes | None, resource: dict[str, Any]) -> bytes:
+    """An NDJSON line as read (not serialized again), or a Bundle entry serialized."""
+    return line.rstrip(b"\r\n") if line is not None else orjson.dumps(resource)
+
+
+@lru_cache(maxsize=1)
+def _medications(spool: str, chunk_count: int) -> MedicationTable:
+    """The run's side table of Medication resources (stage 1's `medications-*.jsonl`), read
+    once per process: the parent reads it before stage 2's workers fork."""
+    table = MedicationTable()
+    for index in range(chunk_count):
+        path = Path(spool) / f"medications-{index}.jsonl"
+        if not path.exists():
+            continue
+        with path.open("rb") as handle:
+            for line in handle:
+                raw_key, body = line.rstrip(b"\n").split(b"\x1f", 1)
+                table.add_line(orjson.loads(raw_key), body)
+    return table
+
+
+def _forget_medications(spool: Path) -> None:
+    """The side table is the run's: not kept in this process, nor in the spool, after it."""
+    _medications.cache_clear()
+    for path in spool.glob("medications-*.jsonl"):
+        path.unlink(missing_ok=True)
 
 
 def _evaluate_partition(
@@ -283,6 +345,7 @@ def _evaluate_partition(
                 record = Record(raw, raw_where.decode())
                 patients.setdefault(orjson.loads(raw_patient), []).append(record)
         path.unlink()
+    medications = _medications(job.spool, chunk_count)
     errors: list[SourceError] = []
     error_count = 0
     summaries = []
@@ -292,7 +355,7 @@ def _evaluate_partition(
         with (Path(job.spool) / f"results-{partition}.jsonl").open("wb") as out:
             for reference in sorted(patients):
                 screened = screen_patient_records(
-                    patients.pop(reference), context, patient=reference
+                    patients.pop(reference), context, patient=reference, medications=medications
                 )
                 for bad in screened.unreadable:
                     error_count += 1
@@ -418,6 +481,7 @@ def screen(
         # UCUM registry: build it while they read, and stage 2's workers, forked after,
         # inherit it instead of each parsing pint's definitions again (about 1 s).
         mapped = run(_route_chunk, [(job, i, c) for i, c in enumerate(work)], "read", terms.warm_up)
+        _medications(job.spool, len(work))  # read once here; forked workers inherit it
         evaluated = run(
             _evaluate_partition, [(job, p, len(work)) for p in range(partitions)], "evaluate"
         )
@@ -425,6 +489,8 @@ def screen(
         if tmp is not None:  # a failed or interrupted screen leaves no spool behind
             tmp.cleanup()
         raise
+    finally:
+        _forget_medications(spool)
     resources = sum(m[0] for m in mapped)
     errors = [e for m in mapped for e in m[1]][:MAX_ERRORS_KEPT]
     error_count = sum(m[2] for m in mapped)
@@ -462,22 +528,34 @@ def screen_one(
 ) -> Screened | None:
     """One patient (`Patient/<id>`) of the files under `data`, without screening the rest:
     lines that do not name the patient are passed over from their bytes
-    (`patient_line_filter`), the others routed as `screen` routes them, and the patient's
-    records screened in this process (`screen_patient_records`). None when no record
-    names the patient. Records are named as `screen` names them (file and line), so the
-    result is the one `screen` gives for this patient."""
+    (`patient_line_filter`; Medication lines are read, for the side table), the others
+    routed as `screen` routes them, and the patient's records screened in this process
+    (`screen_patient_records`). None when no record names the patient. Records are named
+    as `screen` names them (file and line), so the result is the one `screen` gives for
+    this patient."""
     context = load_screening_context(
         trial_path, terminology_root, as_of, site_map=site_map, mrn_type=mrn_type, warm_up=False
     )
     router = _router(context.terms)
     mine = patient_line_filter(patient)
-    skip = router.skip if mine is None else (lambda line: mine(line) or router.skip(line))
+
+    def skip(line: bytes) -> bool:
+        # A Medication names no patient: its line is read whatever the patient.
+        others = mine is not None and mine(line) and b'"Medication"' not in line
+        return others or router.skip(line)
+
     records: list[Record] = []
+    medications = MedicationTable()
     for chunk in chunks(data):
         for resource, where, _, _ in LineReader(chunk, skip):
             # unreadable lines and routing problems name no patient: not this one's business
-            if resource is not None and router.resource(resource).patient == patient:
+            if resource is None:
+                continue
+            route = router.resource(resource)
+            if route.shared is not None:
+                medications.add(resource)
+            elif route.patient == patient:
                 records.append(Record(resource, where))
     if not records:
         return None
-    return screen_patient_records(records, context, patient=patient)
+    return screen_patient_records(records, context, patient=patient, medications=medications)

@@ -166,29 +166,43 @@ class LineReader:
 def bundle_entries(
     bundle: dict[str, Any], name: str
 ) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
-    """Entries of a Bundle, with `urn:uuid:` references to its Patients made relative."""
+    """Entries of a Bundle, with `urn:uuid:` (or other fullUrl) references to its Patients
+    and Medications made relative (`Patient/<id>`, `Medication/<id>`), as a file or a server
+    would name them; an entry without an id gets its `urn:uuid:`. The Bundle is not changed:
+    an entry that needs either is yielded as a copy."""
     entries = bundle.get("entry") or []
-    patients: dict[str, str] = {}
-    for entry in entries:
+    ids: dict[int, str] = {}  # entry index -> the id its urn:uuid gives it
+    patients: dict[str, str] = {}  # fullUrl -> Patient/<id>
+    medications: dict[str, str] = {}  # fullUrl -> Medication/<id>
+    for index, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and isinstance(full_url, str):
+            ident = resource.get("id")
             if "id" not in resource and full_url.startswith("urn:uuid:"):
-                resource["id"] = full_url.removeprefix("urn:uuid:")
-            if resource.get("resourceType") == "Patient":
-                patients[full_url] = f"Patient/{resource.get('id')}"
+                ident = ids[index] = full_url.removeprefix("urn:uuid:")
+            kind = resource.get("resourceType")
+            if kind == "Patient":
+                patients[full_url] = f"Patient/{ident}"
+            elif kind == "Medication" and isinstance(ident, str):
+                medications[full_url] = f"Medication/{ident}"
     for index, entry in enumerate(entries):
         where = f"{name}#entry[{index}]"
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             yield None, where, "entry has no FHIR resource"
             continue
-        if patients:
-            for field in ("subject", "patient", "individual"):
-                ref = resource.get(field)
-                if isinstance(ref, dict) and ref.get("reference") in patients:
-                    resource[field] = {**ref, "reference": patients[ref["reference"]]}
-        yield resource, where, None
+        changes: dict[str, Any] = {"id": ids[index]} if index in ids else {}
+        for field, targets in (
+            ("subject", patients),
+            ("patient", patients),
+            ("individual", patients),
+            ("medicationReference", medications),
+        ):
+            ref = resource.get(field) if targets else None
+            if isinstance(ref, dict) and ref.get("reference") in targets:
+                changes[field] = {**ref, "reference": targets[ref["reference"]]}
+        yield ({**resource, **changes} if changes else resource), where, None
 
 
 def observation_prefilter(

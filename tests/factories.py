@@ -126,6 +126,28 @@ def contained_request(
     }
 
 
+def medication_resource(
+    ident: str, code: str, system: str = RXNORM, *, ingredient: bool = False, **extra: Any
+) -> Resource:
+    """A Medication resource sent apart from the records naming it (as Epic and Cerner send
+    orders): its code on `code`, or with `ingredient` only on its ingredient."""
+    concept = {"coding": [{"system": system, "code": code}]}
+    resource: Resource = {"resourceType": "Medication", "id": ident}
+    if ingredient:
+        resource["code"] = {"text": "local brand, no standard code"}
+        resource["ingredient"] = [{"itemCodeableConcept": concept}]
+    else:
+        resource["code"] = concept
+    return resource | extra
+
+
+def by_reference(record: Resource, reference: str, display: str | None = None) -> Resource:
+    """`record` naming its drug by `medicationReference` instead of a CodeableConcept."""
+    changed = {k: v for k, v in record.items() if k != "medicationCodeableConcept"}
+    target = {"reference": reference} | ({"display": display} if display else {})
+    return changed | {"medicationReference": target}
+
+
 # ---------------------------------------------------------------------- codes
 # Codes the tests use, each a member of the value set named in the comment
 # (terminology/valuesets/<name>.csv).

@@ -191,3 +191,50 @@ def test_the_context_pickles_as_its_paths_and_screens_alike(context: ScreeningCo
     assert orjson.dumps(screen_patient(resources, restored)) == orjson.dumps(
         screen_patient(resources, context)
     )
+
+
+def _gcsf_bundle(*patients: str) -> dict[str, Any]:
+    """A collection Bundle: one Medication (its fullUrl a urn:uuid, no id), and for each
+    patient an ANC and an active order naming the Medication by that urn:uuid."""
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    medication = {
+        "resourceType": "Medication",
+        "code": {"coding": [{"system": rxnorm, "code": "68442"}]},
+    }
+    entries: list[dict[str, Any]] = [{"fullUrl": "urn:uuid:7f3a", "resource": medication}]
+    for pid in patients:
+        anc = make_observation(
+            f"{pid}-anc", pid, "2026-11-20", code="751-8", value=2.0, unit="10*9/L"
+        )
+        order = {
+            "resourceType": "MedicationRequest",
+            "id": f"{pid}-mr",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": f"Patient/{pid}"},
+            "medicationReference": {"reference": "urn:uuid:7f3a"},
+            "authoredOn": "2026-11-15",
+        }
+        entries += [
+            {"resource": make_patient(pid, "1990-01-01", "female")},
+            {"resource": anc},
+            {"resource": order},
+        ]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def test_a_bundle_s_medications_serve_every_patient_in_it(context: ScreeningContext) -> None:
+    """screen_patient given a Bundle reads its entries; a urn:uuid reference finds the
+    Medication entry, for each patient of the Bundle."""
+    bundle = _gcsf_bundle("b1", "b2")
+    day = context.on(date(2026, 11, 27))
+    for pid in ("b1", "b2"):
+        result = screen_patient([bundle], day, patient=f"Patient/{pid}")
+        (anc,) = [c for c in result.criteria if c.id == "I6.anc"]
+        assert anc.verdict == "unknown"
+        assert f"Colony-stimulating factors (G-CSF and GM-CSF) (MedicationRequest/{pid}-mr)" in (
+            anc.reason
+        )
+    alone = screen_patient([_gcsf_bundle("b1")], day)  # one patient: no `patient` needed
+    assert alone.patient.reference == "Patient/b1"
+    assert bundle["entry"][0]["resource"] == _gcsf_bundle()["entry"][0]["resource"]  # unchanged

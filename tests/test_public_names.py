@@ -67,9 +67,11 @@ PUBLIC = {
         "send",
     ],
     "service.mappers": [
+        "SHARED_TYPES",
         "SUBJECT_FIELD",
         "Mapped",
         "MappingError",
+        "MedicationTable",
         "map_resource",
         "problem_for",
         "relevant",

@@ -77,3 +77,18 @@ def test_unroutable_lines_say_why() -> None:
     assert route.patient is None
     assert route.problem is not None
     assert route.problem.startswith("Observation/o9")  # named by its reference
+
+
+def test_a_medication_routes_to_the_side_table_not_to_a_patient() -> None:
+    router = Router(load_terms())
+    code = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1"}]}
+    medication = router(_line({"resourceType": "Medication", "id": "med-1", "code": code}))
+    assert (medication.shared, medication.patient, medication.problem) == (
+        "Medication/med-1",
+        None,
+        None,
+    )
+    assert not medication.kept  # with no patient's records: every patient's screen gets it
+    assert "Medication" in RELEVANT_TYPES
+    anonymous = router(_line({"resourceType": "Medication", "code": code}))
+    assert (anonymous.shared, anonymous.relevant, anonymous.problem) == (None, False, None)

@@ -252,17 +252,20 @@ def test_one_patient_is_screened_alone_with_the_result_the_full_screen_gives(
 
     monkeypatch.setattr(screening, "screen_patient_records", spy_screen)
     monkeypatch.setattr(Router, "resource", spy_route)
-    for reference in ("Patient/p02", "Patient/p05"):
+    # p71's order names a Medication in Medication.ndjson: read for the side table
+    for reference in ("Patient/p02", "Patient/p05", "Patient/p71"):
         screened.clear()
         routed.clear()
         one = screening.screen_one(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, reference)
         assert one is not None
         assert orjson.dumps(one.result) == full[reference]
         assert screened == [reference]  # nobody else screened
-        # only lines that may name the patient (its id's bytes, or a \u escape) were
-        # parsed and routed, not the population's
+        # only lines that may name the patient (its id's bytes, or a \u escape) and
+        # Medications were parsed and routed, not the population's
         ident = reference.removeprefix("Patient/").encode()
-        naming = sum(1 for line in lines if ident in line or b"\\u" in line)
+        naming = sum(
+            1 for line in lines if ident in line or b"\\u" in line or b'"Medication"' in line
+        )
         assert len(routed) <= naming < len(lines) / 4
         assert reference in routed
     assert screening.screen_one(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, "Patient/nobody") is None
@@ -299,3 +302,49 @@ def test_bundles_spread_over_partitions_give_the_results_of_one(tmp_path: Path) 
         run.close()
     assert len(ranked[0]) > 1
     assert ranked[0] == ranked[1]
+
+
+def _criteria(run: Any, reference: str) -> dict[str, dict[str, Any]]:
+    summary = next(s for s in run.summaries if s.reference == reference)
+    result = orjson.loads(run.result_bytes(summary))
+    return {c["id"]: c for c in result["criteria"]}
+
+
+def test_a_medication_exported_apart_is_read_by_every_patient_naming_it(tmp_path: Path) -> None:
+    """Bulk NDJSON: p71's order names `Medication/<id>`, which is in Medication.ndjson, not
+    with the patient. Stage 1 keeps it in the side table; the result is the Bundle's."""
+    data = _ndjson_population(tmp_path)
+    assert (data / "Medication.ndjson").read_text(encoding="utf-8").count("\n") == 1
+    bulk = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF, options=ScreenOptions(partitions=3))
+    bundles = screen(DEMO, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF)
+    try:
+        criteria = _criteria(bulk, "Patient/p71")
+        assert criteria["I6.anc"]["verdict"] == "unknown"
+        assert (
+            "of Colony-stimulating factors (G-CSF and GM-CSF) (MedicationRequest/p71-m"
+            in (criteria["I6.anc"]["reason"])
+        )
+        assert criteria["E4"]["verdict"] == "pass"
+        assert criteria == _criteria(bundles, "Patient/p71")
+        assert list(bulk.spool.glob("medications-*")) == []  # the run's, not kept
+    finally:
+        bulk.close()
+        bundles.close()
+
+
+def test_without_the_medication_the_order_is_an_unknown_drug(tmp_path: Path) -> None:
+    """Unmapped is not absent: p71's active order without its Medication could be G-CSF (the
+    count is unknown) and could be an anti-infective taken today (E4 unknown)."""
+    data = _ndjson_population(tmp_path)
+    (data / "Medication.ndjson").unlink()
+    run = screen(data, TRIAL_PATH, TERMINOLOGY, DEMO_AS_OF)
+    try:
+        criteria = _criteria(run, "Patient/p71")
+        anc, e4 = criteria["I6.anc"], criteria["E4"]
+        assert anc["verdict"] == e4["verdict"] == "unknown"
+        assert "an unknown drug, possibly Colony-stimulating factors" in anc["reason"]
+        assert "(not sent with the records)" in anc["reason"]
+        assert e4["reason"].startswith("possible Systemic anti-infectives")
+        assert "MedicationRequest/p71-m34 names Medication/p71-med33" in e4["reason"]
+    finally:
+        run.close()

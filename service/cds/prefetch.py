@@ -20,6 +20,13 @@ What a prefetch value means (CDS Hooks 2.0, "Providing FHIR Resources to a CDS S
   still has a next link, or a `total` above its matches, is incomplete -> we search;
 - for the `patient` read: the Patient, whose id must be the context's patientId.
 
+Medications named by reference (`medicationReference: Medication/123`) are no patient's and
+have no prefetch key of their own: included ones in a prefetched Bundle (search mode
+`include`, as `_include=MedicationRequest:medication` would bring) are read, and the others
+the records name are read from the FHIR server as /match reads them
+(`service.fetching.read_medications`). The templates do not ask for `_include` (clients need
+not support it); with no server to ask, such a record is an unknown drug, never a 412.
+
 A search that fails becomes a Problem (the criteria that would rely on it become `unknown`,
 exactly as in /match). Data this service needs but cannot obtain at all - no FHIR server to
 ask, or the Patient itself unreadable - is answered 412 Precondition Failed, as the
@@ -37,9 +44,10 @@ from urllib.parse import quote
 
 from service.errors import BadRequest, FhirError, ServiceError
 from service.facts import PatientFacts, Problem
-from service.fetching import add_resources, consult_terminology
+from service.fetching import add_resources, consult_terminology, read_medications
 from service.fhir import FetchPlan, FhirClient
 from service.fhir.plan import PATIENT_PARAM
+from service.mappers import MedicationTable
 from service.terminology import Terminology
 
 if TYPE_CHECKING:
@@ -158,6 +166,7 @@ def _bundle_resources(query: PrefetchQuery, value: dict[str, Any]) -> list[dict[
     if not isinstance(entries, list):
         raise BadRequest(f"prefetch {query.key!r}: Bundle.entry is not a list")
     found: list[dict[str, Any]] = []
+    included: list[dict[str, Any]] = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
@@ -165,6 +174,8 @@ def _bundle_resources(query: PrefetchQuery, value: dict[str, Any]) -> list[dict[
         mode = (entry.get("search") or {}).get("mode", "match")
         if mode == "match" and resource.get("resourceType") == query.resource_type:
             found.append(resource)
+        elif mode == "include" and resource.get("resourceType") == "Medication":
+            included.append(resource)  # a Medication its records name (_include)
     links = value.get("link") or []
     has_next = any(isinstance(link, dict) and link.get("relation") == "next" for link in links)
     total = value.get("total")
@@ -172,7 +183,7 @@ def _bundle_resources(query: PrefetchQuery, value: dict[str, Any]) -> list[dict[
         # Prefetch must arrive in one piece (CDS Hooks 2.0); a partial list must not decide.
         log.warning("prefetch %s is incomplete (next link or total); searching", query.key)
         return None
-    return found
+    return found + included
 
 
 def read_prefetch(
@@ -280,8 +291,13 @@ async def gather(
         if resources is not None:
             gathered.prefetched.append(query.key)
             records += resources
+    medications = None
+    if fhir is not None:  # Medications the records name that neither source brought
+        read = await read_medications(fhir, records, token=token)
+        records += read.read
+        medications = read.table
     gathered.problems += await consult_terminology(facts, records, tx=tx, wanted=wanted)
-    await _map(off_loop, facts, records, terms)
+    await _map(off_loop, facts, records, terms, medications)
     return gathered
 
 
@@ -293,8 +309,9 @@ async def _map(
     facts: PatientFacts,
     resources: list[dict[str, Any]],
     terms: Terminology,
+    medications: MedicationTable | None,
 ) -> None:
     if off_loop is None:
-        add_resources(facts, resources, terms)
+        add_resources(facts, resources, terms, medications)
     else:
-        await off_loop(add_resources, facts, resources, terms)
+        await off_loop(add_resources, facts, resources, terms, medications)

@@ -362,3 +362,29 @@ def review_reason(
     where = f"{SYSTEM_NAMES.get(first.system, first.system)} {first.code}" if first else "no code"
     shown = text or (first.display or first.code if first else None) or "no text"
     return f"possible {title(terms, valueset)}: '{shown}' ({where}, not in the value set): review"
+
+
+def unidentified(med: MedicationExposure) -> bool:
+    """A record whose drug is unknown: it names a Medication that could not be read
+    (`MedicationExposure.unresolved`), and its display, if any, matches no review term.
+
+    Unmapped is not absent. Every rule that reads medication records treats such a record, on
+    the days it covers (criteria/exposure.py, as for any record), as one that could be the drug
+    it looks for, and never decides on it: a rule that would pass (or fail) on the absence of
+    that drug in its window gives `unknown` instead, naming the record and the Medication;
+    it never makes a verdict `pass` or `fail` on its own. The rules: I6.anc's colony-stimulating
+    factor before the count (measurement `invalid_after_medication`), E4's anti-infective taken
+    on as_of (`suspect_if_medication_active`), I4's components (`therapy_history`: cited, never
+    counted) and SLEDAI-2K's myelotoxic drug before a low count (a computed activity score that
+    would pass only by counting that item: criteria/scores.py).
+    """
+    return med.unresolved is not None and not med.review
+
+
+def unidentified_reason(terms: Terminology, valueset: str, med: MedicationExposure) -> str:
+    """Why an `unidentified` record keeps a rule about `valueset` from deciding."""
+    shown = f", shown as '{med.text}'" if med.text else ""
+    return (
+        f"possible {title(terms, valueset)}: {med.reference} names {med.unresolved}{shown}; "
+        "the drug is unknown: review"
+    )

@@ -30,6 +30,8 @@ from service.criteria.common import (
     medication_evidence,
     review_reason,
     title,
+    unidentified,
+    unidentified_reason,
     unreadable,
 )
 from service.criteria.exposure import exposure
@@ -328,7 +330,7 @@ def _judge_suspect_medications(
     """A medication that suggests the condition (a systemic anti-infective for an infection)
     taken on `as_of` (criteria/exposure.py decides which days a record covers) makes the
     exclusion `unknown` when no diagnosis decided it; so does a medication no value set knows
-    whose text suggests one."""
+    whose text suggests one, and one whose drug is unknown (`unidentified`)."""
     valueset = rule.suspect_if_medication_active
     if not valueset:
         return
@@ -341,6 +343,10 @@ def _judge_suspect_medications(
         if valueset in med.review and _taken_on(med, ctx) is not None:
             reason = review_reason(ctx.terms, valueset, med.codes, med.text)
             found.doubt(reason, medication_evidence(med, note=reason))
+    for med in facts.medications:
+        if unidentified(med) and (period := _taken_on(med, ctx)) is not None:
+            reason = f"{unidentified_reason(ctx.terms, valueset, med)} (taken on {ctx.as_of})"
+            found.doubt(reason, medication_evidence(med, note=f"{reason}; {period}"))
 
 
 def _taken_on(med: MedicationExposure, ctx: Context) -> str | None:

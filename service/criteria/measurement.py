@@ -33,6 +33,8 @@ from service.criteria.common import (
     same_instant,
     tied_with_first,
     title,
+    unidentified,
+    unidentified_reason,
     unreadable,
     usable,
     window_days,
@@ -358,28 +360,40 @@ def _growth_factor(
 
     Which days a record covers is `exposure`'s policy (an active or on-hold order without an
     end runs up to the test date; a finished course up to its end). A record no value set
-    knows whose text suggests the drug (review terms) counts too: never `pass` on it.
+    knows whose text suggests the drug (review terms) counts too, and so does one whose drug
+    is unknown (it names a Medication that could not be read: `unidentified`): never `pass`
+    on either. A coded record is named first, then a review-term match, then an unknown drug.
     """
     invalid = rule.invalid_after_medication
     if invalid is None:
         return None
     since = day - timedelta(days=invalid.within_days_before)
     name = title(ctx.terms, invalid.valueset)
+    candidates = []
     for med in facts.medications:
-        coded = invalid.valueset in med.concepts
-        if not coded and invalid.valueset not in med.review:
-            continue
+        if invalid.valueset in med.concepts:
+            candidates.append((0, med))
+        elif invalid.valueset in med.review:
+            candidates.append((1, med))
+        elif unidentified(med):
+            candidates.append((2, med))
+    for rank, med in sorted(candidates, key=lambda c: c[0]):
         span = exposure(med, day, ctx.terms)
         if span is None or span.start > day or span.end < since:
             continue
         window = f"within {invalid.within_days_before} days before the test"
-        if coded:
+        if rank == 0:
             note, why = f"{window} ({span.basis})", f"{name} ({med.reference})"
-        else:
+        elif rank == 1:
             code = med.codes[0] if med.codes else None
             where = f"{code.system} {code.code}, " if code else ""
             note = f"possible {name}: {med.text!r} ({where}not in the value set): review"
             why = f"possible {name} ({med.reference}: {med.text!r}, not in the value set; review)"
+        else:
+            note = unidentified_reason(ctx.terms, invalid.valueset, med)
+            why = (
+                f"an unknown drug, possibly {name} ({med.reference} names {med.unresolved}; review)"
+            )
         return Verdict(
             "unknown",
             f"the count on {day} was drawn {window} of {why}; repeat the test",

@@ -15,13 +15,18 @@ the look-back window (a recorded total decides as before):
   it passes, with every counted item as evidence;
 - otherwise `unknown`: "<instrument> at least N from the record; the clinical items need an
   assessment". A computed score never fails a patient: what it cannot see may add to it.
+- a record whose drug is unknown (it names a Medication that could not be read) might be a
+  competing cause (a myelotoxic drug before a low count): when the limit is reached only by
+  counting an item it could explain, `unknown` instead of `pass`, naming the record. The
+  classification path needs no such check: the score it shows counts those items, so a
+  `fail` stands only when even counting them it is not met.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from service.criteria.common import Context, fmt
+from service.criteria.common import Context, fmt, unidentified
 from service.criteria.instrument import ScoreSpec
 from service.criteria.scoring import compute_score
 from service.criteria.verdict import Evidence, Score, ScoreItem, Verdict
@@ -83,6 +88,11 @@ def activity_verdict(
     window = f"last {score.window_days} days" if score.window_days is not None else "record"
     counted = [item for item in score.items if item.counted]
     listed = ", ".join(f"{i.label} {i.weight}" for i in counted) or "no item"
+    if score.met and any(unidentified(m) for m in facts.medications):
+        strict = compute_score(spec, facts, ctx, limit, unknown_drugs=True)
+        doubt = None if strict.met else _unknown_drug_verdict(recorded, score, strict, window)
+        if doubt is not None:
+            return doubt
     if score.met:
         reason = (
             f"{score.title} at least {score.total} from the record ({window}: {listed}) "
@@ -94,3 +104,23 @@ def activity_verdict(
         f"({window}: {listed}); the clinical items need an assessment"
     )
     return Verdict("unknown", reason, shown + recorded.evidence, score)
+
+
+def _unknown_drug_verdict(
+    recorded: Verdict, score: Score, strict: Score, window: str
+) -> Verdict | None:
+    """`unknown`: the limit is reached only by counting items a record whose drug is unknown
+    might explain; the strict score (those items withheld) is the one shown."""
+    doubtful = [
+        kept
+        for item, kept in zip(score.items, strict.items, strict=True)
+        if item.counted and kept.status == "withheld"
+    ]
+    if not doubtful:
+        return None
+    first = doubtful[0]
+    reason = (
+        f"{recorded.reason}; {score.title} {score.total} from the record ({window}) would be "
+        f"met, but {first.label}: {first.reason}; without it at least {strict.total}"
+    )
+    return Verdict("unknown", reason, score_evidence(strict) + recorded.evidence, strict)

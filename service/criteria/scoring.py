@@ -17,7 +17,10 @@ at any time before it) is judged met, not met or undetermined:
 
 An item counts when its findings are met (any, or all for "low C3 AND low C4") by records not
 "better explained by another cause": a met record with a competing cause in its span (an
-infection around a fever) is *withheld* and listed with the cause. With the domain rule
+infection around a fever) is *withheld* and listed with the cause. With `unknown_drugs`, a
+record whose drug is unknown (`unidentified`: it names a Medication that could not be read)
+in a medication cause's span withholds too, as "possibly" that drug: criteria/scores.py asks
+so only to check that an activity score passes without such items. With the domain rule
 `highest_per_domain`, only the highest-weighted counted item of a domain counts. Missing data
 never counts against the patient: the total is a lower bound.
 """
@@ -39,6 +42,8 @@ from service.criteria.common import (
     medication_evidence,
     on_or_before,
     title,
+    unidentified,
+    unidentified_reason,
 )
 from service.criteria.exposure import exposure
 from service.criteria.instrument import (
@@ -78,12 +83,18 @@ class Hit:
 
 
 def compute_score(
-    spec: ScoreSpec, facts: PatientFacts, ctx: Context, limit: tuple[str, float] | None = None
+    spec: ScoreSpec,
+    facts: PatientFacts,
+    ctx: Context,
+    limit: tuple[str, float] | None = None,
+    *,
+    unknown_drugs: bool = False,
 ) -> Score:
     """The instrument's score for this patient on `ctx.as_of`.
 
     `limit` is the criterion's own (op, value) for an activity score (SLEDAI-2K > 6); a
-    classification instrument brings its threshold (>= 10)."""
+    classification instrument brings its threshold (>= 10). `unknown_drugs`: records whose
+    drug is unknown may be a competing cause (see the module docstring)."""
     instrument = spec.instrument
     start = (
         ctx.as_of - timedelta(days=instrument.window_days)
@@ -98,7 +109,7 @@ def compute_score(
         if found:
             hits[name] = found
     items = [
-        _judge_item(item, hits, facts, ctx)
+        _judge_item(item, hits, facts, ctx, unknown_drugs)
         if any(name in hits for name in item.findings)
         else _absent(item)
         for item in instrument.items
@@ -423,9 +434,16 @@ def _coded_hits(
 
 # ---------------------------------------------------------------- items
 def _judge_item(
-    item: Item, hits: dict[str, list[Hit]], facts: PatientFacts, ctx: Context
+    item: Item,
+    hits: dict[str, list[Hit]],
+    facts: PatientFacts,
+    ctx: Context,
+    unknown_drugs: bool = False,
 ) -> ScoreItem:
-    per_finding = [_judge_finding(item, hits.get(name, []), facts, ctx) for name in item.findings]
+    per_finding = [
+        _judge_finding(item, hits.get(name, []), facts, ctx, unknown_drugs)
+        for name in item.findings
+    ]
     if item.combine == "all":
         if all(status == "counted" for status, _, _ in per_finding):
             evidence = tuple(e for _, _, found in per_finding for e in found[:1])
@@ -478,7 +496,7 @@ def _item(item: Item, status: ItemStatus, reason: str, evidence: Iterable[Eviden
 
 
 def _judge_finding(
-    item: Item, hits: list[Hit], facts: PatientFacts, ctx: Context
+    item: Item, hits: list[Hit], facts: PatientFacts, ctx: Context, unknown_drugs: bool = False
 ) -> tuple[ItemStatus, str, list[Evidence]]:
     """The best a finding's records give: counted (newest met record without a competing
     cause), else withheld, undetermined, not met, outside the window, not in the record."""
@@ -486,7 +504,7 @@ def _judge_finding(
     met = [h for h in window if h.state == "met"]
     withheld: list[tuple[Hit, str, Evidence]] = []
     for hit in met:
-        cause = _competing(item.better_explained_by, hit, facts, ctx)
+        cause = _competing(item.better_explained_by, hit, facts, ctx, unknown_drugs)
         if cause is None:
             return "counted", hit.why, [hit.evidence]
         withheld.append((hit, *cause))
@@ -504,9 +522,14 @@ def _judge_finding(
 
 
 def _competing(
-    causes: list[CompetingCause], hit: Hit, facts: PatientFacts, ctx: Context
+    causes: list[CompetingCause],
+    hit: Hit,
+    facts: PatientFacts,
+    ctx: Context,
+    unknown_drugs: bool = False,
 ) -> tuple[str, Evidence] | None:
-    """The first record that explains a met finding otherwise, with why."""
+    """The first record that explains a met finding otherwise, with why (with
+    `unknown_drugs`, a record whose drug is unknown may be a medication cause)."""
     if not causes or hit.day is None:
         return None
     for cause in causes:
@@ -531,6 +554,25 @@ def _competing(
                     continue
                 why = f"{cause.why}: {title(ctx.terms, name)} ({med.reference})"
                 return why, medication_evidence(med, note=f"competing cause: {cause.why}")
+        found = _unknown_drug(cause, facts, ctx, low, high) if unknown_drugs else None
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_drug(
+    cause: CompetingCause, facts: PatientFacts, ctx: Context, low: date, high: date
+) -> tuple[str, Evidence] | None:
+    """A record whose drug is unknown taken in the cause's span: possibly the cause."""
+    if not cause.medications:
+        return None
+    for med in facts.medications:
+        period = exposure(med, ctx.as_of, ctx.terms) if unidentified(med) else None
+        if period is None or period.start > high or period.end < low:
+            continue
+        reason = unidentified_reason(ctx.terms, cause.medications[0], med)
+        note = f"possible competing cause: {reason}"
+        return f"{cause.why}: {reason}", medication_evidence(med, note=note)
     return None
 
 

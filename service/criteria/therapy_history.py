@@ -20,7 +20,9 @@ given elsewhere), so this rule only ever passes or stays unknown. The policies:
   day to day are one treatment (a switch from one listed drug to another does not restart
   the count).
 - **Unmapped is not absent**: a medication no value set knows by code but whose text matches
-  the component's review terms never satisfies it; it is cited: "possible <name>: review".
+  the component's review terms never satisfies it; it is cited: "possible <name>: review". So
+  is a record whose drug is unknown (it names a Medication that could not be read:
+  `unidentified`), for every component it leaves open.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from datetime import date, timedelta
 from service.criteria.common import (
     Context,
     add_months,
+    and_more,
     fmt,
     lab_evidence,
     medication_evidence,
     on_or_before,
+    unidentified,
+    unidentified_reason,
 )
 from service.criteria.exposure import exposure
 from service.criteria.model import TherapyComponent, TherapyHistoryRule
@@ -282,22 +287,30 @@ def _duration_component(
 
 
 def _review_note(
-    component: TherapyComponent, facts: PatientFacts, as_of: date
+    component: TherapyComponent, facts: PatientFacts, as_of: date, terms: Terminology
 ) -> tuple[str, list[Evidence]]:
-    """Records no value set knows whose text suggests the component: never counted, cited."""
-    possible = [
-        m
-        for m in facts.medications
-        if component.valueset in m.review and (m.start is None or m.start <= as_of)
-    ]
-    if not possible:
-        return "", []
-    first = possible[0]
-    code = first.codes[0] if first.codes else None
-    where = f" ({code.system} {code.code}, not in the value set)" if code else " (no code)"
-    text = f"; possible {component.name}: '{first.text}'{where}: review"
-    note = "text suggests this drug; its code is not in the value set: review, not counted"
-    return text, [medication_evidence(m, note=note) for m in possible[:3]]
+    """Records no value set knows whose text suggests the component, and records whose drug
+    is unknown: never counted, cited."""
+    began = [m for m in facts.medications if m.start is None or m.start <= as_of]
+    possible = [m for m in began if component.valueset in m.review]
+    unknown = [m for m in began if unidentified(m)]
+    text = ""
+    cited: list[Evidence] = []
+    if possible:
+        first = possible[0]
+        code = first.codes[0] if first.codes else None
+        where = f" ({code.system} {code.code}, not in the value set)" if code else " (no code)"
+        text = f"; possible {component.name}: '{first.text}'{where}: review"
+        note = "text suggests this drug; its code is not in the value set: review, not counted"
+        cited = [medication_evidence(m, note=note) for m in possible[:3]]
+    if unknown:
+        reason = unidentified_reason(terms, component.valueset, unknown[0])
+        text += "; " + and_more(reason, len(unknown))
+        cited += [
+            medication_evidence(m, note=unidentified_reason(terms, component.valueset, m))
+            for m in unknown[:3]
+        ]
+    return text, cited
 
 
 def evaluate_therapy_history(
@@ -325,7 +338,7 @@ def evaluate_therapy_history(
             text = f"{component.name} documented" if meds else f"no record of {component.name}"
             shown = [medication_evidence(m) for m in meds[:5]]
         if not ok:
-            review, cited = _review_note(component, facts, ctx.as_of)
+            review, cited = _review_note(component, facts, ctx.as_of, ctx.terms)
             text += review
             shown += cited
         (found if ok else missing).append(text)

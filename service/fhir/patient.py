@@ -9,6 +9,10 @@ concurrently, one request each.
 A resource type whose fetch fails does not stop the others: its error is kept, by type, in
 `PatientRecords.failures` (the caller turns it into a Problem: service/fetching.py). A
 failure to read the Patient itself raises.
+
+`read_each` reads resources by id (the Medications a patient's records name by reference,
+service/fetching.py), in one batch where the server takes one, else concurrently; each read
+answers its resource or the error it met, never raising for one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from service.errors import FhirError, FhirFatalError, FhirMalformedResponse, Fhi
 from service.fhir.client import FhirClient
 from service.fhir.plan import PATIENT_PARAM, FetchPlan
 
-__all__ = ["PatientRecords", "fetch_records"]
+__all__ = ["PatientRecords", "fetch_records", "read_each"]
 
 
 @dataclass
@@ -176,3 +180,39 @@ async def _finish_search(
             raise
     result: list[dict[str, Any]] = await search.run(fhir, reference, token)
     return result
+
+
+async def read_each(
+    fhir: FhirClient, resource_type: str, ids: list[str], *, token: str | None = None
+) -> dict[str, dict[str, Any] | FhirError]:
+    """`resource_type/<id>` for each id: the resource, or the error its read met (a 404, a
+    failure of the whole batch). In one batch where the server declares `batch` (an entry
+    throttled is read again alone, with the client's retries), else concurrently."""
+    if not ids:
+        return {}
+    answers: list[dict[str, Any] | FhirError] | None = None
+    if await fhir.supports_batch():
+        urls = [fhir.resource_url(resource_type, ident) for ident in ids]
+        try:
+            answers = await fhir.batch_get(urls, token=token)
+        except FhirError as exc:
+            return dict.fromkeys(ids, exc)
+    tasks = [
+        fhir.read(resource_type, ident, token=token)
+        if answers is None or isinstance(answers[index], FhirTemporaryError)
+        else _answered(answers[index])
+        for index, ident in enumerate(ids)
+    ]
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    found: dict[str, dict[str, Any] | FhirError] = {}
+    for ident, outcome in zip(ids, outcomes, strict=True):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, FhirError):
+            raise outcome
+        found[ident] = outcome
+    return found
+
+
+async def _answered(answer: dict[str, Any] | FhirError) -> dict[str, Any]:
+    if isinstance(answer, FhirError):
+        raise answer
+    return answer

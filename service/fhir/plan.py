@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CODES_PER_QUERY", "PATIENT_PARAM", "FetchPlan"]
+__all__ = ["CODES_PER_QUERY", "PATIENT_PARAM", "REFERENCED_TYPES", "FetchPlan"]
 
 # How each type is searched by patient (FHIR R4 search parameters).
 PATIENT_PARAM = {
@@ -21,6 +21,19 @@ PATIENT_PARAM = {
     "Procedure": "patient",
     "ResearchSubject": "patient",
 }
+# Types that records of the planned types name by reference and that name no patient, so no
+# search by patient finds them (service.mappers.SHARED_TYPES): Epic and Cerner send a
+# medication order's drug as `medicationReference: Medication/123`. A population export asks
+# for every one (`_type`); a per-patient fetch reads those its records name
+# (service/fetching.py).
+REFERENCED_TYPES = {
+    "Medication": (
+        "MedicationStatement",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "MedicationDispense",
+    )
+}
 CODES_PER_QUERY = 60  # about 2.5 KB of URL: well under common 8 KB limits, few requests
 
 
@@ -32,6 +45,12 @@ class FetchPlan:
     other_types: tuple[str, ...] = tuple(PATIENT_PARAM)
     # the value sets the trial reads: what a terminology server is asked about (runtime.py)
     valuesets: frozenset[str] = frozenset()
+
+    @property
+    def shared_types(self) -> tuple[str, ...]:
+        """The REFERENCED_TYPES that records of `other_types` may name (Medication)."""
+        planned = set(self.other_types)
+        return tuple(t for t, by in REFERENCED_TYPES.items() if planned.intersection(by))
 
     def observation_queries(self) -> list[str]:
         codes = self.observation_codes

@@ -1,10 +1,14 @@
 """FHIR R4 resources (as parsed JSON) -> normalized facts. Pure functions; no I/O.
 
-    map_resource(resource, terms) -> Mapped | None
+    map_resource(resource, terms, medications=table) -> Mapped | None
 
 returns the patient the fact belongs to and the fact, or None for a resource no criterion
 can use (most Observations of a real EHR). A resource that cannot be read raises
 `MappingError`; the caller records it as a `Problem` for that patient and goes on.
+
+Medication resources name no patient and map to no fact: medication records name them by
+reference, and the caller gathers them into a `MedicationTable` (SHARED_TYPES;
+service/mappers/medication_table.py) that `map_resource` passes to the medication mapper.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from service.mappers.common import (
 )
 from service.mappers.condition import map_condition
 from service.mappers.medication import map_medication
+from service.mappers.medication_table import MedicationTable
 from service.mappers.observation import map_observation
 from service.mappers.patient import map_patient
 from service.mappers.procedure import map_procedure
@@ -31,9 +36,11 @@ from service.mappers.research_subject import map_research_subject
 from service.terminology import Terminology
 
 __all__ = [
+    "SHARED_TYPES",
     "SUBJECT_FIELD",
     "Mapped",
     "MappingError",
+    "MedicationTable",
     "map_resource",
     "problem_for",
     "relevant",
@@ -52,6 +59,10 @@ SUBJECT_FIELD = {
     "Procedure": "subject",
     "ResearchSubject": "individual",
 }
+
+# Resource types of no patient that patients' records name by reference: kept beside them,
+# for every patient (a sweep's side table), never mapped to a fact of their own.
+SHARED_TYPES = ("Medication",)
 
 # (resource, terms, source) -> fact or None; `source` is where the record was read, if not
 # from its own reference.
@@ -91,18 +102,23 @@ def _subject(resource: Resource, kind: Any) -> str | None:
 
 
 def relevant(resource: Resource, terms: Terminology) -> bool:
-    """Whether a screen reads the resource: a Patient, a type some mapper reads, and for
-    Observations a code in some value set (most of a real EHR's are not)."""
+    """Whether a screen reads the resource: a Patient, a type some mapper reads, a Medication
+    (medication records name it), and for Observations a code in some value set (most of a
+    real EHR's are not)."""
     kind = resource.get("resourceType")
     if kind == "Observation":
         return terms.may_match(resource.get("code"))
-    return kind == "Patient" or kind in MAPPERS
+    return kind == "Patient" or kind in MAPPERS or kind in SHARED_TYPES
 
 
 def map_resource(
-    resource: Resource, terms: Terminology, source: str | None = None
+    resource: Resource,
+    terms: Terminology,
+    source: str | None = None,
+    medications: MedicationTable | None = None,
 ) -> Mapped | None:
-    """Map one resource. Raises MappingError (naming the resource) when it cannot be read."""
+    """Map one resource. Raises MappingError (naming the resource) when it cannot be read.
+    `medications`: the Medication resources medication records may name by reference."""
     kind = resource.get("resourceType")
     if kind == "Patient":
         try:
@@ -118,7 +134,10 @@ def map_resource(
     if source == reference:
         source = None  # fetched resources are read "from" their own reference
     try:
-        fact = mapper(resource, terms, source)
+        if mapper is map_medication:
+            fact = map_medication(resource, terms, source, medications)
+        else:
+            fact = mapper(resource, terms, source)
     except (MappingError, TypeError, AttributeError, ValueError, KeyError) as exc:
         raise MappingError(f"{reference}: {exc}") from exc
     if fact is None:

@@ -8,8 +8,15 @@ pharmacies record what they handed over as MedicationDispense: all four are one 
 An administration at a moment is one dose on its day (`doses_per_day` 1); a dispense starts
 when handed over (else when prepared); a statement at a moment (`effectiveDateTime`) covers
 that day, unless it is `active` ("taking it as of then"): then its end is left open.
-A `medicationReference` to a contained Medication is read (code and ingredients); one to a
-Medication resource elsewhere is not fetched: only its `display` is read, for review terms.
+A `medicationReference` names a Medication: a contained one (`#id`), or one sent apart
+(`Medication/123`, as Epic and Cerner send orders), which the caller passes in a
+`MedicationTable` (service/mappers/medication_table.py: the patient's own list or Bundle, a
+Bulk export's Medication file, a FHIR read). Either is read alike: its code and its
+ingredients' codes. A referenced Medication that is not available is no reason to drop the
+record (unmapped is not absent): it becomes an exposure with an unknown drug, no codes, and
+`unresolved` naming the Medication and why it is missing; its `display`, if any, is read for
+review terms as the text. Criteria read such a record as "could be" the drug they look for
+(service/criteria/common.py: `unidentified`).
 
 When a record states no end, one is derived where the record allows, and `end_basis` says
 how (the first that applies):
@@ -44,6 +51,7 @@ from service.mappers.common import (
     quantity_of,
     review_of,
 )
+from service.mappers.medication_table import MedicationTable, medication_reference
 from service.terminology import Terminology
 from service.units import UnitError
 
@@ -107,16 +115,22 @@ COUNT_UNITS = {
 
 
 def map_medication(
-    resource: Resource, terms: Terminology, source: str | None = None
+    resource: Resource,
+    terms: Terminology,
+    source: str | None = None,
+    medications: MedicationTable | None = None,
 ) -> MedicationExposure | None:
+    """The exposure a medication record states, or None for one that does not count (its
+    status) or that no criterion reads (a drug no value set knows, no review term)."""
     kind = str(resource.get("resourceType"))
-    recorded = _medication_codes(resource)
-    text = _medication_text(resource, recorded)
-    if not recorded and not text:
+    medication, unresolved = _medication(resource, medications)
+    recorded = _medication_codes(resource, medication)
+    text = _medication_text(resource, medication, recorded)
+    if not recorded and not text and unresolved is None:
         return None
     codes, concepts = terms.resolve(recorded)
     review = frozenset() if concepts else review_of(terms, {"text": text}, recorded)
-    if not concepts and not review:
+    if not concepts and not review and unresolved is None:
         return None
     status = resource.get("status")
     if not isinstance(status, str) or status in NOT_COUNTED.get(kind, REQUEST_NOT_COUNTED):
@@ -152,26 +166,48 @@ def map_medication(
         text=text,
         review=review,
         end_basis=end_basis,
+        unresolved=unresolved,
     )
 
 
-def _medication_codes(resource: Resource) -> list[Code]:
+def _medication(
+    resource: Resource, medications: MedicationTable | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The Medication a `medicationReference` names (contained, or from `medications`), and
+    why it could not be read when it names one outside the record that is not available."""
     if "medicationCodeableConcept" in resource:
-        return codes_of(resource["medicationCodeableConcept"])
+        return None, None
     if "medicationReference" not in resource:
         raise MappingError("names no medication (medication[x] is required)")
+    value = resource["medicationReference"]
+    if not isinstance(value, dict):
+        raise MappingError("medicationReference is not a Reference")
     contained = _contained_medication(resource)
-    if contained is None:
+    if contained is not None:
+        return contained, None
+    reference = medication_reference(resource)
+    if reference is None:
+        return None, "a Medication by identifier or display only"
+    found, why = (medications or _NONE).find(reference)
+    return found, None if found is not None else why
+
+
+_NONE = MedicationTable()
+
+
+def _medication_codes(resource: Resource, medication: dict[str, Any] | None) -> list[Code]:
+    if "medicationCodeableConcept" in resource:
+        return codes_of(resource["medicationCodeableConcept"])
+    if medication is None:
         return []
-    found = codes_of(contained.get("code"))
-    for ingredient in contained.get("ingredient") or ():
+    found = codes_of(medication.get("code"))
+    for ingredient in medication.get("ingredient") or ():
         found += codes_of(ingredient.get("itemCodeableConcept"))
     return found
 
 
 def _contained_medication(resource: Resource) -> dict[str, Any] | None:
-    """The contained Medication a `#id` reference names; None for an external reference
-    (`Medication/123`, not read: only its `display` is)."""
+    """The contained Medication a `#id` reference names; None for any other reference."""
     reference = (resource.get("medicationReference") or {}).get("reference")
     if not isinstance(reference, str) or not reference.startswith("#"):
         return None
@@ -181,13 +217,14 @@ def _contained_medication(resource: Resource) -> dict[str, Any] | None:
     raise MappingError(f"medicationReference {reference} is not contained")
 
 
-def _medication_text(resource: Resource, recorded: list[Code]) -> str | None:
+def _medication_text(
+    resource: Resource, medication: dict[str, Any] | None, recorded: list[Code]
+) -> str | None:
     """What a person reads as the drug: the concept's text, else its first display (the
-    contained Medication's, or the reference's display)."""
+    Medication's, or the reference's display)."""
     concept = resource.get("medicationCodeableConcept")
     if concept is None:
-        contained = _contained_medication(resource) if "medicationReference" in resource else None
-        concept = (contained or {}).get("code")
+        concept = (medication or {}).get("code")
     text = concept.get("text") if isinstance(concept, dict) else None
     if not isinstance(text, str) or not text.strip():
         text = next((c.display for c in recorded if c.display), None)

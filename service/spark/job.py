@@ -2,10 +2,13 @@
 
     lines (where, bytes)  NDJSON by Hadoop's TextInputFormat (`file@byte-offset`), Parquet
                           rows (`file`), Bundles and single-resource .json files whole
-      -> mapPartitions(route)      Router: kept (patient, where, line), errors, counts
+      -> mapPartitions(route)      Router: kept (patient, where, line), Medications
+                                   (`Medication/<id>`, line), errors, counts
+      -> collect + broadcast       the Medications: one side table for every patient
       -> groupByKey(patient)       a patient's lines from every file meet here
-      -> mapPartitions(screen)     screen_patient_records per patient: summary columns,
-                                   the result's JSON, the unreadable records
+      -> mapPartitions(screen)     screen_patient_records per patient (with the side
+                                   table): summary columns, the result's JSON, the
+                                   unreadable records
       -> Parquet (executors write it) -> the driver streams it into a spool -> ScreenRun
 
 `mapPartitions` on the RDD rather than `mapInPandas`: each row becomes Python objects
@@ -14,6 +17,12 @@ executors (and a copy per row) for nothing; what Spark does per row is move byte
 lines are persisted (memory, then disk) because they are read twice: once to count and list
 the errors, once to group. Routing and screening run in Python workers that load the code
 tables once each (ScreeningContext pickles as its paths).
+
+Medication resources name no patient (medication records name them by reference): they are
+collected to the driver and broadcast as one `MedicationTable` of lines, parsed on an
+executor when a record first names one, as the single-machine screen gives its side table
+to every patient. A broadcast rather than a join: a formulary is some thousands of small
+resources, and a join would copy each to every patient naming it.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from service.mappers import MedicationTable
 from service.patient_screen import (
     Record,
     ScreeningContext,
@@ -43,7 +53,7 @@ from service.sources import SourceError, bundle_entries
 from service.terminology import Terminology
 
 if TYPE_CHECKING:
-    from pyspark import RDD
+    from pyspark import RDD, Broadcast
     from pyspark.sql import SparkSession
     from pyspark.sql.types import StructType
 
@@ -51,7 +61,7 @@ __all__ = ["SparkInput", "session", "spark_screen"]
 
 log = logging.getLogger(__name__)
 
-KEPT, ERROR, COUNT = "k", "e", "n"  # the tags of stage 1's output
+KEPT, SHARED, ERROR, COUNT = "k", "m", "e", "n"  # the tags of stage 1's output
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,8 @@ def _route(
     context: ScreeningContext, by_reference: bool, lines: Iterable[tuple[str, Any]]
 ) -> Iterator[tuple[Any, ...]]:
     """Stage 1 on one partition: (KEPT, patient, where, line) for every line a screen reads,
-    (ERROR, where, message) for one it cannot route, and at the end (COUNT, resources read)."""
+    (SHARED, `Medication/<id>`, line) for a Medication, (ERROR, where, message) for one it
+    cannot route, and at the end (COUNT, resources read)."""
     router = _router(context.terms)
     resources = 0
     for where, raw in lines:
@@ -111,6 +122,9 @@ def _route(
         if route.problem is not None:
             yield (ERROR, where, route.problem)
             continue
+        if route.shared is not None:
+            yield (SHARED, route.shared, line)
+            continue
         if not route.kept:
             continue
         resource = route.resource
@@ -121,12 +135,18 @@ def _route(
 
 
 def _screen(
-    context: ScreeningContext, groups: Iterable[tuple[str, Iterable[tuple[str, bytes]]]]
+    context: ScreeningContext,
+    medications: Broadcast[MedicationTable],
+    groups: Iterable[tuple[str, Iterable[tuple[str, bytes]]]],
 ) -> Iterator[tuple[Any, ...]]:
     """Stage 2 on one partition: each patient's lines -> one row of RESULT_COLUMNS."""
+    table = medications.value
     for reference, records in groups:
         screened = screen_patient_records(
-            [Record(line, where) for where, line in records], context, patient=reference
+            [Record(line, where) for where, line in records],
+            context,
+            patient=reference,
+            medications=table,
         )
         result = screened.result
         verdicts = [c.verdict for c in result.criteria]
@@ -325,6 +345,10 @@ def _run(
         unroutable = routed.filter(lambda t: t[0] == ERROR)
         error_count = unroutable.count()
         errors = [SourceError(t[1], t[2]) for t in unroutable.take(MAX_ERRORS_KEPT)]
+        table = MedicationTable()
+        for key, line in routed.filter(lambda t: t[0] == SHARED).map(lambda t: t[1:]).collect():
+            table.add_line(key, bytes(line))
+        medications = spark.sparkContext.broadcast(table)
         report("read", 1, 1)
         report("evaluate", 0, 1)
         groups = (
@@ -332,9 +356,10 @@ def _run(
             .map(lambda t: (t[1], (t[2], t[3])))
             .groupByKey(options.partitions or spark.sparkContext.defaultParallelism)
         )
-        rows = groups.mapPartitions(partial(_screen, context))
+        rows = groups.mapPartitions(partial(_screen, context, medications))
         out = parquet_out or str((spool / "results.parquet").resolve())
         spark.createDataFrame(rows, _result_schema()).write.mode("overwrite").parquet(out)
+        medications.unpersist()
     finally:
         routed.unpersist()
     report("evaluate", 1, 1)

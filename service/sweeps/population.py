@@ -131,7 +131,9 @@ def fetch_population(
         assert settings.sweep_export_group
         level = settings.sweep_export_group
     plan = plan_for(trial, terms)
-    key = snapshot_key(run.source, level, trial.id, trial.version, terms.version, plan.other_types)
+    # the shared types too: a snapshot made before Medications were exported lacks them
+    types = (*plan.other_types, *plan.shared_types)
+    key = snapshot_key(run.source, level, trial.id, trial.version, terms.version, types)
     snapshots = Snapshots(settings.snapshot_root(), trial.id, key)
     base, why_full = choose(snapshots)
     builder = snapshots.start(run.id)

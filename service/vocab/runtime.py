@@ -41,6 +41,7 @@ from typing import Any
 
 from service.errors import ControlFlow, FhirError
 from service.facts import Problem
+from service.mappers.medication_table import MedicationTable
 from service.terminology import CACHE_LIMIT, Terminology
 from service.vocab.definition import RXNORM, SNOMED, ValueSetDefinition
 from service.vocab.ecl import strip_terms
@@ -244,9 +245,12 @@ async def _consult(
     wanted: Iterable[str],
 ) -> list[tuple[dict[str, Any], Problem]]:
     wanted = frozenset(wanted)
+    resources = list(resources)
+    # a medication record's codes are those of the Medication it names (sent with it)
+    medications = MedicationTable(r for r in resources if r.get("resourceType") == "Medication")
     pending: dict[Key, list[dict[str, Any]]] = {}
     for resource in resources:
-        for key in _unknown(tx.terms, codings_of(resource)[0]):
+        for key in _unknown(tx.terms, codings_of(resource, medications)[0]):
             pending.setdefault(key, []).append(resource)
     if not pending or not wanted:
         return []

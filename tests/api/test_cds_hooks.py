@@ -357,6 +357,50 @@ def test_without_prefetch_everything_is_fetched(
     assert card["detail"] == golden_card()["detail"]
 
 
+P71_MEDICATION = "Medication/p71-med33"  # demo p71's G-CSF order names it by reference
+
+
+def test_a_medication_named_by_reference_is_read_from_the_fhir_server(
+    cds: TestClient,
+    call: Callable[..., httpx.Response],
+    ehr_token: Callable[..., str],
+    fhir: RecordingFhir,
+) -> None:
+    """Everything prefetched but the Medication p71's order names (it has no prefetch key):
+    one read, and the G-CSF is known (I6.anc unknown for it, E4 not unknown)."""
+    prefetch = prefetch_for(fhir, templates(cds, ehr_token), "p71")
+    card = only_card(call(hook("p71", prefetch)))
+    assert fhir.kinds() == [P71_MEDICATION, "metadata"]  # metadata: whether batch is taken
+    assert "I6.anc" in card["detail"]
+    assert (
+        "Colony-stimulating factors (G-CSF and GM-CSF) (MedicationRequest/p71-m34)"
+        in (card["detail"])
+    )
+    assert "E4" not in card["detail"]
+
+
+def test_a_medication_included_in_the_prefetch_needs_no_request(
+    cds: TestClient,
+    call: Callable[..., httpx.Response],
+    ehr_token: Callable[..., str],
+    fhir: RecordingFhir,
+) -> None:
+    """A client whose medication-requests prefetch carries `_include`d Medications (search
+    mode include) spares the read."""
+    prefetch = prefetch_for(fhir, templates(cds, ehr_token), "p71")
+    medication = next(r for r in fhir.resources if f"Medication/{r['id']}" == P71_MEDICATION)
+    prefetch["medication-requests"]["entry"].append(
+        {"resource": medication, "search": {"mode": "include"}}
+    )
+    with_include = only_card(call(hook("p71", prefetch)))
+    assert fhir.requests == []
+    fhir.faults["Medication"] = lambda request: httpx.Response(404)
+    without = only_card(call(hook("p71", prefetch_for(fhir, templates(cds, ehr_token), "p71"))))
+    assert with_include["detail"] != without["detail"]
+    assert "an unknown drug" in without["detail"]  # unmapped is not absent
+    assert "an unknown drug" not in with_include["detail"]
+
+
 def test_null_prefetch_means_no_data_and_is_not_searched(
     cds: TestClient,
     call: Callable[..., httpx.Response],

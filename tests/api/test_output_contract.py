@@ -59,7 +59,7 @@ def test_sweep_candidates_have_every_key_once_also_when_stored_before_the_fix(
         sweeps.wait(run_id, timeout=60)
         url = f"/sweeps/{run_id}/candidates"
         document = _ranked(client.get(url, headers=headers).content)
-        assert [c["rank"] for c in document["candidates"]] == list(range(1, 71))
+        assert [c["rank"] for c in document["candidates"]] == list(range(1, 72))
         limited = _ranked(client.get(f"{url}?limit=3", headers=headers).content)
         assert limited["candidates"] == document["candidates"][:3]
 

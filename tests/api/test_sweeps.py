@@ -89,14 +89,14 @@ def test_start_follow_and_read_a_sweep(
     assert started.source.kind == "files"
     run = client.get(f"/sweeps/{started.id}", headers=token(READ)).json()
     assert run["status"] == "completed"
-    assert run["counts"]["patients"] == 70
-    assert run["progress"] == {"stage": "done", "done": 70, "total": 70}
+    assert run["counts"]["patients"] == 71
+    assert run["progress"] == {"stage": "done", "done": 71, "total": 71}
     assert run["results_available"] is True
 
     ranked = client.get(f"/sweeps/{started.id}/candidates", headers=token(READ))
     assert ranked.status_code == 200
     body = RankedListPublic.model_validate(ranked.json())
-    assert [c.rank for c in body.candidates] == list(range(1, 71))
+    assert [c.rank for c in body.candidates] == list(range(1, 72))
     assert body.counts.likely_eligible == 18
 
     table = client.get(f"/sweeps/{started.id}/candidates?format=csv&limit=5", headers=token(READ))
@@ -117,12 +117,12 @@ def test_start_follow_and_read_a_sweep(
     fhir = client.get(f"/sweeps/{started.id}/candidates?format=fhir", headers=token(READ))
     assert fhir.headers["content-type"].startswith("application/fhir+json")
     bundle = Bundle.model_validate(fhir.json())
-    assert len(bundle.entry) == 2 + 34
+    assert len(bundle.entry) == 2 + 35
 
     funnel = AttritionPublic.model_validate(
         client.get(f"/sweeps/{started.id}/attrition", headers=token(READ)).json()
     )
-    assert (funnel.patients, funnel.remaining) == (70, 34)
+    assert (funnel.patients, funnel.remaining) == (71, 35)
 
     _outcome(
         client.get(f"/sweeps/{started.id}/diff", headers=token(READ)),
@@ -142,7 +142,7 @@ def test_start_follow_and_read_a_sweep(
         "arrived": 0,
         "left": 0,
         "decided": 0,
-        "unchanged": 70,
+        "unchanged": 71,
     }
     named = client.get(f"/sweeps/{second['id']}/diff?against={started.id}", headers=token(READ))
     assert named.json()["against"]["id"] == started.id
@@ -155,7 +155,7 @@ def test_start_follow_and_read_a_sweep(
     assert ("sweep-start", "NCT06946485", f"started run {started.id}") in actions
     assert ("sweep-status", "NCT06946485", f"run {started.id} completed") in actions
     assert ("sweep-candidates-csv", "NCT06946485", f"run {started.id}: 5 results as csv") in actions
-    assert ("sweep-candidates-fhir", "NCT06946485", f"run {started.id}: 34 results as fhir") in (
+    assert ("sweep-candidates-fhir", "NCT06946485", f"run {started.id}: 35 results as fhir") in (
         actions
     )
     assert ("sweep-diff", "NCT06946485", f"runs {started.id}->{second['id']}: 0 changed") in (
@@ -163,7 +163,7 @@ def test_start_follow_and_read_a_sweep(
     )
     assert ("sweep-diff", "NCT06946485", "error 404") in actions
     exported = next(p for a, _, _, _, p in audit if a == "sweep-candidates-json")
-    assert len(exported) == 70
+    assert len(exported) == 71
     assert exported[0] == "Patient/p01"
     assert {s for _, _, _, s, _ in audit} == {"coordinator-7"}
 

@@ -39,6 +39,7 @@ from service.fhir.bulk import (
 )
 from service.fhir.client import FhirClient, RetryPolicy
 from service.fhir.plan import CODES_PER_QUERY, FetchPlan
+from service.mappers import SHARED_TYPES
 
 BASE = "http://fhir.test/fhir"
 KICK_OFF = f"{BASE}/$export"
@@ -838,6 +839,56 @@ async def test_a_group_search_keeps_members_and_reads_each_observation_once(
             fhir, tmp_path / "out", plan, level="Group/g1", types=["Patient", "Observation"]
         )
     assert result.counts() == {"Patient": 1, "Observation": 1}
+
+
+@respx.mock
+async def test_a_group_export_searches_every_medication_its_members_may_name(
+    tmp_path: Path,
+) -> None:
+    """Medication names no patient and is in no Patient compartment: after a Group export
+    it is read by search, whole (a member's order may name any of them)."""
+    respx.get(f"{BASE}/metadata").respond(
+        json={
+            "resourceType": "CapabilityStatement",
+            "rest": [{"resource": [{"type": "Group", "operation": [{"name": "export"}]}]}],
+        }
+    )
+    respx.get(f"{BASE}/Group/g1").respond(
+        json={
+            "resourceType": "Group",
+            "id": "g1",
+            "member": [{"entity": {"reference": "Patient/p1"}}],
+        }
+    )
+    kick = respx.get(f"{BASE}/Group/g1/$export").respond(202, headers={"Content-Location": JOB})
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "mr1",
+        "subject": {"reference": "Patient/p1"},
+        "medicationReference": {"reference": "Medication/med1"},
+    }
+    files = manifest(
+        [item("Patient", "Patient.ndjson", 1), item("MedicationRequest", "MR.ndjson", 1)]
+    )
+    respx.get(JOB).mock(return_value=done(files))
+    respx.get(f"{FILES}/job1/Patient.ndjson").respond(200, content=ndjson(patient(1)))
+    respx.get(f"{FILES}/job1/MR.ndjson").respond(200, content=ndjson(order))
+    respx.delete(JOB).respond(202)
+    medicines = [{"resourceType": "Medication", "id": f"med{i}"} for i in (1, 2)]
+    respx.get(f"{BASE}/Medication").respond(json=searchset(medicines))
+    plan = FetchPlan(observation_codes=(), other_types=("MedicationRequest",))
+    async with client() as fhir:
+        result = await export_or_search(fhir, tmp_path / "out", plan, level="g1")
+    assert kick.calls.last.request.url.params["_type"] == "Patient,MedicationRequest,Medication"
+    assert result.searched == ("Medication",)
+    assert result.counts() == {"Patient": 1, "MedicationRequest": 1, "Medication": 2}
+
+
+def test_plan_types_add_medication_when_medication_records_are_planned() -> None:
+    plan = FetchPlan(observation_codes=(), other_types=("Condition", "MedicationDispense"))
+    assert plan.shared_types == ("Medication",)
+    assert plan_types(plan) == ["Patient", "Condition", "MedicationDispense", "Medication"]
+    assert FetchPlan(observation_codes=()).shared_types == SHARED_TYPES
 
 
 def test_plan_types_put_patient_first_and_skip_observation_without_codes() -> None:

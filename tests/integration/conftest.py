@@ -3,7 +3,7 @@
 `scripts/fhir-server` owns the server: it installs sekmet-fhir into its own venv (a per-user
 cache outside the checkout, so none of its dependencies reach ours), starts it on 127.0.0.1, loads
 transaction Bundles and stops it. These fixtures only call that script, once per session, on
-a free port each, with the demo population (demo/NCT06946485, 70 patients) loaded:
+a free port each, with the demo population (demo/NCT06946485, 71 patients) loaded:
 
 - `fhir_server`: the open server; yields its FHIR base URL.
 - `fhir_server_auth`: SMART Backend Services (client_credentials, private_key_jwt); yields a

@@ -40,6 +40,7 @@ TYPES = [
     "AllergyIntolerance",
     "Procedure",
     "ResearchSubject",
+    "Medication",  # p71's order names one by reference
 ]
 
 
@@ -85,7 +86,7 @@ async def test_system_export_screens_like_the_demo_bundles(
         result = await export(
             fhir, out, ExportRequest.of(TYPES), progress=seen.append, poll_limit_s=120
         )
-    assert result.counts()["Patient"] == len(demo_resources("Patient")) == 70
+    assert result.counts()["Patient"] == len(demo_resources("Patient")) == 71
     assert result.counts() == expected_counts(), "every demo resource of these types, once"
     assert all(f.lines == f.expected for f in result.files), "line counts match the manifest"
     assert result.issues == ()
@@ -108,7 +109,7 @@ async def test_an_incremental_export_since_the_last_transaction_time_is_empty(
             ExportRequest.of(["Patient"], since=first.transaction_time),
             poll_limit_s=60,
         )
-    assert first.counts() == {"Patient": 70}
+    assert first.counts() == {"Patient": 71}
     assert again.counts() == {}, "nothing changed since the first export"
     assert again.transaction_time >= first.transaction_time
 
@@ -116,7 +117,8 @@ async def test_an_incremental_export_since_the_last_transaction_time_is_empty(
 async def test_a_patient_level_export_gets_research_subjects_by_search(
     fhir_server: str, tmp_path: Path, bundle_statuses: dict[str, str]
 ) -> None:
-    """sekmet's Patient $export leaves ResearchSubject out; export_or_search reads it."""
+    """sekmet's Patient $export leaves ResearchSubject and Medication out (neither is in its
+    Patient compartment); export_or_search reads them."""
     plan = plan_for(load_nct(), load_terms())
     out = tmp_path / "bulk"
     async with FhirClient(fhir_server) as fhir:
@@ -124,8 +126,10 @@ async def test_a_patient_level_export_gets_research_subjects_by_search(
     assert result.method == "bulk-export"
     # Types the demo has no record of have no file either, and are searched (finding none).
     empty = tuple(t for t in plan.other_types if not demo_resources(t))
-    assert result.searched == tuple(t for t in plan.other_types if t in {*empty, "ResearchSubject"})
+    searched = tuple(t for t in plan.other_types if t in {*empty, "ResearchSubject"})
+    assert result.searched == (*searched, "Medication")
     assert result.counts()["ResearchSubject"] == len(demo_resources("ResearchSubject"))
+    assert result.counts()["Medication"] == len(demo_resources("Medication")) == 1
     assert statuses(out) == bundle_statuses
 
 
@@ -137,7 +141,7 @@ async def test_the_search_fallback_screens_like_the_demo_bundles(
     async with FhirClient(fhir_server) as fhir:
         result = await search_to_ndjson(fhir, out, plan)
     assert result.method == "search"
-    assert result.counts()["Patient"] == 70
+    assert result.counts()["Patient"] == 71
     assert statuses(out) == bundle_statuses
 
 
@@ -163,7 +167,7 @@ async def test_downloads_from_the_auth_server_carry_the_token(
             delete_when_done=False,
         )
     assert result.counts() == {k: v for k, v in expected_counts().items() if k in result.counts()}
-    assert result.counts()["Patient"] == 70
+    assert result.counts()["Patient"] == 71
     downloads = [r for r in transport.requests if "/bulk-files/" in r.url.path]
     assert len(downloads) == len(result.files) == 2
     assert all(r.headers["Authorization"].startswith("Bearer ") for r in downloads)

@@ -41,7 +41,7 @@ def test_a_sweep_from_the_fhir_server_equals_the_sweep_of_the_files(
         assert from_server.status == "completed", from_server.error
         from_files = sweep(runner, DEMO)
         assert verdicts_of(store, from_server.id) == verdicts_of(store, from_files.id)
-        assert from_server.counts["patients"] == 70
+        assert from_server.counts["patients"] == 71
         assert from_server.source_kind == "fhir"
         assert from_server.source == fhir_server
         assert from_server.transaction_time is not None  # the `_since` of a later run
@@ -51,7 +51,7 @@ def test_a_sweep_from_the_fhir_server_equals_the_sweep_of_the_files(
             from_server.problems
         )
         assert not any(tempfile.gettempdir() in p or ".ndjson" in p for p in from_server.problems)
-        assert diff_runs(store, from_files, from_server).counts["unchanged"] == 70
+        assert diff_runs(store, from_files, from_server).counts["unchanged"] == 71
     finally:
         store.close()
 
@@ -72,7 +72,7 @@ def test_changing_one_patient_on_the_server_shows_exactly_that_patient_and_write
         runner = SweepRunner(settings, store)
         first = runner.sweep(TRIAL, AS_OF, Source.fhir(own_server), "test")
         assert first.status == "completed", first.error
-        assert first.write_back == f"ok: 36 resources written to {own_server}"
+        assert first.write_back == f"ok: 37 resources written to {own_server}"
 
         with httpx.Client(base_url=own_server + "/") as fhir:
             study = fhir.get(f"ResearchStudy/{study_id(TRIAL)}").json()
@@ -93,7 +93,7 @@ def test_changing_one_patient_on_the_server_shows_exactly_that_patient_and_write
             ]
             # The write-back replaced the Group's members and marked p01 ineligible.
             group = fhir.get(f"Group/{group_id(TRIAL)}").json()
-            assert group["quantity"] == 33
+            assert group["quantity"] == 34
             assert "Patient/p01" not in {m["entity"]["reference"] for m in group["member"]}
             subjects = {
                 e["resource"]["individual"]["reference"]: e["resource"]["status"]
@@ -103,8 +103,8 @@ def test_changing_one_patient_on_the_server_shows_exactly_that_patient_and_write
                 if e["resource"]["id"].startswith("cm-")
             }
             assert subjects["Patient/p01"] == "ineligible"
-            assert sum(status == "candidate" for status in subjects.values()) == 33
-        # ResearchStudy, Group, 33 candidates, and p01's ResearchSubject now `ineligible`
-        assert store.get(second.id).write_back == f"ok: 36 resources written to {own_server}"
+            assert sum(status == "candidate" for status in subjects.values()) == 34
+        # ResearchStudy, Group, 34 candidates, and p01's ResearchSubject now `ineligible`
+        assert store.get(second.id).write_back == f"ok: 37 resources written to {own_server}"
     finally:
         store.close()

@@ -60,7 +60,7 @@ def test_an_incremental_sweep_reads_only_the_changes_and_equals_a_full_one(
         assert changes["read"] == 2  # the two Observations, not the population
         assert (changes["replaced"], changes["deleted"], changes["patients"]) == (2, 1, 3)
         assert changes["since"] == first.transaction_time.isoformat()  # type: ignore[union-attr]
-        assert second.counts["patients"] == 70
+        assert second.counts["patients"] == 71
 
         diff = diff_runs(store, first, second)
         changed = {c.patient: c for c in [*diff.new, *diff.dropped, *diff.status, *diff.verdicts]}

@@ -139,9 +139,9 @@ def test_sweeps_diff_and_exports_on_postgresql(
     second = sweep(runner, data)
     diff = diff_runs(pg_store, first, second)
     assert [c.patient for c in diff.dropped] == ["Patient/p01"]
-    assert diff.counts["unchanged"] == 69
+    assert diff.counts["unchanged"] == 70
     assert b'"rank":50' in b"".join(ranked_json(pg_store, second))
-    assert len(fhir_bundle(pg_store, second)["entry"]) == 2 + 33
+    assert len(fhir_bundle(pg_store, second)["entry"]) == 2 + 34
 
 
 @pytest.mark.parametrize("where", ["store", "screen"])
@@ -164,6 +164,6 @@ def test_an_incremental_sweep_from_the_fhir_server_on_postgresql(
         second = runner.sweep(TRIAL, AS_OF, Source.fhir(fhir_server), "test")
         assert (first.mode, second.mode, second.based_on) == ("full", "incremental", first.id)
         assert (second.changes or {})["read"] == 0
-        assert diff_runs(store, first, second).counts["unchanged"] == 70
+        assert diff_runs(store, first, second).counts["unchanged"] == 71
     finally:
         store.close()

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from service.criteria.common import unidentified
 from service.facts import MedicationExposure
-from service.mappers import MappingError, map_resource
+from service.mappers import MappingError, MedicationTable, map_resource
+from service.sources import bundle_entries
 from service.terminology import Terminology
 from tests.factories import (
     ATC,
@@ -21,16 +23,20 @@ from tests.factories import (
     PREDNISONE_5MG_TAB,
     RXNORM,
     UCUM,
+    by_reference,
     contained_request,
     medication,
+    medication_resource,
 )
 from tests.medication_terms import terms_with
 
 START = date(2024, 1, 10)
 
 
-def exposure(resource: dict[str, Any], terms: Terminology) -> MedicationExposure:
-    mapped = map_resource(resource, terms)
+def exposure(
+    resource: dict[str, Any], terms: Terminology, medications: MedicationTable | None = None
+) -> MedicationExposure:
+    mapped = map_resource(resource, terms, medications=medications)
     assert mapped is not None
     assert isinstance(mapped.fact, MedicationExposure)
     return mapped.fact
@@ -87,12 +93,138 @@ def test_missing_contained_medication_raises(terms: Terminology) -> None:
         map_resource(resource, terms)
 
 
-def test_external_medication_reference_is_dropped(terms: Terminology) -> None:
-    """A Medication on the server is not fetched by the mapper (pure, no I/O)."""
-    resource = medication(PREDNISONE, start=START)
-    del resource["medicationCodeableConcept"]
-    resource["medicationReference"] = {"reference": "Medication/123"}
-    assert map_resource(resource, terms) is None
+# --- medications named by reference (Medication resources sent apart) ------------------
+
+
+def referenced(reference: str = "Medication/med1", **kwargs: Any) -> dict[str, Any]:
+    """A prednisone order that names its drug by reference, as Epic and Cerner send it."""
+    order = medication(PREDNISONE, start=START, kind="MedicationRequest", status="active", **kwargs)
+    return by_reference(order, reference)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "Medication/med1",
+        "https://ehr.example.org/fhir/Medication/med1",  # the server's absolute form
+        "Medication/med1/_history/3",
+        "https://ehr.example.org/fhir/Medication/med1/_history/3",
+    ],
+)
+def test_a_referenced_medication_is_read_as_a_contained_one(
+    terms: Terminology, reference: str
+) -> None:
+    table = MedicationTable([medication_resource("med1", PREDNISONE)])
+    order = referenced(reference, dose_mg=20, per_day=3)
+    found = exposure(order, terms, table)
+    assert "glucocorticoids" in found.concepts
+    assert found.codes[0].code == PREDNISONE
+    assert (found.daily_dose_mg, found.prednisone_factor, found.unresolved) == (60.0, 1.0, None)
+    # exactly what the same drug as a contained Medication gives
+    contained = contained_request((RXNORM, PREDNISONE), dose=mg(20), frequency=3, start=START)
+    assert exposure(contained, terms).concepts == found.concepts
+
+
+def test_a_referenced_medication_s_ingredient_is_read(terms: Terminology) -> None:
+    table = MedicationTable([medication_resource("med1", CYCLOPHOSPHAMIDE, ingredient=True)])
+    found = exposure(referenced(), terms, table)
+    assert "cyclophosphamide" in found.concepts
+    assert found.text == "local brand, no standard code"
+
+
+def test_a_bundle_full_url_finds_its_medication(terms: Terminology) -> None:
+    table = MedicationTable()
+    table.add(medication_resource("med1", PREDNISONE), full_url="urn:uuid:5c2d7e")
+    assert "glucocorticoids" in exposure(referenced("urn:uuid:5c2d7e"), terms, table).concepts
+
+
+def test_a_bundle_s_urn_uuid_reference_is_made_relative() -> None:
+    """Every Bundle reader (files, Spark, /match, screen_patient) resolves urn:uuid alike."""
+    order = referenced("urn:uuid:5c2d7e")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:5c2d7e", "resource": {"resourceType": "Medication"}},
+            {"fullUrl": "urn:uuid:0a1b", "resource": order},
+        ],
+    }
+    (medicine, _, _), (record, _, _) = bundle_entries(bundle, "b.json")
+    assert medicine == {"resourceType": "Medication", "id": "5c2d7e"}
+    assert record is not None
+    assert record["medicationReference"] == {"reference": "Medication/5c2d7e"}
+    assert order["medicationReference"] == {"reference": "urn:uuid:5c2d7e"}  # not changed
+
+
+def test_an_unavailable_medication_is_an_unknown_drug_not_no_record(terms: Terminology) -> None:
+    """Unmapped is not absent: the record is kept, with no codes, and says what is missing."""
+    for table in (None, MedicationTable([medication_resource("other", PREDNISONE)])):
+        found = exposure(referenced("Medication/123"), terms, table)
+        assert (found.codes, found.concepts, found.review) == ((), frozenset(), frozenset())
+        assert found.unresolved == "Medication/123 (not sent with the records)"
+        assert (found.start, found.status) == (START, "active")
+        assert unidentified(found)
+
+
+def test_an_unavailable_medication_says_why(terms: Terminology) -> None:
+    table = MedicationTable()
+    table.unavailable("Medication/123", "could not be fetched: FHIR server answered 503")
+    found = exposure(referenced("Medication/123"), terms, table)
+    assert found.unresolved == "Medication/123 (could not be fetched: FHIR server answered 503)"
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ({"identifier": {"value": "NDC-1"}}, "a Medication by identifier or display only"),
+        ({"reference": "Medication?code=8640"}, "not a reference to a Medication by id"),
+        ({"reference": "urn:uuid:77"}, "urn:uuid:77 (not in the Bundle)"),
+    ],
+)
+def test_a_reference_that_names_no_medication_by_id_is_an_unknown_drug(
+    terms: Terminology, target: dict[str, Any], why: str
+) -> None:
+    order = referenced() | {"medicationReference": target}
+    found = exposure(order, terms, MedicationTable())
+    assert why in str(found.unresolved)
+
+
+def test_a_medication_sent_in_two_readings_is_unknown_in_any_order(terms: Terminology) -> None:
+    prednisone = medication_resource("med1", PREDNISONE)
+    other = medication_resource("med1", CYCLOPHOSPHAMIDE)
+    for pair in ([prednisone, other], [other, prednisone]):
+        found = exposure(referenced(), terms, MedicationTable(pair))
+        assert found.concepts == frozenset()
+        assert "versions that read differently" in str(found.unresolved)
+
+
+def test_the_same_medication_sent_twice_is_read(terms: Terminology) -> None:
+    first = medication_resource("med1", PREDNISONE, meta={"versionId": "1"})
+    second = medication_resource("med1", PREDNISONE, meta={"versionId": "2"})
+    table = MedicationTable()
+    table.add(first)
+    table.add_line("Medication/med1", json.dumps(second).encode())
+    assert "glucocorticoids" in exposure(referenced(), terms, table).concepts
+
+
+def test_a_medication_entered_in_error_is_not_read(terms: Terminology) -> None:
+    table = MedicationTable([medication_resource("med1", PREDNISONE, status="entered-in-error")])
+    found = exposure(referenced(), terms, table)
+    assert found.unresolved == "Medication/med1 (entered in error)"
+
+
+def test_a_patient_s_own_medication_wins_over_the_population_s(terms: Terminology) -> None:
+    population = MedicationTable([medication_resource("med1", CYCLOPHOSPHAMIDE)])
+    own = MedicationTable([medication_resource("med1", PREDNISONE)], parent=population)
+    assert "glucocorticoids" in exposure(referenced(), terms, own).concepts
+    empty = MedicationTable(parent=population)
+    assert "cyclophosphamide" in exposure(referenced(), terms, empty).concepts
+
+
+def test_an_unknown_drug_with_a_status_that_does_not_count_is_dropped(
+    terms: Terminology,
+) -> None:
+    assert map_resource(referenced() | {"status": "cancelled"}, terms) is None
 
 
 @pytest.mark.parametrize("kind", ["MedicationStatement", "MedicationRequest"])
@@ -439,11 +571,14 @@ def test_text_only_medication_is_kept_for_review(review_terms: Terminology) -> N
 def test_external_medication_reference_display_is_read_for_review(
     review_terms: Terminology,
 ) -> None:
+    """Not available, but its display names a drug: "possible ...: review", not unknown."""
     resource = medication(MYCOPHENOLATE, start=START, kind="MedicationRequest", status="active")
     del resource["medicationCodeableConcept"]
     resource["medicationReference"] = {"reference": "Medication/x1", "display": "RITUXIMAB 500 MG"}
     found = exposure(resource, review_terms)
     assert found.review == frozenset({"sle_immunosuppressants"})
+    assert found.unresolved == "Medication/x1 (not sent with the records)"
+    assert not unidentified(found)
 
 
 def test_a_known_code_is_never_marked_for_review(review_terms: Terminology) -> None:

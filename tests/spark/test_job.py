@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,34 @@ def test_a_patient_spread_over_files_and_formats_is_screened_once(
     spark.createDataFrame(conditions, "resource string").write.parquet(str(parquet))
     source = SparkInput((str(first), str(second), str(parquet)))
     assert _results(_spark(spark, source, options=ScreenOptions(partitions=4))) == expected
+
+
+def test_a_medication_in_its_own_file_is_broadcast_to_every_patient(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Demo p71's order names `Medication/<id>`, here in Medication.ndjson apart from the
+    patient (as Bulk exports it): Spark gives the single-machine result, G-CSF read."""
+    as_of = date(2026, 11, 20)
+    by_type: dict[str, list[bytes]] = {}
+    for name in ("p71-g-csf-order-naming-a-separate-medication", "p01-likely-eligible-si-units"):
+        bundle = json.loads((ROOT / "demo" / "NCT06946485" / f"{name}.json").read_text())
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            by_type.setdefault(resource["resourceType"], []).append(orjson.dumps(resource))
+    data = tmp_path / "bulk"
+    data.mkdir()
+    for kind, lines in by_type.items():
+        (data / f"{kind}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    assert len(by_type["Medication"]) == 1
+    expected = _results(screen(data, TRIAL_PATH, TERMINOLOGY, as_of))
+    run = spark_screen(
+        data, TRIAL_PATH, TERMINOLOGY, as_of, spark=spark, options=ScreenOptions(partitions=2)
+    )
+    assert _results(run) == expected
+    results = [json.loads(r) for r in expected]
+    p71 = next(r for r in results if r["patient"]["reference"] == "Patient/p71")
+    anc = next(c for c in p71["criteria"] if c["id"] == "I6.anc")
+    assert "of Colony-stimulating factors (G-CSF and GM-CSF) (MedicationRequest/" in anc["reason"]
 
 
 def test_unreadable_lines_are_counted_and_listed(
@@ -185,7 +214,7 @@ def test_sweep_engine_spark_is_stored_like_any_sweep(
     assert local.exit_code == 0, local.output
     on_spark = runner.invoke(app, [*args, "--engine", "spark", "--spark-master", "local[2]"])
     assert on_spark.exit_code == 0, on_spark.output
-    assert "18 likely eligible, 16 possibly eligible, 36 ineligible" in on_spark.stdout
+    assert "18 likely eligible, 17 possibly eligible, 36 ineligible" in on_spark.stdout
     assert "Since run 1 (2026-11-20)" in on_spark.stdout
     diff = runner.invoke(app, ["diff", "1", "2", "--format", "json"])
     assert diff.exit_code == 0, diff.output

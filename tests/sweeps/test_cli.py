@@ -31,13 +31,13 @@ def _sweep(*args: str) -> str:
 
 def test_sweep_prints_counts_funnel_and_the_change_since_last_time(demo_copy: Path) -> None:
     first = _sweep("--data", str(demo_copy))
-    assert "Attrition, run 1 (70 patients)" in first
+    assert "Attrition, run 1 (71 patients)" in first
     assert "I6.hgb" in first
     assert "E14*" in first
     assert "1 patient(s) excluded before the criteria" in first
-    assert "34 of 70 patients fail no criterion: 18 likely eligible, 16 possibly eligible" in first
+    assert "35 of 71 patients fail no criterion: 18 likely eligible, 17 possibly eligible" in first
     assert "Run 1 of NCT06946485 (v2026-12-02.1" in first
-    assert "18 likely eligible, 16 possibly eligible, 36 ineligible" in first
+    assert "18 likely eligible, 17 possibly eligible, 36 ineligible" in first
     assert "Since run" not in first
 
     set_observation_value(demo_copy, "p01-", "p01-o18", 50.0)
@@ -58,7 +58,7 @@ def test_sweep_prints_counts_funnel_and_the_change_since_last_time(demo_copy: Pa
 
 def test_sweep_without_a_source_sweeps_the_bundled_demo() -> None:
     out = _sweep()
-    assert "70 patients from 2326 resources" in out
+    assert "71 patients from 2361 resources" in out
 
 
 def test_runs_lists_newest_first_as_table_or_json() -> None:
@@ -67,11 +67,11 @@ def test_runs_lists_newest_first_as_table_or_json() -> None:
     table = runner.invoke(app, ["runs"])
     assert table.exit_code == 0
     assert "completed" in table.stdout
-    assert "18/16/36" in table.stdout
+    assert "18/17/36" in table.stdout
     listed = json.loads(runner.invoke(app, ["runs", "--format", "json"]).stdout)["runs"]
     assert [r["id"] for r in listed] == [2, 1]
     assert listed[0]["status"] == "completed"
-    assert listed[0]["counts"]["patients"] == 70
+    assert listed[0]["counts"]["patients"] == 71
     assert listed[0]["requested_by"].startswith("cli")
     assert json.loads(runner.invoke(app, ["runs", "--trial", "X", "--format", "json"]).stdout) == {
         "runs": []
@@ -89,7 +89,7 @@ def test_export_csv_equals_screen_csv_and_fhir_is_a_bundle() -> None:
     assert bundle["type"] == "transaction"
     assert bundle["entry"][0]["resource"]["title"].startswith("Universal anti-CD70 CAR-T")
     ranked = json.loads(runner.invoke(app, ["export", "1"]).stdout)
-    assert ranked["counts"]["patients"] == len(ranked["candidates"]) == 70
+    assert ranked["counts"]["patients"] == len(ranked["candidates"]) == 71
 
 
 @pytest.mark.parametrize(

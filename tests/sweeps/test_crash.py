@@ -61,7 +61,7 @@ def crash_and_recover(url: str, where: str) -> None:
                 select(func.count()).select_from(RESULTS).where(RESULTS.c.run_id == killed)
             )
         assert stored == run.stored
-        assert (stored == 0) if where == "screen" else (10 <= stored < 70)
+        assert (stored == 0) if where == "screen" else (10 <= stored < 71)
         assert [r.id for r in store.runs(TRIAL) if r.status == "completed"] == []
         with pytest.raises(RunNotReady):
             store.with_results(killed)
@@ -73,8 +73,8 @@ def crash_and_recover(url: str, where: str) -> None:
         assert dead.error is not None
         assert "is gone" in dead.error
         assert store.count_results(killed) == 0
-        assert store.count_results(after.id) == 70
-        assert after.counts["patients"] == 70
+        assert store.count_results(after.id) == 71
+        assert after.counts["patients"] == 71
     finally:
         store.close()
 
@@ -144,7 +144,7 @@ def test_a_killed_sweep_leaves_no_workers_and_its_spool_is_removed_by_the_next(
     try:
         runner = SweepRunner(sweep_settings(url, spool_dir=spools), store)
         run = sweep(runner)
-        assert run.counts["patients"] == 70
+        assert run.counts["patients"] == 71
     finally:
         store.close()
     assert list(spools.iterdir()) == []  # the stale spool and the completed run's own

@@ -47,7 +47,7 @@ def test_a_sweep_stores_every_result_of_the_screen_in_rank_order(
     assert run.requested_by == "test"
     assert run.ended_at is not None
     assert run.ended_at >= run.started_at
-    assert (run.stage, run.done, run.total, run.stored) == ("done", 70, 70, 70)
+    assert (run.stage, run.done, run.total, run.stored) == ("done", 71, 71, 71)
     assert len(run.problems) == 4
     assert "p41" in " ".join(run.problems)
     assert [c["id"] for c in run.criteria][:3] == ["I1", "I2", "I3"]
@@ -68,7 +68,7 @@ def test_a_second_sweep_after_one_patient_changed_shows_exactly_that_patient(
         "verdicts": 0,
         "arrived": 0,
         "left": 0,
-        "unchanged": 69,
+        "unchanged": 70,
     }
     (dropped,) = diff.dropped
     assert dropped.patient == "Patient/p01"
@@ -133,7 +133,7 @@ def test_diff_names_ineligible_patients_new_to_the_population_as_arrived_not_unc
     assert [(c.patient, c.before, c.after) for c in diff.left] == [
         ("Patient/p07", "ineligible", None)
     ]
-    assert diff.counts["unchanged"] == 70 - 3
+    assert diff.counts["unchanged"] == 71 - 3
     assert diff.counts["arrived"] == diff.counts["left"] == 1
 
 

@@ -194,3 +194,64 @@ def test_the_key_names_the_resource_types_read() -> None:
     assert after == snapshot_key(
         *base, ("MedicationAdministration", "Condition", "MedicationRequest")
     )
+
+
+def test_a_medication_is_carried_for_the_orders_of_later_deltas(tmp_path: Path) -> None:
+    """The population's `keep` (`service.mappers.relevant`) keeps Medication resources, which
+    name no patient: an order arriving in a later delta still finds the one it names, and the
+    screen of the merged snapshot reads it (the side table)."""
+    from service.mappers import relevant
+    from service.screening import screen
+    from tests.conftest import ROOT, TRIAL_PATH, load_terms
+
+    terms = load_terms()
+    snapshots = Snapshots(tmp_path / "snap", "NCT1", "k1")
+    medication = {
+        "resourceType": "Medication",
+        "id": "med1",
+        "code": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "68442"}]
+        },
+    }
+    full = export_dir(tmp_path / "full", {"resourceType": "Patient", "id": "a"}, medication)
+    builder = snapshots.start(1)
+    builder.take(full, lambda r: relevant(r, terms))
+    builder.finish(SnapshotInfo(1, snapshots.key, T0, T0, 2))
+    snapshots.promote(1)
+    base = snapshots.latest()
+    assert base is not None
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "mr1",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/a"},
+        "medicationReference": {"reference": "Medication/med1"},
+        "authoredOn": "2026-11-10",
+    }
+    anc = obs("anc", "a", 2.0, code="751-8") | {
+        "status": "final",
+        "effectiveDateTime": "2026-11-15",
+    }
+    anc["valueQuantity"] = {
+        "value": 2.0,
+        "unit": "10*9/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "10*9/L",
+    }
+    delta = export_dir(tmp_path / "delta", order, anc)
+    builder = snapshots.start(2)
+    counts = builder.take(delta, lambda r: relevant(r, terms), base[0])
+    assert (counts.kept, counts.carried) == (2, 2)
+    assert "Medication/med1" in lines_of(builder.path)
+    run = screen(builder.path, TRIAL_PATH, ROOT / "terminology", dt.date(2026, 11, 20))
+    try:
+        (result,) = run.results()
+    finally:
+        run.close()
+    (verdict,) = [c for c in result["criteria"] if c["id"] == "I6.anc"]
+    assert verdict["verdict"] == "unknown"
+    assert (
+        "of Colony-stimulating factors (G-CSF and GM-CSF) (MedicationRequest/mr1)"
+        in (verdict["reason"])
+    )

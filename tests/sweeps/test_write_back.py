@@ -54,13 +54,13 @@ def test_a_completed_run_is_written_back_as_one_transaction(
         mock.get(FHIR + "/ResearchSubject").mock(return_value=_searchset())  # read back first
         route = mock.post(FHIR).mock(return_value=httpx.Response(200, json={}))
         run = sweep(writing, demo_copy)
-    assert run.write_back == f"ok: 36 resources written to {FHIR}"
+    assert run.write_back == f"ok: 37 resources written to {FHIR}"
     request = route.calls.last.request
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.headers["content-type"] == "application/fhir+json"
     bundle = json.loads(request.content)
     assert bundle["type"] == "transaction"
-    assert [e["request"]["method"] for e in bundle["entry"]] == ["PUT"] * 36
+    assert [e["request"]["method"] for e in bundle["entry"]] == ["PUT"] * 37
     writing.store.close()
 
 
@@ -105,7 +105,7 @@ def test_the_sweep_keeps_decisions_retries_them_and_reads_the_ehrs_changes_back(
         mock.get(FHIR + "/ResearchSubject").mock(return_value=_searchset())
         mock.post(FHIR).mock(return_value=httpx.Response(200, json={}))
         first = sweep(writing, demo_copy)
-    assert first.write_back == f"ok: 36 resources written to {FHIR}"
+    assert first.write_back == f"ok: 37 resources written to {FHIR}"
     candidates = [c.patient for c in store.summaries(first.id, candidates_only=True)]
     assert "Patient/p01" in candidates
     p02, p03, p04 = [p for p in candidates if p != "Patient/p01"][:3]
@@ -188,7 +188,7 @@ def test_a_server_without_the_study_search_is_read_whole(
         search = mock.get(FHIR + "/ResearchSubject").mock(side_effect=answer)
         mock.post(FHIR).mock(return_value=httpx.Response(200, json={}))
         run = sweep(writing, demo_copy)
-    assert run.write_back == f"ok: 36 resources written to {FHIR}"
+    assert run.write_back == f"ok: 37 resources written to {FHIR}"
     assert ["study" in c.request.url.params for c in search.calls] == [True, False]
     writing.store.close()
 

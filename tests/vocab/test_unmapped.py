@@ -88,6 +88,73 @@ def test_lists_unknown_codes_by_frequency(terms: Terminology, wanted: frozenset[
     assert report.resources == 10  # the Patient is not a coded record
 
 
+def test_a_medication_named_by_reference_is_read_from_its_own_file(
+    tmp_path: Path, terms: Terminology, wanted: frozenset[str]
+) -> None:
+    """Bulk NDJSON: Medication.ndjson comes before MedicationRequest.ndjson by name, but a
+    record is counted by its Medication's codes whatever the order of the files."""
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+    def order(ident: str, reference: str, display: str | None = None) -> dict[str, object]:
+        target = {"reference": reference} | ({"display": display} if display else {})
+        return {
+            "resourceType": "MedicationRequest",
+            "id": ident,
+            "status": "active",
+            "subject": {"reference": "Patient/p1"},
+            "medicationReference": target,
+        }
+
+    medicines = [
+        {
+            "resourceType": "Medication",
+            "id": "known",
+            "code": {"coding": [{"system": rxnorm, "code": "68442"}]},
+        },  # filgrastim: gcsf
+        {
+            "resourceType": "Medication",
+            "id": "local",
+            "code": {
+                "coding": [
+                    {"system": "http://hospital.example.org/drug", "code": "Z-9", "display": "Zed"}
+                ]
+            },
+            "ingredient": [
+                {"itemCodeableConcept": {"coding": [{"system": rxnorm, "code": "8640"}]}}
+            ],
+        },
+        {
+            "resourceType": "Medication",
+            "id": "other",
+            "code": {
+                "coding": [
+                    {"system": "http://hospital.example.org/drug", "code": "Q-1", "display": "Q"}
+                ]
+            },
+        },
+    ]
+    orders = [
+        order("o1", "Medication/known"),
+        order("o2", "https://ehr.example.org/fhir/Medication/local"),  # prednisone ingredient
+        order("o3", "Medication/other"),
+        order("o4", "Medication/other"),
+        order("o5", "Medication/gone", "Neupogen 300 mcg"),
+    ]
+    (tmp_path / "MedicationRequest.ndjson").write_bytes(
+        b"".join(orjson.dumps(r) + b"\n" for r in orders)
+    )
+    (tmp_path / "zz-Medication.ndjson").write_bytes(  # read after the orders
+        b"".join(orjson.dumps(r) + b"\n" for r in medicines)
+    )
+    report = unmapped(tmp_path, terms, wanted)
+    rows = {(r.resource_type, r.system, r.code): r for r in report.codes}
+    assert report.resources == 5  # Medications themselves are not counted
+    assert report.unmapped_resources == 3
+    assert rows[("MedicationRequest", "http://hospital.example.org/drug", "Q-1")].count == 2
+    gone = rows[("MedicationRequest", "", "")]
+    assert (gone.count, gone.display, gone.possible) == (1, "Neupogen 300 mcg", ("gcsf",))
+
+
 def test_the_site_map_counts_as_known(terms: Terminology, wanted: frozenset[str]) -> None:
     report = unmapped(POPULATION, terms, frozenset({"cyclophosphamide"}))
     assert not any(r.code == "CTX" for r in report.codes)

@@ -95,11 +95,13 @@ token when auth is on. `_typeFilter` values are split at commas and several filt
 type are ANDed, so neither `Observation?code=a,b` nor the IG's one-filter-per-code form
 works there. `_since` is compared with `meta.lastUpdated` as a string, so we send UTC
 instants with milliseconds and `Z`, its own format. Patient/Group exports leave out
-ResearchSubject (not in its Patient compartment): `export_or_search` reads planned types
-missing from a Patient/Group export by search. With enforced SMART scopes it maps methods to
-scope letters: a POST kick-off needs `c` and DELETE on the status URL `d`, so with
-`system/*.rs` use GET (the default) and expect the clean-up DELETE to be refused (logged,
-harmless: the files stay until the server restarts).
+ResearchSubject (not in its Patient compartment) and Medication (no patient's, though the IG
+lets a server add referenced ones): `export_or_search` reads planned types missing from a
+Patient/Group export by search (every Medication: medication records name them by
+reference; `plan_types` asks for them whenever medication records are planned). With
+enforced SMART scopes it maps methods to scope letters: a POST kick-off needs `c` and DELETE
+on the status URL `d`, so with `system/*.rs` use GET (the default) and expect the clean-up
+DELETE to be refused (logged, harmless: the files stay until the server restarts).
 """
 
 from __future__ import annotations

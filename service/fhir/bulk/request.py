@@ -35,11 +35,13 @@ def fhir_instant(moment: datetime) -> str:
 
 
 def plan_types(plan: FetchPlan) -> list[str]:
-    """The resource types a screen needs: Patient, Observation (if any codes), the rest."""
+    """The resource types a screen needs: Patient, Observation (if any codes), the rest, then
+    the types those name by reference (Medication: no patient's, kept beside them)."""
     types = ["Patient"]
     if plan.observation_codes:
         types.append("Observation")
-    return [*types, *(t for t in plan.other_types if t not in types)]
+    types += [t for t in plan.other_types if t not in types]
+    return [*types, *(t for t in plan.shared_types if t not in types)]
 
 
 def observation_type_filters(plan: FetchPlan) -> list[str]:

@@ -109,9 +109,11 @@ async def search_types(
             queries = [base]
         # An Observation coded in two chunks (a local and a LOINC code) comes back twice.
         seen: set[str] | None = set() if len(queries) > 1 else None
+        # A Medication names no patient: a Group's members may name any of them.
+        shared = kind in plan.shared_types
         for params in queries:
             async for resource in client.search(kind, params):
-                if members is not None and _patient_of(resource) not in members:
+                if members is not None and not shared and _patient_of(resource) not in members:
                     continue
                 if seen is not None:
                     key = str(resource.get("id"))
@@ -137,7 +139,8 @@ async def search_to_ndjson(
     For servers without $export. Patient and every planned type are paged with the client
     (its retries, strict handling, next-link checks); Observation only for the plan's codes.
     A Group level reads the Group and keeps its members' resources (every resource of each
-    type is still read: there is no portable "patient in list" search). Unlike an export,
+    type is still read: there is no portable "patient in list" search), and every Medication
+    (they name no patient). Unlike an export,
     the searches are no snapshot: a record changed meanwhile may show in one type and not
     another. `transaction_time` is our clock before the first request, so using it as
     `since` next time overlaps rather than misses.
