@@ -23,6 +23,19 @@ from typing import Any, Literal
 Sex = Literal["female", "male", "other", "unknown"]
 # Condition.clinicalStatus codes that say the condition is over.
 RESOLVED_STATUSES = frozenset({"inactive", "resolved", "remission"})
+# A status that was sent but could not be read (mappers/common.status_code) starts with this.
+UNREAD_STATUS = "unread: "
+
+
+def unread_status(sent: str) -> str:
+    """The status field of a record whose status was sent as `sent` and could not be read."""
+    return f"{UNREAD_STATUS}'{sent}'"
+
+
+def status_unread(status: str | None) -> bool:
+    return status is not None and status.startswith(UNREAD_STATUS)
+
+
 Qualitative = Literal["positive", "negative"]
 
 
@@ -114,6 +127,18 @@ class Diagnosis:
     text: str | None = None  # CodeableConcept.text, else the first display
     # Value sets whose review terms the text matches, for a record no value set knows.
     review: frozenset[str] = frozenset()
+
+    @property
+    def uncertain(self) -> bool:
+        """Recorded as unconfirmed, provisional or differential, or with a verification status
+        that could not be read: it may not hold, so it never decides alone (refuted and
+        entered-in-error records never become facts)."""
+        return self.verification_status not in (None, "confirmed")
+
+    @property
+    def status_unread(self) -> bool:
+        """A clinical status was sent but could not be read: whether it is current is unsure."""
+        return status_unread(self.clinical_status)
 
     @property
     def active(self) -> bool:

@@ -49,7 +49,6 @@ MEDICATION_TYPES = (
     "MedicationAdministration",
     "MedicationDispense",
 )
-UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
 Outcome = tuple[Literal["fail", "unknown", "pass"], str]
 
 
@@ -78,7 +77,7 @@ def evaluate_diagnosis_required(
     for dx in facts.diagnoses_for(rule.valueset):
         if not dx.known_on(ctx.as_of):
             continue
-        if dx.verification_status in UNCONFIRMED:
+        if dx.uncertain:
             found.doubt(
                 f"{name} recorded only as {dx.verification_status}",
                 diagnosis_evidence(dx, note=f"verification: {dx.verification_status}"),
@@ -185,7 +184,8 @@ def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -
     """('fail'|'unknown'|'pass', note) for one counted diagnosis, or None if it does not count.
 
     In order: a stale record nobody closed, the onset window, the exceptions, the verification
-    status, value sets that never exclude on their own (at most `unknown`).
+    status, a clinical status that could not be read (for an active-only rule), value sets that
+    never exclude on their own (at most `unknown`).
     """
     outcome = _judge_stale(rule, dx, ctx) or _judge_onset(rule, dx, ctx)
     if outcome is not None:
@@ -193,8 +193,13 @@ def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -
     for exception in rule.exceptions:
         if exception.valueset in dx.concepts:
             return _judge_exception(exception, dx, ctx)
-    if dx.verification_status in UNCONFIRMED:
+    if dx.uncertain:
         return "unknown", f"{dx.reference}: recorded as {dx.verification_status}; confirm"
+    if rule.active_only and dx.status_unread and dx.abatement is None:
+        return (
+            "unknown",
+            f"{dx.reference}: clinical status {dx.clinical_status}; confirm whether it is current",
+        )
     limited = [v for v in rule.at_most_unknown if v in dx.concepts]
     if limited:
         return (
@@ -263,7 +268,7 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
     years = exception.disease_free_years_more_than
     over = dx.abatement if dx.abatement is not None and dx.abatement <= ctx.as_of else None
     if over is None:
-        if not dx.active_on(ctx.as_of):
+        if not dx.active_on(ctx.as_of) or dx.status_unread:
             return (
                 "unknown",
                 f"{dx.reference}: excepted only if over for > {years} years; recorded "

@@ -310,8 +310,7 @@ def _multiple(
     reasons = [
         dx
         for dx in facts.diagnoses_for(raised.valueset)
-        if dx.verification_status not in ("unconfirmed", "provisional", "differential")
-        and (dx.onset is None or dx.onset <= ctx.as_of)
+        if not dx.uncertain and (dx.onset is None or dx.onset <= ctx.as_of)
     ]
     if not reasons:
         return rule.uln_multiple, ()

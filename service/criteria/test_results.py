@@ -37,16 +37,13 @@ from service.criteria.common import (
 )
 from service.criteria.model import TestResultsRule, TestSpec
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import Diagnosis, LabResult, PatientFacts, Quantity
+from service.facts import RESOLVED_STATUSES, Diagnosis, LabResult, PatientFacts, Quantity
 
 __all__ = ["TestState", "evaluate_test_results", "read_result", "test_state"]
 
 TestState = Literal["positive", "negative", "unknown"]
 Reading = Literal["positive", "negative"]
 StateWhy = tuple[TestState, str, list[Evidence]]
-
-UNCERTAIN = frozenset({"unconfirmed", "provisional", "differential"})
-RESOLVED = frozenset({"inactive", "resolved", "remission"})
 
 
 def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> StateWhy:
@@ -160,11 +157,11 @@ def _diagnosis_state(
 ) -> StateWhy | None:
     """A diagnosis that shows the test would read positive (no result in the window).
 
-    Confirmed (or unstated) and active on `as_of` -> positive; provisional -> unknown; resolved
-    ones are not counted (the next result decides)."""
+    Confirmed (or unstated) and active on `as_of` -> positive; provisional, or a status that
+    could not be read -> unknown; resolved ones are not counted (the next result decides)."""
     records = [dx for dx in facts.diagnoses_for(valueset) if _recorded_by(dx, ctx)]
     active = [dx for dx in records if _active_on(dx, ctx)]
-    confirmed = [dx for dx in active if dx.verification_status not in UNCERTAIN]
+    confirmed = [dx for dx in active if not (dx.uncertain or dx.status_unread)]
     label = title(ctx.terms, valueset)
     if confirmed:
         dx = confirmed[0]
@@ -177,11 +174,12 @@ def _diagnosis_state(
         )
     if active:
         dx = active[0]
+        status = dx.verification_status if dx.uncertain else f"status {dx.clinical_status}"
         return (
             "unknown",
-            f"possible {label} on record ({dx.reference}, {dx.verification_status}); "
+            f"possible {label} on record ({dx.reference}, {status}); "
             f"no {name} result in the last {days} days",
-            [diagnosis_evidence(dx, note=f"{dx.verification_status}: does not decide")],
+            [diagnosis_evidence(dx, note=f"{status}: does not decide")],
         )
     return None
 
@@ -193,7 +191,7 @@ def _recorded_by(dx: Diagnosis, ctx: Context) -> bool:
 
 def _active_on(dx: Diagnosis, ctx: Context) -> bool:
     """Active on `as_of`: not resolved by status, and no abatement on or before it."""
-    if dx.clinical_status in RESOLVED:
+    if dx.clinical_status in RESOLVED_STATUSES:
         return False
     return dx.abatement is None or dx.abatement > ctx.as_of
 

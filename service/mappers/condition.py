@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from service.facts import Diagnosis
 from service.mappers.common import (
+    CONDITION_CLINICAL,
+    CONDITION_CLINICAL_CODES,
+    CONDITION_VERIFICATION,
+    CONDITION_VERIFICATION_CODES,
     MappingError,
     Resource,
     codes_of,
@@ -27,7 +31,9 @@ NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
 def map_condition(
     resource: Resource, terms: Terminology, source: str | None = None
 ) -> Diagnosis | None:
-    verification = status_code(resource.get("verificationStatus"))
+    verification = status_code(
+        resource.get("verificationStatus"), CONDITION_VERIFICATION, CONDITION_VERIFICATION_CODES
+    )
     if verification in NOT_COUNTED:
         return None
     concept = resource.get("code")
@@ -44,7 +50,9 @@ def map_condition(
         reference=f"Condition/{resource.get('id')}",
         codes=codes,
         concepts=concepts,
-        clinical_status=status_code(resource.get("clinicalStatus")),
+        clinical_status=status_code(
+            resource.get("clinicalStatus"), CONDITION_CLINICAL, CONDITION_CLINICAL_CODES
+        ),
         verification_status=verification,
         onset=parse_date(
             resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")

@@ -886,3 +886,95 @@ def test_unreadable_unrelated_unmapped_record_withholds_nothing() -> None:
     broken = ehr_condition(coding(LOCAL, "XY-78"), text="缺铁性贫血")
     broken["onsetDateTime"] = "last spring"
     assert run_ehr([broken], "E2").verdict == "pass"
+
+
+# ------------------------------------------------------------------ statuses as EHRs send them
+# Many EHRs leave `system` out of a status coding, or send only text; a local status code is
+# not the standard one. A status that cannot be read keeps the record but never decides.
+NO_SYSTEM_REFUTED = {"coding": [{"code": "refuted"}]}
+LOCAL_STATUS = "http://hospital.example.cn/fhir/CodeSystem/dx-status"
+LOCAL_REFUTED = {"coding": [{"system": LOCAL_STATUS, "code": "PC"}], "text": "排除诊断"}
+LOCAL_CLINICAL = {"coding": [{"system": LOCAL_STATUS, "code": "03"}], "text": "好转"}
+ICD10_URI = "http://hl7.org/fhir/sid/icd-10"
+
+
+@pytest.mark.parametrize(
+    ("resource", "criterion", "expected"),
+    [
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "C50.9"), verification=NO_SYSTEM_REFUTED),
+            "E8",
+            "pass",
+            id="e8-refuted-without-system-pass",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "C50.9"), verification={"text": "Refuted"}),
+            "E8",
+            "pass",
+            id="e8-refuted-as-text-pass",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "C50.9"), verification=LOCAL_REFUTED),
+            "E8",
+            "unknown",
+            id="e8-local-verification-unknown",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10_URI, "J18.9"),
+                clinical={"coding": [{"code": "resolved"}]},
+                onset=f"{ago(200)}T09:00:00+08:00",
+            ),
+            "E4",
+            "pass",
+            id="e4-resolved-without-system-pass",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10_URI, "J18.9"),
+                clinical=LOCAL_CLINICAL,
+                onset=f"{ago(10)}T09:00:00+08:00",
+            ),
+            "E4",
+            "unknown",
+            id="e4-local-clinical-status-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "J18.9"), onset=f"{ago(10)}T09:00:00+08:00"),
+            "E4",
+            "fail",
+            id="e4-standard-active-still-fails",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "G04.2"), clinical=LOCAL_CLINICAL, onset="2019-03-01"),
+            "E5",
+            "unknown",
+            id="e5-transient-local-clinical-status-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "B18.1"), clinical=LOCAL_CLINICAL, onset="2019-03-01"),
+            "E10.hbv",
+            "unknown",
+            id="e10-chronic-hbv-local-clinical-status-unknown",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10_URI, "B18.1"), clinical={"text": "Active"}, onset="2019-03-01"
+            ),
+            "E10.hbv",
+            "fail",
+            id="e10-chronic-hbv-active-as-text-fail",
+        ),
+    ],
+)
+def test_statuses_as_ehrs_send_them(
+    resource: dict[str, Any], criterion: str, expected: str
+) -> None:
+    result = run_ehr([resource], criterion)
+    assert result.verdict == expected, result.reason
+
+
+def test_unread_verification_reason_shows_what_was_sent() -> None:
+    resource = ehr_condition(coding(ICD10_URI, "C50.9"), verification=LOCAL_REFUTED)
+    result = run_ehr([resource], "E8")
+    assert "recorded as unread: 'PC'; confirm" in result.reason
