@@ -10,7 +10,8 @@ without status, an LVEF fraction, a severe reaction to an RxNorm-coded allergen,
 status observation, an MI that abated after as_of, ALT ranges by sex, a pegfilgrastim
 dispense, creatinine in `mg/dl` and weight in `Kg`, excepted and not excepted skin cancers,
 HCV RNA 未检出, an old reactive HIV test, TTP, recent haemodialysis, `10*3/uL` and `g/dl`;
-statuses sent without `system` or as text, and local status codes that cannot be read).
+statuses sent without `system` or as text, local status codes that cannot be read, a positive
+urine pregnancy test).
 `../screen-expected.json` names the verdicts each must get.
 """
 

@@ -312,12 +312,29 @@ def _judge_tests(
     rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
 ) -> None:
     """Positive tests in the window fail; one that reads neither way is a doubt; a negative one
-    is shown (a "not pregnant" answer)."""
+    is shown (a "not pregnant" answer), never a pass by itself.
+
+    The tests are read apart (each by its latest result), so a positive one followed, the same
+    day or later, by a negative result of another (a positive urine test, then a serum hCG
+    below 5 mIU/mL) would still fail although within one test the later negative decides: it is
+    a doubt instead, for review.
+    """
     if rule.positive_tests is None:
         return
-    for spec in rule.positive_tests.tests.values():
-        state, reason, shown = test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
-        if state == "positive":
+    states = [
+        test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
+        for spec in rule.positive_tests.tests.values()
+    ]
+    negative_days = [e.date for state, _, shown in states if state == "negative" for e in shown]
+    last_negative = max(filter(None, negative_days), default=None)
+    for state, reason, shown in states:
+        positive_day = max(filter(None, (e.date for e in shown)), default=None)
+        if state == "positive" and last_negative and positive_day and last_negative >= positive_day:
+            for evidence in shown:
+                found.doubt(
+                    f"{reason}, but another test read negative on {last_negative}", evidence
+                )
+        elif state == "positive":
             found.decisive.extend(shown)
         elif state == "negative":
             found.shown.extend(shown)

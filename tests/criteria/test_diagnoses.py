@@ -16,6 +16,8 @@ import pytest
 from service.facts import Code, Diagnosis, MedicationExposure
 from service.mappers import problem_for
 from tests.conftest import AS_OF, facts_of, run
+from tests.criteria.realworld import judge, lab
+from tests.criteria.realworld import patient as lab_patient
 from tests.factories import (
     AMOXICILLIN,
     BCC,
@@ -978,3 +980,106 @@ def test_unread_verification_reason_shows_what_was_sent() -> None:
     resource = ehr_condition(coding(ICD10_URI, "C50.9"), verification=LOCAL_REFUTED)
     result = run_ehr([resource], "E8")
     assert "recorded as unread: 'PC'; confirm" in result.reason
+
+
+# ------------------------------------------------------------------ E13: urine pregnancy tests
+# As an LIS sends them: 2106-3 / 2112-1 / 80384-1 answered with text, a string or a code, full
+# timestamps with an offset; serum hCG quantitative (21198-7) beside them.
+def urine_hcg(code: str = "2106-3", *, at: str, **answer: Any) -> dict[str, Any]:
+    return lab(code, at=at, text="尿妊娠试验 (尿HCG)", **answer)
+
+
+def answered(resource: dict[str, Any], concept: dict[str, Any]) -> dict[str, Any]:
+    return resource | {"valueCodeableConcept": concept}
+
+
+AT = "T08:40:00+08:00"
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [lab_patient(), answered(urine_hcg(at=f"{ago(2)}{AT}"), {"text": "阳性"})],
+            "fail",
+            id="urine-2106-3-text-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg("2112-1", at=f"{ago(29)}{AT}", string="POS")],
+            "fail",
+            id="urine-beta-2112-1-string-positive-day-29-fail",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                answered(
+                    urine_hcg("80384-1", at=f"{ago(5)}{AT}"),
+                    {"coding": [coding(SCT_URI, "10828004", "Positive")]},
+                ),
+            ],
+            "fail",
+            id="urine-rapid-80384-1-snomed-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(5)}{AT}", interpretation="POS")],
+            "fail",
+            id="urine-interpretation-only-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(31)}{AT}", string="阳性(+)")],
+            "pass",
+            id="urine-positive-day-31-outside-window-pass",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(2)}{AT}", string="阴性")],
+            "pass",
+            id="urine-negative-shown-pass",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(2)}{AT}", string="弱阳性")],
+            "fail",
+            id="urine-weak-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(gender="male"), urine_hcg(at=f"{ago(2)}{AT}", string="阳性")],
+            "not_applicable",
+            id="male-not-applicable",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                urine_hcg(at=f"{ago(10)}{AT}", string="阳性"),
+                lab("21198-7", 1.2, "m[IU]/mL", at=f"{ago(3)}{AT}"),
+            ],
+            "unknown",
+            id="urine-positive-then-serum-negative-unknown",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                lab("21198-7", 850, "m[IU]/mL", at=f"{ago(10)}{AT}"),
+                urine_hcg(at=f"{ago(3)}{AT}", string="阴性"),
+            ],
+            "unknown",
+            id="serum-positive-then-urine-negative-unknown",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                lab("21198-7", 1.2, "m[IU]/mL", at=f"{ago(10)}{AT}"),
+                urine_hcg(at=f"{ago(3)}{AT}", string="阳性"),
+            ],
+            "fail",
+            id="serum-negative-then-urine-positive-fail",
+        ),
+    ],
+)
+def test_e13_urine_pregnancy_test(resources: list[dict[str, Any]], expected: str) -> None:
+    result = judge(resources, "E13")
+    assert result.verdict == expected, result.reason
+
+
+def test_urine_pregnancy_test_never_decides_i7_hcg() -> None:
+    """I7.hcg asks for a serum test: a negative urine test leaves it open."""
+    resources = [lab_patient(), urine_hcg(at=f"{ago(1)}{AT}", string="阴性")]
+    assert judge(resources, "I7.hcg").verdict == "unknown"
