@@ -70,6 +70,18 @@ def age_range(demographics: Demographics | None, day: date) -> tuple[int, int] |
     return max(0, age_on(latest, day)), age_on(demographics.birth_date, day)
 
 
+NO_BIRTH_DATE = "date of birth not recorded"
+
+
+def age_missing(demographics: Demographics | None, day: date) -> str:
+    """Why `age_range` has no age at `day`: what a coordinator would have to find."""
+    if demographics is None or demographics.birth_date is None:
+        return NO_BIRTH_DATE
+    if demographics.deceased and demographics.deceased_date is None:
+        return "recorded deceased without a date of death: age at death not known"
+    return f"date of birth {demographics.birth_date} is after {day}"
+
+
 def compare(value: float, op: Op, limit: float) -> bool:
     # Results are compared after unit conversion; a hair of float noise must not flip a
     # boundary (60 g/L sent as 6.0 g/dL is 60.00000000000001 g/L).

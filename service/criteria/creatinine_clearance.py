@@ -14,7 +14,9 @@ from __future__ import annotations
 from datetime import date
 
 from service.criteria.common import (
+    NO_BIRTH_DATE,
     Context,
+    age_missing,
     age_range,
     compare,
     compare_bounded,
@@ -172,7 +174,8 @@ def _cockcroft_gault(
             f"({creatinine.reference} on {creatinine.effective})"
         )
     if ages is None:
-        missing.append("date of birth")
+        why = age_missing(facts.demographics, ctx.as_of)
+        missing.append("date of birth" if why == NO_BIRTH_DATE else f"an age ({why})")
     if weight is None or ages is None:
         return missing
     assert creatinine.quantity is not None and creatinine.quantity.canonical_value is not None

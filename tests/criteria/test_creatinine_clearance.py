@@ -229,3 +229,12 @@ def test_the_weight_nearest_the_creatinine_is_used(
     ]
     result = judge(resources, "I6.crcl")
     assert result.verdict == expected, result.reason
+
+
+def test_cockcroft_gault_for_a_patient_deceased_without_a_date_names_the_age_at_death() -> None:
+    resources = cg("male", (1.0, "mg/dL"))
+    resources[0]["deceasedBoolean"] = True
+    result = run(resources, "I6.crcl")
+    assert result.verdict == "unknown"
+    assert "date of birth" not in result.reason
+    assert "without a date of death" in result.reason
