@@ -19,13 +19,13 @@ def evaluate_age(rule: AgeRule, facts: PatientFacts, ctx: Context) -> Verdict:
         demographics = facts.demographics
         if demographics is None or demographics.birth_date is None:
             return Verdict("unknown", why)
-        shown = Evidence(
+        birth = Evidence(
             reference=demographics.reference,
             value=str(demographics.birth_date),
             date=ctx.as_of,
             note=why,
         )
-        return Verdict("unknown", why, (shown,))
+        return Verdict("unknown", why, (birth,))
     youngest, oldest = ages
     shown = _ages(youngest, oldest)
     allowed = f"{rule.min_years}-{rule.max_years}"
