@@ -127,6 +127,9 @@ class Diagnosis:
     text: str | None = None  # CodeableConcept.text, else the first display
     # Value sets whose review terms the text matches, for a record no value set knows.
     review: frozenset[str] = frozenset()
+    # Over on a date not sent: abatementBoolean true, an abatementString that is not a date,
+    # abatementAge/abatementRange. Read like a resolved status without an end date.
+    abated: bool = False
 
     @property
     def uncertain(self) -> bool:
@@ -142,10 +145,10 @@ class Diagnosis:
 
     @property
     def active(self) -> bool:
-        """Active unless the record says it resolved (status or an abatement date)."""
+        """Active unless the record says it resolved (status or an abatement of any kind)."""
         if self.clinical_status in RESOLVED_STATUSES:
             return False
-        return self.abatement is None
+        return self.abatement is None and not self.abated
 
     def known_on(self, day: date) -> bool:
         """The condition existed on `day`: its onset (else, with no onset, its recorded date)
@@ -165,7 +168,7 @@ class Diagnosis:
             return False
         if self.abatement is not None:
             return self.abatement > day
-        return self.clinical_status not in RESOLVED_STATUSES
+        return not self.abated and self.clinical_status not in RESOLVED_STATUSES
 
 
 @dataclass(slots=True, unsafe_hash=True)

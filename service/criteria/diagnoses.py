@@ -195,7 +195,7 @@ def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -
             return _judge_exception(exception, dx, ctx)
     if dx.uncertain:
         return "unknown", f"{dx.reference}: recorded as {dx.verification_status}; confirm"
-    if rule.active_only and dx.status_unread and dx.abatement is None:
+    if rule.active_only and dx.status_unread and dx.abatement is None and not dx.abated:
         return (
             "unknown",
             f"{dx.reference}: clinical status {dx.clinical_status}; confirm whether it is current",
@@ -269,10 +269,11 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
     over = dx.abatement if dx.abatement is not None and dx.abatement <= ctx.as_of else None
     if over is None:
         if not dx.active_on(ctx.as_of) or dx.status_unread:
+            how = "abated" if dx.abated else dx.clinical_status
             return (
                 "unknown",
                 f"{dx.reference}: excepted only if over for > {years} years; recorded "
-                f"{dx.clinical_status} without an end date",
+                f"{how} without an end date",
             )
         if exception.when_unresolved == "fail":
             return "fail", f"excepted only when over for > {years} years; not recorded over"

@@ -190,8 +190,9 @@ def _recorded_by(dx: Diagnosis, ctx: Context) -> bool:
 
 
 def _active_on(dx: Diagnosis, ctx: Context) -> bool:
-    """Active on `as_of`: not resolved by status, and no abatement on or before it."""
-    if dx.clinical_status in RESOLVED_STATUSES:
+    """Active on `as_of`: not resolved by status, and no abatement on or before it (nor one
+    sent without a date)."""
+    if dx.clinical_status in RESOLVED_STATUSES or (dx.abated and dx.abatement is None):
         return False
     return dx.abatement is None or dx.abatement > ctx.as_of
 

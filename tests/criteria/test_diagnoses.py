@@ -1083,3 +1083,55 @@ def test_urine_pregnancy_test_never_decides_i7_hcg() -> None:
     """I7.hcg asks for a serum test: a negative urine test leaves it open."""
     resources = [lab_patient(), urine_hcg(at=f"{ago(1)}{AT}", string="阴性")]
     assert judge(resources, "I7.hcg").verdict == "unknown"
+
+
+# ------------------------------------------------------------------ abatement[x] without a date
+def abated(code: str, onset: str, **abatement: Any) -> dict[str, Any]:
+    """A problem-list entry closed the way some EHRs close it: no status, abatement[x]."""
+    return ehr_condition(coding(ICD10_URI, code), clinical=None, onset=onset) | abatement
+
+
+@pytest.mark.parametrize(
+    ("resource", "criterion", "expected"),
+    [
+        pytest.param(
+            abated("J18.9", f"{ago(12)}T10:00:00+08:00", abatementBoolean=True),
+            "E4",
+            "pass",
+            id="e4-pneumonia-abatement-boolean-pass",
+        ),
+        pytest.param(
+            abated("J18.9", f"{ago(12)}T10:00:00+08:00", abatementString="已治愈"),
+            "E4",
+            "pass",
+            id="e4-pneumonia-abatement-string-pass",
+        ),
+        pytest.param(
+            abated("J18.9", f"{ago(12)}T10:00:00+08:00", abatementBoolean=False),
+            "E4",
+            "fail",
+            id="e4-pneumonia-abatement-boolean-false-fail",
+        ),
+        pytest.param(
+            abated("Z34.90", f"{ago(150)}", abatementAge={"value": 36, "unit": "a"}),
+            "E13",
+            "pass",
+            id="e13-pregnancy-abatement-age-pass",
+        ),
+        pytest.param(
+            abated("G04.2", "2015-05-01", abatementBoolean=True),
+            "E5",
+            "unknown",
+            id="e5-transient-abated-without-date-unknown",
+        ),
+        pytest.param(
+            abated("B18.1", "2015-05-01", abatementBoolean=True),
+            "E10.hbv",
+            "unknown",
+            id="e10-chronic-hbv-abated-is-not-read-as-positive-unknown",
+        ),
+    ],
+)
+def test_abatement_without_a_date(resource: dict[str, Any], criterion: str, expected: str) -> None:
+    result = run_ehr([resource], criterion)
+    assert result.verdict == expected, result.reason

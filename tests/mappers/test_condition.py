@@ -288,3 +288,36 @@ def test_no_status_is_not_an_unread_one(terms: Terminology) -> None:
     assert (dx.clinical_status, dx.verification_status) == (None, None)
     assert not dx.status_unread
     assert not dx.uncertain
+
+
+# ------------------------------------------------------------------ abatement[x] without a date
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("abatementBoolean", True, id="boolean"),
+        pytest.param("abatementString", "上周已愈", id="string"),
+        pytest.param("abatementAge", {"value": 34, "unit": "a", "code": "a"}, id="age"),
+        pytest.param("abatementRange", {"low": {"value": 30, "unit": "a"}}, id="range"),
+    ],
+)
+def test_abatement_without_a_date_means_over(terms: Terminology, field: str, value: Any) -> None:
+    resource = ehr_condition(coding(ICD10_URI, "J18.9"), clinical=None, onset="2026-11-01")
+    resource[field] = value
+    dx = diagnosis(resource, terms)
+    assert (dx.abatement, dx.abated) == (None, True)
+    assert not dx.active
+    assert not dx.active_on(date(2026, 11, 20))
+
+
+def test_abatement_string_written_as_a_date_is_that_date(terms: Terminology) -> None:
+    resource = ehr_condition(coding(ICD10_URI, "J18.9"), clinical=None, onset="2026-11-01")
+    resource["abatementString"] = "2026-11-10"
+    dx = diagnosis(resource, terms)
+    assert (dx.abatement, dx.abated) == (date(2026, 11, 10), False)
+    assert dx.active_on(date(2026, 11, 9))
+
+
+def test_abatement_boolean_false_is_not_over(terms: Terminology) -> None:
+    resource = ehr_condition(coding(ICD10_URI, "J18.9"), clinical=None, onset="2026-11-01")
+    resource["abatementBoolean"] = False
+    assert diagnosis(resource, terms).active
