@@ -218,6 +218,9 @@ class ProcedureRecord:
     performed: date | None
     status: str
     source: str | None = None
+    text: str | None = None  # CodeableConcept.text, else the first display
+    # Value sets whose review terms the text matches, for a record no value set knows.
+    review: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True, unsafe_hash=True)

@@ -141,6 +141,28 @@ def ehr_allergy(
     return resource
 
 
+def ehr_procedure(
+    *codings: dict[str, str],
+    text: str | None = None,
+    performed: str | None = "2026-11-02T08:30:00+08:00",
+    status: str = "completed",
+) -> Resource:
+    """A Procedure as an EHR sends it: CPT, ICD-10-PCS or a local code beside the text."""
+    code: dict[str, Any] = {"coding": list(codings)} if codings else {}
+    if text:
+        code["text"] = text
+    resource: Resource = {
+        "resourceType": "Procedure",
+        "id": f"ehr-p{next(_ids)}",
+        "status": status,
+        "code": code,
+        "subject": {"reference": PATIENT},
+    }
+    if performed:
+        resource["performedDateTime"] = performed
+    return resource
+
+
 def ehr_observation(
     loinc: str, answer: dict[str, str], *, effective: str, text: str | None = None
 ) -> Resource:

@@ -289,24 +289,29 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
 def _judge_procedures(
     rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
 ) -> None:
+    """A procedure of the rule's value set in the window fails; one on an unrecorded date, or
+    one no value set knows whose text suggests it (review terms), is a doubt."""
     if rule.procedures is None:
         return
-    since = ctx.as_of - timedelta(days=rule.procedures.within_days)
+    valueset, days = rule.procedures.valueset, rule.procedures.within_days
+    name = title(ctx.terms, valueset)
+    since = ctx.as_of - timedelta(days=days)
     for proc in facts.procedures:
-        if (
-            rule.procedures.valueset in proc.concepts
-            and proc.performed
-            and since <= proc.performed <= ctx.as_of
+        coded, suggested = valueset in proc.concepts, valueset in proc.review
+        if not (coded or suggested) or (
+            proc.performed and not since <= proc.performed <= ctx.as_of
         ):
-            found.decisive.append(
-                Evidence(
-                    reference=proc.reference,
-                    code=proc.codes[0] if proc.codes else None,
-                    date=proc.performed,
-                    note=f"{title(ctx.terms, rule.procedures.valueset)} "
-                    f"within {rule.procedures.within_days} days",
-                )
-            )
+            continue
+        code = proc.codes[0] if proc.codes else None
+        if suggested:
+            reason = review_reason(ctx.terms, valueset, proc.codes, proc.text)
+            found.doubt(reason, Evidence(proc.reference, code, date=proc.performed, note=reason))
+        elif proc.performed is None:
+            note = f"{name} on an unrecorded date: within {days} days?"
+            found.doubt(f"{proc.reference}: {note}", Evidence(proc.reference, code, note=note))
+        else:
+            note = f"{name} within {days} days"
+            found.decisive.append(Evidence(proc.reference, code, date=proc.performed, note=note))
 
 
 def _judge_tests(

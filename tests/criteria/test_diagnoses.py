@@ -46,7 +46,15 @@ from tests.factories import (
     patient,
     procedure,
 )
-from tests.realworld import LOCAL, coding, ehr_condition, ehr_observation, notes, run_ehr
+from tests.realworld import (
+    LOCAL,
+    coding,
+    ehr_condition,
+    ehr_observation,
+    ehr_procedure,
+    notes,
+    run_ehr,
+)
 
 
 def unreadable_condition() -> dict[str, Any]:
@@ -1135,3 +1143,55 @@ def abated(code: str, onset: str, **abatement: Any) -> dict[str, Any]:
 def test_abatement_without_a_date(resource: dict[str, Any], criterion: str, expected: str) -> None:
     result = run_ehr([resource], criterion)
     assert result.verdict == expected, result.reason
+
+
+# ------------------------------------------------------------------ E9: dialysis as EHRs send it
+CPT_URI = "http://www.ama-assn.org/go/cpt"
+PCS_URI = "http://www.cms.gov/Medicare/Coding/ICD10"
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_procedure(coding(CPT_URI, "90935", "Hemodialysis, single evaluation")),
+            "unknown",
+            id="cpt-haemodialysis-with-display-unknown",
+        ),
+        pytest.param(
+            ehr_procedure(coding(PCS_URI, "5A1D70Z"), text="血液透析（HD）"),  # noqa: RUF001
+            "unknown",
+            id="icd10pcs-with-chinese-text-unknown",
+        ),
+        pytest.param(
+            ehr_procedure(coding(LOCAL, "XT-02"), text="CRRT", performed=f"{ago(120)}"),
+            "pass",
+            id="unlisted-dialysis-before-the-window-pass",
+        ),
+        pytest.param(
+            ehr_procedure(coding(SCT_URI, HEMODIALYSIS), performed=None),
+            "unknown",
+            id="listed-dialysis-on-an-unrecorded-date-unknown",
+        ),
+        pytest.param(
+            ehr_procedure(coding(SCT_URI, HEMODIALYSIS), performed=f"{ago(30)}T21:00:00-05:00"),
+            "fail",
+            id="listed-dialysis-in-the-window-fail",
+        ),
+        pytest.param(
+            ehr_procedure(coding(CPT_URI, "44950", "Appendectomy")),
+            "pass",
+            id="unrelated-procedure-pass",
+        ),
+    ],
+)
+def test_e9_dialysis_as_ehrs_send_it(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "E9")
+    assert result.verdict == expected, result.reason
+
+
+def test_e9_unlisted_dialysis_reason_names_what_was_sent() -> None:
+    resource = ehr_procedure(coding(CPT_URI, "90935", "Hemodialysis, single evaluation"))
+    result = run_ehr([resource], "E9")
+    assert "possible" in result.reason
+    assert "Hemodialysis, single evaluation" in result.reason
