@@ -231,6 +231,9 @@ class StudyParticipation:
     start: date | None
     end: date | None
     source: str | None = None
+    # Every name the record gives the study (reference, identifier value, display): the
+    # ResearchStudy id is often a server number and the NCT number only in the display.
+    names: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, unsafe_hash=True)
