@@ -140,6 +140,16 @@ def test_e10_hbv_without_results_names_the_tests() -> None:
             "pass",
             id="ab-positive-rna-not-detected-pass",
         ),
+        pytest.param(
+            [pos(HCV_AB), obs(HCV_RNA, text="未检测到")],
+            "pass",
+            id="ab-positive-rna-chinese-not-detected-pass",
+        ),
+        pytest.param(
+            [pos(HCV_AB), obs(HCV_RNA, text="检测到")],
+            "fail",
+            id="ab-positive-rna-chinese-detected-fail",
+        ),
         pytest.param([pos(HCV_AB)], "unknown", id="ab-positive-no-rna-unknown"),
         pytest.param([], "unknown", id="no-results-unknown"),
     ],
