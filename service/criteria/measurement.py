@@ -176,13 +176,25 @@ def _no_result(
         r for r in history if r.quantity is not None and r.quantity.canonical_value is None
     ]
     reason = f"no {title(ctx.terms, concept)} result in the {days} days before {ctx.as_of}"
+    start = ctx.as_of - timedelta(days=days)
+    valueless = [
+        r
+        for r in history
+        if r.quantity is None and r.effective is not None and r.effective >= start
+    ]
     if unconvertible:
         unit = unconvertible[0].quantity.unit if unconvertible[0].quantity else None
         reason += f" that could be read (unit {unit!r} cannot be converted)"
+    elif valueless:
+        # A result sent without a number (an interpretation flag or a text only) is a result:
+        # it is shown for what it is, not as an older one.
+        first = valueless[0]
+        reason += f" with a number ({first.reference} on {first.effective} sends none we can read)"
     if problem:
         reason = f"{problem}: {reason}"
-    notes = older_evidence(history, None, days)
-    return Verdict("unknown", reason, tuple(notes))
+    shown = [lab_evidence(r, note="no numeric value; not compared") for r in valueless[:3]]
+    notes = shown + older_evidence([r for r in history if r not in valueless], None, days)
+    return Verdict("unknown", reason, tuple(notes[:3]))
 
 
 @dataclass(frozen=True)

@@ -753,3 +753,18 @@ def test_a_trial_may_no_longer_give_a_fixed_default_uln() -> None:
                 "default_uln": {"value": 40, "unit": "U/L"},
             }
         )
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(lab("6690-2", interpretation="L"), id="interpretation-only"),
+        pytest.param(lab("6690-2", string="5,2"), id="decimal-comma"),
+    ],
+)
+def test_result_without_a_readable_number_is_named_not_called_older(result: Resource) -> None:
+    """A result in the window that sends no number is unknown, shown as what it is."""
+    verdict = judge([patient(), result], "I6.wbc")
+    assert verdict.verdict == "unknown"
+    assert f"{'Observation/' + result['id']} on 2026-11-20 sends none we can read" in verdict.reason
+    assert [e.note for e in verdict.evidence] == ["no numeric value; not compared"]
