@@ -1195,3 +1195,11 @@ def test_e9_unlisted_dialysis_reason_names_what_was_sent() -> None:
     result = run_ehr([resource], "E9")
     assert "possible" in result.reason
     assert "Hemodialysis, single evaluation" in result.reason
+
+
+def test_e11_psychotic_disorder_itself_is_a_psychiatric_disorder() -> None:
+    """69322001 is the SLEDAI-2K psychosis item's code; the VSAC expansions behind
+    psychiatric_severe left the concept itself out, so E11 passed on it."""
+    resource = ehr_condition(coding(SCT_URI, "69322001", "Psychotic disorder"), onset="2024-02-01")
+    result = run_ehr([resource], "E11")
+    assert result.verdict == "fail", result.reason
