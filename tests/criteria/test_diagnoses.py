@@ -1203,3 +1203,10 @@ def test_e11_psychotic_disorder_itself_is_a_psychiatric_disorder() -> None:
     resource = ehr_condition(coding(SCT_URI, "69322001", "Psychotic disorder"), onset="2024-02-01")
     result = run_ehr([resource], "E11")
     assert result.verdict == "fail", result.reason
+
+
+def test_e13_positive_hcg_sent_without_a_loinc_system_fails() -> None:
+    """Some lab interfaces leave `system` out of Observation.code: a valid LOINC code is read."""
+    resource = urine_hcg(at=f"{ago(4)}{AT}", string="阳性")
+    resource["code"]["coding"] = [{"code": "2106-3", "display": "HCG [Presence] in Urine"}]
+    assert judge([lab_patient(), resource], "E13").verdict == "fail"
