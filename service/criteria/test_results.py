@@ -10,6 +10,7 @@ How one result reads (`read_result`):
   code or text it is indeterminate.
 
 How one test reads over time (`test_state`): the latest readable result in the window decides;
+a later one that reads neither way makes it `unknown` (it hides what the test shows now);
 results the record cannot order that disagree give `unknown`. With `positive_persists`, a
 positive result older than the window still counts (antibodies and HBsAg carriage do not expire
 after 90 days), and a later negative after it needs review. With no readable result in the
@@ -54,6 +55,9 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
     read = [(r, read_result(spec, r, ctx)) for r in history]
     in_window = [(r, s) for r, s in read if r.effective is not None and r.effective >= start]
     decided = [(r, s) for r, s in in_window if s is not None]
+    hidden = _newer_unread(spec, name, in_window, decided)
+    if hidden is not None:
+        return hidden
     if decided:
         state, why, shown = _latest_state(spec, name, decided, read)
         if state == "negative" and spec.diagnosis_valueset is not None:
@@ -89,6 +93,35 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
     if problem:
         return "unknown", f"{name}: {problem}", shown
     return "unknown", f"{name}: no readable result in the last {days} days", shown
+
+
+def _newer_unread(
+    spec: TestSpec,
+    name: str,
+    in_window: list[tuple[LabResult, Reading | None]],
+    decided: list[tuple[LabResult, Reading]],
+) -> StateWhy | None:
+    """A result later than the latest readable one that reads neither way (an index without a
+    flag, "equivocal", "see report") hides what the test shows now: `unknown`, never the older
+    reading in its place. A positive that does not expire (`positive_persists`) still counts.
+    """
+    if not decided or not in_window:
+        return None
+    newest, reading = in_window[0]
+    latest, state = decided[0]
+    if reading is not None or same_instant(newest, latest):
+        return None
+    if state == "positive" and spec.positive_persists:
+        return None
+    return (
+        "unknown",
+        f"{name}: the latest result ({newest.reference} on {newest.effective}) reads neither "
+        f"positive nor negative; the earlier {state} one ({latest.effective}) no longer decides",
+        [
+            lab_evidence(newest, rule=f"{name}: neither positive nor negative"),
+            lab_evidence(latest, rule=f"{name} read as {state}", note="earlier; not used"),
+        ],
+    )
 
 
 def _latest_state(

@@ -584,3 +584,55 @@ def test_same_instant_serology_that_disagrees_is_unknown() -> None:
     result = judge(resources, "E10.hiv")
     assert result.verdict == "unknown", result.reason
     assert "disagree" in result.reason
+
+
+# A later result that reads neither way hides what the test shows now: the earlier reading
+# does not decide in its place (as a later result in a unit we cannot convert does for labs).
+def lis(code: str, day: str, **value: Any) -> dict[str, Any]:
+    return lab(code, at=f"2026-11-{day}T09:05:00+08:00", **value)
+
+
+@pytest.mark.parametrize(
+    ("resources", "criterion", "expected"),
+    [
+        pytest.param(
+            [
+                lis("5196-1", "10", string="阴性"),
+                lis("16933-4", "10", string="阴性"),
+                lis("5196-1", "18", value=250.0, unit="{index}"),
+            ],
+            "E10.hbv",
+            "unknown",
+            id="hbsag-negative-then-index-without-flag-unknown",
+        ),
+        pytest.param(
+            [lis("16128-1", "10", string="Negative"), lis("16128-1", "18", string="可疑")],
+            "E10.hcv",
+            "unknown",
+            id="hcv-ab-negative-then-equivocal-unknown",
+        ),
+        pytest.param(
+            [lis("56888-1", "10", string="Non-reactive"), lis("56888-1", "18", string="见报告")],
+            "E10.hiv",
+            "unknown",
+            id="hiv-negative-then-see-report-unknown",
+        ),
+        pytest.param(
+            [lis("56888-1", "18", string="见报告"), lis("56888-1", "10", string="Reactive")],
+            "E10.hiv",
+            "fail",
+            id="hiv-positive-persists-past-a-later-unreadable-fail",
+        ),
+        pytest.param(
+            [lis("56888-1", "10", string="见报告"), lis("56888-1", "18", string="Non-reactive")],
+            "E10.hiv",
+            "pass",
+            id="hiv-unreadable-then-negative-pass",
+        ),
+    ],
+)
+def test_a_later_unreadable_result_is_not_hidden_by_an_earlier_reading(
+    resources: list[dict[str, Any]], criterion: str, expected: str
+) -> None:
+    result = judge(resources, criterion)
+    assert result.verdict == expected, result.reason
