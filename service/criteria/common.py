@@ -208,6 +208,30 @@ def first_in_window(history: Sequence[LabResult], as_of: date, days: int) -> Lab
     return first if first.effective is not None and first.effective >= start else None
 
 
+def newer_unreadable(
+    history: Sequence[LabResult], readable: Sequence[LabResult], as_of: date, days: int
+) -> LabResult | None:
+    """The newest result in the window when no value can be compared from it (a unit that
+    does not convert, no number at all) and it is later than the newest readable one: it
+    hides what the latest value is, so the older one must not decide in its place."""
+    newest = first_in_window(history, as_of, days)
+    if (
+        newest is None
+        or (newest.quantity is not None and newest.quantity.canonical_value is not None)
+        or (readable and same_instant(newest, readable[0]))
+    ):
+        return None
+    return newest
+
+
+def unreadable_reason(name: str, result: LabResult) -> str:
+    """Why the latest result of `name` cannot be compared."""
+    where = f"the latest {name} result ({result.reference} on {result.effective})"
+    if result.quantity is None:
+        return f"{where} sends no number we can read; an earlier one does not decide"
+    return f"{where} has unit {result.quantity.unit!r}, which cannot be converted"
+
+
 def lab_evidence(result: LabResult, rule: str | None = None, note: str | None = None) -> Evidence:
     quantity = result.quantity
     value: float | str | None = quantity.value if quantity else result.text

@@ -24,11 +24,14 @@ from service.criteria.common import (
     fmt,
     instant,
     lab_evidence,
+    newer_unreadable,
     older_evidence,
     on_or_before,
     prefer,
     tied_with_first,
+    title,
     unreadable,
+    unreadable_reason,
     usable,
     window_days,
 )
@@ -46,6 +49,14 @@ def evaluate_creatinine_clearance(
     days = window_days(ctx, rule.lookback_days)
     history = on_or_before(facts.labs_for(rule.creatinine_lab), ctx.as_of)
     readable = usable(history)
+    hidden = newer_unreadable(history, readable, ctx.as_of, days) if readable else None
+    if hidden is not None:
+        # The latest creatinine cannot be read: an older one does not stand in for it.
+        return Verdict(
+            "unknown",
+            unreadable_reason(title(ctx.terms, rule.creatinine_lab), hidden),
+            (lab_evidence(hidden, note="not compared"), *older_evidence(history, hidden, days)),
+        )
     latest = tied_with_first(readable) if first_in_window(readable, ctx.as_of, days) else []
     creatinines = prefer(latest, rule.serum_creatinine_lab)
     shown = _measured_evidence(rule, facts, ctx, days)

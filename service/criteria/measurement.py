@@ -28,12 +28,13 @@ from service.criteria.common import (
     instant,
     lab_evidence,
     medication_evidence,
+    newer_unreadable,
     older_evidence,
     on_or_before,
-    same_instant,
     tied_with_first,
     title,
     unreadable,
+    unreadable_reason,
     usable,
     window_days,
 )
@@ -111,25 +112,21 @@ def _unconvertible_newest(
     history: list[LabResult],
     readable: list[LabResult],
 ) -> Verdict | None:
-    """A newer result whose unit cannot be converted hides what the latest value is: it is
-    shown, and an older readable result does not decide in its place (one of the same
-    instant does)."""
-    newest = first_in_window([r for r in history if r.quantity], ctx.as_of, days)
-    if (
-        newest is None
-        or newest.quantity is None
-        or newest.quantity.canonical_value is not None
-        or (readable and same_instant(newest, readable[0]))
-    ):
-        return None
+    """A newer result whose unit cannot be converted, or that sends no number we can read
+    ("2,1", an interpretation flag only), hides what the latest value is: it is shown, and an
+    older readable result does not decide in its place (one of the same instant does)."""
+    newest = newer_unreadable(history, readable, ctx.as_of, days)
+    if newest is None or (newest.quantity is None and not readable):
+        return None  # a result without a number and nothing older to hide: `_no_result`
+    note = (
+        "no numeric value; not compared"
+        if newest.quantity is None
+        else "unit cannot be converted; not compared"
+    )
     return Verdict(
         "unknown",
-        f"the latest {title(ctx.terms, rule.lab)} result ({newest.reference} on "
-        f"{newest.effective}) has unit {newest.quantity.unit!r}, which cannot be converted",
-        (
-            lab_evidence(newest, note="unit cannot be converted; not compared"),
-            *older_evidence(history, newest, days),
-        ),
+        unreadable_reason(title(ctx.terms, rule.lab), newest),
+        (lab_evidence(newest, note=note), *older_evidence(history, newest, days)),
     )
 
 

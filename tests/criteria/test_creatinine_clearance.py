@@ -238,3 +238,12 @@ def test_cockcroft_gault_for_a_patient_deceased_without_a_date_names_the_age_at_
     assert result.verdict == "unknown"
     assert "date of birth" not in result.reason
     assert "without a date of death" in result.reason
+
+
+def test_a_later_unreadable_creatinine_is_not_replaced_by_an_earlier_one() -> None:
+    resources = cg("male", (1.0, "mg/dL"), creatinine_days=20)
+    later = obs(CREAT, days=5, text="溶血")
+    result = run([*resources, later], "I6.crcl")
+    assert result.verdict == "unknown"
+    assert f"Observation/{later['id']}" in result.reason
+    assert "sends no number we can read" in result.reason
