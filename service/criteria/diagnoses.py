@@ -323,23 +323,31 @@ def _judge_tests(
     The tests are read apart (each by its latest result), so a positive one followed, the same
     day or later, by a negative result of another (a positive urine test, then a serum hCG
     below 5 mIU/mL) would still fail although within one test the later negative decides: it is
-    a doubt instead, for review.
+    a doubt instead, for review. A test marked `positive_suggests_only` (eGFR < 15 for
+    end-stage renal failure) is a doubt when positive, and never outweighs another test.
     """
     if rule.positive_tests is None:
         return
-    states = [
-        test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
-        for spec in rule.positive_tests.tests.values()
+    specs = list(rule.positive_tests.tests.values())
+    states = [test_state(spec, facts, ctx, rule.positive_tests.lookback_days) for spec in specs]
+    negative_days = [
+        e.date
+        for spec, (state, _, shown) in zip(specs, states, strict=True)
+        if state == "negative" and not spec.positive_suggests_only
+        for e in shown
     ]
-    negative_days = [e.date for state, _, shown in states if state == "negative" for e in shown]
     last_negative = max(filter(None, negative_days), default=None)
-    for state, reason, shown in states:
+    for spec, (state, reason, shown) in zip(specs, states, strict=True):
         positive_day = max(filter(None, (e.date for e in shown)), default=None)
         if state == "positive" and last_negative and positive_day and last_negative >= positive_day:
             for evidence in shown:
                 found.doubt(
                     f"{reason}, but another test read negative on {last_negative}", evidence
                 )
+        elif state == "positive" and spec.positive_suggests_only:
+            suggested = title(ctx.terms, rule.valuesets[0])
+            for evidence in shown:
+                found.doubt(f"{reason}: suggests {suggested}, does not decide alone", evidence)
         elif state == "positive":
             found.decisive.extend(shown)
         elif state == "negative":

@@ -233,11 +233,13 @@ def _active_on(dx: Diagnosis, ctx: Context) -> bool:
 def read_result(spec: TestSpec, result: LabResult, ctx: Context) -> Reading | None:
     """One result as positive, negative, or None (indeterminate or unreadable)."""
     quantity = result.quantity
-    if (
-        (spec.positive_at_or_above or spec.negative_below)
-        and quantity is not None
-        and quantity.canonical_value is not None
-    ):
+    thresholds = (
+        spec.positive_at_or_above,
+        spec.negative_below,
+        spec.positive_below,
+        spec.negative_at_or_above,
+    )
+    if any(thresholds) and quantity is not None and quantity.canonical_value is not None:
         return _by_thresholds(spec, quantity, ctx)  # the protocol's limits, not the lab's flag
     if result.qualitative is not None:
         return result.qualitative  # coded/text value or interpretation code (mapper)
@@ -255,6 +257,16 @@ def read_result(spec: TestSpec, result: LabResult, ctx: Context) -> Reading | No
 def _by_thresholds(spec: TestSpec, quantity: Quantity, ctx: Context) -> Reading | None:
     assert quantity.canonical_value is not None
     value, unit = quantity.canonical_value, quantity.canonical_unit or ""
+    if spec.positive_below is not None:
+        limit = spec.positive_below.value * ctx.terms.factor(spec.positive_below.unit, unit)
+        if compare_bounded(value, quantity.comparator, "<", limit):
+            return "positive"
+    if spec.negative_at_or_above is not None:
+        amount = spec.negative_at_or_above
+        if compare_bounded(
+            value, quantity.comparator, ">=", amount.value * ctx.terms.factor(amount.unit, unit)
+        ):
+            return "negative"
     if spec.positive_at_or_above is not None:
         limit = spec.positive_at_or_above.value * ctx.terms.factor(
             spec.positive_at_or_above.unit, unit

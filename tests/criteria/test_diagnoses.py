@@ -1210,3 +1210,35 @@ def test_e13_positive_hcg_sent_without_a_loinc_system_fails() -> None:
     resource = urine_hcg(at=f"{ago(4)}{AT}", string="阳性")
     resource["code"]["coding"] = [{"code": "2106-3", "display": "HCG [Presence] in Urine"}]
     assert judge([lab_patient(), resource], "E13").verdict == "fail"
+
+
+# ------------------------------------------------------------------ E9: eGFR below 15
+def egfr(
+    value: float, unit: str = "mL/min/1.73m2", *, day: str = "12", code: str = "98979-8"
+) -> dict[str, Any]:
+    """An eGFR as an LIS sends it: the unit as free text, no UCUM code."""
+    resource = lab(code, value, None, at=f"2026-11-{day}T07:40:00+08:00")
+    return resource | {"valueQuantity": {"value": value, "unit": unit}}
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param([egfr(9)], "unknown", id="ckd-epi-2021-9-unknown"),
+        pytest.param([egfr(14.9, "ml/min/1.73 m²", code="33914-3")], "unknown", id="mdrd-14.9"),
+        pytest.param([egfr(15)], "pass", id="15-is-not-below-15-pass"),
+        pytest.param([egfr(8, day="02"), egfr(38, day="16")], "pass", id="recovered-later-pass"),
+        pytest.param([egfr(40, day="02"), egfr(12, day="16")], "unknown", id="falls-below-15"),
+        pytest.param(
+            [egfr(9), ehr_condition(coding(ICD10CM_URI, "N18.6"), onset="2025-02-01")],
+            "fail",
+            id="with-an-esrd-diagnosis-the-diagnosis-fails",
+        ),
+        pytest.param([egfr(9, "mL/min")], "unknown", id="unit-not-per-1.73-m2-unread-unknown"),
+    ],
+)
+def test_e9_egfr_below_15_is_a_doubt_never_a_fail(
+    resources: list[dict[str, Any]], expected: str
+) -> None:
+    result = judge([lab_patient(), *resources], "E9")
+    assert result.verdict == expected, result.reason

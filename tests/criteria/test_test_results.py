@@ -11,10 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from service.criteria import test_results
 from service.criteria.engine import evaluate_criterion
-from service.criteria.model import TestSpec
+from service.criteria.model import TestResultsRule, TestSpec
 from service.facts import Code, LabResult, PatientFacts, Quantity
 from tests.conftest import AS_OF, context, facts_of, load_nct, run
 from tests.criteria.realworld import judge, lab
@@ -636,3 +637,29 @@ def test_a_later_unreadable_result_is_not_hidden_by_an_earlier_reading(
 ) -> None:
     result = judge(resources, criterion)
     assert result.verdict == expected, result.reason
+
+
+def test_positive_suggests_only_is_refused_where_it_would_be_ignored() -> None:
+    """Only diagnosis_excludes reads it; a test_results rule would silently fail on it."""
+    raw = {
+        "type": "test_results",
+        "tests": {"egfr": {"lab": "egfr", "positive_suggests_only": True}},
+        "fail_when": [["egfr"]],
+    }
+    with pytest.raises(ValidationError, match="positive_suggests_only"):
+        TestResultsRule.model_validate(raw)
+
+
+def test_egfr_thresholds_read_low_as_positive() -> None:
+    spec = TestSpec(
+        lab="egfr",
+        positive_below={"value": 15, "unit": "mL/min/{1.73_m2}"},  # type: ignore[arg-type]
+        negative_at_or_above={"value": 15, "unit": "mL/min/{1.73_m2}"},  # type: ignore[arg-type]
+    )
+    readings = [
+        test_results.read_result(
+            spec, facts_of([lab("98979-8", v, "mL/min/{1.73_m2}")]).labs[0], context()
+        )
+        for v in (14.99, 15.0, 60.0)
+    ]
+    assert readings == ["positive", "negative", "negative"]
