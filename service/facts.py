@@ -23,6 +23,19 @@ from typing import Any, Literal
 Sex = Literal["female", "male", "other", "unknown"]
 # Condition.clinicalStatus codes that say the condition is over.
 RESOLVED_STATUSES = frozenset({"inactive", "resolved", "remission"})
+# A status that was sent but could not be read (mappers/common.status_code) starts with this.
+UNREAD_STATUS = "unread: "
+
+
+def unread_status(sent: str) -> str:
+    """The status field of a record whose status was sent as `sent` and could not be read."""
+    return f"{UNREAD_STATUS}'{sent}'"
+
+
+def status_unread(status: str | None) -> bool:
+    return status is not None and status.startswith(UNREAD_STATUS)
+
+
 Qualitative = Literal["positive", "negative"]
 
 
@@ -114,13 +127,28 @@ class Diagnosis:
     text: str | None = None  # CodeableConcept.text, else the first display
     # Value sets whose review terms the text matches, for a record no value set knows.
     review: frozenset[str] = frozenset()
+    # Over on a date not sent: abatementBoolean true, an abatementString that is not a date,
+    # abatementAge/abatementRange. Read like a resolved status without an end date.
+    abated: bool = False
+
+    @property
+    def uncertain(self) -> bool:
+        """Recorded as unconfirmed, provisional or differential, or with a verification status
+        that could not be read: it may not hold, so it never decides alone (refuted and
+        entered-in-error records never become facts)."""
+        return self.verification_status not in (None, "confirmed")
+
+    @property
+    def status_unread(self) -> bool:
+        """A clinical status was sent but could not be read: whether it is current is unsure."""
+        return status_unread(self.clinical_status)
 
     @property
     def active(self) -> bool:
-        """Active unless the record says it resolved (status or an abatement date)."""
+        """Active unless the record says it resolved (status or an abatement of any kind)."""
         if self.clinical_status in RESOLVED_STATUSES:
             return False
-        return self.abatement is None
+        return self.abatement is None and not self.abated
 
     def known_on(self, day: date) -> bool:
         """The condition existed on `day`: its onset (else, with no onset, its recorded date)
@@ -140,7 +168,7 @@ class Diagnosis:
             return False
         if self.abatement is not None:
             return self.abatement > day
-        return self.clinical_status not in RESOLVED_STATUSES
+        return not self.abated and self.clinical_status not in RESOLVED_STATUSES
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -195,6 +223,9 @@ class ProcedureRecord:
     performed: date | None
     status: str
     source: str | None = None
+    text: str | None = None  # CodeableConcept.text, else the first display
+    # Value sets whose review terms the text matches, for a record no value set knows.
+    review: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -205,6 +236,9 @@ class StudyParticipation:
     start: date | None
     end: date | None
     source: str | None = None
+    # Every name the record gives the study (reference, identifier value, display): the
+    # ResearchStudy id is often a server number and the NCT number only in the display.
+    names: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, unsafe_hash=True)

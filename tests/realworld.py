@@ -54,16 +54,22 @@ def coding(system: str, code: str, display: str | None = None) -> dict[str, str]
     return {"system": system, "code": code} | ({"display": display} if display else {})
 
 
+def status_concept(status: str | Resource, system: str) -> Resource:
+    """A status CodeableConcept: the standard coding of `status`, or `status` itself if a dict."""
+    return status if isinstance(status, dict) else {"coding": [coding(system, status)]}
+
+
 def ehr_condition(
     *codings: dict[str, str],
     text: str | None = None,
-    clinical: str | None = "active",
-    verification: str | None = "confirmed",
+    clinical: str | Resource | None = "active",
+    verification: str | Resource | None = "confirmed",
     onset: str | None = None,
     abatement: str | None = None,
     recorded: str | None = None,
 ) -> Resource:
-    """A problem-list Condition as an EHR sends it (statuses left out when None)."""
+    """A problem-list Condition as an EHR sends it (statuses left out when None; a status given
+    as a dict is sent as that CodeableConcept)."""
     code: dict[str, Any] = {"coding": list(codings)} if codings else {}
     if text:
         code["text"] = text
@@ -86,9 +92,9 @@ def ehr_condition(
         "subject": {"reference": PATIENT, "display": "测试 患者"},
     }
     if clinical:
-        resource["clinicalStatus"] = {"coding": [coding(CLINICAL, clinical)]}
+        resource["clinicalStatus"] = status_concept(clinical, CLINICAL)
     if verification:
-        resource["verificationStatus"] = {"coding": [coding(VERIFICATION, verification)]}
+        resource["verificationStatus"] = status_concept(verification, VERIFICATION)
     if onset:
         resource["onsetDateTime"] = onset
     if abatement:
@@ -104,8 +110,8 @@ def ehr_allergy(
     criticality: str | None = None,
     severity: str | None = None,
     reaction_text: str | None = None,
-    clinical: str | None = "active",
-    verification: str | None = "unconfirmed",
+    clinical: str | Resource | None = "active",
+    verification: str | Resource | None = "unconfirmed",
     recorded: str | None = "2024-03-02T15:30:00+08:00",
 ) -> Resource:
     """An AllergyIntolerance without `category`, as most EHRs send it."""
@@ -120,9 +126,9 @@ def ehr_allergy(
         "patient": {"reference": PATIENT},
     }
     if clinical:
-        resource["clinicalStatus"] = {"coding": [coding(ALLERGY_CLINICAL, clinical)]}
+        resource["clinicalStatus"] = status_concept(clinical, ALLERGY_CLINICAL)
     if verification:
-        resource["verificationStatus"] = {"coding": [coding(ALLERGY_VERIFICATION, verification)]}
+        resource["verificationStatus"] = status_concept(verification, ALLERGY_VERIFICATION)
     if criticality:
         resource["criticality"] = criticality
     if severity or reaction_text:
@@ -132,6 +138,28 @@ def ehr_allergy(
         resource["reaction"] = [reaction]
     if recorded:
         resource["recordedDate"] = recorded
+    return resource
+
+
+def ehr_procedure(
+    *codings: dict[str, str],
+    text: str | None = None,
+    performed: str | None = "2026-11-02T08:30:00+08:00",
+    status: str = "completed",
+) -> Resource:
+    """A Procedure as an EHR sends it: CPT, ICD-10-PCS or a local code beside the text."""
+    code: dict[str, Any] = {"coding": list(codings)} if codings else {}
+    if text:
+        code["text"] = text
+    resource: Resource = {
+        "resourceType": "Procedure",
+        "id": f"ehr-p{next(_ids)}",
+        "status": status,
+        "code": code,
+        "subject": {"reference": PATIENT},
+    }
+    if performed:
+        resource["performedDateTime"] = performed
     return resource
 
 

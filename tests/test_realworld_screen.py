@@ -9,7 +9,10 @@ a local lupus nephritis code, HBV DNA "<20", a 1980 amoxicillin order, tinea, a 
 without status, an LVEF fraction, a severe reaction to an RxNorm-coded allergen, a pregnancy
 status observation, an MI that abated after as_of, ALT ranges by sex, a pegfilgrastim
 dispense, creatinine in `mg/dl` and weight in `Kg`, excepted and not excepted skin cancers,
-HCV RNA 未检出, an old reactive HIV test, TTP, recent haemodialysis, `10*3/uL` and `g/dl`).
+HCV RNA 未检出, an old reactive HIV test, TTP, recent haemodialysis, `10*3/uL` and `g/dl`;
+statuses sent without `system` or as text, local status codes that cannot be read, a positive
+urine pregnancy test, a pneumonia closed with `abatementBoolean`, a haemodialysis coded in CPT,
+an eGFR of 11 in `ml/min/1.73 m²`).
 `../screen-expected.json` names the verdicts each must get.
 """
 

@@ -6,7 +6,7 @@ only when every possible age gives it; otherwise `unknown`.
 
 from __future__ import annotations
 
-from service.criteria.common import Context, Findings, age_range, decide
+from service.criteria.common import Context, Findings, age_missing, age_range, decide
 from service.criteria.model import AgeRule
 from service.criteria.verdict import Evidence, Verdict
 from service.facts import PatientFacts
@@ -15,7 +15,17 @@ from service.facts import PatientFacts
 def evaluate_age(rule: AgeRule, facts: PatientFacts, ctx: Context) -> Verdict:
     ages = age_range(facts.demographics, ctx.as_of)
     if ages is None or facts.demographics is None:
-        return Verdict("unknown", "date of birth not recorded")
+        why = age_missing(facts.demographics, ctx.as_of)
+        demographics = facts.demographics
+        if demographics is None or demographics.birth_date is None:
+            return Verdict("unknown", why)
+        birth = Evidence(
+            reference=demographics.reference,
+            value=str(demographics.birth_date),
+            date=ctx.as_of,
+            note=why,
+        )
+        return Verdict("unknown", why, (birth,))
     youngest, oldest = ages
     shown = _ages(youngest, oldest)
     allowed = f"{rule.min_years}-{rule.max_years}"

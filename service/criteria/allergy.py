@@ -6,7 +6,8 @@
 - A drug allergy with high criticality, a severe reaction or the rule's severe manifestation
   (anaphylaxis) fails; one of unrecorded severity is `unknown`; low-criticality, non-severe ones
   pass and are shown. Inactive and resolved allergies are still history ("history of ...");
-  refuted and entered-in-error ones never reach here (the mapper drops them).
+  refuted and entered-in-error ones never reach here (the mapper drops them); one whose
+  verification status could not be read is `unknown` where it would count.
 - Severe drug hypersensitivity recorded as a Condition (the rule's `diagnoses` value set:
   SJS/TEN, DRESS, drug anaphylaxis, drug-allergy status) fails; an unconfirmed one is `unknown`.
 - Unmapped is not absent: an allergy or diagnosis no value set knows whose text suggests a drug
@@ -28,12 +29,11 @@ from service.criteria.common import (
 )
 from service.criteria.model import AllergyRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import RESOLVED_STATUSES, Allergy, PatientFacts
+from service.facts import RESOLVED_STATUSES, Allergy, PatientFacts, status_unread
 
 MEDICATION_SYSTEMS = frozenset(
     {"http://www.nlm.nih.gov/research/umls/rxnorm", "http://www.whocc.no/atc"}
 )
-UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
 Severity = Literal["severe", "mild", "unclear"]
 
 
@@ -80,6 +80,11 @@ def _judge_allergy(
             found.shown.append(evidence)
         else:
             found.doubt(reason, evidence)
+        return
+    if status_unread(allergy.verification_status) and severity != "mild":
+        # It may say refuted: neither dropped nor counted (mappers/common.status_code).
+        why = f"verification status {allergy.verification_status}; confirm"
+        found.doubt(f"{allergy.reference}: {why}", _allergy_evidence(allergy, note=why))
         return
     evidence = _allergy_evidence(allergy, note=note)
     if severity == "severe":
@@ -128,7 +133,7 @@ def _judge_diagnoses(rule: AllergyRule, facts: PatientFacts, ctx: Context, found
     for dx in facts.diagnoses_for(rule.diagnoses):
         if not dx.known_on(ctx.as_of):
             continue
-        if dx.verification_status in UNCONFIRMED:
+        if dx.uncertain:
             note = f"{name} recorded as {dx.verification_status}; confirm"
             found.doubt(f"{dx.reference}: {note}", diagnosis_evidence(dx, note=note))
         else:

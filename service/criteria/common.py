@@ -70,6 +70,18 @@ def age_range(demographics: Demographics | None, day: date) -> tuple[int, int] |
     return max(0, age_on(latest, day)), age_on(demographics.birth_date, day)
 
 
+NO_BIRTH_DATE = "date of birth not recorded"
+
+
+def age_missing(demographics: Demographics | None, day: date) -> str:
+    """Why `age_range` has no age at `day`: what a coordinator would have to find."""
+    if demographics is None or demographics.birth_date is None:
+        return NO_BIRTH_DATE
+    if demographics.deceased and demographics.deceased_date is None:
+        return "recorded deceased without a date of death: age at death not known"
+    return f"date of birth {demographics.birth_date} is after {day}"
+
+
 def compare(value: float, op: Op, limit: float) -> bool:
     # Results are compared after unit conversion; a hair of float noise must not flip a
     # boundary (60 g/L sent as 6.0 g/dL is 60.00000000000001 g/L).
@@ -194,6 +206,30 @@ def first_in_window(history: Sequence[LabResult], as_of: date, days: int) -> Lab
     first = history[0]
     start = as_of - timedelta(days=days)
     return first if first.effective is not None and first.effective >= start else None
+
+
+def newer_unreadable(
+    history: Sequence[LabResult], readable: Sequence[LabResult], as_of: date, days: int
+) -> LabResult | None:
+    """The newest result in the window when no value can be compared from it (a unit that
+    does not convert, no number at all) and it is later than the newest readable one: it
+    hides what the latest value is, so the older one must not decide in its place."""
+    newest = first_in_window(history, as_of, days)
+    if (
+        newest is None
+        or (newest.quantity is not None and newest.quantity.canonical_value is not None)
+        or (readable and same_instant(newest, readable[0]))
+    ):
+        return None
+    return newest
+
+
+def unreadable_reason(name: str, result: LabResult) -> str:
+    """Why the latest result of `name` cannot be compared."""
+    where = f"the latest {name} result ({result.reference} on {result.effective})"
+    if result.quantity is None:
+        return f"{where} sends no number we can read; an earlier one does not decide"
+    return f"{where} has unit {result.quantity.unit!r}, which cannot be converted"
 
 
 def lab_evidence(result: LabResult, rule: str | None = None, note: str | None = None) -> Evidence:

@@ -14,7 +14,9 @@ from __future__ import annotations
 from datetime import date
 
 from service.criteria.common import (
+    NO_BIRTH_DATE,
     Context,
+    age_missing,
     age_range,
     compare,
     compare_bounded,
@@ -22,11 +24,14 @@ from service.criteria.common import (
     fmt,
     instant,
     lab_evidence,
+    newer_unreadable,
     older_evidence,
     on_or_before,
     prefer,
     tied_with_first,
+    title,
     unreadable,
+    unreadable_reason,
     usable,
     window_days,
 )
@@ -44,6 +49,14 @@ def evaluate_creatinine_clearance(
     days = window_days(ctx, rule.lookback_days)
     history = on_or_before(facts.labs_for(rule.creatinine_lab), ctx.as_of)
     readable = usable(history)
+    hidden = newer_unreadable(history, readable, ctx.as_of, days) if readable else None
+    if hidden is not None:
+        # The latest creatinine cannot be read: an older one does not stand in for it.
+        return Verdict(
+            "unknown",
+            unreadable_reason(title(ctx.terms, rule.creatinine_lab), hidden),
+            (lab_evidence(hidden, note="not compared"), *older_evidence(history, hidden, days)),
+        )
     latest = tied_with_first(readable) if first_in_window(readable, ctx.as_of, days) else []
     creatinines = prefer(latest, rule.serum_creatinine_lab)
     shown = _measured_evidence(rule, facts, ctx, days)
@@ -172,7 +185,8 @@ def _cockcroft_gault(
             f"({creatinine.reference} on {creatinine.effective})"
         )
     if ages is None:
-        missing.append("date of birth")
+        why = age_missing(facts.demographics, ctx.as_of)
+        missing.append("date of birth" if why == NO_BIRTH_DATE else f"an age ({why})")
     if weight is None or ages is None:
         return missing
     assert creatinine.quantity is not None and creatinine.quantity.canonical_value is not None

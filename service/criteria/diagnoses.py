@@ -51,7 +51,6 @@ MEDICATION_TYPES = (
     "MedicationAdministration",
     "MedicationDispense",
 )
-UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
 Outcome = tuple[Literal["fail", "unknown", "pass"], str]
 
 
@@ -80,7 +79,7 @@ def evaluate_diagnosis_required(
     for dx in facts.diagnoses_for(rule.valueset):
         if not dx.known_on(ctx.as_of):
             continue
-        if dx.verification_status in UNCONFIRMED:
+        if dx.uncertain:
             found.doubt(
                 f"{name} recorded only as {dx.verification_status}",
                 diagnosis_evidence(dx, note=f"verification: {dx.verification_status}"),
@@ -187,7 +186,8 @@ def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -
     """('fail'|'unknown'|'pass', note) for one counted diagnosis, or None if it does not count.
 
     In order: a stale record nobody closed, the onset window, the exceptions, the verification
-    status, value sets that never exclude on their own (at most `unknown`).
+    status, a clinical status that could not be read (for an active-only rule), value sets that
+    never exclude on their own (at most `unknown`).
     """
     outcome = _judge_stale(rule, dx, ctx) or _judge_onset(rule, dx, ctx)
     if outcome is not None:
@@ -195,8 +195,13 @@ def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -
     for exception in rule.exceptions:
         if exception.valueset in dx.concepts:
             return _judge_exception(exception, dx, ctx)
-    if dx.verification_status in UNCONFIRMED:
+    if dx.uncertain:
         return "unknown", f"{dx.reference}: recorded as {dx.verification_status}; confirm"
+    if rule.active_only and dx.status_unread and dx.abatement is None and not dx.abated:
+        return (
+            "unknown",
+            f"{dx.reference}: clinical status {dx.clinical_status}; confirm whether it is current",
+        )
     limited = [v for v in rule.at_most_unknown if v in dx.concepts]
     if limited:
         return (
@@ -265,11 +270,12 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
     years = exception.disease_free_years_more_than
     over = dx.abatement if dx.abatement is not None and dx.abatement <= ctx.as_of else None
     if over is None:
-        if not dx.active_on(ctx.as_of):
+        if not dx.active_on(ctx.as_of) or dx.status_unread:
+            how = "abated" if dx.abated else dx.clinical_status
             return (
                 "unknown",
                 f"{dx.reference}: excepted only if over for > {years} years; recorded "
-                f"{dx.clinical_status} without an end date",
+                f"{how} without an end date",
             )
         if exception.when_unresolved == "fail":
             return "fail", f"excepted only when over for > {years} years; not recorded over"
@@ -285,36 +291,66 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
 def _judge_procedures(
     rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
 ) -> None:
+    """A procedure of the rule's value set in the window fails; one on an unrecorded date, or
+    one no value set knows whose text suggests it (review terms), is a doubt."""
     if rule.procedures is None:
         return
-    since = ctx.as_of - timedelta(days=rule.procedures.within_days)
+    valueset, days = rule.procedures.valueset, rule.procedures.within_days
+    name = title(ctx.terms, valueset)
+    since = ctx.as_of - timedelta(days=days)
     for proc in facts.procedures:
-        if (
-            rule.procedures.valueset in proc.concepts
-            and proc.performed
-            and since <= proc.performed <= ctx.as_of
+        coded, suggested = valueset in proc.concepts, valueset in proc.review
+        if not (coded or suggested) or (
+            proc.performed and not since <= proc.performed <= ctx.as_of
         ):
-            found.decisive.append(
-                Evidence(
-                    reference=proc.reference,
-                    code=proc.codes[0] if proc.codes else None,
-                    date=proc.performed,
-                    note=f"{title(ctx.terms, rule.procedures.valueset)} "
-                    f"within {rule.procedures.within_days} days",
-                )
-            )
+            continue
+        code = proc.codes[0] if proc.codes else None
+        if suggested:
+            reason = review_reason(ctx.terms, valueset, proc.codes, proc.text)
+            found.doubt(reason, Evidence(proc.reference, code, date=proc.performed, note=reason))
+        elif proc.performed is None:
+            note = f"{name} on an unrecorded date: within {days} days?"
+            found.doubt(f"{proc.reference}: {note}", Evidence(proc.reference, code, note=note))
+        else:
+            note = f"{name} within {days} days"
+            found.decisive.append(Evidence(proc.reference, code, date=proc.performed, note=note))
 
 
 def _judge_tests(
     rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
 ) -> None:
     """Positive tests in the window fail; one that reads neither way is a doubt; a negative one
-    is shown (a "not pregnant" answer)."""
+    is shown (a "not pregnant" answer), never a pass by itself.
+
+    The tests are read apart (each by its latest result), so a positive one followed, the same
+    day or later, by a negative result of another (a positive urine test, then a serum hCG
+    below 5 mIU/mL) would still fail although within one test the later negative decides: it is
+    a doubt instead, for review. A test marked `positive_suggests_only` (eGFR < 15 for
+    end-stage renal failure) is a doubt when positive, and never outweighs another test.
+    """
     if rule.positive_tests is None:
         return
-    for spec in rule.positive_tests.tests.values():
-        state, reason, shown = test_state(spec, facts, ctx, rule.positive_tests.lookback_days)
-        if state == "positive":
+    specs = list(rule.positive_tests.tests.values())
+    states = [test_state(spec, facts, ctx, rule.positive_tests.lookback_days) for spec in specs]
+    negative_days = [
+        e.date
+        for spec, (state, _, shown) in zip(specs, states, strict=True)
+        if state == "negative" and not spec.positive_suggests_only
+        for e in shown
+    ]
+    last_negative = max(filter(None, negative_days), default=None)
+    for spec, (state, reason, shown) in zip(specs, states, strict=True):
+        positive_day = max(filter(None, (e.date for e in shown)), default=None)
+        if state == "positive" and last_negative and positive_day and last_negative >= positive_day:
+            for evidence in shown:
+                found.doubt(
+                    f"{reason}, but another test read negative on {last_negative}", evidence
+                )
+        elif state == "positive" and spec.positive_suggests_only:
+            suggested = title(ctx.terms, rule.valuesets[0])
+            for evidence in shown:
+                found.doubt(f"{reason}: suggests {suggested}, does not decide alone", evidence)
+        elif state == "positive":
             found.decisive.extend(shown)
         elif state == "negative":
             found.shown.extend(shown)

@@ -28,14 +28,15 @@ from service.criteria.common import (
     instant,
     lab_evidence,
     medication_evidence,
+    newer_unreadable,
     older_evidence,
     on_or_before,
-    same_instant,
     tied_with_first,
     title,
     unidentified,
     unidentified_reason,
     unreadable,
+    unreadable_reason,
     usable,
     window_days,
 )
@@ -113,25 +114,21 @@ def _unconvertible_newest(
     history: list[LabResult],
     readable: list[LabResult],
 ) -> Verdict | None:
-    """A newer result whose unit cannot be converted hides what the latest value is: it is
-    shown, and an older readable result does not decide in its place (one of the same
-    instant does)."""
-    newest = first_in_window([r for r in history if r.quantity], ctx.as_of, days)
-    if (
-        newest is None
-        or newest.quantity is None
-        or newest.quantity.canonical_value is not None
-        or (readable and same_instant(newest, readable[0]))
-    ):
-        return None
+    """A newer result whose unit cannot be converted, or that sends no number we can read
+    ("2,1", an interpretation flag only), hides what the latest value is: it is shown, and an
+    older readable result does not decide in its place (one of the same instant does)."""
+    newest = newer_unreadable(history, readable, ctx.as_of, days)
+    if newest is None or (newest.quantity is None and not readable):
+        return None  # a result without a number and nothing older to hide: `_no_result`
+    note = (
+        "no numeric value; not compared"
+        if newest.quantity is None
+        else "unit cannot be converted; not compared"
+    )
     return Verdict(
         "unknown",
-        f"the latest {title(ctx.terms, rule.lab)} result ({newest.reference} on "
-        f"{newest.effective}) has unit {newest.quantity.unit!r}, which cannot be converted",
-        (
-            lab_evidence(newest, note="unit cannot be converted; not compared"),
-            *older_evidence(history, newest, days),
-        ),
+        unreadable_reason(title(ctx.terms, rule.lab), newest),
+        (lab_evidence(newest, note=note), *older_evidence(history, newest, days)),
     )
 
 
@@ -178,13 +175,25 @@ def _no_result(
         r for r in history if r.quantity is not None and r.quantity.canonical_value is None
     ]
     reason = f"no {title(ctx.terms, concept)} result in the {days} days before {ctx.as_of}"
+    start = ctx.as_of - timedelta(days=days)
+    valueless = [
+        r
+        for r in history
+        if r.quantity is None and r.effective is not None and r.effective >= start
+    ]
     if unconvertible:
         unit = unconvertible[0].quantity.unit if unconvertible[0].quantity else None
         reason += f" that could be read (unit {unit!r} cannot be converted)"
+    elif valueless:
+        # A result sent without a number (an interpretation flag or a text only) is a result:
+        # it is shown for what it is, not as an older one.
+        first = valueless[0]
+        reason += f" with a number ({first.reference} on {first.effective} sends none we can read)"
     if problem:
         reason = f"{problem}: {reason}"
-    notes = older_evidence(history, None, days)
-    return Verdict("unknown", reason, tuple(notes))
+    shown = [lab_evidence(r, note="no numeric value; not compared") for r in valueless[:3]]
+    notes = shown + older_evidence([r for r in history if r not in valueless], None, days)
+    return Verdict("unknown", reason, tuple(notes[:3]))
 
 
 @dataclass(frozen=True)
@@ -312,8 +321,7 @@ def _multiple(
     reasons = [
         dx
         for dx in facts.diagnoses_for(raised.valueset)
-        if dx.verification_status not in ("unconfirmed", "provisional", "differential")
-        and (dx.onset is None or dx.onset <= ctx.as_of)
+        if not dx.uncertain and (dx.onset is None or dx.onset <= ctx.as_of)
     ]
     if not reasons:
         return rule.uln_multiple, ()

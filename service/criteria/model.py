@@ -171,6 +171,12 @@ class TestSpec(_Strict):
     positive: Literal["qualitative", "detectable"] = "qualitative"
     positive_at_or_above: Amount | None = None
     negative_below: Amount | None = None
+    # For a test that reads positive when low (eGFR < 15 for kidney failure).
+    positive_below: Amount | None = None
+    negative_at_or_above: Amount | None = None
+    # In `diagnosis_excludes.positive_tests`: a positive result raises a doubt (`unknown`) and
+    # never fails by itself (one eGFR < 15 may be acute kidney injury, not end-stage disease).
+    positive_suggests_only: bool = False
     confirm_negative_after_days: int | None = None
     # A positive result counts at any age, not only inside the look-back window (HIV, HBsAg,
     # treponemal antibodies); a later negative after it is `unknown` (review).
@@ -196,6 +202,12 @@ class TestResultsRule(_Strict):
             for name in group:
                 if name not in self.tests:
                     raise ValueError(f"fail_when names unknown test {name!r}")
+        for name, spec in self.tests.items():
+            if spec.positive_suggests_only:
+                raise ValueError(
+                    f"test {name!r}: positive_suggests_only is read only by "
+                    "diagnosis_excludes.positive_tests"
+                )
         return self
 
 

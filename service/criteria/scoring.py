@@ -63,7 +63,6 @@ from service.qualitative import parse_titer
 __all__ = ["compute_score"]
 
 State = Literal["met", "not_met", "undetermined"]
-UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
 NORMAL_RANGE_TYPES = frozenset({None, "normal"})
 V3_LOW = frozenset({"L", "LL", "LU"})
 V3_HIGH = frozenset({"H", "HH", "HU"})
@@ -421,7 +420,7 @@ def _coded_hits(
             seen.add(dx.reference)
             day = dx.onset or dx.recorded
             in_window = _window(day, start)
-            if dx.verification_status in UNCONFIRMED:
+            if dx.uncertain:
                 why = f"{finding.label}: recorded as {dx.verification_status}"
                 state: State = "undetermined"
             elif start is not None and day is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from service.criteria.common import Context, Findings, add_months, decide, unreadable
 from service.criteria.model import StudyParticipationRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import PatientFacts
+from service.facts import PatientFacts, StudyParticipation
 
 OFF_STUDY = frozenset({"off-study", "withdrawn"})
 
@@ -21,7 +21,9 @@ def evaluate_study_participation(
     since = add_months(ctx.as_of, -rule.within_months)
     found = Findings()
     for study in facts.studies:
-        if ctx.trial_id in study.study or (study.start is not None and study.start > ctx.as_of):
+        if _is_this_trial(study, ctx.trial_id) or (
+            study.start is not None and study.start > ctx.as_of
+        ):
             continue
         ongoing = study.end is None and study.status not in OFF_STUDY
         evidence = Evidence(
@@ -55,3 +57,10 @@ def evaluate_study_participation(
         only_shown=f"studies on record ended before {since}",
         absent="no record of participation in another clinical trial",
     )
+
+
+def _is_this_trial(study: StudyParticipation, trial_id: str) -> bool:
+    """Any name of the study (reference, identifier, display) holds this trial's id, in any
+    case ("ResearchStudy/nct06946485", display "NCT06946485 CHT101")."""
+    wanted = trial_id.casefold()
+    return any(wanted in name.casefold() for name in (study.study, *study.names))

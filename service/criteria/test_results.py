@@ -10,6 +10,7 @@ How one result reads (`read_result`):
   code or text it is indeterminate.
 
 How one test reads over time (`test_state`): the latest readable result in the window decides;
+a later one that reads neither way makes it `unknown` (it hides what the test shows now);
 results the record cannot order that disagree give `unknown`. With `positive_persists`, a
 positive result older than the window still counts (antibodies and HBsAg carriage do not expire
 after 90 days), and a later negative after it needs review. With no readable result in the
@@ -37,16 +38,13 @@ from service.criteria.common import (
 )
 from service.criteria.model import TestResultsRule, TestSpec
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import Diagnosis, LabResult, PatientFacts, Quantity
+from service.facts import RESOLVED_STATUSES, Diagnosis, LabResult, PatientFacts, Quantity
 
 __all__ = ["TestState", "evaluate_test_results", "read_result", "test_state"]
 
 TestState = Literal["positive", "negative", "unknown"]
 Reading = Literal["positive", "negative"]
 StateWhy = tuple[TestState, str, list[Evidence]]
-
-UNCERTAIN = frozenset({"unconfirmed", "provisional", "differential"})
-RESOLVED = frozenset({"inactive", "resolved", "remission"})
 
 
 def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> StateWhy:
@@ -57,6 +55,9 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
     read = [(r, read_result(spec, r, ctx)) for r in history]
     in_window = [(r, s) for r, s in read if r.effective is not None and r.effective >= start]
     decided = [(r, s) for r, s in in_window if s is not None]
+    hidden = _newer_unread(spec, name, in_window, decided)
+    if hidden is not None:
+        return hidden
     if decided:
         state, why, shown = _latest_state(spec, name, decided, read)
         if state == "negative" and spec.diagnosis_valueset is not None:
@@ -92,6 +93,35 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
     if problem:
         return "unknown", f"{name}: {problem}", shown
     return "unknown", f"{name}: no readable result in the last {days} days", shown
+
+
+def _newer_unread(
+    spec: TestSpec,
+    name: str,
+    in_window: list[tuple[LabResult, Reading | None]],
+    decided: list[tuple[LabResult, Reading]],
+) -> StateWhy | None:
+    """A result later than the latest readable one that reads neither way (an index without a
+    flag, "equivocal", "see report") hides what the test shows now: `unknown`, never the older
+    reading in its place. A positive that does not expire (`positive_persists`) still counts.
+    """
+    if not decided or not in_window:
+        return None
+    newest, reading = in_window[0]
+    latest, state = decided[0]
+    if reading is not None or same_instant(newest, latest):
+        return None
+    if state == "positive" and spec.positive_persists:
+        return None
+    return (
+        "unknown",
+        f"{name}: the latest result ({newest.reference} on {newest.effective}) reads neither "
+        f"positive nor negative; the earlier {state} one ({latest.effective}) no longer decides",
+        [
+            lab_evidence(newest, rule=f"{name}: neither positive nor negative"),
+            lab_evidence(latest, rule=f"{name} read as {state}", note="earlier; not used"),
+        ],
+    )
 
 
 def _latest_state(
@@ -160,11 +190,11 @@ def _diagnosis_state(
 ) -> StateWhy | None:
     """A diagnosis that shows the test would read positive (no result in the window).
 
-    Confirmed (or unstated) and active on `as_of` -> positive; provisional -> unknown; resolved
-    ones are not counted (the next result decides)."""
+    Confirmed (or unstated) and active on `as_of` -> positive; provisional, or a status that
+    could not be read -> unknown; resolved ones are not counted (the next result decides)."""
     records = [dx for dx in facts.diagnoses_for(valueset) if _recorded_by(dx, ctx)]
     active = [dx for dx in records if _active_on(dx, ctx)]
-    confirmed = [dx for dx in active if dx.verification_status not in UNCERTAIN]
+    confirmed = [dx for dx in active if not (dx.uncertain or dx.status_unread)]
     label = title(ctx.terms, valueset)
     if confirmed:
         dx = confirmed[0]
@@ -177,11 +207,12 @@ def _diagnosis_state(
         )
     if active:
         dx = active[0]
+        status = dx.verification_status if dx.uncertain else f"status {dx.clinical_status}"
         return (
             "unknown",
-            f"possible {label} on record ({dx.reference}, {dx.verification_status}); "
+            f"possible {label} on record ({dx.reference}, {status}); "
             f"no {name} result in the last {days} days",
-            [diagnosis_evidence(dx, note=f"{dx.verification_status}: does not decide")],
+            [diagnosis_evidence(dx, note=f"{status}: does not decide")],
         )
     return None
 
@@ -192,8 +223,9 @@ def _recorded_by(dx: Diagnosis, ctx: Context) -> bool:
 
 
 def _active_on(dx: Diagnosis, ctx: Context) -> bool:
-    """Active on `as_of`: not resolved by status, and no abatement on or before it."""
-    if dx.clinical_status in RESOLVED:
+    """Active on `as_of`: not resolved by status, and no abatement on or before it (nor one
+    sent without a date)."""
+    if dx.clinical_status in RESOLVED_STATUSES or (dx.abated and dx.abatement is None):
         return False
     return dx.abatement is None or dx.abatement > ctx.as_of
 
@@ -201,11 +233,13 @@ def _active_on(dx: Diagnosis, ctx: Context) -> bool:
 def read_result(spec: TestSpec, result: LabResult, ctx: Context) -> Reading | None:
     """One result as positive, negative, or None (indeterminate or unreadable)."""
     quantity = result.quantity
-    if (
-        (spec.positive_at_or_above or spec.negative_below)
-        and quantity is not None
-        and quantity.canonical_value is not None
-    ):
+    thresholds = (
+        spec.positive_at_or_above,
+        spec.negative_below,
+        spec.positive_below,
+        spec.negative_at_or_above,
+    )
+    if any(thresholds) and quantity is not None and quantity.canonical_value is not None:
         return _by_thresholds(spec, quantity, ctx)  # the protocol's limits, not the lab's flag
     if result.qualitative is not None:
         return result.qualitative  # coded/text value or interpretation code (mapper)
@@ -223,6 +257,16 @@ def read_result(spec: TestSpec, result: LabResult, ctx: Context) -> Reading | No
 def _by_thresholds(spec: TestSpec, quantity: Quantity, ctx: Context) -> Reading | None:
     assert quantity.canonical_value is not None
     value, unit = quantity.canonical_value, quantity.canonical_unit or ""
+    if spec.positive_below is not None:
+        limit = spec.positive_below.value * ctx.terms.factor(spec.positive_below.unit, unit)
+        if compare_bounded(value, quantity.comparator, "<", limit):
+            return "positive"
+    if spec.negative_at_or_above is not None:
+        amount = spec.negative_at_or_above
+        if compare_bounded(
+            value, quantity.comparator, ">=", amount.value * ctx.terms.factor(amount.unit, unit)
+        ):
+            return "negative"
     if spec.positive_at_or_above is not None:
         limit = spec.positive_at_or_above.value * ctx.terms.factor(
             spec.positive_at_or_above.unit, unit

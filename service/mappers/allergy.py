@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from service.facts import Allergy, Code
 from service.mappers.common import (
+    ALLERGY_CLINICAL,
+    ALLERGY_CLINICAL_CODES,
+    ALLERGY_VERIFICATION,
+    ALLERGY_VERIFICATION_CODES,
     Resource,
     codes_of,
     concept_text,
@@ -25,7 +29,9 @@ NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
 def map_allergy(
     resource: Resource, terms: Terminology, source: str | None = None
 ) -> Allergy | None:
-    verification = status_code(resource.get("verificationStatus"))
+    verification = status_code(
+        resource.get("verificationStatus"), ALLERGY_VERIFICATION, ALLERGY_VERIFICATION_CODES
+    )
     if verification in NOT_COUNTED:
         return None
     concept = resource.get("code")
@@ -55,6 +61,8 @@ def map_allergy(
         concepts=concepts,
         text=concept_text(concept, codes),
         review=frozenset() if concepts else review_of(terms, concept, codes),
-        clinical_status=status_code(resource.get("clinicalStatus")),
+        clinical_status=status_code(
+            resource.get("clinicalStatus"), ALLERGY_CLINICAL, ALLERGY_CLINICAL_CODES
+        ),
         verification_status=verification,
     )

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from service.errors import DataError
-from service.facts import Code, Quantity
+from service.facts import Code, Quantity, unread_status
 from service.terminology import HIERARCHICAL, Terminology
 
 __all__ = [
@@ -23,6 +23,23 @@ __all__ = [
 ]
 
 Resource = dict[str, Any]
+
+
+# FHIR R4 status code systems and their codes (R5's `presumed` allergy status included).
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_CLINICAL_CODES = frozenset(
+    {"active", "recurrence", "relapse", "inactive", "remission", "resolved"}
+)
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_VERIFICATION_CODES = frozenset(
+    {"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}
+)
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_CLINICAL_CODES = frozenset({"active", "inactive", "resolved"})
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+ALLERGY_VERIFICATION_CODES = frozenset(
+    {"unconfirmed", "presumed", "confirmed", "refuted", "entered-in-error"}
+)
 
 
 class MappingError(DataError):
@@ -81,10 +98,40 @@ def codes_of(concept: Any) -> list[Code]:
     return found
 
 
-def status_code(concept: Any) -> str | None:
-    """The code of a status CodeableConcept (clinicalStatus, verificationStatus)."""
-    codes = codes_of(concept)
-    return codes[0].code if codes else None
+def status_code(concept: Any, system: str, codes: frozenset[str]) -> str | None:
+    """The FHIR code of a status CodeableConcept (clinicalStatus, verificationStatus).
+
+    `system` is the status's code system and `codes` its codes. Read, in order: the code of
+    a coding from that system or with no system (many EHRs leave `system` out), the concept's
+    `text`, then any coding's `display`, each compared ignoring case, spaces and underscores
+    ("Entered in Error" is `entered-in-error`). A code from another system is never taken as
+    the standard one: a local "R" may mean refuted or recurrence.
+
+    None when no status was sent. A status sent but not read is returned as
+    `unread_status(...)` (facts.UNREAD_STATUS prefix), never None: the record is then kept and
+    judged as of uncertain status, neither dropped (had it said refuted) nor counted as
+    confirmed and current.
+    """
+    if not concept:
+        return None
+    if not isinstance(concept, dict):
+        raise MappingError("status CodeableConcept is not an object")
+    codings = [c for c in concept.get("coding") or () if isinstance(c, dict)]
+    candidates = [c.get("code") for c in codings if c.get("system") in (None, "", system)] + [
+        concept.get("text"),
+        *(c.get("display") for c in codings),
+    ]
+    sent = [_status_word(c) for c in candidates if isinstance(c, str) and c.strip()]
+    found = next((word for word in sent if word in codes), None)
+    if found is not None:
+        return found
+    sent_as = [c.get("code") for c in codings] + [concept.get("text")]
+    shown = [s.strip() for s in sent_as if isinstance(s, str) and s.strip()]
+    return unread_status(shown[0]) if shown else None
+
+
+def _status_word(text: str) -> str:
+    return "-".join(text.strip().lower().replace("_", " ").split())
 
 
 def concept_text(concept: Any, codes: list[Code] | tuple[Code, ...]) -> str | None:

@@ -1,5 +1,8 @@
 """Condition -> Diagnosis.
 
+An abatement[x] without a readable date (abatementBoolean true, abatementString "上周",
+abatementAge) marks the diagnosis over on an unknown date (`Diagnosis.abated`).
+
 A Condition whose codes no value set knows is dropped, unless its text or a display matches a
 value set's review terms (or its ICD code is a category above a value set's rows, e.g. `M32`):
 then it is kept with `concepts` empty and `review` naming those value sets, so a criterion that
@@ -8,8 +11,14 @@ would pass on absence says "possible ...: review" instead ("unmapped is not abse
 
 from __future__ import annotations
 
+from datetime import date
+
 from service.facts import Diagnosis
 from service.mappers.common import (
+    CONDITION_CLINICAL,
+    CONDITION_CLINICAL_CODES,
+    CONDITION_VERIFICATION,
+    CONDITION_VERIFICATION_CODES,
     MappingError,
     Resource,
     codes_of,
@@ -27,7 +36,9 @@ NOT_COUNTED = frozenset({"refuted", "entered-in-error"})
 def map_condition(
     resource: Resource, terms: Terminology, source: str | None = None
 ) -> Diagnosis | None:
-    verification = status_code(resource.get("verificationStatus"))
+    verification = status_code(
+        resource.get("verificationStatus"), CONDITION_VERIFICATION, CONDITION_VERIFICATION_CODES
+    )
     if verification in NOT_COUNTED:
         return None
     concept = resource.get("code")
@@ -40,22 +51,47 @@ def map_condition(
         raise MappingError("diagnosis has no code (text only or empty); review it")
     if not concepts and not review:
         return None
+    abatement = parse_date(
+        resource.get("abatementDateTime")
+        or (resource.get("abatementPeriod") or {}).get("end")
+        or (resource.get("abatementPeriod") or {}).get("start")
+    ) or _date_in(resource.get("abatementString"))
     return Diagnosis(
         reference=f"Condition/{resource.get('id')}",
         codes=codes,
         concepts=concepts,
-        clinical_status=status_code(resource.get("clinicalStatus")),
+        clinical_status=status_code(
+            resource.get("clinicalStatus"), CONDITION_CLINICAL, CONDITION_CLINICAL_CODES
+        ),
         verification_status=verification,
         onset=parse_date(
             resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
         ),
-        abatement=parse_date(
-            resource.get("abatementDateTime")
-            or (resource.get("abatementPeriod") or {}).get("end")
-            or (resource.get("abatementPeriod") or {}).get("start")
-        ),
+        abatement=abatement,
+        abated=abatement is None and _abated_without_date(resource),
         recorded=parse_date(resource.get("recordedDate")),
         source=source,
         text=concept_text(concept, codes),
         review=review,
     )
+
+
+def _abated_without_date(resource: Resource) -> bool:
+    """An abatement[x] that says the condition is over but gives no date we read: R4 allows
+    a boolean, a string, an Age or a Range besides a dateTime or Period."""
+    return (
+        resource.get("abatementBoolean") is True
+        or bool(resource.get("abatementString"))
+        or bool(resource.get("abatementAge"))
+        or bool(resource.get("abatementRange"))
+    )
+
+
+def _date_in(text: object) -> date | None:
+    """The date an abatementString holds when it is written as one ("2026-11-10"), else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_date(text.strip())
+    except MappingError:
+        return None

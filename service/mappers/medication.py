@@ -30,6 +30,9 @@ how (the first that applies):
 A supply of N days starting on day D covers D .. D+N-1. Otherwise `end` stays None and
 `criteria/exposure.py` applies the value set's default course or the status rule.
 
+A MedicationRequest with `doNotPerform: true`, or whose intent is `proposal` or `option`,
+orders nothing and is dropped like a cancelled one.
+
 Unmapped is not absent: a record whose codes no value set knows (or that has only text) is
 kept when its text or a display matches some value set's review terms; it then has no
 `concepts`, only `review`, and criteria may say "possible <title>: review". Anything else no
@@ -65,6 +68,10 @@ NOT_COUNTED = {
         {"preparation", "cancelled", "entered-in-error", "declined", "unknown"}
     ),
 }
+# Requests that order nothing: a suggestion (`proposal`) or one of several alternatives
+# (`option`) nobody has chosen (R4 medicationrequest-intent). A `plan` is kept: some EHRs send
+# documented home medications as plans. `doNotPerform: true` forbids the drug: never exposure.
+NOT_ORDERED_INTENTS = frozenset({"proposal", "option"})
 # Every resource type that is a medication record: a rule withholding a verdict on
 # unreadable medication records names them all (`unreadable(facts, *MEDICATION_TYPES, ...)`).
 MEDICATION_TYPES = tuple(NOT_COUNTED)
@@ -134,6 +141,8 @@ def map_medication(
         return None
     status = resource.get("status")
     if not isinstance(status, str) or status in NOT_COUNTED.get(kind, REQUEST_NOT_COUNTED):
+        return None
+    if resource.get("doNotPerform") is True or resource.get("intent") in NOT_ORDERED_INTENTS:
         return None
     dosage = _dosage(resource, kind)
     start, end = _period(resource, kind, dosage)

@@ -17,12 +17,15 @@ Results as labs send them:
   search: the result is neither. A flag never overrides a coded value or text;
 - every reference range, its limits converted like the value; `ref_high` stays the first
   range's upper limit;
+- a coding of Observation.code without `system` is read as LOINC when it is a valid LOINC code
+  (pattern and check digit); other codings without a system stay unread;
 - a fraction sent for a percentage (LVEF 0.61 as "%", "1" or no unit) is read as 61 % for
   value sets whose yaml gives `fraction_below` (values below it are fractions).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from service.facts import Code, LabResult, Qualitative, Quantity, RefRange, Sex
@@ -38,6 +41,8 @@ from service.qualitative import Reading, Titer, parse_bounded_value, parse_titer
 from service.terminology import Terminology
 from service.units import UnitError
 
+LOINC = "http://loinc.org"
+_LOINC_CODE = re.compile(r"(\d{1,7})-(\d)")
 # FHIR R4 ObservationStatus: results that are final enough to act on.
 COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
 GRADES = frozenset("ABCDE")
@@ -60,6 +65,10 @@ def map_observation(
     code = resource.get("code")
     if code is None:
         raise MappingError("has no code (Observation.code is required)")
+    if isinstance(code, dict) and any(
+        isinstance(c, dict) and not c.get("system") for c in code.get("coding") or ()
+    ):
+        code = _loinc_without_system(code)
     if not terms.may_match(code):
         return None  # most of a real EHR's Observations: dropped before any object is built
     recorded = codes_of(code)
@@ -339,3 +348,26 @@ def _age_years(terms: Terminology, age: Any) -> tuple[float | None, float | None
             factor = None  # an age unit we cannot read: no limit rather than a wrong one
         limits.append(None if factor is None else round(limit.value * factor, 4))
     return limits[0], limits[1]
+
+
+def _loinc_without_system(concept: dict[str, Any]) -> dict[str, Any]:
+    """Observation.code with its codings that have no `system` but are valid LOINC codes (the
+    pattern and the mod-10 check digit, LOINC Users' Guide) read as LOINC: some lab interfaces
+    leave the system out, and a dropped positive hCG would let E13 pass. Other codings without
+    a system stay unread."""
+    codings = []
+    for coding in concept.get("coding") or ():
+        code = coding.get("code") if isinstance(coding, dict) else None
+        if isinstance(code, str) and not coding.get("system") and _is_loinc(code.strip()):
+            coding = {**coding, "system": LOINC, "code": code.strip()}
+        codings.append(coding)
+    return {**concept, "coding": codings}
+
+
+def _is_loinc(code: str) -> bool:
+    found = _LOINC_CODE.fullmatch(code)
+    if found is None:
+        return False
+    from_right = found.group(1)[::-1]
+    digits = from_right[1::2] + str(int(from_right[0::2]) * 2)
+    return (10 - sum(int(d) for d in digits) % 10) % 10 == int(found.group(2))

@@ -1,9 +1,16 @@
-"""Procedure -> ProcedureRecord."""
+"""Procedure -> ProcedureRecord.
+
+Completed and in-progress procedures whose code a value set knows. Unmapped is not absent: one
+whose codes no value set knows (CPT, ICD-10-PCS, a local code, text only) is kept when its text
+or a display matches a value set's review terms (a haemodialysis coded in CPT, "血液透析"): it
+then has no `concepts`, only `review`, and E9 says "possible ...: review". `performed` is the
+dateTime or the period's end (else start); performedString/Age/Range leave it None.
+"""
 
 from __future__ import annotations
 
 from service.facts import ProcedureRecord
-from service.mappers.common import Resource, codes_of, parse_date
+from service.mappers.common import Resource, codes_of, concept_text, parse_date, review_of
 from service.terminology import Terminology
 
 COUNTED_STATUSES = frozenset({"completed", "in-progress"})
@@ -12,12 +19,13 @@ COUNTED_STATUSES = frozenset({"completed", "in-progress"})
 def map_procedure(
     resource: Resource, terms: Terminology, source: str | None = None
 ) -> ProcedureRecord | None:
-    recorded = codes_of(resource.get("code"))
-    if not recorded:
+    if resource.get("status") not in COUNTED_STATUSES:
         return None
+    concept = resource.get("code")
+    recorded = codes_of(concept)
     codes, concepts = terms.resolve(recorded)
-    status = resource.get("status")
-    if not concepts or status not in COUNTED_STATUSES:
+    review = frozenset() if concepts else review_of(terms, concept, codes)
+    if not concepts and not review:
         return None
     period = resource.get("performedPeriod") or {}
     return ProcedureRecord(
@@ -27,6 +35,8 @@ def map_procedure(
         performed=parse_date(
             resource.get("performedDateTime") or period.get("end") or period.get("start")
         ),
-        status=status,
+        status=resource["status"],
         source=source,
+        text=concept_text(concept, codes),
+        review=review,
     )

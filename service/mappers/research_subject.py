@@ -25,13 +25,18 @@ def map_research_subject(
     if status not in ENROLLED:
         return None  # candidate, screening, eligible, ineligible, not-registered ...
     study = resource.get("study") or {}
-    label = (
-        study.get("reference")
-        or (study.get("identifier") or {}).get("value")
-        or study.get("display")
+    names = tuple(
+        name
+        for name in (
+            study.get("reference"),
+            (study.get("identifier") or {}).get("value"),
+            study.get("display"),
+        )
+        if isinstance(name, str) and name.strip()
     )
-    if not isinstance(label, str):
+    if not names:
         raise MappingError("ResearchSubject.study names no study")
+    label = names[0]
     period = resource.get("period") or {}
     return StudyParticipation(
         reference=f"ResearchSubject/{resource.get('id')}",
@@ -40,4 +45,5 @@ def map_research_subject(
         start=parse_date(period.get("start")),
         end=parse_date(period.get("end")),
         source=source,
+        names=names,
     )

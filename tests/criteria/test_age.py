@@ -54,3 +54,29 @@ def test_i5_partial_birth_date_says_why() -> None:
     result = run([patient("2008")], "I5")
     assert "partial date of birth" in result.reason
     assert "17-18" in result.reason
+
+
+def deceased(birth: str, **death: object) -> dict[str, object]:
+    return patient(birth) | death
+
+
+def test_i5_deceased_without_a_date_says_so_not_that_birth_is_missing() -> None:
+    """deceasedBoolean: the age at death is not known; the birth date is on record."""
+    result = run([deceased("1990-03-15", deceasedBoolean=True)], "I5")
+    assert result.verdict == "unknown"
+    assert result.reason == "recorded deceased without a date of death: age at death not known"
+    assert [e.value for e in result.evidence] == ["1990-03-15"]
+
+
+def test_i5_deceased_on_a_date_is_judged_at_death() -> None:
+    # Died at 17 (a day before the 18th birthday): never 18.
+    resource = deceased("2000-06-02", deceasedDateTime="2018-06-01T23:10:00+08:00")
+    result = run([resource], "I5")
+    assert result.verdict == "fail", result.reason
+    assert "age 17" in result.reason
+
+
+def test_i5_birth_after_as_of_says_so() -> None:
+    result = run([patient("2027-01-05")], "I5")
+    assert result.verdict == "unknown"
+    assert result.reason == "date of birth 2027-01-05 is after 2026-11-27"

@@ -247,3 +247,61 @@ def test_e3_drug_hypersensitivity_recorded_as_a_condition(
 ) -> None:
     result = run_ehr([resource], "E3")
     assert result.verdict == expected, result.reason
+
+
+# Statuses as EHRs send them: no `system`, text only, or a local code that cannot be read.
+LOCAL_VERIFICATION = {"coding": [{"system": "urn:oid:1.2.156.112635.1.1.4", "code": "9"}]}
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_allergy(
+                coding(RX, "7980", "penicillin G"),
+                criticality="high",
+                verification={"coding": [{"code": "refuted"}]},
+            ),
+            "pass",
+            id="refuted-without-system-pass",
+        ),
+        pytest.param(
+            ehr_allergy(PENICILLIN_ALLERGY, criticality="high", verification={"text": "Refuted"}),
+            "pass",
+            id="refuted-as-text-pass",
+        ),
+        pytest.param(
+            ehr_allergy(PENICILLIN_ALLERGY, criticality="high", verification=LOCAL_VERIFICATION),
+            "unknown",
+            id="local-verification-severe-unknown",
+        ),
+        pytest.param(
+            ehr_allergy(
+                PENICILLIN_ALLERGY,
+                criticality="high",
+                clinical={"coding": [{"code": "resolved"}]},
+                verification={"coding": [{"code": "confirmed"}]},
+            ),
+            "fail",
+            id="resolved-without-system-is-history-fail",
+        ),
+        pytest.param(
+            ehr_allergy(
+                PENICILLIN_ALLERGY,
+                criticality="low",
+                severity="mild",
+                verification=LOCAL_VERIFICATION,
+            ),
+            "pass",
+            id="local-verification-mild-pass",
+        ),
+    ],
+)
+def test_e3_statuses_as_ehrs_send_them(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "E3")
+    assert result.verdict == expected, result.reason
+
+
+def test_e3_unread_verification_reason() -> None:
+    resource = ehr_allergy(PENICILLIN_ALLERGY, criticality="high", verification=LOCAL_VERIFICATION)
+    assert "verification status unread: '9'; confirm" in run_ehr([resource], "E3").reason

@@ -229,3 +229,21 @@ def test_the_weight_nearest_the_creatinine_is_used(
     ]
     result = judge(resources, "I6.crcl")
     assert result.verdict == expected, result.reason
+
+
+def test_cockcroft_gault_for_a_patient_deceased_without_a_date_names_the_age_at_death() -> None:
+    resources = cg("male", (1.0, "mg/dL"))
+    resources[0]["deceasedBoolean"] = True
+    result = run(resources, "I6.crcl")
+    assert result.verdict == "unknown"
+    assert "date of birth" not in result.reason
+    assert "without a date of death" in result.reason
+
+
+def test_a_later_unreadable_creatinine_is_not_replaced_by_an_earlier_one() -> None:
+    resources = cg("male", (1.0, "mg/dL"), creatinine_days=20)
+    later = obs(CREAT, days=5, text="溶血")
+    result = run([*resources, later], "I6.crcl")
+    assert result.verdict == "unknown"
+    assert f"Observation/{later['id']}" in result.reason
+    assert "sends no number we can read" in result.reason

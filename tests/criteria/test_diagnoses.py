@@ -16,6 +16,8 @@ import pytest
 from service.facts import Code, Diagnosis, MedicationExposure
 from service.mappers import problem_for
 from tests.conftest import AS_OF, facts_of, run
+from tests.criteria.realworld import judge, lab
+from tests.criteria.realworld import patient as lab_patient
 from tests.factories import (
     AMOXICILLIN,
     BCC,
@@ -44,7 +46,15 @@ from tests.factories import (
     patient,
     procedure,
 )
-from tests.realworld import LOCAL, coding, ehr_condition, ehr_observation, notes, run_ehr
+from tests.realworld import (
+    LOCAL,
+    coding,
+    ehr_condition,
+    ehr_observation,
+    ehr_procedure,
+    notes,
+    run_ehr,
+)
 
 
 def unreadable_condition() -> dict[str, Any]:
@@ -886,3 +896,349 @@ def test_unreadable_unrelated_unmapped_record_withholds_nothing() -> None:
     broken = ehr_condition(coding(LOCAL, "XY-78"), text="缺铁性贫血")
     broken["onsetDateTime"] = "last spring"
     assert run_ehr([broken], "E2").verdict == "pass"
+
+
+# ------------------------------------------------------------------ statuses as EHRs send them
+# Many EHRs leave `system` out of a status coding, or send only text; a local status code is
+# not the standard one. A status that cannot be read keeps the record but never decides.
+NO_SYSTEM_REFUTED = {"coding": [{"code": "refuted"}]}
+LOCAL_STATUS = "http://hospital.example.cn/fhir/CodeSystem/dx-status"
+LOCAL_REFUTED = {"coding": [{"system": LOCAL_STATUS, "code": "PC"}], "text": "排除诊断"}
+LOCAL_CLINICAL = {"coding": [{"system": LOCAL_STATUS, "code": "03"}], "text": "好转"}
+ICD10_URI = "http://hl7.org/fhir/sid/icd-10"
+
+
+@pytest.mark.parametrize(
+    ("resource", "criterion", "expected"),
+    [
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "C50.9"), verification=NO_SYSTEM_REFUTED),
+            "E8",
+            "pass",
+            id="e8-refuted-without-system-pass",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "C50.9"), verification={"text": "Refuted"}),
+            "E8",
+            "pass",
+            id="e8-refuted-as-text-pass",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "C50.9"), verification=LOCAL_REFUTED),
+            "E8",
+            "unknown",
+            id="e8-local-verification-unknown",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10_URI, "J18.9"),
+                clinical={"coding": [{"code": "resolved"}]},
+                onset=f"{ago(200)}T09:00:00+08:00",
+            ),
+            "E4",
+            "pass",
+            id="e4-resolved-without-system-pass",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10_URI, "J18.9"),
+                clinical=LOCAL_CLINICAL,
+                onset=f"{ago(10)}T09:00:00+08:00",
+            ),
+            "E4",
+            "unknown",
+            id="e4-local-clinical-status-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "J18.9"), onset=f"{ago(10)}T09:00:00+08:00"),
+            "E4",
+            "fail",
+            id="e4-standard-active-still-fails",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "G04.2"), clinical=LOCAL_CLINICAL, onset="2019-03-01"),
+            "E5",
+            "unknown",
+            id="e5-transient-local-clinical-status-unknown",
+        ),
+        pytest.param(
+            ehr_condition(coding(ICD10_URI, "B18.1"), clinical=LOCAL_CLINICAL, onset="2019-03-01"),
+            "E10.hbv",
+            "unknown",
+            id="e10-chronic-hbv-local-clinical-status-unknown",
+        ),
+        pytest.param(
+            ehr_condition(
+                coding(ICD10_URI, "B18.1"), clinical={"text": "Active"}, onset="2019-03-01"
+            ),
+            "E10.hbv",
+            "fail",
+            id="e10-chronic-hbv-active-as-text-fail",
+        ),
+    ],
+)
+def test_statuses_as_ehrs_send_them(
+    resource: dict[str, Any], criterion: str, expected: str
+) -> None:
+    result = run_ehr([resource], criterion)
+    assert result.verdict == expected, result.reason
+
+
+def test_unread_verification_reason_shows_what_was_sent() -> None:
+    resource = ehr_condition(coding(ICD10_URI, "C50.9"), verification=LOCAL_REFUTED)
+    result = run_ehr([resource], "E8")
+    assert "recorded as unread: 'PC'; confirm" in result.reason
+
+
+# ------------------------------------------------------------------ E13: urine pregnancy tests
+# As an LIS sends them: 2106-3 / 2112-1 / 80384-1 answered with text, a string or a code, full
+# timestamps with an offset; serum hCG quantitative (21198-7) beside them.
+def urine_hcg(code: str = "2106-3", *, at: str, **answer: Any) -> dict[str, Any]:
+    return lab(code, at=at, text="尿妊娠试验 (尿HCG)", **answer)
+
+
+def answered(resource: dict[str, Any], concept: dict[str, Any]) -> dict[str, Any]:
+    return resource | {"valueCodeableConcept": concept}
+
+
+AT = "T08:40:00+08:00"
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param(
+            [lab_patient(), answered(urine_hcg(at=f"{ago(2)}{AT}"), {"text": "阳性"})],
+            "fail",
+            id="urine-2106-3-text-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg("2112-1", at=f"{ago(29)}{AT}", string="POS")],
+            "fail",
+            id="urine-beta-2112-1-string-positive-day-29-fail",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                answered(
+                    urine_hcg("80384-1", at=f"{ago(5)}{AT}"),
+                    {"coding": [coding(SCT_URI, "10828004", "Positive")]},
+                ),
+            ],
+            "fail",
+            id="urine-rapid-80384-1-snomed-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(5)}{AT}", interpretation="POS")],
+            "fail",
+            id="urine-interpretation-only-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(31)}{AT}", string="阳性(+)")],
+            "pass",
+            id="urine-positive-day-31-outside-window-pass",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(2)}{AT}", string="阴性")],
+            "pass",
+            id="urine-negative-shown-pass",
+        ),
+        pytest.param(
+            [lab_patient(), urine_hcg(at=f"{ago(2)}{AT}", string="弱阳性")],
+            "fail",
+            id="urine-weak-positive-fail",
+        ),
+        pytest.param(
+            [lab_patient(gender="male"), urine_hcg(at=f"{ago(2)}{AT}", string="阳性")],
+            "not_applicable",
+            id="male-not-applicable",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                urine_hcg(at=f"{ago(10)}{AT}", string="阳性"),
+                lab("21198-7", 1.2, "m[IU]/mL", at=f"{ago(3)}{AT}"),
+            ],
+            "unknown",
+            id="urine-positive-then-serum-negative-unknown",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                lab("21198-7", 850, "m[IU]/mL", at=f"{ago(10)}{AT}"),
+                urine_hcg(at=f"{ago(3)}{AT}", string="阴性"),
+            ],
+            "unknown",
+            id="serum-positive-then-urine-negative-unknown",
+        ),
+        pytest.param(
+            [
+                lab_patient(),
+                lab("21198-7", 1.2, "m[IU]/mL", at=f"{ago(10)}{AT}"),
+                urine_hcg(at=f"{ago(3)}{AT}", string="阳性"),
+            ],
+            "fail",
+            id="serum-negative-then-urine-positive-fail",
+        ),
+    ],
+)
+def test_e13_urine_pregnancy_test(resources: list[dict[str, Any]], expected: str) -> None:
+    result = judge(resources, "E13")
+    assert result.verdict == expected, result.reason
+
+
+def test_urine_pregnancy_test_never_decides_i7_hcg() -> None:
+    """I7.hcg asks for a serum test: a negative urine test leaves it open."""
+    resources = [lab_patient(), urine_hcg(at=f"{ago(1)}{AT}", string="阴性")]
+    assert judge(resources, "I7.hcg").verdict == "unknown"
+
+
+# ------------------------------------------------------------------ abatement[x] without a date
+def abated(code: str, onset: str, **abatement: Any) -> dict[str, Any]:
+    """A problem-list entry closed the way some EHRs close it: no status, abatement[x]."""
+    return ehr_condition(coding(ICD10_URI, code), clinical=None, onset=onset) | abatement
+
+
+@pytest.mark.parametrize(
+    ("resource", "criterion", "expected"),
+    [
+        pytest.param(
+            abated("J18.9", f"{ago(12)}T10:00:00+08:00", abatementBoolean=True),
+            "E4",
+            "pass",
+            id="e4-pneumonia-abatement-boolean-pass",
+        ),
+        pytest.param(
+            abated("J18.9", f"{ago(12)}T10:00:00+08:00", abatementString="已治愈"),
+            "E4",
+            "pass",
+            id="e4-pneumonia-abatement-string-pass",
+        ),
+        pytest.param(
+            abated("J18.9", f"{ago(12)}T10:00:00+08:00", abatementBoolean=False),
+            "E4",
+            "fail",
+            id="e4-pneumonia-abatement-boolean-false-fail",
+        ),
+        pytest.param(
+            abated("Z34.90", f"{ago(150)}", abatementAge={"value": 36, "unit": "a"}),
+            "E13",
+            "pass",
+            id="e13-pregnancy-abatement-age-pass",
+        ),
+        pytest.param(
+            abated("G04.2", "2015-05-01", abatementBoolean=True),
+            "E5",
+            "unknown",
+            id="e5-transient-abated-without-date-unknown",
+        ),
+        pytest.param(
+            abated("B18.1", "2015-05-01", abatementBoolean=True),
+            "E10.hbv",
+            "unknown",
+            id="e10-chronic-hbv-abated-is-not-read-as-positive-unknown",
+        ),
+    ],
+)
+def test_abatement_without_a_date(resource: dict[str, Any], criterion: str, expected: str) -> None:
+    result = run_ehr([resource], criterion)
+    assert result.verdict == expected, result.reason
+
+
+# ------------------------------------------------------------------ E9: dialysis as EHRs send it
+CPT_URI = "http://www.ama-assn.org/go/cpt"
+PCS_URI = "http://www.cms.gov/Medicare/Coding/ICD10"
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_procedure(coding(CPT_URI, "90935", "Hemodialysis, single evaluation")),
+            "unknown",
+            id="cpt-haemodialysis-with-display-unknown",
+        ),
+        pytest.param(
+            ehr_procedure(coding(PCS_URI, "5A1D70Z"), text="血液透析（HD）"),  # noqa: RUF001
+            "unknown",
+            id="icd10pcs-with-chinese-text-unknown",
+        ),
+        pytest.param(
+            ehr_procedure(coding(LOCAL, "XT-02"), text="CRRT", performed=f"{ago(120)}"),
+            "pass",
+            id="unlisted-dialysis-before-the-window-pass",
+        ),
+        pytest.param(
+            ehr_procedure(coding(SCT_URI, HEMODIALYSIS), performed=None),
+            "unknown",
+            id="listed-dialysis-on-an-unrecorded-date-unknown",
+        ),
+        pytest.param(
+            ehr_procedure(coding(SCT_URI, HEMODIALYSIS), performed=f"{ago(30)}T21:00:00-05:00"),
+            "fail",
+            id="listed-dialysis-in-the-window-fail",
+        ),
+        pytest.param(
+            ehr_procedure(coding(CPT_URI, "44950", "Appendectomy")),
+            "pass",
+            id="unrelated-procedure-pass",
+        ),
+    ],
+)
+def test_e9_dialysis_as_ehrs_send_it(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "E9")
+    assert result.verdict == expected, result.reason
+
+
+def test_e9_unlisted_dialysis_reason_names_what_was_sent() -> None:
+    resource = ehr_procedure(coding(CPT_URI, "90935", "Hemodialysis, single evaluation"))
+    result = run_ehr([resource], "E9")
+    assert "possible" in result.reason
+    assert "Hemodialysis, single evaluation" in result.reason
+
+
+def test_e11_psychotic_disorder_itself_is_a_psychiatric_disorder() -> None:
+    """69322001 is the SLEDAI-2K psychosis item's code; the VSAC expansions behind
+    psychiatric_severe left the concept itself out, so E11 passed on it."""
+    resource = ehr_condition(coding(SCT_URI, "69322001", "Psychotic disorder"), onset="2024-02-01")
+    result = run_ehr([resource], "E11")
+    assert result.verdict == "fail", result.reason
+
+
+def test_e13_positive_hcg_sent_without_a_loinc_system_fails() -> None:
+    """Some lab interfaces leave `system` out of Observation.code: a valid LOINC code is read."""
+    resource = urine_hcg(at=f"{ago(4)}{AT}", string="阳性")
+    resource["code"]["coding"] = [{"code": "2106-3", "display": "HCG [Presence] in Urine"}]
+    assert judge([lab_patient(), resource], "E13").verdict == "fail"
+
+
+# ------------------------------------------------------------------ E9: eGFR below 15
+def egfr(
+    value: float, unit: str = "mL/min/1.73m2", *, day: str = "12", code: str = "98979-8"
+) -> dict[str, Any]:
+    """An eGFR as an LIS sends it: the unit as free text, no UCUM code."""
+    resource = lab(code, value, None, at=f"2026-11-{day}T07:40:00+08:00")
+    return resource | {"valueQuantity": {"value": value, "unit": unit}}
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        pytest.param([egfr(9)], "unknown", id="ckd-epi-2021-9-unknown"),
+        pytest.param([egfr(14.9, "ml/min/1.73 m²", code="33914-3")], "unknown", id="mdrd-14.9"),
+        pytest.param([egfr(15)], "pass", id="15-is-not-below-15-pass"),
+        pytest.param([egfr(8, day="02"), egfr(38, day="16")], "pass", id="recovered-later-pass"),
+        pytest.param([egfr(40, day="02"), egfr(12, day="16")], "unknown", id="falls-below-15"),
+        pytest.param(
+            [egfr(9), ehr_condition(coding(ICD10CM_URI, "N18.6"), onset="2025-02-01")],
+            "fail",
+            id="with-an-esrd-diagnosis-the-diagnosis-fails",
+        ),
+        pytest.param([egfr(9, "mL/min")], "unknown", id="unit-not-per-1.73-m2-unread-unknown"),
+    ],
+)
+def test_e9_egfr_below_15_is_a_doubt_never_a_fail(
+    resources: list[dict[str, Any]], expected: str
+) -> None:
+    result = judge([lab_patient(), *resources], "E9")
+    assert result.verdict == expected, result.reason

@@ -753,3 +753,44 @@ def test_a_trial_may_no_longer_give_a_fixed_default_uln() -> None:
                 "default_uln": {"value": 40, "unit": "U/L"},
             }
         )
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(lab("6690-2", interpretation="L"), id="interpretation-only"),
+        pytest.param(lab("6690-2", string="5,2"), id="decimal-comma"),
+    ],
+)
+def test_result_without_a_readable_number_is_named_not_called_older(result: Resource) -> None:
+    """A result in the window that sends no number is unknown, shown as what it is."""
+    verdict = judge([patient(), result], "I6.wbc")
+    assert verdict.verdict == "unknown"
+    assert f"{'Observation/' + result['id']} on 2026-11-20 sends none we can read" in verdict.reason
+    assert [e.note for e in verdict.evidence] == ["no numeric value; not compared"]
+
+
+@pytest.mark.parametrize(
+    "newer",
+    [
+        pytest.param({"string": "2,1"}, id="decimal-comma"),
+        pytest.param({"interpretation": "LL"}, id="critical-low-flag-only"),
+        pytest.param({"string": "标本溶血，无法测定"}, id="not-measured-text"),  # noqa: RUF001
+    ],
+)
+def test_a_later_result_without_a_number_is_not_hidden_by_an_earlier_value(
+    newer: dict[str, Any],
+) -> None:
+    """The latest WBC decides: an earlier 5.2 x10^9/L does not stand in for one on a later
+    day that sends no number we can read."""
+    earlier = lab("6690-2", 5.2, "10*9/L", at="2026-11-10T08:00:00+08:00")
+    later = lab("6690-2", at="2026-11-18T08:00:00+08:00", **newer)
+    result = judge([patient(), earlier, later], "I6.wbc")
+    assert result.verdict == "unknown", result.reason
+    assert f"(Observation/{later['id']} on 2026-11-18) sends no number" in result.reason
+
+
+def test_a_same_day_result_without_a_number_does_not_hide_a_value() -> None:
+    timed = lab("6690-2", 5.2, "10*9/L", at="2026-11-18T08:00:00+08:00")
+    flag = lab("6690-2", interpretation="N", at="2026-11-18T08:00:00+08:00")
+    assert judge([patient(), timed, flag], "I6.wbc").verdict == "pass"

@@ -101,3 +101,47 @@ def test_e12_the_same_resource_for_another_trial_counts() -> None:
     result = run([theirs], "E12")
     assert result.verdict == "fail", result.reason
     assert "ResearchStudy/cm-NCT00000001" in result.reason
+
+
+def ctms_research_subject(study_ref: dict[str, Any], status: str = "on-study") -> dict[str, Any]:
+    """A ResearchSubject as a CTMS sends it: a server id for the study, the NCT number in the
+    display or identifier, a period with an offset."""
+    return {
+        "resourceType": "ResearchSubject",
+        "id": "rs-ctms-1",
+        "status": status,
+        "study": study_ref,
+        "individual": {"reference": "Patient/p1"},
+        "period": {"start": "2026-11-01T09:00:00+08:00"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("study_ref", "expected"),
+    [
+        pytest.param({"reference": "ResearchStudy/nct06946485"}, "pass", id="lower-case-id"),
+        pytest.param(
+            {"reference": "ResearchStudy/7731", "display": "NCT06946485 CHT101 CAR-T"},
+            "pass",
+            id="nct-in-display",
+        ),
+        pytest.param(
+            {
+                "reference": "ResearchStudy/7731",
+                "identifier": {"system": "https://clinicaltrials.gov", "value": "NCT06946485"},
+            },
+            "pass",
+            id="nct-in-identifier",
+        ),
+        pytest.param(
+            {"reference": "ResearchStudy/7731", "display": "NCT05000000 anifrolumab"},
+            "fail",
+            id="another-trial-fail",
+        ),
+    ],
+)
+def test_e12_this_trial_named_anywhere_in_the_study_reference(
+    study_ref: dict[str, Any], expected: str
+) -> None:
+    result = run([ctms_research_subject(study_ref)], "E12")
+    assert result.verdict == expected, result.reason

@@ -11,10 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from service.criteria import test_results
 from service.criteria.engine import evaluate_criterion
-from service.criteria.model import TestSpec
+from service.criteria.model import TestResultsRule, TestSpec
 from service.facts import Code, LabResult, PatientFacts, Quantity
 from tests.conftest import AS_OF, context, facts_of, load_nct, run
 from tests.criteria.realworld import judge, lab
@@ -139,6 +140,16 @@ def test_e10_hbv_without_results_names_the_tests() -> None:
             [pos(HCV_AB), obs(HCV_RNA, coded=NOT_DETECTED)],
             "pass",
             id="ab-positive-rna-not-detected-pass",
+        ),
+        pytest.param(
+            [pos(HCV_AB), obs(HCV_RNA, text="未检测到")],
+            "pass",
+            id="ab-positive-rna-chinese-not-detected-pass",
+        ),
+        pytest.param(
+            [pos(HCV_AB), obs(HCV_RNA, text="检测到")],
+            "fail",
+            id="ab-positive-rna-chinese-detected-fail",
         ),
         pytest.param([pos(HCV_AB)], "unknown", id="ab-positive-no-rna-unknown"),
         pytest.param([], "unknown", id="no-results-unknown"),
@@ -574,3 +585,81 @@ def test_same_instant_serology_that_disagrees_is_unknown() -> None:
     result = judge(resources, "E10.hiv")
     assert result.verdict == "unknown", result.reason
     assert "disagree" in result.reason
+
+
+# A later result that reads neither way hides what the test shows now: the earlier reading
+# does not decide in its place (as a later result in a unit we cannot convert does for labs).
+def lis(code: str, day: str, **value: Any) -> dict[str, Any]:
+    return lab(code, at=f"2026-11-{day}T09:05:00+08:00", **value)
+
+
+@pytest.mark.parametrize(
+    ("resources", "criterion", "expected"),
+    [
+        pytest.param(
+            [
+                lis("5196-1", "10", string="阴性"),
+                lis("16933-4", "10", string="阴性"),
+                lis("5196-1", "18", value=250.0, unit="{index}"),
+            ],
+            "E10.hbv",
+            "unknown",
+            id="hbsag-negative-then-index-without-flag-unknown",
+        ),
+        pytest.param(
+            [lis("16128-1", "10", string="Negative"), lis("16128-1", "18", string="可疑")],
+            "E10.hcv",
+            "unknown",
+            id="hcv-ab-negative-then-equivocal-unknown",
+        ),
+        pytest.param(
+            [lis("56888-1", "10", string="Non-reactive"), lis("56888-1", "18", string="见报告")],
+            "E10.hiv",
+            "unknown",
+            id="hiv-negative-then-see-report-unknown",
+        ),
+        pytest.param(
+            [lis("56888-1", "18", string="见报告"), lis("56888-1", "10", string="Reactive")],
+            "E10.hiv",
+            "fail",
+            id="hiv-positive-persists-past-a-later-unreadable-fail",
+        ),
+        pytest.param(
+            [lis("56888-1", "10", string="见报告"), lis("56888-1", "18", string="Non-reactive")],
+            "E10.hiv",
+            "pass",
+            id="hiv-unreadable-then-negative-pass",
+        ),
+    ],
+)
+def test_a_later_unreadable_result_is_not_hidden_by_an_earlier_reading(
+    resources: list[dict[str, Any]], criterion: str, expected: str
+) -> None:
+    result = judge(resources, criterion)
+    assert result.verdict == expected, result.reason
+
+
+def test_positive_suggests_only_is_refused_where_it_would_be_ignored() -> None:
+    """Only diagnosis_excludes reads it; a test_results rule would silently fail on it."""
+    raw = {
+        "type": "test_results",
+        "tests": {"egfr": {"lab": "egfr", "positive_suggests_only": True}},
+        "fail_when": [["egfr"]],
+    }
+    with pytest.raises(ValidationError, match="positive_suggests_only"):
+        TestResultsRule.model_validate(raw)
+
+
+def test_egfr_thresholds_read_low_as_positive() -> None:
+    spec = TestSpec(
+        lab="egfr",
+        positive_below={"value": 15, "unit": "mL/min/{1.73_m2}"},  # type: ignore[arg-type]
+        negative_at_or_above={"value": 15, "unit": "mL/min/{1.73_m2}"},  # type: ignore[arg-type]
+    )
+    readings = [
+        test_results.read_result(
+            spec, facts_of([lab("98979-8", v, "mL/min/{1.73_m2}")]).labs[0], context()
+        )
+        for v in (14.99, 15.0, 60.0)
+    ]
+    assert readings == ["positive", "negative", "negative"]

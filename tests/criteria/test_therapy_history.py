@@ -508,3 +508,29 @@ def test_an_iv_course_ordered_as_one_request(days: int, expected: str) -> None:
     }
     result = run(full(steroid=[order]), "I4")
     assert result.verdict == expected, result.reason
+
+
+def cyclophosphamide_request(**fields: Any) -> dict[str, Any]:
+    """A cyclophosphamide order as an EHR sends it, with `fields` changed."""
+    resource = medication(
+        CYCLOPHOSPHAMIDE, start=date(2026, 2, 1), kind="MedicationRequest", status="active"
+    )
+    resource["authoredOn"] = "2026-02-01T09:30:00+08:00"
+    return resource | fields
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "expected"),
+    [
+        pytest.param({"intent": "order"}, "pass", id="order-pass"),
+        pytest.param({"intent": "order", "doNotPerform": True}, "unknown", id="do-not-perform"),
+        pytest.param({"intent": "proposal"}, "unknown", id="proposal-unknown"),
+        pytest.param({"intent": "option"}, "unknown", id="option-unknown"),
+    ],
+)
+def test_i4_cyclophosphamide_only_counts_when_ordered(
+    request_fields: dict[str, Any], expected: str
+) -> None:
+    resources = full(cyclophosphamide=[cyclophosphamide_request(**request_fields)])
+    result = run(resources, "I4")
+    assert result.verdict == expected, result.reason

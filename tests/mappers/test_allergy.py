@@ -136,3 +136,33 @@ def test_text_only_allergy_gets_review_value_sets() -> None:
     assert (found.codes, found.concepts) == ((), frozenset())
     assert "drug_allergen" in found.review  # (penicillin also reads as an anti-infective)
     assert found.text == "青霉素过敏"
+
+
+# ------------------------------------------------------------------ statuses as EHRs send them
+PENICILLIN_FINDING = coding(SNOMED, "91936005", "Allergy to penicillin")
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param({"coding": [{"code": "refuted"}]}, id="no-system"),
+        pytest.param({"coding": [{"code": "entered_in_error"}]}, id="underscores"),
+        pytest.param({"text": "REFUTED"}, id="text-only"),
+    ],
+)
+def test_refuted_without_the_standard_system_is_dropped(
+    terms: Terminology, status: dict[str, Any]
+) -> None:
+    resource = ehr_allergy(PENICILLIN_FINDING, criticality="high", verification=status)
+    assert map_resource(resource, terms) is None
+
+
+def test_clinical_status_without_system_is_read(terms: Terminology) -> None:
+    resource = ehr_allergy(PENICILLIN_FINDING, clinical={"coding": [{"code": "resolved"}]})
+    assert mapped_allergy(resource, terms).clinical_status == "resolved"
+
+
+def test_unread_verification_status_is_kept(terms: Terminology) -> None:
+    local = {"coding": [{"system": "urn:oid:2.16.840.1.113883.4.642.99", "code": "4"}]}
+    resource = ehr_allergy(PENICILLIN_FINDING, criticality="high", verification=local)
+    assert mapped_allergy(resource, terms).verification_status == "unread: '4'"

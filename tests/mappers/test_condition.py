@@ -11,7 +11,7 @@ from service.facts import Diagnosis
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
 from tests.factories import ICD10, ICD10CM, PNEUMONIA, SLE, TTP, condition
-from tests.realworld import LOCAL, coding, ehr_condition, review_terms
+from tests.realworld import CLINICAL, LOCAL, coding, ehr_condition, review_terms
 
 
 def diagnosis(resource: dict[str, Any], terms: Terminology) -> Diagnosis:
@@ -201,3 +201,123 @@ def test_listed_code_gets_no_review(terms: Terminology) -> None:
 def test_active_on(terms: Terminology, kwargs: dict[str, Any], day: date, active: bool) -> None:
     dx = diagnosis(ehr_condition(coding(SCT_URI, SLE), **kwargs), terms)
     assert dx.active_on(day) is active
+
+
+# ------------------------------------------------------------------ statuses as EHRs send them
+LOCAL_STATUS = "http://hospital.example.cn/fhir/CodeSystem/dx-status"
+ICD10_URI = "http://hl7.org/fhir/sid/icd-10"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param({"coding": [{"code": "refuted"}]}, id="no-system"),
+        pytest.param({"coding": [{"system": "", "code": "Refuted"}]}, id="empty-system-capital"),
+        pytest.param({"text": "Entered in Error"}, id="text-only"),
+        pytest.param(
+            {"coding": [{"system": LOCAL_STATUS, "code": "R", "display": "Refuted"}]},
+            id="local-code-standard-display",
+        ),
+    ],
+)
+def test_refuted_status_without_the_standard_system_is_read(
+    terms: Terminology, status: dict[str, Any]
+) -> None:
+    assert (
+        map_resource(ehr_condition(coding(ICD10_URI, "C50.9"), verification=status), terms) is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        pytest.param({"coding": [{"code": "resolved"}]}, "resolved", id="no-system"),
+        pytest.param({"text": "Remission"}, "remission", id="text-only"),
+        pytest.param(
+            {"coding": [{"system": CLINICAL, "code": "INACTIVE"}]}, "inactive", id="upper-case"
+        ),
+        pytest.param(
+            {"coding": [{"system": LOCAL_STATUS, "code": "03"}, {"code": "resolved"}]},
+            "resolved",
+            id="local-coding-beside-a-readable-one",
+        ),
+    ],
+)
+def test_clinical_status_without_the_standard_system_is_read(
+    terms: Terminology, status: dict[str, Any], expected: str
+) -> None:
+    dx = diagnosis(ehr_condition(coding(ICD10_URI, "C50.9"), clinical=status), terms)
+    assert dx.clinical_status == expected
+    assert not dx.status_unread
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param({"coding": [{"system": LOCAL_STATUS, "code": "R"}]}, id="local-code"),
+        # A local system's code is not taken as the standard one, even when it looks like it.
+        pytest.param(
+            {"coding": [{"system": LOCAL_STATUS, "code": "refuted"}]}, id="local-lookalike"
+        ),
+        pytest.param({"text": "已排除"}, id="chinese-text"),
+        pytest.param({"coding": [{"code": "ruled-out"}]}, id="no-system-not-a-fhir-code"),
+    ],
+)
+def test_unread_verification_status_keeps_the_record_as_uncertain(
+    terms: Terminology, status: dict[str, Any]
+) -> None:
+    """It may say refuted or confirmed: neither dropped nor counted as confirmed."""
+    dx = diagnosis(ehr_condition(coding(ICD10_URI, "C50.9"), verification=status), terms)
+    assert dx.uncertain
+    assert dx.verification_status is not None
+    assert dx.verification_status.startswith("unread: ")
+
+
+def test_unread_clinical_status_is_kept_and_flagged(terms: Terminology) -> None:
+    status = {"coding": [{"system": LOCAL_STATUS, "code": "2", "display": "好转"}]}
+    dx = diagnosis(ehr_condition(coding(ICD10_URI, "C50.9"), clinical=status), terms)
+    assert dx.status_unread
+    assert dx.clinical_status == "unread: '2'"
+    assert not dx.uncertain
+
+
+def test_no_status_is_not_an_unread_one(terms: Terminology) -> None:
+    dx = diagnosis(
+        ehr_condition(coding(ICD10_URI, "C50.9"), clinical=None, verification=None), terms
+    )
+    assert (dx.clinical_status, dx.verification_status) == (None, None)
+    assert not dx.status_unread
+    assert not dx.uncertain
+
+
+# ------------------------------------------------------------------ abatement[x] without a date
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("abatementBoolean", True, id="boolean"),
+        pytest.param("abatementString", "上周已愈", id="string"),
+        pytest.param("abatementAge", {"value": 34, "unit": "a", "code": "a"}, id="age"),
+        pytest.param("abatementRange", {"low": {"value": 30, "unit": "a"}}, id="range"),
+    ],
+)
+def test_abatement_without_a_date_means_over(terms: Terminology, field: str, value: Any) -> None:
+    resource = ehr_condition(coding(ICD10_URI, "J18.9"), clinical=None, onset="2026-11-01")
+    resource[field] = value
+    dx = diagnosis(resource, terms)
+    assert (dx.abatement, dx.abated) == (None, True)
+    assert not dx.active
+    assert not dx.active_on(date(2026, 11, 20))
+
+
+def test_abatement_string_written_as_a_date_is_that_date(terms: Terminology) -> None:
+    resource = ehr_condition(coding(ICD10_URI, "J18.9"), clinical=None, onset="2026-11-01")
+    resource["abatementString"] = "2026-11-10"
+    dx = diagnosis(resource, terms)
+    assert (dx.abatement, dx.abated) == (date(2026, 11, 10), False)
+    assert dx.active_on(date(2026, 11, 9))
+
+
+def test_abatement_boolean_false_is_not_over(terms: Terminology) -> None:
+    resource = ehr_condition(coding(ICD10_URI, "J18.9"), clinical=None, onset="2026-11-01")
+    resource["abatementBoolean"] = False
+    assert diagnosis(resource, terms).active

@@ -311,6 +311,28 @@ def test_request_statuses_that_do_not_count(terms: Terminology, status: str) -> 
     assert map_resource(resource, terms) is None
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"doNotPerform": True}, id="do-not-perform"),
+        pytest.param({"intent": "proposal"}, id="proposal"),
+        pytest.param({"intent": "option"}, id="option"),
+    ],
+)
+def test_requests_that_order_nothing_do_not_count(
+    terms: Terminology, change: dict[str, Any]
+) -> None:
+    resource = medication(CYCLOPHOSPHAMIDE, start=START, status="active", kind="MedicationRequest")
+    assert map_resource(resource | change, terms) is None
+
+
+@pytest.mark.parametrize("intent", ["order", "plan", "original-order", "instance-order"])
+def test_request_intents_that_count(terms: Terminology, intent: str) -> None:
+    resource = medication(CYCLOPHOSPHAMIDE, start=START, status="active", kind="MedicationRequest")
+    resource |= {"intent": intent, "doNotPerform": False}
+    assert exposure(resource, terms).status == "active"
+
+
 @pytest.mark.parametrize("status", ["active", "completed", "stopped", "on-hold"])
 def test_request_statuses_that_count(terms: Terminology, status: str) -> None:
     resource = medication(PREDNISONE, start=START, status=status, kind="MedicationRequest")

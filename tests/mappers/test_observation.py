@@ -64,6 +64,32 @@ def test_code_no_trial_uses_is_dropped(terms: Terminology) -> None:
     assert map_resource(obs("8867-4", 72, "/min"), terms) is None  # heart rate
 
 
+@pytest.mark.parametrize("system", [None, ""], ids=["no-system", "empty-system"])
+def test_loinc_code_without_system_is_read_as_loinc(terms: Terminology, system: str | None) -> None:
+    resource = obs(HGB, 118, "g/L")
+    coding = resource["code"]["coding"][0]
+    del coding["system"]
+    if system is not None:
+        coding["system"] = system
+    result = lab(resource, terms)
+    assert "hemoglobin" in result.concepts
+    assert result.codes[0].system == "http://loinc.org"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param("718-8", id="wrong-check-digit"),
+        pytest.param("HGB", id="local-mnemonic"),
+        pytest.param("718-7a", id="not-a-loinc-pattern"),
+    ],
+)
+def test_other_codes_without_system_stay_unread(terms: Terminology, code: str) -> None:
+    resource = obs(HGB, 118, "g/L")
+    resource["code"]["coding"] = [{"code": code}]
+    assert map_resource(resource, terms) is None
+
+
 @pytest.mark.parametrize(
     "status", ["preliminary", "registered", "cancelled", "entered-in-error", "unknown"]
 )

@@ -11,6 +11,7 @@ from service.facts import ProcedureRecord
 from service.mappers import MappingError, map_resource
 from service.terminology import Terminology
 from tests.factories import HEMODIALYSIS, procedure
+from tests.realworld import LOCAL, coding, ehr_procedure, review_terms
 
 
 def record(resource: dict[str, Any], terms: Terminology) -> ProcedureRecord:
@@ -61,3 +62,33 @@ def test_bad_date_raises_mapping_error_naming_it(terms: Terminology) -> None:
     resource["performedDateTime"] = "yesterday"
     with pytest.raises(MappingError, match=f"^Procedure/{resource['id']}: not a FHIR date"):
         map_resource(resource, terms)
+
+
+# ------------------------------------------------------------------ unmapped is not absent
+CPT = "http://www.ama-assn.org/go/cpt"
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        pytest.param(ehr_procedure(coding(CPT, "90935", "Hemodialysis procedure")), id="cpt"),
+        pytest.param(ehr_procedure(coding(LOCAL, "XT-01"), text="血液透析"), id="local-chinese"),
+        pytest.param(ehr_procedure(text="Peritoneal dialysis exchange"), id="text-only"),
+    ],
+)
+def test_unlisted_dialysis_is_kept_for_review(resource: dict[str, Any]) -> None:
+    found = record(resource, review_terms())
+    assert found.concepts == frozenset()
+    assert "dialysis" in found.review
+
+
+def test_unlisted_procedure_with_unrelated_text_is_dropped() -> None:
+    resource = ehr_procedure(coding(CPT, "44950", "Appendectomy"))
+    assert map_resource(resource, review_terms()) is None
+
+
+def test_performed_as_text_or_age_has_no_date(terms: Terminology) -> None:
+    resource = procedure(HEMODIALYSIS, days=3)
+    del resource["performedDateTime"]
+    resource["performedString"] = "2019年"
+    assert record(resource, terms).performed is None
