@@ -96,9 +96,11 @@ async def deleted_since(
     deleted: set[str] = set()
     for kind in checked:
         newest: set[str] = set()
+        read = 0
         entries = client.history(kind, {"_since": instant})
         async with contextlib.aclosing(entries):
             async for entry in entries:
+                read += 1
                 modified = _modified(entry)
                 if modified is not None and modified < since:
                     break  # newest first: the rest is older
@@ -109,6 +111,7 @@ async def deleted_since(
                 request = entry.get("request")
                 if isinstance(request, dict) and request.get("method") == "DELETE":
                     deleted.add(reference)
+        log.debug("history of %s: %d entries read", kind, read)
     unchecked = tuple(t for t in types if t not in checked)
     if unchecked:
         log.warning("no type-level history for %s: deletions there rely on the export", unchecked)

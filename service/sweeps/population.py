@@ -225,6 +225,7 @@ def export_population(
             )
             deleted = set(result.deleted)
             if moment is not None:
+                tracker("history", 0, 0)
                 history = await deleted_since(
                     client, plan_types(plan), moment, fhir_instant(moment)
                 )
