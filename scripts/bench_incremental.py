@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -218,7 +219,7 @@ class HistoryCounter(logging.Handler):
         self.entries = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if match := re.search(r"history of \w+: (\d+) entr", record.getMessage()):
+        if match := re.search(r"history of \w+ since \S+: (\d+) entr", record.getMessage()):
             self.entries += int(match[1])
 
 
@@ -234,7 +235,7 @@ def history_requests(port: int) -> int:
 @dataclass
 class Measured:
     name: str
-    run: RunInfo | None = None
+    run: RunInfo
     wall_s: float = 0.0
     own_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
@@ -247,7 +248,6 @@ class Measured:
 def sweep(
     runner: SweepRunner, source: Source, as_of: dt.date, name: str, port: int, *, full: bool
 ) -> Measured:
-    measured = Measured(name)
     pid = server_pid(port)
     requests = history_requests(port)
     marks: list[tuple[str, float]] = []
@@ -268,7 +268,7 @@ def sweep(
     finally:
         history_log.removeHandler(counter)
     ended = time.perf_counter()
-    measured.run = run
+    measured = Measured(name, run)
     measured.wall_s = ended - started
     measured.own_cpu_s = own_cpu_s() - own
     measured.server_cpu_s = process_cpu_s(pid) - server
@@ -276,7 +276,7 @@ def sweep(
     measured.others_cores = max(0.0, others) / measured.wall_s
     bounds = [*marks, ("end", ended)]
     measured.stages = {"start": bounds[0][1] - started if marks else measured.wall_s}
-    for (label, at), (_, until) in zip(bounds, bounds[1:], strict=False):
+    for (label, at), (_, until) in itertools.pairwise(bounds):
         measured.stages[label] = measured.stages.get(label, 0.0) + until - at
     measured.history_requests = history_requests(port) - requests
     measured.history_entries = counter.entries
@@ -299,9 +299,8 @@ def table(rows: Sequence[Measured]) -> str:
         + " | ".join(f"{c} s" for c in COLUMNS)
         + " | history requests (entries) | CPU s ours / server | others' cores |"
     )
-    lines = [head, "| --- |" + " --: |" * (len(COLUMNS) + 6)]
+    lines = [head, "| --- |" + " --: |" * (len(COLUMNS) + 5)]
     for m in rows:
-        assert m.run is not None
         stages = " | ".join(f"{m.stages.get(c, 0.0):.2f}" for c in COLUMNS)
         lines.append(
             f"| {m.name} | {m.run.counts.get('patients', 0)} | {m.wall_s:.2f} | {stages} | "
@@ -312,7 +311,6 @@ def table(rows: Sequence[Measured]) -> str:
 
 
 def report(m: Measured) -> dict[str, Any]:
-    assert m.run is not None
     return {
         "run": m.run.id,
         "mode": m.run.mode,
@@ -336,12 +334,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     base, added = tmp / "base", tmp / "added"
     make_population.generate(args.patients, base, args.seed, args.as_of, terminology)
     make_population.generate(args.added, added, args.seed + 1, args.as_of, terminology)
-    with running_server() as (url, port), httpx.Client(
-        base_url=url + "/",
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=600,
-        trust_env=False,
-    ) as fhir:
+    with (
+        running_server() as (url, port),
+        httpx.Client(
+            base_url=url + "/",
+            headers={"Content-Type": "application/fhir+json"},
+            timeout=600,
+            trust_env=False,
+        ) as fhir,
+    ):
         started = time.perf_counter()
         resources = load(fhir, base)
         log(f"loaded {resources} resources in {time.perf_counter() - started:.1f} s")
@@ -371,7 +372,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             incremental = sweep(runner, source, args.as_of, "incremental", port, full=False)
             log("full sweep of the same data ...")
             after = sweep(runner, source, args.as_of, "full after", port, full=True)
-            assert incremental.run is not None and after.run is not None
             if incremental.run.mode != "incremental":
                 raise SystemExit(f"the second run was not incremental: {incremental.run.changes}")
             same = verdicts(store, incremental.run) == verdicts(store, after.run)

@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +27,9 @@ from service.fhir.bulk import (
     ExportProgress,
     ExportResult,
     export_or_search,
-    fhir_instant,
     plan_types,
 )
-from service.fhir.history import deleted_since
+from service.fhir.history import deleted_during
 from service.mappers import relevant
 from service.sweeps.heartbeat import Progress
 from service.sweeps.snapshot import SnapshotInfo, Snapshots, snapshot_key
@@ -193,6 +192,13 @@ def fetch_population(
     )
 
 
+async def _then(exporting: Awaitable[ExportResult], tracker: Progress) -> ExportResult:
+    """The export, then the progress says what the run still waits for: the history."""
+    result = await exporting
+    tracker("history", 0, 0)
+    return result
+
+
 def export_population(
     settings: Settings,
     run: RunInfo,
@@ -220,16 +226,18 @@ def export_population(
             timeout_s=settings.fhir_timeout_s,
             page_size=settings.fhir_page_size,
         ) as client:
-            result = await export_or_search(
+            exporting = export_or_search(
                 client, out, plan, level=level, since=moment, progress=report
             )
-            deleted = set(result.deleted)
-            if moment is not None:
-                tracker("history", 0, 0)
-                history = await deleted_since(
-                    client, plan_types(plan), moment, fhir_instant(moment)
+            if moment is None:
+                result = await exporting
+                deleted = set(result.deleted)
+            else:
+                # history is read while the export runs (service/fhir/history.py)
+                result, history = await deleted_during(
+                    client, plan_types(plan), moment, _then(exporting, tracker)
                 )
-                deleted |= history.references
+                deleted = {*result.deleted, *history.references}
         log.info(
             "sweep run %d: %s%s gave %s, %d deletion(s)",
             run.id,
