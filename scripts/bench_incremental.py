@@ -328,7 +328,11 @@ def report(m: Measured) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- main
 def bench(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-incremental-", dir=args.tmp))
+    with tempfile.TemporaryDirectory(prefix="bench-incremental-", dir=args.tmp) as work:
+        return bench_in(Path(work), args)
+
+
+def bench_in(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     terminology = REPO / "terminology"
     log(f"generating {args.patients} + {args.added} patients in {tmp} ...")
     base, added = tmp / "base", tmp / "added"
