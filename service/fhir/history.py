@@ -32,6 +32,11 @@ there when the server answered, so the second reading starts no later than the f
 view of the type and ends after the export; between them they miss no change from `since` on.
 The second reading holds only what changed while the export ran (one short page per type on
 a quiet server), and its entries are the newer: its verdict on a reference stands.
+
+`changes_since(client, types, since)` counts the versions the history holds since then (each
+type's `Bundle.total` of a one-entry page; None when the server gives no total), for a caller
+to tell whether a change is small enough for reading history to pay (service/sweeps/
+population.py).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from service.fhir.client import FhirClient
 __all__ = [
     "HISTORY_PAGE_SIZE",
     "HistoryDeletions",
+    "changes_since",
     "deleted_during",
     "history_types",
 ]
@@ -164,6 +170,22 @@ def _result(
         log.warning("no type-level history for %s: deletions there rely on the export", unchecked)
     log.info("history since %s: %d deletion(s) in %d type(s)", since, len(deleted), len(checked))
     return HistoryDeletions(deleted, tuple(checked), unchecked)
+
+
+async def changes_since(client: FhirClient, types: Sequence[str], since: datetime) -> int | None:
+    """The versions of `types` the server's history holds since `since` (the sum of each
+    type's `Bundle.total`), or None when a type's total is not given (it is optional).
+    Types without type-level history count nothing."""
+    checked = history_types(await client.capability(), types)
+    counted = 0
+    for kind in checked:
+        url = client.search_url(f"{kind}/_history", {"_since": fhir_instant(since), "_count": "1"})
+        page = await client.get_json(url)
+        total = page.get("total")
+        if page.get("type") != "history" or not isinstance(total, int) or total < 0:
+            return None
+        counted += total
+    return counted
 
 
 A = TypeVar("A")

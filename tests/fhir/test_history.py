@@ -12,7 +12,7 @@ import respx
 
 from service.errors import FhirFatalError, FhirNotFound
 from service.fhir.client import FhirClient, RetryPolicy
-from service.fhir.history import HISTORY_PAGE_SIZE, deleted_during, history_types
+from service.fhir.history import HISTORY_PAGE_SIZE, changes_since, deleted_during, history_types
 
 BASE = "http://fhir.test/fhir"
 SINCE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -258,3 +258,26 @@ async def test_an_unreadable_capability_statement_stops_the_export() -> None:
         with pytest.raises(FhirNotFound):
             await deleted_during(client, ["Condition"], SINCE, endless(cancelled))
     assert cancelled.is_set()
+
+
+@respx.mock
+async def test_changes_since_sums_each_types_history_total() -> None:
+    statement = capability("Observation", "Condition")
+    respx.get(f"{BASE}/metadata").respond(json=statement)
+    asked = respx.get(f"{BASE}/Observation/_history").respond(
+        json={**history([entry("PUT", "Observation/o1", INSTANT)]), "total": 7800}
+    )
+    respx.get(f"{BASE}/Condition/_history").respond(json={**history([]), "total": 3})
+    async with FhirClient(BASE, retry=RetryPolicy(attempts=1)) as client:
+        assert await changes_since(client, ["Patient", "Observation", "Condition"], SINCE) == 7803
+    params = asked.calls.last.request.url.params
+    assert (params["_since"], params["_count"]) == (INSTANT, "1")
+
+
+@respx.mock
+async def test_changes_since_is_unknown_without_a_total() -> None:
+    respx.get(f"{BASE}/metadata").respond(json=capability("Observation", "Condition"))
+    respx.get(f"{BASE}/Observation/_history").respond(json={**history([]), "total": 5})
+    respx.get(f"{BASE}/Condition/_history").respond(json=history([]))  # total is optional
+    async with FhirClient(BASE, retry=RetryPolicy(attempts=1)) as client:
+        assert await changes_since(client, ["Observation", "Condition"], SINCE) is None
