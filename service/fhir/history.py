@@ -177,10 +177,12 @@ async def changes_since(client: FhirClient, types: Sequence[str], since: datetim
     type's `Bundle.total`), or None when a type's total is not given (it is optional).
     Types without type-level history count nothing."""
     checked = history_types(await client.capability(), types)
+    query = {"_since": fhir_instant(since), "_count": "1"}
+    pages = await asyncio.gather(
+        *(client.get_json(client.search_url(f"{kind}/_history", query)) for kind in checked)
+    )
     counted = 0
-    for kind in checked:
-        url = client.search_url(f"{kind}/_history", {"_since": fhir_instant(since), "_count": "1"})
-        page = await client.get_json(url)
+    for page in pages:
         total = page.get("total")
         if page.get("type") != "history" or not isinstance(total, int) or total < 0:
             return None

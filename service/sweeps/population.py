@@ -255,8 +255,10 @@ def export_population(
         ) as client:
             moment, instead = since, None
             if since is not None:
+                tracker("history", 0, 0)  # counting the changes
                 instead = await _too_big(client, plan, since)
                 moment = None if instead else since
+                tracker("export", 0, 0)
             if moment is None:
                 result = await export_or_search(client, out, plan, level=level, progress=report)
                 deleted = set(result.deleted)
