@@ -19,7 +19,7 @@ Cost. A history since the last sweep holds every version written since: after an
 new patients, thousands of entries that the export brings anyway. Pages are asked for
 HISTORY_PAGE_SIZE entries, not the client's search page size: on some servers each page costs
 a pass over the type's whole history (sekmet-fhir 0.1.1 counts and sorts every version for
-every page), so 200 a page made paging quadratic (17 s against 2.6 s at 1000 for 8,500
+every page), so 200 a page made paging quadratic (8-20 s against 2.6 s at 1000 for 8,500
 entries, scripts/bench_incremental.py). Servers cap `_count` at their own maximum (sekmet:
 1000) and page on, so asking for more is safe.
 

@@ -215,7 +215,7 @@ async def _too_big(client: FhirClient, plan: FetchPlan, since: SnapshotInfo) -> 
     history for deletions: twice the change), a full export the population once. When the
     history holds more versions than the snapshot has records (an import of new patients,
     say), the change is no longer small: after adding 100 patients to 100 on sekmet-fhir, the
-    incremental run took 1.6-1.8 times as long as a full export even with the history read
+    incremental run took 1.2-1.9 times as long as a full export even with the history read
     beside the export (scripts/bench_incremental.py). A server that gives no count keeps the
     incremental run."""
     changes = await changes_since(client, plan_types(plan), since.transaction_time)
