@@ -2,9 +2,10 @@
 
 Parsing UCUM is delegated to ucumvert (a UCUM grammar on top of pint) rather than a
 hand-written table: it knows every prefix and unit atom, so `10*3/uL`, `/mm3` and
-`ukat/L` need no special cases. Conversion factors are computed once per
-(from, to, molar mass) and cached, so converting a sweep's millions of results costs a
-dictionary lookup and a multiplication each.
+`ukat/L` need no special cases. The registry is built once per process by service/ucum.py
+(from a per-user cache of pint's parsed definitions when there is one). Conversion factors
+are computed once per (from, to, molar mass) and cached, so converting a sweep's millions of
+results costs a dictionary lookup and a multiplication each.
 
 Mass and substance concentrations (mg/dL vs umol/L) are only interconvertible for a known
 analyte: the caller passes the analyte's molar mass from the value set's metadata.
@@ -17,9 +18,8 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
-from ucumvert import PintUcumRegistry
-
 from service.errors import DataError
+from service.ucum import UcumRegistry, build_registry, user_cache_root
 
 __all__ = [
     "UnitError",
@@ -48,8 +48,8 @@ class UnitError(DataError):
 
 
 @lru_cache(maxsize=1)
-def _registry() -> Any:
-    return PintUcumRegistry()
+def _registry() -> UcumRegistry:
+    return build_registry(user_cache_root())
 
 
 _SUPERSCRIPT_RUN = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+")

@@ -91,3 +91,38 @@ def test_an_incremental_sweep_reads_only_the_changes_and_equals_a_full_one(
         assert i5["Patient/p20"] == [("I5", "fail", "pass")]
     finally:
         store.close()
+
+
+def test_a_record_deleted_as_the_export_ends_leaves_the_snapshot_in_that_run(
+    own_server: str, tmp_path: Path
+) -> None:
+    """History is read while the export runs and once more after it
+    (service/fhir/history.py). The first reading of a quiet server is over long before the
+    export (sekmet's job takes a second or more): a deletion as the export ends is only in
+    the second, and must still leave the snapshot in this run."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    store = SweepStore(url)
+    source = Source.fhir(own_server)
+    try:
+        runner = SweepRunner(sweep_settings(url, fhir_base_url=own_server), store)
+        first = runner.sweep(TRIAL, AS_OF, source, "test")
+        assert first.status == "completed", first.error
+        assert verdicts_of(store, first.id)["Patient/p39"]["E11"] == "fail"  # schizophrenia
+        stages: list[str] = []
+
+        def progress(stage: str, _done: int, _total: int) -> None:
+            if stage == "history" and "history" not in stages:  # the export is done
+                with httpx.Client(base_url=own_server + "/") as fhir:
+                    assert fhir.delete("Condition/p39-c33").status_code in (200, 204)
+            stages.append(stage)
+
+        second = runner.sweep(TRIAL, AS_OF, source, "test", progress=progress)
+        assert second.status == "completed", second.error
+        assert "history" in stages
+        assert (second.mode, second.based_on) == ("incremental", first.id)
+        assert (second.changes or {})["deleted"] == 1
+        assert verdicts_of(store, second.id)["Patient/p39"]["E11"] != "fail"
+        full = runner.sweep(TRIAL, AS_OF, source, "test", full=True)
+        assert verdicts_of(store, full.id) == verdicts_of(store, second.id)
+    finally:
+        store.close()

@@ -181,3 +181,62 @@ def test_a_server_that_refuses_since_gets_a_full_export(fhir_runner: SweepRunner
     assert second.mode == "full"
     assert "refused the incremental request" in (second.changes or {})["reason"]
     assert ["_since" in call.request.url.params for call in kicks.calls] == [False, True, False]
+
+
+def mock_history_server(history_total: int) -> respx.Route:
+    """A server with $export and Patient history whose history since the last run holds
+    `history_total` versions (and no deletion). Returns the kick-off route."""
+
+    def manifest(job: str) -> dict[str, object]:
+        return {
+            "transactionTime": NOW.isoformat(),
+            "request": f"{FHIR}/$export",
+            "requiresAccessToken": False,
+            "output": [{"type": "Patient", "url": f"{FILES}/{job}/Patient.ndjson"}],
+            "error": [],
+        }
+
+    def kick_off(request: httpx.Request) -> httpx.Response:
+        job = "delta" if "_since" in request.url.params else "full"
+        return httpx.Response(202, headers={"Content-Location": f"{FHIR}/bulk-status/{job}"})
+
+    capability = {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "operation": [{"name": "export"}],
+                "resource": [{"type": "Patient", "interaction": [{"code": "history-type"}]}],
+            }
+        ],
+    }
+    respx.get(f"{FHIR}/metadata").respond(json=capability)
+    for job in ("full", "delta"):
+        respx.get(f"{FHIR}/bulk-status/{job}").respond(json=manifest(job))
+        respx.delete(f"{FHIR}/bulk-status/{job}").respond(202)
+        respx.get(f"{FILES}/{job}/Patient.ndjson").respond(content=PATIENT)
+    respx.get(f"{FHIR}/Patient/_history").respond(
+        json={"resourceType": "Bundle", "type": "history", "total": history_total}
+    )
+    return respx.get(f"{FHIR}/$export").mock(side_effect=kick_off)
+
+
+@respx.mock
+@pytest.mark.parametrize(("history_total", "mode"), [(1, "incremental"), (2, "full")])
+def test_a_history_bigger_than_the_snapshot_gets_a_full_export(
+    fhir_runner: SweepRunner, history_total: int, mode: str
+) -> None:
+    kicks = mock_history_server(history_total)
+    first = fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test")
+    assert first.status == "completed", first.error
+    second = fhir_runner.sweep(TRIAL, AS_OF, Source.fhir(FHIR), "test")
+    assert second.status == "completed", second.error
+    assert second.mode == mode  # the snapshot holds one record
+    if mode == "full":
+        reason = (second.changes or {})["reason"]
+        assert reason.startswith("the server's history holds 2 changes since run")
+        assert "more than the 1 records of its snapshot" in reason
+        # one full export instead of the incremental one, not one after it
+        assert ["_since" in call.request.url.params for call in kicks.calls] == [False, False]
+    else:
+        assert ["_since" in call.request.url.params for call in kicks.calls] == [False, True]
+    assert second.counts["patients"] == 1

@@ -40,6 +40,8 @@ __all__ = ["diff_command", "export_command", "runs_command", "sweep_command"]
 STAGES = {
     "queued": "starting",
     "export": "exporting from the FHIR server",
+    "history": "reading deletions from the server's history",
+    "snapshot": "merging into the snapshot",
     "read": "reading",
     "evaluate": "evaluating",
     "store": "storing results",
