@@ -11,7 +11,8 @@ the screen runs twice in the process and only the second is counted, so imports,
 code tables, building the UCUM registry and first-call caches are left out: what is counted is
 reading, routing, mapping, evaluating and writing the results of every patient (the ranked
 read-back afterwards is not). PYTHONHASHSEED is fixed, so set iteration (and the count) is the
-same each run; a rerun agrees to a few parts in 10,000.
+same each run: three runs of one checkout differed by about 1,000 of 4.3 billion instructions.
+`--part evaluate` or `--part write` count one stage alone, for where a difference comes from.
 
 The population is generated with this checkout's scripts/make_population.py from the code
 tables of `--population-from` (default: this checkout), so that an older checkout is screened on
@@ -19,8 +20,8 @@ records holding the codes the newer one reads (the complement, anti-dsDNA and ur
 of the computed lupus scores). It is cached under --data-root while its manifest matches.
 
 Prints each checkout's commit, instruction count and ratio to the first checkout. Needs
-valgrind with its headers and a C compiler (see MARKER_C); a 400-patient run takes a minute or
-two per checkout (callgrind runs the counted screen ~50x slower than Python alone).
+valgrind with its headers and a C compiler (see MARKER_C); a 400-patient run takes about two
+minutes per checkout.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def scores_off() -> None:
 
 
 def inner(args: argparse.Namespace) -> int:
-    """One checkout's screen, run twice: the second is the counted one."""
+    """One checkout's screen (or part), run twice: the second is the counted one."""
     from service import screening  # the checkout's own, from PYTHONPATH
 
     if args.off:
@@ -93,9 +94,49 @@ def inner(args: argparse.Namespace) -> int:
         run = screening.screen(args.data, TRIAL, Path("terminology"), args.as_of, **extra)
         run.close()
 
-    screen_once()  # imports, code tables, UCUM registry, caches
-    counted(screen_once, args.marker)
+    work = screen_once if args.part == "screen" else part(args)
+    work()  # imports, code tables, UCUM registry, caches
+    counted(work, args.marker)
     return 0
+
+
+def part(args: argparse.Namespace) -> Callable[[], None]:
+    """--part evaluate: `evaluate()` of every patient's facts, mapped beforehand (not
+    counted); --part write: serialising every patient's result as the screen writes it."""
+    import orjson
+
+    try:
+        from service.criteria.engine import evaluate
+        from service.facts import PatientFacts
+        from service.mappers import subject_of
+        from service.patient_screen import add_records, load_screening_context
+    except ImportError:
+        raise SystemExit("--part needs service.patient_screen (issue 13 on)") from None
+    context = load_screening_context(TRIAL, Path("terminology"), args.as_of)
+    records: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(args.data.glob("*.ndjson")):
+        for line in path.read_bytes().splitlines():
+            resource = orjson.loads(line)
+            patient = subject_of(resource)
+            if patient is not None:
+                records.setdefault(patient, []).append(resource)
+    patients = []
+    for reference in sorted(records):
+        facts = PatientFacts(reference)
+        add_records(facts, records[reference], context.terms)
+        patients.append(facts)
+
+    def evaluate_all() -> None:
+        for facts in patients:
+            evaluate(context.trial, facts, args.as_of, context.terms)
+
+    results = [evaluate(context.trial, f, args.as_of, context.terms) for f in patients]
+
+    def write_all() -> None:
+        for result in results:
+            orjson.dumps(result)
+
+    return evaluate_all if args.part == "evaluate" else write_all
 
 
 # ---------------------------------------------------------------- driver
@@ -150,7 +191,9 @@ def build_marker(tmp: Path) -> Path:
     return marker
 
 
-def instructions(checkout: Path, data: Path, as_of: date, marker: Path, off: bool) -> int:
+def instructions(
+    checkout: Path, args: argparse.Namespace, data: Path, marker: Path, off: bool
+) -> int:
     """Instructions of the counted screen of `checkout`, from callgrind's totals."""
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -164,8 +207,9 @@ def instructions(checkout: Path, data: Path, as_of: date, marker: Path, off: boo
             str(Path(__file__).resolve()),
             "--inner",
             f"--data={data}",
-            f"--as-of={as_of.isoformat()}",
+            f"--as-of={args.as_of.isoformat()}",
             f"--marker={marker}",
+            f"--part={args.part}",
             *(["--off"] if off else []),
         ]
         env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
@@ -221,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CHECKOUT",
         help="also measure this checkout with the computed scores bypassed (what they cost)",
     )
+    parser.add_argument(
+        "--part",
+        choices=["screen", "evaluate", "write"],
+        default="screen",
+        help="what is counted: the whole screen (default), evaluate() of every patient's "
+        "facts, or serialising every result (both: checkouts with service.patient_screen)",
+    )
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--marker", type=Path, help=argparse.SUPPRESS)
@@ -231,14 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.checkout and not args.scores_off:
         args.checkout = [REPO]
     data = population(args).resolve()
-    print(f"population: {data} ({args.patients} patients, seed {args.seed}, as of {args.as_of})")
+    print(
+        f"population: {data} ({args.patients} patients, seed {args.seed}, as of {args.as_of}); "
+        f"counted: {args.part}"
+    )
     print(f"{'checkout':<40} {'commit':<16} {'instructions':>16} {'ratio':>7}")
     first = None
     with tempfile.TemporaryDirectory(prefix="bench-marker-") as tmp:
         marker = build_marker(Path(tmp))
         runs = [(c, False) for c in args.checkout] + [(c, True) for c in args.scores_off]
         for checkout, off in runs:
-            count = instructions(checkout, data, args.as_of, marker, off)
+            count = instructions(checkout, args, data, marker, off)
             first = first or count
             name = f"{checkout}{' (scores off)' if off else ''}"
             print(f"{name:<40} {commit(checkout):<16} {count:>16,} {count / first:>7.3f}")
