@@ -15,7 +15,7 @@ codes belong to, resolved once by the mapper so the engine never touches code ta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, KeysView
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -350,6 +350,15 @@ class PatientFacts:
 
     def medications_for(self, concept: str) -> list[MedicationExposure]:
         return list(self._medications_by_concept.get(concept, ()))
+
+    # The value sets with at least one record, as live read-only views (nothing is copied):
+    # a computed score asks about some 50 value sets per patient, most with no record, and
+    # skips those without building a list for each (criteria/scoring.py).
+    def lab_concepts(self) -> KeysView[str]:
+        return self._labs_by_concept.keys()
+
+    def diagnosis_concepts(self) -> KeysView[str]:
+        return self._diagnoses_by_concept.keys()
 
 
 def _index(

@@ -101,3 +101,19 @@ def test_diagnoses_and_medications_for_answer_as_a_scan() -> None:
     assert facts.medications_for("sle") == []
     assert facts.diagnoses == diagnoses
     assert facts.medications == medications
+
+
+def test_concepts_name_the_value_sets_with_a_record_as_added() -> None:
+    facts = PatientFacts("Patient/p1", labs=list(LABS[:2]))
+    labs, diagnoses = facts.lab_concepts(), facts.diagnosis_concepts()
+    assert set(labs) == {"wbc", "hemoglobin"}
+    assert set(diagnoses) == set()
+    facts.extend([LABS[2], LABS[3], _dx("a", "sle")])  # views: later records show at once
+    assert set(labs) == {"wbc", "hemoglobin", "neutrophils_abs"}
+    assert set(diagnoses) == {"sle"}
+    # a lab's value set is no diagnosis's, and the other way round
+    assert "sle" not in labs
+    assert "wbc" not in diagnoses
+    for concept in ("wbc", "hemoglobin", "neutrophils_abs", "alt", "sle"):
+        assert (concept in labs) == bool(facts.labs_for(concept)), concept
+        assert (concept in diagnoses) == bool(facts.diagnoses_for(concept)), concept

@@ -28,7 +28,7 @@ never counts against the patient: the total is a lower bound.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
@@ -57,7 +57,7 @@ from service.criteria.instrument import (
     ScoreSpec,
 )
 from service.criteria.verdict import Evidence, ItemStatus, Score, ScoreItem
-from service.facts import LabResult, PatientFacts, Quantity
+from service.facts import Diagnosis, LabResult, PatientFacts, Quantity
 from service.qualitative import parse_titer
 
 __all__ = ["compute_score"]
@@ -70,15 +70,27 @@ V3_POSITIVE = frozenset({"POS", "A", "AA", "DET", "R"})
 V3_NEGATIVE = frozenset({"N", "NEG", "ND", "NR"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
-    """One record judged for one finding."""
+    """One record judged for one finding.
+
+    Its evidence is built only when asked for: of a finding's records, an item shows one or
+    two (the record that decides it), and most are judged only to find that one. Not
+    `frozen=True`, for the per-field cost of a frozen `__init__` (see facts.py); nothing
+    assigns to a hit after it is built."""
 
     day: date | None
     state: State
-    evidence: Evidence
-    in_window: bool
     why: str
+    in_window: bool
+    record: LabResult | Diagnosis
+    note: str | None = None  # on the evidence: a substitute test read for the finding
+
+    @property
+    def evidence(self) -> Evidence:
+        if isinstance(self.record, LabResult):
+            return lab_evidence(self.record, rule=self.why, note=self.note)
+        return diagnosis_evidence(self.record, rule=self.why, note=self.note)
 
 
 def compute_score(
@@ -95,30 +107,42 @@ def compute_score(
     classification instrument brings its threshold (>= 10). `unknown_drugs`: records whose
     drug is unknown may be a competing cause (see the module docstring)."""
     instrument = spec.instrument
+    plan = _plan(instrument)
     start = (
         ctx.as_of - timedelta(days=instrument.window_days)
         if instrument.window_days is not None
         else None
     )
-    # Only the findings with a record; an item none of whose findings has one is `not in the
-    # record` (most items, for most patients: see _absent).
+    # Only the findings with a record: one whose value sets hold none of the patient's
+    # records (most findings, for most patients) is passed over without a look-up.
+    labs, diagnoses = facts.lab_concepts(), facts.diagnosis_concepts()
     hits: dict[str, list[Hit]] = {}
-    for name in _findings_used(instrument):
-        found = _hits(spec, name, facts, ctx, start)
-        if found:
-            hits[name] = found
-    items = [
-        _judge_item(item, hits, facts, ctx, unknown_drugs)
-        if any(name in hits for name in item.findings)
-        else _absent(item)
-        for item in instrument.items
-    ]
-    items = _domain_rule(instrument, items)
-    total = sum(i.weight for i in items if i.counted)
-    entry = _entry(instrument, hits) if instrument.entry else None
+    for name, coded, reads in plan.findings:
+        index = diagnoses if coded else labs
+        for valueset in reads:
+            if valueset in index:
+                found = _hits(spec, name, facts, ctx, start)
+                if found:
+                    hits[name] = found
+                break
+    # An item none of whose findings has a record is `not in the record`: shared results.
+    items = list(plan.absent)
+    judged = sorted({position for name in hits for position in plan.items_of.get(name, ())})
+    counted = False
+    for position in judged:
+        item = _judge_item(instrument.items[position], hits, facts, ctx, unknown_drugs)
+        items[position] = item
+        counted = counted or item.counted
+    if counted:
+        items = _domain_rule(instrument, items)
+    scored = [items[position] for position in judged]
+    total = sum(i.weight for i in scored if i.counted)
+    entry = None
+    if instrument.entry is not None:
+        entry = _entry(instrument, hits) if instrument.entry in hits else plan.entry_absent
     op, threshold = limit if limit is not None else (">=", instrument.threshold or 0.0)
     reached = total >= threshold if op == ">=" else total > threshold
-    clinical = any(i.counted and i.clinical for i in items)
+    clinical = any(i.counted and i.clinical for i in scored)
     met = (
         reached
         and (entry is None or entry.counted)
@@ -139,18 +163,59 @@ def compute_score(
     )
 
 
-_FINDINGS_USED: dict[int, tuple[Instrument, list[str]]] = {}
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a score needs of its instrument, worked out once per instrument, not per patient."""
+
+    instrument: Instrument  # kept, so that its id (the cache key) is not reused
+    # (finding, coded, the value sets it reads): diagnoses for a coded finding, else labs; a
+    # substitute's value sets whether or not the trial enables it (then nothing is found)
+    findings: tuple[tuple[str, bool, tuple[str, ...]], ...]
+    items_of: dict[str, tuple[int, ...]]  # finding -> the positions of the items naming it
+    # Each item's, and the entry criterion's, "not in the record" result: a ScoreItem is never
+    # changed once built, so one serves every patient.
+    absent: tuple[ScoreItem, ...]
+    entry_absent: ScoreItem | None
 
 
-def _findings_used(instrument: Instrument) -> list[str]:
-    """The findings the items and the entry criterion name, once per instrument."""
-    cached = _FINDINGS_USED.get(id(instrument))
-    if cached is None or cached[0] is not instrument:
-        names = [f for item in instrument.items for f in item.findings]
-        if instrument.entry:
-            names.append(instrument.entry)
-        cached = _FINDINGS_USED[id(instrument)] = (instrument, list(dict.fromkeys(names)))
-    return cached[1]
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(instrument: Instrument) -> _Plan:
+    plan = _PLANS.get(id(instrument))
+    if plan is None or plan.instrument is not instrument:
+        plan = _PLANS[id(instrument)] = _make_plan(instrument)
+    return plan
+
+
+def _make_plan(instrument: Instrument) -> _Plan:
+    names = [f for item in instrument.items for f in item.findings]
+    if instrument.entry:
+        names.append(instrument.entry)
+    findings = []
+    for name in dict.fromkeys(names):
+        finding = instrument.findings[name]
+        if isinstance(finding, CodedFinding):
+            findings.append((name, True, tuple(finding.diagnoses)))
+        else:
+            reads = list(finding.valuesets)
+            if isinstance(finding, LabFinding) and finding.substitute is not None:
+                reads += finding.substitute.valuesets
+            findings.append((name, False, tuple(dict.fromkeys(reads))))
+    items_of: dict[str, list[int]] = {}
+    for position, item in enumerate(instrument.items):
+        for name in dict.fromkeys(item.findings):
+            items_of.setdefault(name, []).append(position)
+    entry_absent = None
+    if instrument.entry is not None:
+        entry_absent = _entry(instrument, {})
+    return _Plan(
+        instrument,
+        tuple(findings),
+        {name: tuple(positions) for name, positions in items_of.items()},
+        tuple(_item(item, "not_in_record", "not in the record", ()) for item in instrument.items),
+        entry_absent,
+    )
 
 
 def _summary(
@@ -205,7 +270,7 @@ def _results(facts: PatientFacts, valuesets: list[str], as_of: date) -> list[Lab
 
 
 def _with_note(hit: Hit, note: str) -> Hit:
-    return Hit(hit.day, hit.state, replace(hit.evidence, note=note), hit.in_window, hit.why)
+    return Hit(hit.day, hit.state, hit.why, hit.in_window, hit.record, note)
 
 
 def _window(day: date | None, start: date | None) -> bool:
@@ -234,7 +299,7 @@ def _lab_hit(
 
 
 def _hit(result: LabResult, state: State, rule: str, in_window: bool) -> Hit:
-    return Hit(result.effective, state, lab_evidence(result, rule=rule), in_window, rule)
+    return Hit(result.effective, state, rule, in_window, result)
 
 
 def _against(
@@ -427,7 +492,7 @@ def _coded_hits(
                 why, state = f"{finding.label}: no onset or recorded date", "undetermined"
             else:
                 why, state = f"{finding.label}: coded ({title(ctx.terms, name)})", "met"
-            found.append(Hit(day, state, diagnosis_evidence(dx, rule=why), in_window, why))
+            found.append(Hit(day, state, why, in_window, dx))
     return found
 
 
@@ -453,20 +518,6 @@ def _judge_item(
         return _item(item, worst[0], worst[1], tuple(e for _, _, f in per_finding for e in f))
     best = min(per_finding, key=lambda found: _RANK[found[0]])
     return _item(item, best[0], best[1], best[2])
-
-
-# Each item's "not in the record" result, built once per instrument item (kept with the item,
-# so its id is not reused): most items have no record for most patients, and building and
-# judging them again for each patient was most of the scoring's cost in a screen.
-_ABSENT: dict[int, tuple[Item, ScoreItem]] = {}
-
-
-def _absent(item: Item) -> ScoreItem:
-    """The item with no record of any of its findings (shared: ScoreItem is frozen)."""
-    cached = _ABSENT.get(id(item))
-    if cached is None or cached[0] is not item:
-        cached = _ABSENT[id(item)] = (item, _item(item, "not_in_record", "not in the record", ()))
-    return cached[1]
 
 
 _RANK: dict[ItemStatus, int] = {
