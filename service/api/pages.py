@@ -47,7 +47,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.all_trials import screen_every_trial
 from service.api.decisions import new_decision, record
 from service.api.deps import Audit, RequestId, audited
-from service.api.report import DEFAULT_DAYS as REPORT_DAYS
 from service.api.report import make_report
 from service.api.smart import Smart, error_page, page_session, set_session_cookie, signin_page
 from service.api.state import State
@@ -97,7 +96,7 @@ from service.web.worklist import (
     split,
     subject_view,
 )
-from service.worklist.report import report_csv
+from service.worklist.report import report_csv, report_period
 from service.worklist.research_subject import subject_id
 from service.worklist.schemas import DecisionCreate
 
@@ -584,8 +583,7 @@ async def _report(state: AppState, trial: TrialDefinition) -> dict[str, Any] | N
     """The trial's recruitment report for the last 30 days (as the API's default period),
     laid out for the page with its CSV link; None, and the section left out, when the stores
     cannot be read."""
-    end = state.today()
-    start = end - dt.timedelta(days=REPORT_DAYS - 1)
+    start, end = report_period(None, None, state.today())
     try:
         made = await asyncio.to_thread(make_report, state, trial.id, start, end)
     except SQLAlchemyError:
@@ -627,11 +625,11 @@ async def report_csv_page(
     try:
         chosen = _trial(state, trial)
         audit.trial_id = chosen.id
-        last = _report_day(end, "to") or state.today()
-        first = _report_day(start, "from") or last - dt.timedelta(days=REPORT_DAYS - 1)
-        if last < first:
-            message = f"The period ends ({last}) before it starts ({first})."
-            raise PageError("Bad period", message, 422)
+        asked = (_report_day(start, "from"), _report_day(end, "to"))
+        try:
+            first, last = report_period(*asked, state.today())
+        except ValueError as exc:
+            raise PageError("Bad period", f"{str(exc).capitalize()}.", 422) from None
         made = await asyncio.to_thread(make_report, state, chosen.id, first, last)
     except PageError as exc:
         audit.outcome = f"error {exc.status}"

@@ -28,13 +28,13 @@ from service.worklist.report import (
     SweepSummary,
     recruitment_report,
     report_csv,
+    report_period,
 )
 from service.worklist.schemas import RecruitmentReportPublic
 
 __all__ = ["make_report", "router"]
 
 router = APIRouter(tags=["worklist"])
-DEFAULT_DAYS = 30
 ERRORS: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {}}, "description": "The report (JSON, or CSV on request)"},
     **{
@@ -97,10 +97,10 @@ async def trial_report(
     """Per trial and period: screened by the engine, candidates, reviewed, and the patients
     under each decision state (their latest in the period), screen failures by criterion."""
     state.trial(trial_id)
-    last = end or state.today()
-    first = start or last - dt.timedelta(days=DEFAULT_DAYS - 1)
-    if last < first:
-        raise Unprocessable(f"the period ends ({last}) before it starts ({first})")
+    try:
+        first, last = report_period(start, end, state.today())
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from None
     report = await asyncio.to_thread(make_report, state, trial_id, first, last)
     audit.outcome = f"report {first}..{last}"
     if output == "csv":

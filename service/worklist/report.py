@@ -86,6 +86,21 @@ def _day(moment: dt.datetime, zone: dt.tzinfo) -> dt.date:
     return moment.astimezone(zone).date()
 
 
+DEFAULT_DAYS = 30  # the period when none is asked for: the last 30 days, today included
+
+
+def report_period(
+    start: dt.date | None, end: dt.date | None, today: dt.date
+) -> tuple[dt.date, dt.date]:
+    """The period asked for, both days inclusive: `end` defaults to today, `start` to
+    DEFAULT_DAYS - 1 days before `end`. ValueError when it ends before it starts."""
+    last = end or today
+    first = start or last - dt.timedelta(days=DEFAULT_DAYS - 1)
+    if last < first:
+        raise ValueError(f"the period ends ({last}) before it starts ({first})")
+    return first, last
+
+
 def recruitment_report(
     trial_id: str,
     start: dt.date,
