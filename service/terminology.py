@@ -32,6 +32,7 @@ from service.paths import parse_yaml
 from service.qualitative import Reading, normalize_result_text, read_qualitative
 from service.units import UnitError, conversion_factor, fold_aliases, normalize_unit
 from service.vocab.definition import DefinitionError, ValueSetDefinition, parse_definition
+from service.vocab.systems import CodeSystems
 
 __all__ = [
     "GlucocorticoidPotency",
@@ -138,8 +139,15 @@ class Terminology:
         version: str,
         interpretation_flags: dict[tuple[str, str], Reading] | None = None,
         case_sensitive_units: frozenset[str] = frozenset(),
+        code_systems: CodeSystems | None = None,
     ) -> None:
         self.valuesets = valuesets
+        known = {system for system, _ in members} | {system for system, _ in glucocorticoids}
+        known |= {system for system, _ in [*qualitative_codes, *(interpretation_flags or {})]}
+        self._code_systems = code_systems or CodeSystems.from_rows((), known)
+        self._system_cache: dict[str, str] = {}
+        self._covered: frozenset[str] | None = None
+        self._of_kind: dict[str, frozenset[str]] = {}
         self._members = {key: frozenset(names) for key, names in members.items()}
         self.unit_aliases = unit_aliases
         self._folded_aliases = fold_aliases(unit_aliases, case_sensitive_units)
@@ -251,7 +259,36 @@ class Terminology:
             version=digest.hexdigest()[:12],
             interpretation_flags=flags,
             case_sensitive_units=exact_units,
+            code_systems=CodeSystems.from_rows(
+                table("code_systems.csv"),
+                {system for system, _ in members} | {system for system, _ in qual_codes},
+            ),
         )
+
+    # ------------------------------------------------------------------ code systems
+    def canonical_system(self, system: str) -> str:
+        """The canonical URI of the code system `system` names (an OID, a name, an edition
+        URI, a national modification of ICD-10: terminology/code_systems.csv), else `system`."""
+        found = self._system_cache.get(system)
+        if found is None:
+            found = self._code_systems.canonical(system)
+            _remember(self._system_cache, system, found)
+        return found
+
+    def covers_system(self, system: str) -> bool:
+        """Whether a value set lists codes of this code system (canonical URI): a code of it
+        that no table lists is then known not to be of the tables' sets."""
+        if self._covered is None:
+            self._covered = frozenset(system for system, _ in self._members)
+        return self.canonical_system(system) in self._covered
+
+    def valuesets_of_kind(self, kind: str) -> frozenset[str]:
+        """The value sets of one kind (`diagnosis`, `medication`, `procedure` ...)."""
+        found = self._of_kind.get(kind)
+        if found is None:
+            found = frozenset(n for n, info in self.valuesets.items() if info.kind == kind)
+            self._of_kind[kind] = found
+        return found
 
     # ------------------------------------------------------------------ membership
     def concepts_of_code(self, system: str, code: str) -> frozenset[str]:
@@ -259,6 +296,7 @@ class Terminology:
         cached = self._concept_cache.get(key)
         if cached is not None:
             return cached
+        system = self.canonical_system(system)
         normalized = normalize_code(system, code)
         found = set(self._members.get((system, normalized), ()))
         found |= self._learned.get((system, normalized), frozenset())
@@ -275,6 +313,7 @@ class Terminology:
         """Add value-set memberships a terminology server answered for a code the tables do
         not list (an overlay: the tables are unchanged). Bounded like the caches: past
         CACHE_LIMIT codes the overlay starts over and codes are asked again."""
+        system = self.canonical_system(system)
         key = (system, normalize_code(system, code))
         known = self._learned.get(key, frozenset())
         _remember(self._learned, key, known | concepts)
@@ -283,6 +322,7 @@ class Terminology:
     def learned(self, system: str, code: str) -> frozenset[str] | None:
         """What the server taught about this code, or None if it was never asked (or the
         overlay started over since)."""
+        system = self.canonical_system(system)
         return self._learned.get((system, normalize_code(system, code)))
 
     def codes_in(self, names: set[str] | frozenset[str]) -> set[tuple[str, str]]:
@@ -326,6 +366,7 @@ class Terminology:
         """Value sets with rows below this ICD-10/ICD-10-CM/ATC code (a category such as `M32`
         above `M32.1`): the record may be one of them, or a sibling that is not. Empty for
         other systems and for codes that are value-set members themselves."""
+        system = self.canonical_system(system)
         if system not in HIERARCHICAL or self.concepts_of_code(system, code):
             return frozenset()
         if self._under is None:
@@ -434,7 +475,7 @@ class Terminology:
     # ------------------------------------------------------------------ results
     def qualitative_of_code(self, system: str, code: str) -> Reading | None:
         """A coded result value or an explicitly qualitative interpretation (POS, ND ...)."""
-        return self._qualitative_codes.get((system, code))
+        return self._qualitative_codes.get((self.canonical_system(system), code))
 
     def qualitative_of_text(self, text: str) -> Reading | None:
         """Result text as labs write it (service/qualitative.py: "阴性 0.12", "(+)", "POS")."""
@@ -443,11 +484,11 @@ class Terminology:
     def interpretation_flag(self, system: str, code: str) -> Reading | None:
         """A reference-range flag (H, A, N ...) read as a qualitative result: only for value
         sets marked `interpretation_decides` (the caller checks)."""
-        return self._interpretation_flags.get((system, code))
+        return self._interpretation_flags.get((self.canonical_system(system), code))
 
     def glucocorticoid_potency(self, codes: Iterable[Code]) -> GlucocorticoidPotency | None:
         for code in codes:
-            potency = self._glucocorticoids.get((code.system, code.code))
+            potency = self._glucocorticoids.get((self.canonical_system(code.system), code.code))
             if potency is not None:
                 return potency
         return None

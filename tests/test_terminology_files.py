@@ -145,6 +145,11 @@ TABLES = {
     "units/aliases.csv": Table(
         header=("text", "ucum", "case"), key=("text",), required=("text", "ucum")
     ),
+    "code_systems.csv": Table(
+        header=("sent", "system", "match", "note"),
+        key=("sent",),
+        required=("sent", "system", "match", "note"),
+    ),
     "site_code_map.csv": Table(
         header=("local_system", "local_code", "system", "code", "note"),
         key=("local_system", "local_code"),

@@ -386,6 +386,9 @@ SYSTEM_NAMES = {
     "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
     "http://www.whocc.no/atc": "ATC",
     "http://loinc.org": "LOINC",
+    "http://hl7.org/fhir/sid/icd-9-cm": "ICD-9-CM",
+    "http://hl7.org/fhir/sid/ndc": "NDC",
+    "http://www.ama-assn.org/go/cpt": "CPT",
 }
 
 
@@ -396,6 +399,12 @@ def review_reason(
     "possible <title>: '<display>' (<system> <code>, not in the value set): review"."""
     first = codes[0] if codes else None
     where = f"{SYSTEM_NAMES.get(first.system, first.system)} {first.code}" if first else "no code"
+    if first is not None and not text and not any(c.display for c in codes):
+        if not any(terms.covers_system(c.system) for c in codes):
+            return (
+                f"possible {title(terms, valueset)}: a record coded {where}, a code system no "
+                "table covers, with no text to read: review"
+            )
     shown = text or (first.display or first.code if first else None) or "no text"
     return f"possible {title(terms, valueset)}: '{shown}' ({where}, not in the value set): review"
 

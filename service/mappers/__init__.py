@@ -168,7 +168,7 @@ def problem_for(
     if terms is not None:
         try:
             field = "medicationCodeableConcept" if "Medication" in str(kind) else "code"
-            codes = codes_of(resource.get(field))
+            codes = codes_of(resource.get(field), terms)
             concepts = terms.resolve(codes)[1] if codes else None
             if concepts == frozenset():  # unmapped is not absent: what its text suggests
                 concepts = review_of(terms, resource.get(field), codes)

@@ -35,7 +35,7 @@ def map_allergy(
     if verification in NOT_COUNTED:
         return None
     concept = resource.get("code")
-    codes, concepts = terms.resolve(codes_of(concept))
+    codes, concepts = terms.resolve(codes_of(concept, terms))
     severities: set[str] = set()
     manifestation_codes: list[Code] = []
     manifestations: set[str] = set()
@@ -43,7 +43,7 @@ def map_allergy(
         if isinstance(reaction.get("severity"), str):
             severities.add(reaction["severity"])
         for manifestation in reaction.get("manifestation") or ():
-            found, names = terms.resolve(codes_of(manifestation))
+            found, names = terms.resolve(codes_of(manifestation, terms))
             manifestation_codes.extend(found)
             manifestations |= names
     category = resource.get("category") or []

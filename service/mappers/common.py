@@ -84,8 +84,10 @@ def parse_timestamp(value: Any) -> datetime | None:
     return found if found.tzinfo is not None else None
 
 
-def codes_of(concept: Any) -> list[Code]:
-    """The codings of a CodeableConcept (ignores codings without system or code)."""
+def codes_of(concept: Any, terms: Terminology | None = None) -> list[Code]:
+    """The codings of a CodeableConcept (ignores codings without system or code), each under
+    its canonical system when `terms` is given (an OID, a name or an edition URI sent as the
+    system names the same code system: `Terminology.canonical_system`)."""
     if not concept:
         return []
     if not isinstance(concept, dict):
@@ -94,6 +96,8 @@ def codes_of(concept: Any) -> list[Code]:
     for coding in concept.get("coding") or ():
         system, code = coding.get("system"), coding.get("code")
         if isinstance(system, str) and isinstance(code, str) and code:
+            if terms is not None:
+                system = terms.canonical_system(system)
             found.append(Code(system, code, coding.get("display")))
     return found
 
@@ -143,11 +147,18 @@ def concept_text(concept: Any, codes: list[Code] | tuple[Code, ...]) -> str | No
 
 
 def review_of(
-    terms: Terminology, concept: Any, codes: list[Code] | tuple[Code, ...]
+    terms: Terminology,
+    concept: Any,
+    codes: list[Code] | tuple[Code, ...],
+    kind: str | None = None,
 ) -> frozenset[str]:
     """Value sets a record no value set knows by code may still be about ("unmapped is not
     absent"): those whose review terms its text or any display matches, and, for an ICD or
-    ATC code above the rows of a value set (the bare category `M32`), those value sets."""
+    ATC code above the rows of a value set (the bare category `M32`), those value sets.
+
+    With `kind` (`diagnosis`, `procedure`, `medication`): a record coded only in code systems
+    no table covers (ICD-9-CM, NDC, CPT, a local system) with no text or display to read could
+    be anything of that kind, so it is under review for every value set of that kind."""
     text = concept.get("text") if isinstance(concept, dict) else None
     keys = tuple((c.system, c.code) for c in codes)
     if any(system in HIERARCHICAL for system, _ in keys):
@@ -156,7 +167,12 @@ def review_of(
         # SNOMED CT, RxNorm and local codes may be deeper than a table: their text is.
         return _review(terms, "", keys)
     words = " | ".join(t for t in [text, *(c.display for c in codes)] if isinstance(t, str))
-    return _review(terms, words, keys)
+    found = _review(terms, words, keys)
+    if found or kind is None or not keys or words.strip():
+        return found
+    if any(terms.covers_system(system) for system, _ in keys):
+        return found  # a table's code system: a code it does not list is not of its sets
+    return terms.valuesets_of_kind(kind)
 
 
 @lru_cache(maxsize=4096)

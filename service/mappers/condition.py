@@ -42,9 +42,9 @@ def map_condition(
     if verification in NOT_COUNTED:
         return None
     concept = resource.get("code")
-    recorded = codes_of(concept)
+    recorded = codes_of(concept, terms)
     codes, concepts = terms.resolve(recorded)
-    review = frozenset() if concepts else review_of(terms, concept, codes)
+    review = frozenset() if concepts else review_of(terms, concept, codes, "diagnosis")
     if not recorded and not review:
         # A diagnosis written only as text may be exactly what a criterion excludes: it is
         # reported (and withholds diagnosis-based passes), never silently dropped.

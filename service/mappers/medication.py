@@ -131,12 +131,12 @@ def map_medication(
     status) or that no criterion reads (a drug no value set knows, no review term)."""
     kind = str(resource.get("resourceType"))
     medication, unresolved = _medication(resource, medications)
-    recorded = _medication_codes(resource, medication)
+    recorded = _medication_codes(resource, medication, terms)
     text = _medication_text(resource, medication, recorded)
     if not recorded and not text and unresolved is None:
         return None
     codes, concepts = terms.resolve(recorded)
-    review = frozenset() if concepts else review_of(terms, {"text": text}, recorded)
+    review = frozenset() if concepts else review_of(terms, {"text": text}, recorded, "medication")
     if not concepts and not review and unresolved is None:
         return None
     status = resource.get("status")
@@ -204,14 +204,16 @@ def _medication(
 _NONE = MedicationTable()
 
 
-def _medication_codes(resource: Resource, medication: dict[str, Any] | None) -> list[Code]:
+def _medication_codes(
+    resource: Resource, medication: dict[str, Any] | None, terms: Terminology
+) -> list[Code]:
     if "medicationCodeableConcept" in resource:
-        return codes_of(resource["medicationCodeableConcept"])
+        return codes_of(resource["medicationCodeableConcept"], terms)
     if medication is None:
         return []
-    found = codes_of(medication.get("code"))
+    found = codes_of(medication.get("code"), terms)
     for ingredient in medication.get("ingredient") or ():
-        found += codes_of(ingredient.get("itemCodeableConcept"))
+        found += codes_of(ingredient.get("itemCodeableConcept"), terms)
     return found
 
 

@@ -71,7 +71,7 @@ def map_observation(
         code = _loinc_without_system(code)
     if not terms.may_match(code):
         return None  # most of a real EHR's Observations: dropped before any object is built
-    recorded = codes_of(code)
+    recorded = codes_of(code, terms)
     if not recorded:
         return None
     codes, concepts = terms.resolve(recorded)

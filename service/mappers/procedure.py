@@ -22,9 +22,9 @@ def map_procedure(
     if resource.get("status") not in COUNTED_STATUSES:
         return None
     concept = resource.get("code")
-    recorded = codes_of(concept)
+    recorded = codes_of(concept, terms)
     codes, concepts = terms.resolve(recorded)
-    review = frozenset() if concepts else review_of(terms, concept, codes)
+    review = frozenset() if concepts else review_of(terms, concept, codes, "procedure")
     if not concepts and not review:
         return None
     period = resource.get("performedPeriod") or {}
