@@ -41,6 +41,7 @@ both that and this drawing).
      │    ├── MappingError                    a FHIR record (mappers/common.py)
      │    ├── UnitError                       a unit UCUM cannot convert (units.py)
      │    ├── DefinitionError                 a value-set definition (vocab/definition.py)
+     │    ├── CodeSystemsError                the code-system table (vocab/systems.py)
      │    ├── EclUnsupported                  ECL we do not evaluate (vocab/ecl.py)
      │    ├── InvalidFhirId                   text that is no FHIR id (fhir/ids.py)
      │    └── StatusMapError                  the decision state <-> ResearchSubject.status
