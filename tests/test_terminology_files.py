@@ -95,6 +95,7 @@ VALUESET_KEYS = frozenset(
         "suspect_if_medication_active",
         "severe_manifestations",
         "allergens",
+        "non_drug_allergens",
         "diagnoses",
         "at_most_unknown",
     }

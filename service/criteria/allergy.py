@@ -12,6 +12,10 @@
   SJS/TEN, DRESS, drug anaphylaxis, drug-allergy status) fails; an unconfirmed one is `unknown`.
 - Unmapped is not absent: an allergy or diagnosis no value set knows whose text suggests a drug
   allergen (review terms) is `unknown` when it would be severe or of unrecorded severity.
+- An allergy without a category whose allergen is neither a drug nor known not to be one (the
+  rule's `non_drug_allergens`: foods, environment, latex, venom, by code or text) is
+  unclassified: `unknown` when severe or of unrecorded severity ("not known whether ... is a
+  drug"), shown when mild. An unlisted SNOMED CT substance with anaphylaxis may be a drug.
 """
 
 from __future__ import annotations
@@ -70,6 +74,20 @@ def _judge_allergy(
     severity = _severity(rule, allergy)
     history = allergy.clinical_status in RESOLVED_STATUSES
     note = f"history of: clinical status {allergy.clinical_status}" if history else None
+    if basis == "unclassified":
+        shown_as = allergy.text or (
+            f"{allergy.codes[0].system} {allergy.codes[0].code}" if allergy.codes else "no code"
+        )
+        reason = (
+            f"{allergy.reference}: allergy to '{shown_as}' without a category; not known whether "
+            "the allergen is a drug: review"
+        )
+        evidence = _allergy_evidence(allergy, note=reason)
+        if severity == "mild":
+            found.shown.append(evidence)
+        else:
+            found.doubt(reason, evidence)
+        return
     if basis == "review":
         suggested = sorted(allergy.review & drug_sets)
         if rule.allergens in suggested:  # the rule's own set names the concern best
@@ -97,14 +115,20 @@ def _judge_allergy(
 
 def _drug_basis(rule: AllergyRule, allergy: Allergy, drug_sets: frozenset[str]) -> str | None:
     """'coded' when the record says the allergen is a drug, 'review' when only its text
-    suggests one, None when it is not a drug allergy (or nothing says it is)."""
+    suggests one, None when it is not a drug allergy (another category, or an allergen known
+    not to be a drug), 'unclassified' when nothing says either."""
     if (
         rule.category in allergy.category
         or any(c.system in MEDICATION_SYSTEMS for c in allergy.codes)
         or allergy.concepts & drug_sets
     ):
         return "coded"
-    return "review" if allergy.review & drug_sets else None
+    if allergy.review & drug_sets:
+        return "review"
+    if allergy.category or rule.non_drug_allergens is None:
+        return None
+    known = allergy.concepts | allergy.review
+    return None if rule.non_drug_allergens in known else "unclassified"
 
 
 def _drug_valuesets(rule: AllergyRule, ctx: Context) -> frozenset[str]:

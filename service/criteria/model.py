@@ -260,6 +260,9 @@ class AllergyRule(_Strict):
     allergens: str | None = None
     # Severe drug hypersensitivity recorded as a Condition (SJS/TEN, DRESS, drug anaphylaxis).
     diagnoses: str | None = None
+    # Allergens known not to be drugs (foods, environment, latex, venom): with neither this nor a
+    # drug code, text or category, an allergy is unclassified and never passes on its own.
+    non_drug_allergens: str | None = None
 
 
 class StudyParticipationRule(_Strict):
@@ -357,6 +360,7 @@ VALUESET_KEYS = frozenset(
         "suspect_if_medication_active",
         "severe_manifestations",
         "allergens",
+        "non_drug_allergens",
         "diagnoses",
         "at_most_unknown",
         "medications",

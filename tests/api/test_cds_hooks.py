@@ -241,7 +241,7 @@ def test_discovery_lists_a_patient_view_service_per_trial_with_prefetch_template
     assert "NCT06946485" in service["title"]
     assert "org.cohort-match.as-of" in service["description"]
     assert service["extension"] == {
-        "org.cohort-match.trial": {"id": "NCT06946485", "version": "2026-12-02.1"}
+        "org.cohort-match.trial": {"id": "NCT06946485", "version": "2026-12-03.1"}
     }
     prefetch = service["prefetch"]
     assert prefetch["patient"] == "Patient/{{context.patientId}}"

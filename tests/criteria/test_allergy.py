@@ -188,6 +188,65 @@ def test_e3_allergies_as_recorded(resources: list[dict[str, Any]], expected: str
     assert result.verdict == expected, result.reason
 
 
+# An allergy without a category whose allergen no table classifies (an unlisted SNOMED CT
+# substance, a local code without text) may be a drug: never a pass on its own.
+UNLISTED_SUBSTANCE = coding(SCT, "387207008")  # ibuprofen (substance), not in drug_allergen
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        pytest.param(
+            ehr_allergy(UNLISTED_SUBSTANCE, reaction_text="anaphylaxis", severity="severe"),
+            "unknown",
+            id="unlisted-substance-severe-unknown",
+        ),
+        pytest.param(
+            ehr_allergy(UNLISTED_SUBSTANCE), "unknown", id="unlisted-substance-unrecorded-unknown"
+        ),
+        pytest.param(
+            ehr_allergy(UNLISTED_SUBSTANCE, criticality="low", severity="mild"),
+            "pass",
+            id="unlisted-substance-mild-pass",
+        ),
+        pytest.param(
+            ehr_allergy(coding(LOCAL, "AL-77"), criticality="high"),
+            "unknown",
+            id="local-code-no-text-high-unknown",
+        ),
+        pytest.param(
+            ehr_allergy(coding(SCT, "300916003"), criticality="high"),
+            "pass",
+            id="latex-allergy-finding-no-category-pass",
+        ),
+        pytest.param(
+            ehr_allergy(text="芒果", criticality="high"), "pass", id="mango-text-no-category-pass"
+        ),
+        pytest.param(
+            ehr_allergy(text="Shellfish", severity="severe"), "pass", id="shellfish-text-pass"
+        ),
+    ],
+)
+def test_e3_unclassified_allergens(resource: dict[str, Any], expected: str) -> None:
+    result = run_ehr([resource], "E3")
+    assert result.verdict == expected, result.reason
+
+
+def test_e3_unclassified_allergen_with_a_category_is_not_unclassified() -> None:
+    food = ehr_allergy(UNLISTED_SUBSTANCE, criticality="high")
+    food["category"] = ["food"]
+    assert run_ehr([food], "E3").verdict == "pass"
+    drug = ehr_allergy(UNLISTED_SUBSTANCE, criticality="high")
+    drug["category"] = ["medication"]
+    assert run_ehr([drug], "E3").verdict == "fail"
+
+
+def test_e3_unclassified_allergen_reason() -> None:
+    result = run_ehr([ehr_allergy(UNLISTED_SUBSTANCE, criticality="high")], "E3")
+    assert "allergy to 'http://snomed.info/sct 387207008' without a category" in result.reason
+    assert "not known whether the allergen is a drug: review" in result.reason
+
+
 def test_e3_history_of_resolved_allergy_is_named() -> None:
     resolved = ehr_allergy(PENICILLIN_ALLERGY, criticality="high", clinical="resolved")
     result = run_ehr([resolved], "E3")

@@ -36,7 +36,7 @@ def test_sweep_prints_counts_funnel_and_the_change_since_last_time(demo_copy: Pa
     assert "E14*" in first
     assert "1 patient(s) excluded before the criteria" in first
     assert "35 of 71 patients fail no criterion: 18 likely eligible, 17 possibly eligible" in first
-    assert "Run 1 of NCT06946485 (v2026-12-02.1" in first
+    assert "Run 1 of NCT06946485 (v2026-12-03.1" in first
     assert "18 likely eligible, 17 possibly eligible, 36 ineligible" in first
     assert "Since run" not in first
 

@@ -40,7 +40,7 @@ def test_a_sweep_stores_every_result_of_the_screen_in_rank_order(
         ]
     finally:
         expected.close()
-    assert run.trial_version == "2026-12-02.1"
+    assert run.trial_version == "2026-12-03.1"
     assert run.terminology_version == runner.terms().version
     assert run.source == str(DEMO.resolve())
     assert run.source_kind == "files"

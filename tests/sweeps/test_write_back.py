@@ -204,12 +204,12 @@ def test_a_trial_file_changed_during_the_run_fails_it(
     trials.mkdir()
     original = (runner.settings.trials_dir / f"{TRIAL}.yaml").read_text(encoding="utf-8")
     (trials / f"{TRIAL}.yaml").write_text(
-        original.replace('version: "2026-12-02.1"', 'version: "2026-12-03.1"'), encoding="utf-8"
+        original.replace('version: "2026-12-03.1"', 'version: "2026-12-04.1"'), encoding="utf-8"
     )
     runner.settings = runner.settings.model_copy(update={"trials_dir": trials})
     run = runner.execute(run_id)
     assert run.status == "failed"
     assert run.error is not None
-    assert "changed to version 2026-12-03.1 after the run was started with 2026-12-02.1" in (
+    assert "changed to version 2026-12-04.1 after the run was started with 2026-12-03.1" in (
         run.error
     )
