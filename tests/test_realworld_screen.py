@@ -17,8 +17,8 @@ and China's ICD-10 extension codes; an ICD-9-CM diagnosis and an NDC order with 
 medication records as pharmacies and EHRs send them: an IV antibiotic administration two days
 before, an undated active antifungal order, undated and dateAsserted-only G-CSF statements,
 a prednisolone order "as needed", methylprednisolone every 12-24 h with weight in lb, STU3
-`notGiven` and R5 `draft` cyclophosphamide, a stopped hydroxychloroquine order with refills,
-and a prednisone timing sent as the code BID).
+`notGiven`, `ENTERED_IN_ERROR` and R5 `draft` cyclophosphamide, a stopped hydroxychloroquine
+order with refills, and a prednisone timing sent as the code BID).
 `../screen-expected.json` names the verdicts each must get.
 """
 

@@ -55,6 +55,7 @@ from service.mappers.common import (
     parse_date,
     quantity_of,
     review_of,
+    status_word,
 )
 from service.mappers.medication_table import MedicationTable, medication_reference
 from service.terminology import Terminology
@@ -149,7 +150,14 @@ def map_medication(
     if not concepts and not review and unresolved is None:
         return None
     status = resource.get("status")
-    if not isinstance(status, str) or status in NOT_COUNTED.get(kind, REQUEST_NOT_COUNTED):
+    if not isinstance(status, str) or not status.strip():
+        return None
+    # Codes as some feeds spell them ("Active", "ENTERED_IN_ERROR"), read as FHIR's.
+    status = status_word(status)
+    resource = {**resource, "status": status}
+    if isinstance(intent := resource.get("intent"), str):
+        resource["intent"] = status_word(intent)
+    if status in NOT_COUNTED.get(kind, REQUEST_NOT_COUNTED):
         return None
     if resource.get("doNotPerform") is True or resource.get("intent") in NOT_ORDERED_INTENTS:
         return None

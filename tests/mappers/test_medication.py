@@ -17,6 +17,7 @@ from service.terminology import Terminology
 from tests.factories import (
     ATC,
     CYCLOPHOSPHAMIDE,
+    FILGRASTIM,
     METHYLPREDNISOLONE,
     MYCOPHENOLATE,
     PREDNISONE,
@@ -827,3 +828,25 @@ def test_an_active_statement_without_effective_is_taken_as_of_its_assertion(
     assert (found.start, found.end) == (date(2026, 11, 5), None)
     completed = medication(MYCOPHENOLATE) | {"dateAsserted": "2026-11-05"}
     assert exposure(completed, terms).start is None  # taken at some time before it: undated
+
+
+@pytest.mark.parametrize(
+    ("status", "intent", "counted"),
+    [
+        pytest.param("ENTERED_IN_ERROR", "order", False, id="entered-in-error-upper-underscore"),
+        pytest.param("Entered in Error", "order", False, id="entered-in-error-words"),
+        pytest.param("Cancelled", "order", False, id="cancelled-capitalised"),
+        pytest.param("active", "Proposal", False, id="intent-proposal-capitalised"),
+        pytest.param("Active", "Order", True, id="active-capitalised"),
+    ],
+)
+def test_status_and_intent_codes_as_feeds_spell_them(
+    terms: Terminology, status: str, intent: str, counted: bool
+) -> None:
+    resource = medication(FILGRASTIM, start=START, kind="MedicationRequest", status=status)
+    resource["intent"] = intent
+    found = map_resource(resource, terms)
+    assert (found is not None) is counted
+    if found is not None:
+        assert isinstance(found.fact, MedicationExposure)
+        assert found.fact.status == "active"  # runs to the day asked, as an active order does
