@@ -34,7 +34,7 @@ from service.criteria.common import (
     unidentified_reason,
     unreadable,
 )
-from service.criteria.exposure import exposure
+from service.criteria.exposure import exposure, undated
 from service.criteria.model import (
     DiagnosisExcludesRule,
     DiagnosisRequiredRule,
@@ -386,7 +386,10 @@ def _judge_suspect_medications(
 
 
 def _taken_on(med: MedicationExposure, ctx: Context) -> str | None:
-    """How the record covers `as_of` (for the evidence), or None when it does not."""
+    """How the record covers `as_of` (for the evidence), or None when it does not. A record
+    still taken (active, on hold) with no date may cover it (exposure.py: `undated`)."""
+    if undated(med, ctx.as_of, running_only=True):
+        return f"{med.status}, no date recorded: may be taken on {ctx.as_of}"
     period = exposure(med, ctx.as_of, ctx.terms)
     if period is None or not period.start <= ctx.as_of <= period.end:
         return None

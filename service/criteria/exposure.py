@@ -7,7 +7,10 @@ A record rarely states its end. In order:
 2. otherwise, when one of the record's value sets states `default_course_days` (a documented
    default per drug class, e.g. a short course for anti-infectives), that many days from the
    start (a course of N days from day D ends on D+N-1, as a derived supply does), so a 1980
-   antibiotic order is not "current" in 2026, whatever its status;
+   antibiotic order is not "current" in 2026, whatever its status. An administration records
+   a dose (or an infusion), not the course it belongs to: with such a default it covers at
+   least that many days from its start (IV ceftriaxone given yesterday is a course running
+   today);
 3. otherwise an active or on-hold record runs up to the day asked about (a G-CSF order with no
    end counts as running on the test date);
 4. otherwise (completed, stopped, unknown status) the start day only.
@@ -21,7 +24,7 @@ from datetime import date, timedelta
 from service.facts import MedicationExposure
 from service.terminology import Terminology
 
-__all__ = ["Exposure", "exposure"]
+__all__ = ["Exposure", "exposure", "undated"]
 
 RUNNING_STATUSES = frozenset({"active", "on-hold", "in-progress"})
 
@@ -34,15 +37,21 @@ class Exposure:
 
 
 def exposure(med: MedicationExposure, day: date, terms: Terminology) -> Exposure | None:
-    """The period `med` covers as seen on `day`, or None when it has no start date.
+    """The period `med` covers as seen on `day`, or None when it has no start date (a rule
+    that must not miss the drug reads such a record with `undated`).
 
     A period never extends past `day`: later doses have not happened yet.
     """
     if med.start is None:
         return None
+    days = default_course_days(med, terms)
     if med.end is not None:
         end, basis = med.end, med.end_basis or "recorded end"
-    elif (days := default_course_days(med, terms)) is not None:
+        course = None if days is None else med.start + timedelta(days=max(days - 1, 0))
+        if med.resource_type == "MedicationAdministration" and course is not None and course > end:
+            # A dose (or an infusion) given is one of a course, not the course.
+            end, basis = course, f"a dose given {med.start}: default {days}-day course from it"
+    elif days is not None:
         end = med.start + timedelta(days=max(days - 1, 0))
         basis = f"no end recorded: default {days}-day course"
     elif med.status in RUNNING_STATUSES:
@@ -60,3 +69,14 @@ def default_course_days(med: MedicationExposure, terms: Terminology) -> int | No
         if (info := terms.valuesets.get(name)) is not None and info.default_course_days is not None
     ]
     return min(found) if found else None
+
+
+def undated(med: MedicationExposure, since: date, running_only: bool) -> bool:
+    """A record that cannot be placed in time (no start the record states), so it may cover
+    any day from `since` on, unless its recorded end is before `since`. Missing data is
+    never a verdict: a rule asking "was it taken then?" reads it as "possibly".
+    `running_only`: only when its status says it is still taken (active, on hold, in
+    progress), for a rule about the day asked itself (a completed one is not taken now)."""
+    if med.start is not None or (med.end is not None and med.end < since):
+        return False
+    return not running_only or med.status in RUNNING_STATUSES

@@ -40,7 +40,7 @@ from service.criteria.common import (
     usable,
     window_days,
 )
-from service.criteria.exposure import exposure
+from service.criteria.exposure import exposure, undated
 from service.criteria.model import MeasurementRule
 from service.criteria.scores import activity_verdict
 from service.criteria.verdict import Evidence, Verdict, VerdictValue
@@ -370,7 +370,8 @@ def _growth_factor(
     end runs up to the test date; a finished course up to its end). A record no value set
     knows whose text suggests the drug (review terms) counts too, and so does one whose drug
     is unknown (it names a Medication that could not be read: `unidentified`): never `pass`
-    on either. A coded record is named first, then a review-term match, then an unknown drug.
+    on either. A record with no date could be any day (`undated`): it may be in the window.
+    A coded record is named first, then a review-term match, then an unknown drug.
     """
     invalid = rule.invalid_after_medication
     if invalid is None:
@@ -387,11 +388,16 @@ def _growth_factor(
             candidates.append((2, med))
     for rank, med in sorted(candidates, key=lambda c: c[0]):
         span = exposure(med, day, ctx.terms)
-        if span is None or span.start > day or span.end < since:
+        if undated(med, since, running_only=False):
+            window = f"possibly within {invalid.within_days_before} days before the test"
+            basis = f"{med.status}, no date recorded"
+        elif span is None or span.start > day or span.end < since:
             continue
-        window = f"within {invalid.within_days_before} days before the test"
+        else:
+            window = f"within {invalid.within_days_before} days before the test"
+            basis = span.basis
         if rank == 0:
-            note, why = f"{window} ({span.basis})", f"{name} ({med.reference})"
+            note, why = f"{window} ({basis})", f"{name} ({med.reference})"
         elif rank == 1:
             code = med.codes[0] if med.codes else None
             where = f"{code.system} {code.code}, " if code else ""

@@ -88,7 +88,7 @@ def activity_verdict(
     window = f"last {score.window_days} days" if score.window_days is not None else "record"
     counted = [item for item in score.items if item.counted]
     listed = ", ".join(f"{i.label} {i.weight}" for i in counted) or "no item"
-    if score.met and any(unidentified(m) for m in facts.medications):
+    if score.met and any(unidentified(m) or m.start is None for m in facts.medications):
         strict = compute_score(spec, facts, ctx, limit, unknown_drugs=True)
         doubt = None if strict.met else _unknown_drug_verdict(recorded, score, strict, window)
         if doubt is not None:

@@ -19,7 +19,8 @@ An item counts when its findings are met (any, or all for "low C3 AND low C4") b
 "better explained by another cause": a met record with a competing cause in its span (an
 infection around a fever) is *withheld* and listed with the cause. With `unknown_drugs`, a
 record whose drug is unknown (`unidentified`: it names a Medication that could not be read)
-in a medication cause's span withholds too, as "possibly" that drug: criteria/scores.py asks
+in a medication cause's span withholds too, as "possibly" that drug, and so does a record of
+the cause's drug with no date (`undated`): criteria/scores.py asks
 so only to check that an activity score passes without such items. With the domain rule
 `highest_per_domain`, only the highest-weighted counted item of a domain counts. Missing data
 never counts against the patient: the total is a lower bound.
@@ -45,7 +46,7 @@ from service.criteria.common import (
     unidentified,
     unidentified_reason,
 )
-from service.criteria.exposure import exposure
+from service.criteria.exposure import exposure, undated
 from service.criteria.instrument import (
     CodedFinding,
     CompetingCause,
@@ -613,10 +614,19 @@ def _competing(
 def _unknown_drug(
     cause: CompetingCause, facts: PatientFacts, ctx: Context, low: date, high: date
 ) -> tuple[str, Evidence] | None:
-    """A record whose drug is unknown taken in the cause's span: possibly the cause."""
+    """A record whose drug is unknown taken in the cause's span, or a record of the cause's
+    drug with no date (exposure.py: `undated`, it may have been taken then): possibly the
+    cause."""
     if not cause.medications:
         return None
     for med in facts.medications:
+        if undated(med, low, running_only=False) and not med.concepts.isdisjoint(cause.medications):
+            name = next(n for n in cause.medications if n in med.concepts)
+            reason = (
+                f"{title(ctx.terms, name)} ({med.reference}), no date recorded: possibly taken then"
+            )
+            note = f"possible competing cause: {reason}"
+            return f"{cause.why}: {reason}", medication_evidence(med, note=note)
         period = exposure(med, ctx.as_of, ctx.terms) if unidentified(med) else None
         if period is None or period.start > high or period.end < low:
             continue

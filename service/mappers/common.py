@@ -20,6 +20,7 @@ __all__ = [
     "quantity_of",
     "review_of",
     "status_code",
+    "status_word",
 ]
 
 Resource = dict[str, Any]
@@ -125,7 +126,7 @@ def status_code(concept: Any, system: str, codes: frozenset[str]) -> str | None:
         concept.get("text"),
         *(c.get("display") for c in codings),
     ]
-    sent = [_status_word(c) for c in candidates if isinstance(c, str) and c.strip()]
+    sent = [status_word(c) for c in candidates if isinstance(c, str) and c.strip()]
     found = next((word for word in sent if word in codes), None)
     if found is not None:
         return found
@@ -134,7 +135,9 @@ def status_code(concept: Any, system: str, codes: frozenset[str]) -> str | None:
     return unread_status(shown[0]) if shown else None
 
 
-def _status_word(text: str) -> str:
+def status_word(text: str) -> str:
+    """A status code as sent, in FHIR's spelling: "Entered in Error", "ENTERED_IN_ERROR" and
+    "entered-in-error" are one code."""
     return "-".join(text.strip().lower().replace("_", " ").split())
 
 

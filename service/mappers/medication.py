@@ -7,7 +7,8 @@ record infusions (IV cyclophosphamide, rituximab) as one MedicationAdministratio
 pharmacies record what they handed over as MedicationDispense: all four are one fact type.
 An administration at a moment is one dose on its day (`doses_per_day` 1); a dispense starts
 when handed over (else when prepared); a statement at a moment (`effectiveDateTime`) covers
-that day, unless it is `active` ("taking it as of then"): then its end is left open.
+that day, unless it is `active` ("taking it as of then"): then its end is left open; an
+active statement with no effective[x] is taken as of its `dateAsserted`.
 A `medicationReference` names a Medication: a contained one (`#id`), or one sent apart
 (`Medication/123`, as Epic and Cerner send orders), which the caller passes in a
 `MedicationTable` (service/mappers/medication_table.py: the patient's own list or Bundle, a
@@ -25,7 +26,8 @@ how (the first that applies):
 3. the quantity (dispensed, or the request's `dispenseRequest.quantity`) divided by the dose
    per day, when both are in the same unit (tablets and tablets, mg and g ...);
    for an order, 2 and 3 are per fill: it covers 1 + `numberOfRepeatsAllowed` fills (what
-   was prescribed; a dispense covers its own fill only), never past its validity period;
+   was prescribed; a dispense covers its own fill only; a `stopped` order, halted before it
+   was done, its first fill only), never past its validity period;
 4. a request's `dispenseRequest.validityPeriod.end` (no fill can follow it).
 A supply of N days starting on day D covers D .. D+N-1. Otherwise `end` stays None and
 `criteria/exposure.py` applies the value set's default course or the status rule.
@@ -53,21 +55,29 @@ from service.mappers.common import (
     parse_date,
     quantity_of,
     review_of,
+    status_word,
 )
 from service.mappers.medication_table import MedicationTable, medication_reference
 from service.terminology import Terminology
 from service.units import UnitError
 
 # Records that do not say the drug was (or is to be) taken, per FHIR R4 status value set.
+# R5's codes are listed too (a statement `draft`, a dispense `unfulfilled`): feeds mix versions.
 NOT_COUNTED = {
-    "MedicationStatement": frozenset({"entered-in-error", "not-taken", "intended", "unknown"}),
+    "MedicationStatement": frozenset(
+        {"entered-in-error", "not-taken", "intended", "unknown", "draft"}
+    ),
     "MedicationRequest": frozenset({"cancelled", "entered-in-error", "draft", "unknown"}),
     "MedicationAdministration": frozenset({"not-done", "entered-in-error", "unknown"}),
-    # `preparation`: not handed over yet; `declined`: never handed over.
+    # `preparation`: not handed over yet; `declined`, `unfulfilled`: never handed over.
     "MedicationDispense": frozenset(
-        {"preparation", "cancelled", "entered-in-error", "declined", "unknown"}
+        {"preparation", "cancelled", "entered-in-error", "declined", "unfulfilled", "unknown"}
     ),
 }
+# Older feeds negate a record with a flag instead of a status: STU3 MedicationStatement
+# `taken` ("n": not taken; "unk": not known to be taken), STU3 MedicationAdministration
+# `notGiven` and DSTU2 `wasNotGiven`. Such a record says nothing was taken.
+NOT_TAKEN_FLAGS = (("taken", ("n", "unk")), ("notGiven", (True,)), ("wasNotGiven", (True,)))
 # Requests that order nothing: a suggestion (`proposal`) or one of several alternatives
 # (`option`) nobody has chosen (R4 medicationrequest-intent). A `plan` is kept: some EHRs send
 # documented home medications as plans. `doNotPerform: true` forbids the drug: never exposure.
@@ -140,9 +150,18 @@ def map_medication(
     if not concepts and not review and unresolved is None:
         return None
     status = resource.get("status")
-    if not isinstance(status, str) or status in NOT_COUNTED.get(kind, REQUEST_NOT_COUNTED):
+    if not isinstance(status, str) or not status.strip():
+        return None
+    # Codes as some feeds spell them ("Active", "ENTERED_IN_ERROR"), read as FHIR's.
+    status = status_word(status)
+    resource = {**resource, "status": status}
+    if isinstance(intent := resource.get("intent"), str):
+        resource["intent"] = status_word(intent)
+    if status in NOT_COUNTED.get(kind, REQUEST_NOT_COUNTED):
         return None
     if resource.get("doNotPerform") is True or resource.get("intent") in NOT_ORDERED_INTENTS:
+        return None
+    if any(resource.get(flag) in values for flag, values in NOT_TAKEN_FLAGS):
         return None
     dosage = _dosage(resource, kind)
     start, end = _period(resource, kind, dosage)
@@ -152,11 +171,14 @@ def map_medication(
         # One administration is one dose on its day (several on a day: summed by the rule).
         dose = quantity_of(dosage.get("dose"))
         per_day = 1.0 if start is not None and end in (None, start) else None
+        exact = True
     else:
-        dose, per_day = _dose(dosage), _doses_per_day(dosage)
+        dose, (per_day, exact) = _dose(dosage), _doses_per_day(dosage)
     end_basis = None
     if end is None and start is not None:
-        end, end_basis = _derived_end(resource, kind, dosage, start, dose, per_day, terms)
+        # A supply lasts a known number of days only at a known rate (not "1-2 a day").
+        rate = per_day if exact else None
+        end, end_basis = _derived_end(resource, kind, dosage, start, dose, rate, terms)
     potency = terms.glucocorticoid_potency(codes)
     return MedicationExposure(
         reference=f"{kind}/{resource.get('id')}",
@@ -262,8 +284,10 @@ def _period(resource: Resource, kind: str, dosage: dict[str, Any]) -> tuple[Any,
         if "effectiveDateTime" in resource:
             day = parse_date(resource["effectiveDateTime"])
             # "Taking it as of that day": an active statement says nothing of its end.
-            running = kind == "MedicationStatement" and resource.get("status") == "active"
-            return day, None if running else day
+            return day, None if _running_statement(resource, kind) else day
+        if "effectivePeriod" not in resource and _running_statement(resource, kind):
+            # No effective[x]: an active statement says the drug was taken when asserted.
+            return parse_date(resource.get("dateAsserted")), None
         period = resource.get("effectivePeriod") or {}
         return parse_date(period.get("start")), parse_date(period.get("end"))
     bounds = _repeat(dosage).get("boundsPeriod") or {}
@@ -273,6 +297,10 @@ def _period(resource: Resource, kind: str, dosage: dict[str, Any]) -> tuple[Any,
     validity = (resource.get("dispenseRequest") or {}).get("validityPeriod") or {}
     start = parse_date(bounds.get("start") or validity.get("start") or resource.get("authoredOn"))
     return start, parse_date(bounds.get("end"))
+
+
+def _running_statement(resource: Resource, kind: str) -> bool:
+    return kind == "MedicationStatement" and resource.get("status") == "active"
 
 
 def _derived_end(
@@ -321,7 +349,11 @@ def _derived_end(
     if kind != "MedicationRequest" or (validity_end is not None and validity_end < start):
         validity_end = None
     if days is not None and basis is not None:
-        return _order_end(start, days, basis, dispense.get("numberOfRepeatsAllowed"), validity_end)
+        refills = dispense.get("numberOfRepeatsAllowed")
+        if resource.get("status") == "stopped":
+            # Stopped before all was done (R4): the refills may never have been filled.
+            refills = None
+        return _order_end(start, days, basis, refills, validity_end)
     if validity_end is not None:
         return validity_end, "dispenseRequest.validityPeriod end"
     return None, None
@@ -407,18 +439,74 @@ def _dose(dosage: dict[str, Any]) -> Quantity | None:
     return None
 
 
-def _doses_per_day(dosage: dict[str, Any]) -> float | None:
-    repeat = (dosage.get("timing") or {}).get("repeat")
+def _doses_per_day(dosage: dict[str, Any]) -> tuple[float | None, bool]:
+    """Doses a day the dosage states, and whether that rate is exact.
+
+    A range ("1-2 times a day": `frequencyMax`; "every 12-24 h": `periodMax`) gives its
+    lowest rate, so a daily dose read from it is a lower bound (never more than was given),
+    and not exact: no supply length is derived from it. A dose taken as needed
+    (`asNeededBoolean`, `asNeededCodeableConcept`, R5 `asNeeded`/`asNeededFor`) has no daily
+    rate: its frequency is a ceiling. A timing sent only as a code (HL7 GTSAbbreviation `BID`,
+    `QD`, `QOD` ...) is read by `TIMING_CODES`."""
+    if dosage.get("asNeededBoolean") is True or dosage.get("asNeeded") is True:
+        return None, False
+    if dosage.get("asNeededCodeableConcept") or dosage.get("asNeededFor"):
+        return None, False
+    timing = dosage.get("timing") or {}
+    repeat = timing.get("repeat")
     if not repeat:
-        return None
+        return _timing_code(timing.get("code")), True
     frequency = repeat.get("frequency", 1)
     period = repeat.get("period", 1)
     days = DAYS_PER_UNIT.get(repeat.get("periodUnit", "d"))
     if not isinstance(frequency, int | float) or not isinstance(period, int | float) or not days:
         raise MappingError("dosage timing is not readable")
     if not repeat.get("frequency") and not repeat.get("period") and not repeat.get("periodUnit"):
-        return None  # bounds or count only: says how long, not how often
-    return float(frequency) / (float(period) * days)
+        # Bounds or count only: how long, not how often.
+        return _timing_code(timing.get("code")), True
+    longest = repeat.get("periodMax")
+    if isinstance(longest, int | float) and not isinstance(longest, bool) and longest > period:
+        period = longest
+    ranged = period != repeat.get("period", 1) or (
+        isinstance(repeat.get("frequencyMax"), int) and repeat["frequencyMax"] > frequency
+    )
+    return float(frequency) / (float(period) * days), not ranged
+
+
+# HL7 v3 GTSAbbreviation timings (and the same abbreviations sent without a system), as doses
+# a day: a timing sent as `timing.code` alone.
+TIMING_CODES = {
+    "QD": 1.0,
+    "AM": 1.0,
+    "PM": 1.0,
+    "QHS": 1.0,
+    "BID": 2.0,
+    "TID": 3.0,
+    "QID": 4.0,
+    "QOD": 0.5,
+    "Q4H": 6.0,
+    "Q6H": 4.0,
+    "Q8H": 3.0,
+    "Q12H": 2.0,
+    "Q24H": 1.0,
+}
+GTS_SYSTEMS = (
+    "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation",
+    "urn:oid:2.16.840.1.113883.5.1022",
+    None,
+    "",
+)
+
+
+def _timing_code(concept: Any) -> float | None:
+    """Doses a day of a GTSAbbreviation timing code (or the same code sent without a system)."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    for coding in codings or ():
+        code = coding.get("code") if isinstance(coding, dict) else None
+        if isinstance(code, str) and coding.get("system") in GTS_SYSTEMS:
+            if (found := TIMING_CODES.get(code.strip().upper())) is not None:
+                return found
+    return None
 
 
 def _route(concept: Any) -> str | None:

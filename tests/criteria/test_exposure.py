@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.criteria.exposure import Exposure, default_course_days, exposure
+from service.criteria.exposure import Exposure, default_course_days, exposure, undated
 from service.facts import MedicationExposure
 from service.mappers import map_resource
 from service.terminology import Terminology
@@ -22,6 +22,7 @@ from tests.medication_terms import terms_with
 
 DAY = date(2026, 11, 27)
 START = date(2026, 10, 1)
+ANTI_INFECTIVES = frozenset({"anti_infectives_systemic"})
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +200,49 @@ def test_the_default_applies_to_the_start_day_of_a_single_day_record(
     found = exposure(record, DAY, course_terms)
     assert found is not None
     assert found.end == date(2026, 10, 14)
+
+
+def administration(day: date, end: date | None, concepts: frozenset[str]) -> MedicationExposure:
+    return replace(
+        med(start=day, end=end, concepts=concepts), resource_type="MedicationAdministration"
+    )
+
+
+def test_an_administration_is_a_dose_of_a_default_course(course_terms: Terminology) -> None:
+    """IV ceftriaxone given on one day is a dose of a course, not the course: with a class
+    default the course runs that many days from it (never past the day asked)."""
+    dose = administration(date(2026, 11, 25), date(2026, 11, 25), ANTI_INFECTIVES)
+    found = exposure(dose, DAY, course_terms)
+    assert found == Exposure(
+        date(2026, 11, 25),
+        DAY,
+        "a dose given 2026-11-25: default 14-day course from it",
+    )
+    infusion = administration(date(2026, 11, 1), date(2026, 11, 2), ANTI_INFECTIVES)
+    assert exposure(infusion, DAY, course_terms).end == date(2026, 11, 14)
+    longer = administration(date(2026, 10, 1), date(2026, 10, 30), ANTI_INFECTIVES)
+    assert exposure(longer, DAY, course_terms).end == date(2026, 10, 30)  # recorded, longer
+
+
+def test_an_administration_without_a_default_course_is_its_own_day(
+    course_terms: Terminology,
+) -> None:
+    dose = administration(date(2026, 11, 25), date(2026, 11, 25), frozenset({"cyclophosphamide"}))
+    assert exposure(dose, DAY, course_terms).end == date(2026, 11, 25)
+
+
+@pytest.mark.parametrize(
+    ("status", "end", "running_only", "expected"),
+    [
+        pytest.param("active", None, True, True, id="active-may-run-today"),
+        pytest.param("on-hold", None, True, True, id="on-hold-may-run-today"),
+        pytest.param("completed", None, True, False, id="completed-not-taken-today"),
+        pytest.param("completed", None, False, True, id="completed-may-be-in-a-window"),
+        pytest.param("completed", date(2026, 9, 1), False, False, id="ended-before-the-window"),
+        pytest.param("active", date(2026, 11, 20), False, True, id="ended-inside-the-window"),
+    ],
+)
+def test_undated_records(status: str, end: date | None, running_only: bool, expected: bool) -> None:
+    record = med(status=status, start=None, end=end)
+    assert undated(record, date(2026, 11, 13), running_only) is expected
+    assert not undated(med(status=status), date(2026, 11, 13), running_only)  # dated

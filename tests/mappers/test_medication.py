@@ -17,6 +17,7 @@ from service.terminology import Terminology
 from tests.factories import (
     ATC,
     CYCLOPHOSPHAMIDE,
+    FILGRASTIM,
     METHYLPREDNISOLONE,
     MYCOPHENOLATE,
     PREDNISONE,
@@ -685,3 +686,167 @@ def test_an_order_without_supply_duration_uses_quantity_per_fill(terms: Terminol
     resource["dispenseRequest"]["numberOfRepeatsAllowed"] = 0
     found = exposure(resource, terms)
     assert found.end == date(2026, 2, 8)  # 120 tablets / 4 a day = 30 days
+
+
+# ------------------------------------------------------------------ records of nothing taken
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        pytest.param("MedicationStatement", "status", "draft", id="r5-statement-draft"),
+        pytest.param("MedicationDispense", "status", "unfulfilled", id="r5-dispense-unfulfilled"),
+        pytest.param("MedicationStatement", "taken", "n", id="stu3-statement-taken-n"),
+        pytest.param("MedicationStatement", "taken", "unk", id="stu3-statement-taken-unk"),
+        pytest.param("MedicationAdministration", "notGiven", True, id="stu3-administration"),
+        pytest.param("MedicationAdministration", "wasNotGiven", True, id="dstu2-administration"),
+    ],
+)
+def test_a_record_negated_by_status_or_flag_is_no_exposure(
+    terms: Terminology, kind: str, field: str, value: Any
+) -> None:
+    resource = medication(CYCLOPHOSPHAMIDE, start=START, end=START)
+    resource["resourceType"] = kind
+    resource[field] = value
+    assert map_resource(resource, terms) is None
+
+
+def test_stu3_statement_taken_y_is_kept(terms: Terminology) -> None:
+    resource = medication(CYCLOPHOSPHAMIDE, start=START, end=START) | {"taken": "y"}
+    assert exposure(resource, terms).start == START
+
+
+# ------------------------------------------------------------------ dosage rates
+def _dosed(repeat: dict[str, Any] | None, **dosage: Any) -> dict[str, Any]:
+    resource = medication(PREDNISONE, start=START, end="2024-03-10", dose_mg=30)
+    entry = resource["dosage"][0]
+    entry.pop("timing", None)
+    if repeat is not None:
+        entry["timing"] = {"repeat": repeat}
+    entry.update(dosage)
+    return resource
+
+
+@pytest.mark.parametrize(
+    "dosage",
+    [
+        pytest.param({"asNeededBoolean": True}, id="asNeededBoolean"),
+        pytest.param({"asNeededCodeableConcept": {"text": "joint pain"}}, id="asNeededCodeable"),
+        pytest.param({"asNeeded": True}, id="r5-asNeeded"),
+        pytest.param({"asNeededFor": [{"text": "pain"}]}, id="r5-asNeededFor"),
+    ],
+)
+def test_as_needed_has_no_daily_dose(terms: Terminology, dosage: dict[str, Any]) -> None:
+    """ "30 mg up to 4 times a day as needed" is a ceiling, not 120 mg a day."""
+    found = exposure(_dosed({"frequency": 4, "period": 1, "periodUnit": "d"}, **dosage), terms)
+    assert (found.doses_per_day, found.daily_dose_mg) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("repeat", "daily_mg"),
+    [
+        pytest.param(
+            {"frequency": 1, "period": 12, "periodMax": 24, "periodUnit": "h"}, 30, id="q12-24h"
+        ),
+        pytest.param(
+            {"frequency": 1, "frequencyMax": 2, "period": 1, "periodUnit": "d"}, 30, id="1-2/day"
+        ),
+        pytest.param(
+            {"frequency": 2, "period": 1, "periodMax": 2, "periodUnit": "d"}, 30, id="2/1-2d"
+        ),
+        pytest.param({"frequency": 2, "period": 1, "periodUnit": "d"}, 60, id="exact-2/day"),
+    ],
+)
+def test_a_ranged_timing_gives_its_lowest_daily_dose(
+    terms: Terminology, repeat: dict[str, Any], daily_mg: float
+) -> None:
+    assert exposure(_dosed(repeat), terms).daily_dose_mg == pytest.approx(daily_mg)
+
+
+def test_no_supply_length_is_derived_from_a_ranged_or_as_needed_rate(terms: Terminology) -> None:
+    def order(**dosage: Any) -> dict[str, Any]:
+        resource = medication(
+            PREDNISONE_5MG_TAB, start=START, dose_mg=1, dose_unit="tablet", kind="MedicationRequest"
+        )
+        resource["dosageInstruction"][0].pop("timing")
+        resource["dosageInstruction"][0].update(dosage)
+        resource["dispenseRequest"] = {"quantity": {"value": 60, "unit": "tablet"}}
+        return resource
+
+    exact = {"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}}}
+    ranged = {
+        "timing": {"repeat": {"frequency": 1, "frequencyMax": 2, "period": 1, "periodUnit": "d"}}
+    }
+    assert exposure(order(**exact), terms).end == date(2024, 2, 8)  # 60 / 2 a day: 30 days
+    assert exposure(order(**ranged), terms).end is None
+    assert exposure(order(**exact, asNeededBoolean=True), terms).end is None
+
+
+@pytest.mark.parametrize(
+    ("code", "system", "per_day"),
+    [
+        pytest.param(
+            "BID", "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation", 2, id="BID"
+        ),
+        pytest.param("TID", "urn:oid:2.16.840.1.113883.5.1022", 3, id="TID-by-oid"),
+        pytest.param("qd", None, 1, id="qd-without-system"),
+        pytest.param(
+            "QOD", "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation", 0.5, id="QOD"
+        ),
+        pytest.param("BID", "http://hospital.example/freq", None, id="local-system-unread"),
+    ],
+)
+def test_a_timing_sent_as_a_code(
+    terms: Terminology, code: str, system: str | None, per_day: float | None
+) -> None:
+    coding = {"code": code} | ({"system": system} if system else {})
+    resource = _dosed(None, timing={"code": {"coding": [coding]}})
+    assert exposure(resource, terms).doses_per_day == per_day
+
+
+# ------------------------------------------------------------------ order status and dates
+def test_a_stopped_order_covers_its_first_fill_only(terms: Terminology) -> None:
+    def order(status: str) -> dict[str, Any]:
+        resource = medication(MYCOPHENOLATE, start=START, kind="MedicationRequest", status=status)
+        resource["dispenseRequest"] = {
+            "expectedSupplyDuration": {"value": 30, "unit": "days"},
+            "numberOfRepeatsAllowed": 5,
+        }
+        return resource
+
+    assert exposure(order("completed"), terms).end == date(2024, 7, 7)  # 6 fills: 180 days
+    stopped = exposure(order("stopped"), terms)
+    assert stopped.end == date(2024, 2, 8)  # 30 days
+    assert stopped.end_basis == "expectedSupplyDuration 30 days"
+
+
+def test_an_active_statement_without_effective_is_taken_as_of_its_assertion(
+    terms: Terminology,
+) -> None:
+    resource = medication(MYCOPHENOLATE, status="active") | {
+        "dateAsserted": "2026-11-05T10:00:00+08:00"
+    }
+    found = exposure(resource, terms)
+    assert (found.start, found.end) == (date(2026, 11, 5), None)
+    completed = medication(MYCOPHENOLATE) | {"dateAsserted": "2026-11-05"}
+    assert exposure(completed, terms).start is None  # taken at some time before it: undated
+
+
+@pytest.mark.parametrize(
+    ("status", "intent", "counted"),
+    [
+        pytest.param("ENTERED_IN_ERROR", "order", False, id="entered-in-error-upper-underscore"),
+        pytest.param("Entered in Error", "order", False, id="entered-in-error-words"),
+        pytest.param("Cancelled", "order", False, id="cancelled-capitalised"),
+        pytest.param("active", "Proposal", False, id="intent-proposal-capitalised"),
+        pytest.param("Active", "Order", True, id="active-capitalised"),
+    ],
+)
+def test_status_and_intent_codes_as_feeds_spell_them(
+    terms: Terminology, status: str, intent: str, counted: bool
+) -> None:
+    resource = medication(FILGRASTIM, start=START, kind="MedicationRequest", status=status)
+    resource["intent"] = intent
+    found = map_resource(resource, terms)
+    assert (found is not None) is counted
+    if found is not None:
+        assert isinstance(found.fact, MedicationExposure)
+        assert found.fact.status == "active"  # runs to the day asked, as an active order does
