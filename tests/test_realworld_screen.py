@@ -13,7 +13,9 @@ HCV RNA 未检出, an old reactive HIV test, TTP, recent haemodialysis, `10*3/uL
 statuses sent without `system` or as text, local status codes that cannot be read, a positive
 urine pregnancy test, a pneumonia closed with `abatementBoolean`, a haemodialysis coded in CPT,
 an eGFR of 11 in `ml/min/1.73 m²`; code systems sent by OID, a SNOMED CT edition URI, ICD-10-GM
-and China's ICD-10 extension codes; an ICD-9-CM diagnosis and an NDC order with no text).
+and China's ICD-10 extension codes; an ICD-9-CM diagnosis and an NDC order with no text; a CBC,
+a hepatitis B panel and a pre-operative panel whose results are components, statuses "Final",
+"F" and "unknown", an hCG dated by its effectivePeriod's end, an ANC written "0.6 10^9/L").
 `../screen-expected.json` names the verdicts each must get.
 """
 

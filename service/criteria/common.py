@@ -227,6 +227,8 @@ def newer_unreadable(
 def unreadable_reason(name: str, result: LabResult) -> str:
     """Why the latest result of `name` cannot be compared."""
     where = f"the latest {name} result ({result.reference} on {result.effective})"
+    if result.status_unread:
+        return f"{where} {result.status_phrase}; an earlier one does not decide"
     if result.quantity is None:
         return f"{where} sends no number we can read; an earlier one does not decide"
     return f"{where} has unit {result.quantity.unit!r}, which cannot be converted"
