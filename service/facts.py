@@ -70,6 +70,22 @@ class RefRange:
     age_high_years: float | None = None
     text: str | None = None
 
+    @property
+    def placeholder(self) -> bool:
+        """ "0-0", a high of 0 or below, limits swapped: what LIS interfaces send for a range
+        they do not have. No limit of it is a limit of the analyte."""
+        high = _number(self.high)
+        if high is None:
+            return False
+        low = _number(self.low)
+        return high <= 0 or (low is not None and low >= high)
+
+
+def _number(limit: Quantity | None) -> float | None:
+    if limit is None:
+        return None
+    return limit.canonical_value if limit.canonical_value is not None else limit.value
+
 
 @dataclass(slots=True, unsafe_hash=True)
 class Identifier:

@@ -16,7 +16,8 @@ an eGFR of 11 in `ml/min/1.73 m²`; code systems sent by OID, a SNOMED CT editio
 and China's ICD-10 extension codes; an ICD-9-CM diagnosis and an NDC order with no text; a CBC,
 a hepatitis B panel and a pre-operative panel whose results are components, statuses "Final",
 "F" and "unknown", an hCG dated by its effectivePeriod's end, an ANC written "0.6 10^9/L";
-ALT/AST ranges "0-0" and a high of 0, a bilirubin range sent without its unit in mg/dL).
+ALT/AST ranges "0-0" and a high of 0, a bilirubin range sent without its unit in mg/dL, and a
+computed SLEDAI-2K whose C3 range came in mg/dL without a unit and anti-dsDNA range as "0-0").
 `../screen-expected.json` names the verdicts each must get.
 """
 

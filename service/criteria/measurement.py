@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from service.criteria.common import (
+    PLAUSIBLE_FACTOR,
     Context,
     age_range,
     compare_bounded,
@@ -57,9 +58,6 @@ MEDICATION_TYPES = (
     "MedicationAdministration",
     "MedicationDispense",
 )
-# A lab's ULN more than this many times below or above the value set's ULNs in common use
-# (`uln_interval`) is taken for a limit in another unit, not a ULN (judgement).
-PLAUSIBLE_FACTOR = 3.0
 # referenceRange.type codes (HL7 referencerange-meaning) that state the normal range.
 NORMAL_RANGE_TYPES = frozenset({None, "normal"})
 
@@ -372,9 +370,8 @@ def usable_ulns(result: LabResult, facts: PatientFacts, as_of: date) -> list[flo
         high = entry.high
         if high is None or high.canonical_value is None or entry.type not in NORMAL_RANGE_TYPES:
             continue
-        low = entry.low.canonical_value if entry.low is not None else None
-        if high.canonical_value <= 0 or (low is not None and low >= high.canonical_value):
-            continue  # "0-0", a high of 0, limits swapped: a placeholder, not a range
+        if entry.placeholder:
+            continue  # "0-0", a high of 0, limits swapped: not a range
         if entry.sex is None and entry.applies_to:
             continue  # a population we cannot place the patient in (pregnancy, race ...)
         if entry.sex is not None and sex in ("female", "male") and entry.sex != sex:
