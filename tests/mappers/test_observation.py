@@ -887,3 +887,23 @@ def test_a_malformed_component_raises_naming_the_observation(
     panel["component"] = [component]
     with pytest.raises(MappingError, match=f"Observation/{panel['id']}: .*component"):
         map_resource(panel, terms)
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "expected"),
+    [
+        ("http://terminology.hl7.org/CodeSystem/v2-0078", "H", "positive"),
+        ("http://terminology.hl7.org/CodeSystem/v2-0078", "N", "negative"),
+        ("http://hl7.org/fhir/v2/0078", "A", "positive"),
+        ("http://hl7.org/fhir/v2/0078", "POS", "positive"),
+        ("http://hospital.example.org/flags", "H", None),  # a local table: not read
+    ],
+)
+def test_v2_table_0078_flags_read_as_observation_interpretation(
+    terms: Terminology, system: str, code: str, expected: str | None
+) -> None:
+    """LIS interfaces map OBX-8 abnormal flags to HL7 v2 table 0078 (or its DSTU2 URI), whose
+    codes R4's ObservationInterpretation took over: an HBsAg index flagged by it is read."""
+    resource = obs(HBSAG, 12.5 if expected != "negative" else 0.3, "COI")
+    resource["interpretation"] = [{"coding": [{"system": system, "code": code}]}]
+    assert lab(resource, terms).qualitative == expected
