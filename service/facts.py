@@ -70,6 +70,22 @@ class RefRange:
     age_high_years: float | None = None
     text: str | None = None
 
+    @property
+    def placeholder(self) -> bool:
+        """ "0-0", a high of 0 or below, limits swapped: what LIS interfaces send for a range
+        they do not have. No limit of it is a limit of the analyte."""
+        high = _number(self.high)
+        if high is None:
+            return False
+        low = _number(self.low)
+        return high <= 0 or (low is not None and low >= high)
+
+
+def _number(limit: Quantity | None) -> float | None:
+    if limit is None:
+        return None
+    return limit.canonical_value if limit.canonical_value is not None else limit.value
+
 
 @dataclass(slots=True, unsafe_hash=True)
 class Identifier:
@@ -94,6 +110,10 @@ class Demographics:
     name: str | None = None  # as a coordinator reads it (mappers/patient.display_name)
 
 
+# FHIR R4 ObservationStatus codes of results final enough to act on.
+COUNTED_RESULT_STATUSES = frozenset({"final", "amended", "corrected"})
+
+
 @dataclass(slots=True, unsafe_hash=True)
 class LabResult:
     reference: str
@@ -111,6 +131,18 @@ class LabResult:
     ref_ranges: tuple[RefRange, ...] = ()
     interpretation: tuple[Code, ...] = ()
     titer: float | None = None  # 1:N dilution as N (valueRatio or "1:160")
+
+    @property
+    def status_unread(self) -> bool:
+        """Sent with a status we cannot read ("F", "unknown", none): kept with no reading,
+        so an earlier result never decides in its place."""
+        return self.status not in COUNTED_RESULT_STATUSES
+
+    @property
+    def status_phrase(self) -> str:
+        """ "has status 'F', not one that counts" (or "has no status, ..."), for reasons."""
+        sent = f"status {self.status!r}" if self.status else "no status"
+        return f"has {sent}, not one that counts"
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -307,7 +339,8 @@ class PatientFacts:
         for med in self.medications:
             _index(self._medications_by_concept, med)
 
-    def add(self, fact: Fact) -> None:
+    def add(self, fact: Fact | tuple[LabResult, ...]) -> None:
+        """Add a fact, or the results of one Observation and its components."""
         match fact:
             case LabResult():  # most facts: matched first
                 self.labs.append(fact)
@@ -328,6 +361,9 @@ class PatientFacts:
                 self.studies.append(fact)
             case Problem():
                 self.problems.append(fact)
+            case tuple():  # a panel's components
+                for result in fact:
+                    self.add(result)
 
     def problems_with(
         self, *resource_types: str, concepts: frozenset[str] | set[str] | None = None

@@ -45,7 +45,8 @@ _CUT = re.compile(r"(?=[\s(\[{,;:]|\d)")
 _TITER = re.compile(r"(?<![\d.])(?P<cmp>[<>]=?|≤|≥)?\s*1\s*[:/]\s*(?P<n>\d+(?:\.\d+)?)(?![\d.:/])")
 _VALUE = re.compile(
     r"^(?P<cmp>[<>]=?|≤|≥)?\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*"
-    r"(?P<unit>(?!/\d)[A-Za-z%µμ×/\[{*^][A-Za-z0-9%µμ×/\[\]{}*^.\- ]*)?$"
+    # a unit begins with a letter or symbol, or is a power of ten ("10^9/L", "10*3/uL", "10E9/L")
+    r"(?P<unit>(?!/\d)(?:[A-Za-z%µμ×/\[{*^]|10[*^Ee]\d)[A-Za-z0-9%µμ×/\[\]{}*^.\- ]*)?$"
 )
 _COMPARATORS = {"≤": "<=", "≥": ">="}
 

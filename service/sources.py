@@ -220,7 +220,8 @@ def observation_prefilter(
     - the bytes from that `{` to the first `}` after the first `}]` (the end of the last
       coding, of `coding`, then of `code`, unless a string holds one) parse on their own:
       in valid JSON they are then exactly the `code` value, neither more nor less;
-    - it ends with `}` (a truncated line is parsed, and reported).
+    - it ends with `}` (a truncated line is parsed, and reported);
+    - it has no `"component"` (a panel's components are read by their own codes).
     Anything else is parsed as before. A line accepted here is not otherwise validated:
     JSON broken after its code, or a second top-level `code` (invalid FHIR, where orjson
     keeps the last), is passed over instead of being reported.
@@ -249,7 +250,9 @@ def observation_prefilter(
             verdict = not may_match(code)
             if len(verdicts) < cache_size:
                 verdicts[value] = verdict
-        return verdict
+        # A panel whose own code no value set knows may carry one in a component (a CBC's
+        # WBC): parsed, so the mapper reads its components.
+        return verdict and b'"component"' not in line
 
     return irrelevant
 

@@ -150,13 +150,19 @@ def test_parse_titer_refuses_what_is_no_titer(text: str | None) -> None:
         ("5000 /uL", BoundedValue(5000, None, "/uL")),
         ("4.2 ×10⁹/L", BoundedValue(4.2, None, "×10^9/L")),
         ("61%", BoundedValue(61, None, "%")),
+        # a unit that is a power of ten, as LIS interfaces write counts
+        ("5.2 10^9/L", BoundedValue(5.2, None, "10^9/L")),
+        ("0.4 10*9/L", BoundedValue(0.4, None, "10*9/L")),
+        ("5.2 10E3/uL", BoundedValue(5.2, None, "10E3/uL")),
     ],
 )
 def test_parse_bounded_value(text: str, expected: BoundedValue) -> None:
     assert parse_bounded_value(text) == expected
 
 
-@pytest.mark.parametrize("text", ["1:16", "1/160", "阴性 0.12", "0.12 阴性", "negative", "", None])
+@pytest.mark.parametrize(
+    "text", ["1:16", "1/160", "阴性 0.12", "0.12 阴性", "negative", "", None, "5.2 10", "5.2 109/L"]
+)
 def test_parse_bounded_value_refuses_words_and_titers(text: str | None) -> None:
     assert parse_bounded_value(text) is None
 

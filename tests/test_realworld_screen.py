@@ -18,7 +18,11 @@ medication records as pharmacies and EHRs send them: an IV antibiotic administra
 before, an undated active antifungal order, undated and dateAsserted-only G-CSF statements,
 a prednisolone order "as needed", methylprednisolone every 12-24 h with weight in lb, STU3
 `notGiven`, `ENTERED_IN_ERROR` and R5 `draft` cyclophosphamide, a stopped hydroxychloroquine
-order with refills, and a prednisone timing sent as the code BID).
+order with refills, and a prednisone timing sent as the code BID; a CBC, a hepatitis B panel
+and a pre-operative panel whose results are components, statuses "Final", "F" and "unknown",
+an hCG dated by its effectivePeriod's end, an ANC written "0.6 10^9/L"; ALT/AST ranges "0-0"
+and a high of 0, a bilirubin range sent without its unit in mg/dL, and a computed SLEDAI-2K
+whose C3 range came in mg/dL without a unit and anti-dsDNA range as "0-0").
 `../screen-expected.json` names the verdicts each must get.
 """
 

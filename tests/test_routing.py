@@ -65,6 +65,19 @@ def test_lines_are_routed_to_their_patient_or_passed_over() -> None:
     assert {"Patient", "Observation", "Condition"} <= RELEVANT_TYPES
 
 
+def test_a_panel_is_routed_for_its_components() -> None:
+    """A panel whose own code no value set knows (CBC 58410-2) is read for a component that
+    one does (WBC 6690-2); one whose components no value set knows is passed over."""
+    router = Router(load_terms())
+    panel = make_observation("o1", "p1", "2026-01-01", code="58410-2")
+    panel["component"] = [{"code": {"coding": [{"system": "http://loinc.org", "code": "6690-2"}]}}]
+    assert router(_line(panel)).relevant
+    panel["component"] = [
+        {"code": {"coding": [{"system": "http://loinc.org", "code": HEART_RATE}]}}
+    ]
+    assert not router(_line(panel)).relevant
+
+
 def test_unroutable_lines_say_why() -> None:
     router = Router(load_terms())
     truncated = router(b'{"resourceType":"Condition","id":"c1","subj')

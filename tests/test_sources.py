@@ -113,6 +113,14 @@ def test_an_observation_no_value_set_uses_is_passed_over_unparsed(
     assert irrelevant(first)
 
 
+def test_a_panel_whose_component_a_value_set_may_use_is_read(
+    irrelevant: Callable[[bytes], bool],
+) -> None:
+    """A CBC panel's own code is in no value set; its WBC component is (a LIS's panel)."""
+    component = [{"code": {"coding": [HEMOGLOBIN]}, "valueQuantity": {"value": 50, "unit": "g/L"}}]
+    assert not irrelevant(observation_line({"coding": [HEART_RATE]}, component=component))
+
+
 RELEVANT_CODES = {
     "second coding": {"coding": [HEART_RATE, HEMOGLOBIN]},
     "code before system": {"coding": [{"code": HGB, "system": LOINC}]},

@@ -182,6 +182,12 @@ def test_normalize_unit_spelling_without_aliases() -> None:
         pytest.param("body_weight", 132.27735731092653, "[lb_av]", 60.0, id="weight-lb"),
         pytest.param("hcg_serum", 25, "[IU]/L", 25.0, id="hcg-IU/L"),
         pytest.param("creatinine_clearance", 1.0, "mL/s", 60.0, id="clearance-mL/s"),
+        # spellings LIS interfaces send: German Gpt/L, US thou/uL, the classical g% and mg%
+        pytest.param("neutrophils_abs", 1.2, "Gpt/L", 1.2, id="anc-Gpt/L"),
+        pytest.param("wbc", 4.2, "thou/uL", 4.2, id="wbc-thou/uL"),
+        pytest.param("wbc", 4.2, "thou/mm3", 4.2, id="wbc-thou/mm3"),
+        pytest.param("hemoglobin", 5.5, "g%", 55.0, id="hgb-g%"),
+        pytest.param("creatinine", 1.0, "mg%", 88.40, id="creatinine-mg%"),
     ],
 )
 def test_canonical_uses_the_value_set_unit_and_molar_mass(

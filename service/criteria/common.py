@@ -33,6 +33,12 @@ class Context:
     default_lookback_days: int
 
 
+# A lab's reference limit more than this many times below or above the limits in common use
+# (a value set's `uln_interval`, an instrument's fixed fallback) is taken for a limit sent in
+# another unit, not a limit of the analyte (judgement).
+PLAUSIBLE_FACTOR = 3.0
+
+
 def fmt(number: float) -> str:
     """A number as a clinician writes it: 62, 0.85, 1.7 (at most 3 significant decimals)."""
     if number == int(number) and abs(number) < 1e12:
@@ -227,6 +233,8 @@ def newer_unreadable(
 def unreadable_reason(name: str, result: LabResult) -> str:
     """Why the latest result of `name` cannot be compared."""
     where = f"the latest {name} result ({result.reference} on {result.effective})"
+    if result.status_unread:
+        return f"{where} {result.status_phrase}; an earlier one does not decide"
     if result.quantity is None:
         return f"{where} sends no number we can read; an earlier one does not decide"
     return f"{where} has unit {result.quantity.unit!r}, which cannot be converted"

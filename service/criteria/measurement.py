@@ -8,7 +8,9 @@ other results (ANC = WBC x neutrophil %), results invalidated by a recent medica
 a limit raised by a diagnosis (Gilbert's syndrome).
 
 x ULN: the ULN is the `high` of the result's reference ranges of type normal (or untyped) that
-apply to the patient's sex and age, never a therapeutic or other range. Without one, the value
+apply to the patient's sex and age, never a therapeutic or other range, nor a placeholder ("0-0",
+a high of 0, swapped limits) or a high more than PLAUSIBLE_FACTOR times off the value set's
+`uln_interval` (a limit sent without its unit, in another one). Without one, the value
 set's `uln_interval` (ULNs in common use) is tried: the verdict stands only when it is the same
 for every ULN in it, otherwise `unknown` ("no reference range sent").
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from service.criteria.common import (
+    PLAUSIBLE_FACTOR,
     Context,
     age_range,
     compare_bounded,
@@ -45,6 +48,7 @@ from service.criteria.model import MeasurementRule
 from service.criteria.scores import activity_verdict
 from service.criteria.verdict import Evidence, Verdict, VerdictValue
 from service.facts import LabResult, PatientFacts, RefRange
+from service.terminology import UlnInterval
 
 __all__ = ["evaluate_measurement", "usable_ulns"]
 
@@ -276,6 +280,9 @@ def _limit(
     assert rule.uln_multiple is not None
     multiple, raised = _multiple(rule, facts, ctx)
     ulns = usable_ulns(result, facts, ctx.as_of) if result is not None else []
+    implausible = ""
+    if ulns and info.uln_interval is not None:
+        ulns, implausible = _plausible(ulns, info.uln_interval, ctx, unit, info.molar_mass)
     if ulns:
         source = "the lab's reference range" + (
             "s that may apply (sex or age not recorded)" if len(set(ulns)) > 1 else ""
@@ -285,9 +292,10 @@ def _limit(
         span = info.uln_interval
         factor = ctx.terms.factor(span.unit, unit, info.molar_mass)
         ulns = [span.low * factor, span.high * factor]
-        source = "ULNs in common use: no reference range sent"
+        missing = implausible or "no reference range sent"
+        source = f"ULNs in common use: {missing}"
         undecided = (
-            f"no reference range sent, and the verdict differs within the ULNs in common use "
+            f"{missing}, and the verdict differs within the ULNs in common use "
             f"({fmt(ulns[0])}-{fmt(ulns[1])} {unit}); ask the lab for its reference range"
         )
     else:
@@ -307,6 +315,24 @@ def _limit(
         f"{fmt(multiple)} x ULN {uln_text} = {limit_text} {unit} (ULN from {source})",
         raised,
         undecided,
+    )
+
+
+def _plausible(
+    ulns: list[float], span: UlnInterval, ctx: Context, unit: str, molar_mass: float | None
+) -> tuple[list[float], str]:
+    """The ULNs no further than PLAUSIBLE_FACTOR from the ULNs in common use, and why the
+    others are not used: a limit sent without its unit in another one (an ALT range "0.67"
+    in ukat/L beside a value in U/L) or a placeholder is no ULN of this analyte."""
+    factor = ctx.terms.factor(span.unit, unit, molar_mass)
+    low, high = span.low * factor / PLAUSIBLE_FACTOR, span.high * factor * PLAUSIBLE_FACTOR
+    kept = [u for u in ulns if low <= u <= high]
+    if len(kept) == len(ulns):
+        return ulns, ""
+    dropped = ", ".join(sorted({fmt(u) for u in ulns if u not in kept}))
+    return kept, (
+        f"the lab's reference range high {dropped} {unit} is not a plausible ULN "
+        f"({fmt(span.low * factor)}-{fmt(span.high * factor)} {unit} in common use)"
     )
 
 
@@ -344,6 +370,8 @@ def usable_ulns(result: LabResult, facts: PatientFacts, as_of: date) -> list[flo
         high = entry.high
         if high is None or high.canonical_value is None or entry.type not in NORMAL_RANGE_TYPES:
             continue
+        if entry.placeholder:
+            continue  # "0-0", a high of 0, limits swapped: not a range
         if entry.sex is None and entry.applies_to:
             continue  # a population we cannot place the patient in (pregnancy, race ...)
         if entry.sex is not None and sex in ("female", "male") and entry.sex != sex:

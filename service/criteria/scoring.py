@@ -5,10 +5,12 @@ at any time before it) is judged met, not met or undetermined:
 
 - **lab**: the value against the first limit source the result allows, in the order the item
   lists them: `reference_range_low` / `reference_range_high` (the result's own normal range for
-  the patient's sex and age; all that may apply must agree), `interpretation` (L/LL or H/HH
-  flags; N is not met), or a fixed UCUM limit (the instrument's definition, or a documented
-  fallback). A limit is compared in the canonical unit, or in the unit both were sent in. A
-  bound ("<5") that straddles the limit, or no usable source, is undetermined, never met;
+  the patient's sex and age; all that may apply must agree; never a placeholder such as "0-0",
+  nor a limit more than PLAUSIBLE_FACTOR times off the item's fixed limit: sent in another
+  unit), `interpretation` (L/LL or H/HH flags; N is not met), or a fixed UCUM limit (the
+  instrument's definition, or a documented fallback). A limit is compared in the canonical
+  unit, or in the unit both were sent in. A bound ("<5") that straddles the limit, or no usable
+  source, is undetermined, never met;
 - **positive**: a titer decides when one is sent (at least `min_titer`); else a positive or
   negative reading (coded value, text such as 阳性, interpretation); else a number above the
   result's reference range, else above the fixed `above`;
@@ -34,6 +36,7 @@ from datetime import date, timedelta
 from typing import Literal
 
 from service.criteria.common import (
+    PLAUSIBLE_FACTOR,
     Context,
     age_range,
     compare_bounded,
@@ -353,7 +356,7 @@ def _against(
             return "not_met", f"{shown} flagged N (normal) by the lab"
         return None
     side: Literal["low", "high"] = "low" if source == "reference_range_low" else "high"
-    limits = _range_limits(result, facts, ctx.as_of, side)
+    limits = _plausible(finding, _range_limits(result, facts, ctx.as_of, side), ctx)
     if not limits:
         return None
     outcomes = {_compare_limit(quantity, finding.op, lim, factor) for lim in limits}
@@ -390,6 +393,28 @@ def _compare_limit(quantity: Quantity, op: str, limit: Quantity, factor: float) 
     return compare_bounded(value, quantity.comparator, op, bound)  # type: ignore[arg-type]
 
 
+def _plausible(finding: LabFinding, limits: list[Quantity], ctx: Context) -> list[Quantity]:
+    """The range limits no further than PLAUSIBLE_FACTOR from the finding's fixed limit (the
+    limit in common use), when it gives one: a C3 range "90-180" sent without its unit (mg/dL)
+    beside a value in g/L is no lower limit of 90 g/L."""
+    fixed = next((s for s in finding.limits if isinstance(s, FixedLimit)), None)
+    if fixed is None:
+        return limits
+    kept = []
+    for limit in limits:
+        if limit.canonical_value is None or limit.canonical_unit is None:
+            kept.append(limit)  # compared as sent, if at all (`_compare_limit`)
+            continue
+        try:
+            common = fixed.value * ctx.terms.factor(fixed.unit, limit.canonical_unit)
+        except ValueError:
+            kept.append(limit)
+            continue
+        if common / PLAUSIBLE_FACTOR <= limit.canonical_value <= common * PLAUSIBLE_FACTOR:
+            kept.append(limit)
+    return kept
+
+
 def _range_limits(
     result: LabResult, facts: PatientFacts, as_of: date, side: Literal["low", "high"]
 ) -> list[Quantity]:
@@ -400,8 +425,8 @@ def _range_limits(
     found = []
     for entry in result.ref_ranges:
         limit = entry.low if side == "low" else entry.high
-        if limit is None or entry.type not in NORMAL_RANGE_TYPES:
-            continue
+        if limit is None or entry.type not in NORMAL_RANGE_TYPES or entry.placeholder:
+            continue  # a placeholder ("0-0", a high of 0): no limit of the analyte
         if entry.sex is None and entry.applies_to:
             continue
         if entry.sex is not None and sex in ("female", "male") and entry.sex != sex:

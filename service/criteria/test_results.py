@@ -113,10 +113,11 @@ def _newer_unread(
         return None
     if state == "positive" and spec.positive_persists:
         return None
+    how = newest.status_phrase if newest.status_unread else "reads neither positive nor negative"
     return (
         "unknown",
-        f"{name}: the latest result ({newest.reference} on {newest.effective}) reads neither "
-        f"positive nor negative; the earlier {state} one ({latest.effective}) no longer decides",
+        f"{name}: the latest result ({newest.reference} on {newest.effective}) {how}; "
+        f"the earlier {state} one ({latest.effective}) no longer decides",
         [
             lab_evidence(newest, rule=f"{name}: neither positive nor negative"),
             lab_evidence(latest, rule=f"{name} read as {state}", note="earlier; not used"),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.facts import Fact, Problem
+from service.facts import Fact, LabResult, Problem
 from service.mappers.allergy import map_allergy
 from service.mappers.common import (
     MappingError,
@@ -83,7 +83,7 @@ MAPPERS: dict[str, Mapper] = {
 @dataclass(frozen=True, slots=True)
 class Mapped:
     patient: str
-    fact: Fact
+    fact: Fact | tuple[LabResult, ...]  # a tuple: an Observation's results and its components'
 
 
 def subject_of(resource: Resource) -> str | None:
@@ -107,8 +107,19 @@ def relevant(resource: Resource, terms: Terminology) -> bool:
     real EHR's are not)."""
     kind = resource.get("resourceType")
     if kind == "Observation":
-        return terms.may_match(resource.get("code"))
+        return terms.may_match(resource.get("code")) or _component_may_match(resource, terms)
     return kind == "Patient" or kind in MAPPERS or kind in SHARED_TYPES
+
+
+def _component_may_match(resource: Resource, terms: Terminology) -> bool:
+    """Whether a component of an Observation has a code in some value set (a CBC panel's
+    WBC): the panel is read for it."""
+    components = resource.get("component")
+    if not isinstance(components, list):
+        return components is not None  # malformed: read, to be reported
+    return any(
+        not isinstance(part, dict) or terms.may_match(part.get("code")) for part in components
+    )
 
 
 def map_resource(

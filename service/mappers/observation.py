@@ -4,6 +4,11 @@ Only results whose code belongs to a value set the trials use are kept; the rest
 real EHR's Observations (most of them) are dropped after one dictionary lookup.
 
 Results as labs send them:
+- a panel's components (a CBC's WBC and neutrophil count, a hepatitis B panel's HBsAg) are
+  results of their own, with the panel's status, time and reference;
+- the status: a FHIR code in any case ("Final"); "unknown" or a status that is no FHIR code
+  ("F", none) keeps the result with no reading (`LabResult.status_unread`), so an earlier one
+  never decides in its place;
 - the value: valueQuantity, valueInteger, valueString (a number written as text, "<20 IU/mL",
   becomes a Quantity with its comparator: below the limit of quantitation is a bound, not
   "not detected"), valueCodeableConcept, valueRatio (a titer 1:N);
@@ -28,7 +33,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.facts import Code, LabResult, Qualitative, Quantity, RefRange, Sex
+from service.facts import (
+    COUNTED_RESULT_STATUSES,
+    Code,
+    LabResult,
+    Qualitative,
+    Quantity,
+    RefRange,
+    Sex,
+)
 from service.mappers.common import (
     MappingError,
     Resource,
@@ -43,8 +56,10 @@ from service.units import UnitError
 
 LOINC = "http://loinc.org"
 _LOINC_CODE = re.compile(r"(\d{1,7})-(\d)")
-# FHIR R4 ObservationStatus: results that are final enough to act on.
-COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
+COUNTED_STATUSES = COUNTED_RESULT_STATUSES
+# FHIR R4 ObservationStatus codes of results not final yet, or void: dropped. "unknown" (the
+# source does not know which status applies: it may be final) is not one of them.
+NOT_COUNTED_STATUSES = frozenset({"registered", "preliminary", "cancelled", "entered-in-error"})
 GRADES = frozenset("ABCDE")
 # referenceRange.appliesTo codes that name a sex (SNOMED CT; administrative-gender codes).
 RANGE_SEXES: dict[str, Sex] = {
@@ -60,11 +75,46 @@ PERCENT_LIKE = frozenset({"%", "1", ""})
 
 def map_observation(
     resource: Resource, terms: Terminology, source: str | None = None
-) -> LabResult | None:
-    """The result, or None when the code is not one the trials use or it does not count."""
+) -> LabResult | tuple[LabResult, ...] | None:
+    """The result, or None when the code is not one the trials use or it does not count.
+
+    A panel's components (a CBC whose WBC and neutrophil count are components, a hepatitis
+    panel's HBsAg) are results of their own: each with its own code, value, interpretation and
+    reference ranges, and the panel's status and time. Then the panel's own result, if any, and
+    its components' come as a tuple."""
     code = resource.get("code")
     if code is None:
         raise MappingError("has no code (Observation.code is required)")
+    components = resource.get("component")
+    own = _map_one(resource, resource, code, terms, source)
+    if not components:
+        return own  # most results
+    if not isinstance(components, list):
+        raise MappingError("component is not a list")
+    found = [own] if own is not None else []
+    for part in components:
+        if not isinstance(part, dict):
+            raise MappingError("component is not an object")
+        part_code = part.get("code")
+        if part_code is None:
+            raise MappingError("has a component without a code (component.code is required)")
+        result = _map_one(resource, part, part_code, terms, source)
+        if result is not None:
+            found.append(result)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else tuple(found)
+
+
+def _map_one(
+    resource: Resource,
+    holder: Resource,
+    code: Any,
+    terms: Terminology,
+    source: str | None,
+) -> LabResult | None:
+    """The result `holder` (the Observation itself, or one of its components) records: its
+    code, value, interpretation and ranges; the Observation's status, time and reference."""
     if isinstance(code, dict) and any(
         isinstance(c, dict) and not c.get("system") for c in code.get("coding") or ()
     ):
@@ -77,19 +127,29 @@ def map_observation(
     codes, concepts = terms.resolve(recorded)
     if not concepts:
         return None
-    status = resource.get("status")
-    if status not in COUNTED_STATUSES:
-        return None  # preliminary, registered, cancelled, entered-in-error, unknown
+    status = _status(resource.get("status"))
+    if status in NOT_COUNTED_STATUSES:
+        return None  # preliminary, registered, cancelled, entered-in-error
     reference = f"Observation/{resource.get('id')}"
-    when = (
-        resource.get("effectiveDateTime")
-        or (resource.get("effectivePeriod") or {}).get("start")
-        or resource.get("effectiveInstant")
-        or resource.get("issued")
-    )
+    when = _when(resource)
     effective = parse_date(when)
-    quantity, text, coded, titer = _value(resource)
-    interpretation = _interpretation(resource.get("interpretation"))
+    quantity, text, coded, titer = _value(holder)
+    interpretation = _interpretation(holder.get("interpretation"))
+    if status not in COUNTED_STATUSES:
+        # "unknown", or a status no FHIR code reads ("F", "Final result", none at all): the
+        # result may be final or not. Kept, so an earlier result does not decide in its
+        # place, but with no reading of its own; its value is shown as text.
+        shown = text or (f"{quantity.value:g} {quantity.unit or ''}".strip() if quantity else None)
+        return LabResult(
+            reference=reference,
+            codes=codes,
+            concepts=concepts,
+            effective=effective,
+            status=status,
+            text=shown,
+            source=source,
+            effective_at=parse_timestamp(when),
+        )
     qualitative = (
         _qualitative(terms, concepts, text, coded, titer, quantity is not None, interpretation)
         if text or coded or titer or interpretation
@@ -99,7 +159,7 @@ def map_observation(
     concept = terms.quantity_concept(concepts)
     if quantity is not None and concept is not None:
         quantity = _canonical(terms, concept, quantity)
-    raw_ranges = resource.get("referenceRange")
+    raw_ranges = holder.get("referenceRange")
     ranges = (
         _ref_ranges(terms, concept, raw_ranges, quantity.unit if quantity else None)
         if raw_ranges
@@ -128,6 +188,30 @@ def map_observation(
         if interpretation
         else (),
         titer=_titer_value(titer),
+    )
+
+
+def _status(raw: Any) -> str:
+    """Observation.status as a FHIR code: as sent, or written in another case or with spaces
+    ("Final", " final"); anything else as sent ("" when none), which no criterion counts."""
+    if raw in COUNTED_STATUSES:
+        return str(raw)  # most results
+    if not isinstance(raw, str):
+        return ""
+    folded = raw.strip().casefold()
+    known = folded in COUNTED_STATUSES or folded in NOT_COUNTED_STATUSES or folded == "unknown"
+    return folded if known else raw
+
+
+def _when(resource: Resource) -> Any:
+    """When the result was taken: effectiveDateTime, the start of effectivePeriod (its end when
+    only that was sent), effectiveInstant, else when it was issued."""
+    period = resource.get("effectivePeriod")
+    return (
+        resource.get("effectiveDateTime")
+        or ((period.get("start") or period.get("end")) if isinstance(period, dict) else None)
+        or resource.get("effectiveInstant")
+        or resource.get("issued")
     )
 
 

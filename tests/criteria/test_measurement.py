@@ -529,6 +529,37 @@ def test_only_treatment_ranges_fall_back_to_the_common_ulns() -> None:
 
 
 @pytest.mark.parametrize(
+    ("criterion", "code", "value", "unit", "ranges"),
+    [
+        pytest.param("I6.alt", ALT, 30, "U/L", [ref_range(None, 0)], id="alt-high-0"),
+        pytest.param("I6.alt", ALT, 30, "U/L", [ref_range(0, 0)], id="alt-0-0"),
+        pytest.param("I6.ast", AST, 30, "U/L", [ref_range(40, 7)], id="ast-limits-swapped"),
+        pytest.param("I6.inr", INR, 1.0, "{INR}", [ref_range(0, 0)], id="inr-0-0"),
+        pytest.param("I6.pt", PT, 12, "s", [ref_range(None, 0, "s")], id="pt-high-0-s"),
+        # limits sent without their unit, in another one than the value's
+        pytest.param("I6.alt", ALT, 30, "U/L", [ref_range(None, 0.67)], id="alt-ukat-high"),
+        pytest.param("I6.tbil", TBIL, 15, "umol/L", [ref_range(0.2, 1.2)], id="tbil-mg/dL-range"),
+    ],
+)
+def test_a_placeholder_or_implausible_range_gives_no_uln(
+    criterion: str, code: str, value: float, unit: str, ranges: list[Resource]
+) -> None:
+    """LIS interfaces send "0-0", a high of 0 or swapped limits for a range they do not have,
+    and limits without a unit in another unit than the value (ALT "0.67" in ukat/L beside
+    U/L): none is a ULN (x ULN would fail every normal value); the ULNs in common use decide
+    as without a range."""
+    result = judge([patient(), lab(code, value, unit, ranges=ranges)], criterion)
+    assert result.verdict == "pass", result.reason
+    assert "ULNs in common use" in result.reason
+
+
+def test_an_implausible_uln_is_named() -> None:
+    result = judge([patient(), lab(ALT, 130, "U/L", ranges=[ref_range(None, 0.67)])], "I6.alt")
+    assert result.verdict == "unknown"
+    assert "high 0.67 U/L is not a plausible ULN" in result.reason
+
+
+@pytest.mark.parametrize(
     ("criterion", "code", "value", "unit", "expected"),
     [
         # ALT: ULNs in common use 33-56 U/L, so 3 x ULN runs from 99 to 168.

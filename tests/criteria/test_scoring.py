@@ -54,8 +54,10 @@ def platelets(value: float, days_ago: int = 20) -> Resource:
     return lab("777-3", value, "10^9/L", at=at(days_ago), text="血小板计数")
 
 
-def c3(value: float, unit: str = "g/L", low: float | None = 0.9, **kw: Any) -> Resource:
-    ranges = [ref_range(low, 1.8, unit, meaning="normal")] if low is not None else None
+def c3(
+    value: float, unit: str = "g/L", low: float | None = 0.9, high: float = 1.8, **kw: Any
+) -> Resource:
+    ranges = [ref_range(low, high, unit, meaning="normal")] if low is not None else None
     return lab(
         "4485-9", value, unit, at=at(kw.pop("days_ago", 20)), ranges=ranges, text="补体C3", **kw
     )
@@ -241,6 +243,12 @@ def test_low_c3_and_c4_outweighs_low_c3_or_c4() -> None:
     assert score_of(only_c3).total == 3
 
 
+def _unitless_range(record: Resource, low: float, high: float) -> Resource:
+    """`record` with one range whose limits carry no unit, as some LIS interfaces send it."""
+    record["referenceRange"] = [{"low": {"value": low}, "high": {"value": high}}]
+    return record
+
+
 # ------------------------------------------------------------------ where a limit comes from
 @pytest.mark.parametrize(
     ("record", "status", "source"),
@@ -249,15 +257,31 @@ def test_low_c3_and_c4_outweighs_low_c3_or_c4() -> None:
         (c3(0.85), "counted", "reference range low 0.9 g/L"),
         (c3(0.95), "not_met", "reference range low 0.9 g/L"),
         # another lab's range in mg/dL, converted with the value
-        (c3(70, "mg/dL", low=79), "counted", "reference range low 0.79 g/L"),
+        (c3(70, "mg/dL", low=79, high=152), "counted", "reference range low 0.79 g/L"),
         # no range: the lab's flag
         (c3(0.85, low=None, interpretation="L"), "counted", "flagged L"),
         (c3(0.85, low=None, interpretation="N"), "not_met", "flagged N"),
         # neither: the documented fallback (the lowest lower limit in common use, 0.75 g/L)
         (c3(0.85, low=None), "not_met", "0.75 g/L (fallback"),
         (c3(0.7, low=None), "counted", "0.75 g/L (fallback"),
+        # a range sent without its unit, in mg/dL beside a value in g/L: not a limit of 90 g/L
+        (_unitless_range(c3(1.2), 90, 180), "not_met", "0.75 g/L (fallback"),
+        (_unitless_range(c3(0.6), 90, 180), "counted", "0.75 g/L (fallback"),
+        # a placeholder range: "0-0"
+        (_unitless_range(c3(1.2), 0, 0), "not_met", "0.75 g/L (fallback"),
     ],
-    ids=["range-low", "range-normal", "range-mg-dl", "flag-L", "flag-N", "fallback-no", "fallback"],
+    ids=[
+        "range-low",
+        "range-normal",
+        "range-mg-dl",
+        "flag-L",
+        "flag-N",
+        "fallback-no",
+        "fallback",
+        "range-in-another-unit-not-low",
+        "range-in-another-unit-low",
+        "range-0-0",
+    ],
 )
 def test_complement_limit_source(record: Resource, status: str, source: str) -> None:
     found = item(i1(record), "low_c3_or_c4")
@@ -288,8 +312,10 @@ def test_a_range_for_the_other_sex_is_not_used() -> None:
         (dsdna(320, high=None, interpretation="H"), "counted"),  # flagged high
         (dsdna(320, high=None), "undetermined"),  # no range, no flag: no fixed anti-dsDNA limit
         (lab("5130-0", string="阳性(+)", at=at(20)), "counted"),
+        (dsdna(30, high=0), "undetermined"),  # a high of 0: a placeholder, no range
+        (_unitless_range(dsdna(30), 0, 0), "undetermined"),  # "0-0"
     ],
-    ids=["above-range", "in-range", "flag-H", "no-range", "阳性"],
+    ids=["above-range", "in-range", "flag-H", "no-range", "阳性", "high-0", "range-0-0"],
 )
 def test_anti_dsdna(record: Resource, status: str) -> None:
     assert item(i1(record), "sle_antibodies").status == status

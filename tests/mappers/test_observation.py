@@ -90,9 +90,7 @@ def test_other_codes_without_system_stay_unread(terms: Terminology, code: str) -
     assert map_resource(resource, terms) is None
 
 
-@pytest.mark.parametrize(
-    "status", ["preliminary", "registered", "cancelled", "entered-in-error", "unknown"]
-)
+@pytest.mark.parametrize("status", ["preliminary", "registered", "cancelled", "entered-in-error"])
 def test_status_that_does_not_count_is_dropped(terms: Terminology, status: str) -> None:
     assert map_resource(obs(HGB, 120, "g/L", status=status), terms) is None
 
@@ -100,6 +98,33 @@ def test_status_that_does_not_count_is_dropped(terms: Terminology, status: str) 
 @pytest.mark.parametrize("status", ["final", "amended", "corrected"])
 def test_status_that_counts_is_kept(terms: Terminology, status: str) -> None:
     assert lab(obs(HGB, 120, "g/L", status=status), terms).status == status
+
+
+@pytest.mark.parametrize("status", ["Final", " final", "AMENDED", "Corrected "])
+def test_status_in_another_case_is_the_fhir_code(terms: Terminology, status: str) -> None:
+    result = lab(obs(HGB, 120, "g/L", status=status), terms)
+    assert result.status == status.strip().lower()
+    assert not result.status_unread
+    assert result.quantity is not None
+
+
+@pytest.mark.parametrize("status", ["unknown", "F", "complete", "", None])
+def test_status_we_cannot_read_keeps_the_result_without_a_reading(
+    terms: Terminology, status: str | None
+) -> None:
+    """ "unknown" (the source does not know which status applies), an HL7 v2 "F", a word or
+    none at all: the result may be final, so it is kept (an earlier one must not decide in
+    its place), with no value or reading of its own; its value is shown as text."""
+    resource = obs(HBSAG, text="阳性") if status == "F" else obs(HGB, 50, "g/L")
+    if status is None:
+        del resource["status"]
+    else:
+        resource["status"] = status
+    result = lab(resource, terms)
+    assert result.status_unread
+    assert result.quantity is None
+    assert result.qualitative is None
+    assert result.text == ("阳性" if status == "F" else "50 g/L")
 
 
 @pytest.mark.parametrize(
@@ -125,6 +150,9 @@ def test_status_that_counts_is_kept(terms: Terminology, status: str) -> None:
             {"start": "2026-11-19T08:00:00Z"},
             date(2026, 11, 19),
             id="period-start",
+        ),
+        pytest.param(
+            "effectivePeriod", {"end": "2026-11-19T08:00:00Z"}, date(2026, 11, 19), id="period-end"
         ),
         pytest.param(
             "effectiveInstant", "2026-11-18T08:00:00.000Z", date(2026, 11, 18), id="instant"
@@ -773,3 +801,109 @@ def test_reference_range_age_in_years(
     resource["referenceRange"] = [{"high": {"value": 40}, "age": age}]
     (only,) = lab(resource, terms).ref_ranges
     assert only.age_low_years == (pytest.approx(expected) if expected is not None else None)
+
+
+# ------------------------------------------------------------------ panels with components
+V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+def _component(code: str, **value: Any) -> dict[str, Any]:
+    return {"code": {"coding": [{"system": LOINC, "code": code}]}, **value}
+
+
+def test_a_panels_components_are_results_of_their_own(terms: Terminology) -> None:
+    """A CBC panel (58410-2, in no value set) whose WBC and neutrophil count are components,
+    as LIS interfaces send them: each a result with its own code, value, unit, range and
+    flags, and the panel's status and time."""
+    panel = obs("58410-2", status="corrected")
+    panel["effectiveDateTime"] = "2026-11-15T08:30:00+08:00"
+    panel["component"] = [
+        _component(
+            WBC,
+            valueQuantity={"value": 1500, "unit": "/uL"},
+            referenceRange=[{"low": {"value": 4, "unit": "10*9/L"}}],
+        ),
+        _component("751-8", valueString="0.4 10^9/L"),
+        _component("8867-4", valueQuantity={"value": 70, "unit": "/min"}),  # in no value set
+    ]
+    mapped = map_resource(panel, terms)
+    assert mapped is not None
+    assert isinstance(mapped.fact, tuple)
+    wbc, anc = mapped.fact
+    assert "wbc" in wbc.concepts
+    assert "neutrophils_abs" in anc.concepts
+    assert wbc.reference == anc.reference == f"Observation/{panel['id']}"
+    assert wbc.quantity is not None
+    assert wbc.quantity.canonical_value == pytest.approx(1.5)
+    assert wbc.ref_ranges[0].low is not None
+    assert wbc.ref_ranges[0].low.canonical_value == 4
+    assert anc.quantity is not None
+    assert anc.quantity.canonical_value == pytest.approx(0.4)
+    assert {wbc.status, anc.status} == {"corrected"}
+    assert wbc.effective == anc.effective == date(2026, 11, 15)
+    assert wbc.effective_at == anc.effective_at is not None
+
+
+def test_a_results_own_value_and_its_components(terms: Terminology) -> None:
+    """An Observation in a value set keeps its own value; a component is read beside it; a
+    component's interpretation is its own (a hepatitis panel's HBsAg flagged positive)."""
+    own = obs(HGB, 118, "g/L")
+    own["component"] = [_component(HBSAG, valueString="阳性(12.5)")]
+    mapped = map_resource(own, terms)
+    assert mapped is not None
+    assert isinstance(mapped.fact, tuple)
+    hgb, hbsag = mapped.fact
+    assert hgb.quantity is not None
+    assert hgb.quantity.value == 118
+    assert hgb.qualitative is None
+    assert hbsag.qualitative == "positive"
+    flagged = obs("24363-4")
+    flagged["component"] = [
+        _component(
+            HBSAG,
+            valueQuantity={"value": 12.5, "unit": "COI"},
+            interpretation=[{"coding": [{"system": V3_INTERPRETATION, "code": "H"}]}],
+        )
+    ]
+    assert lab(flagged, terms).qualitative == "positive"  # one component: the result itself
+
+
+def test_a_panel_with_no_component_of_interest_is_dropped(terms: Terminology) -> None:
+    panel = obs("85354-9")
+    panel["component"] = [_component("8480-6", valueQuantity={"value": 120, "unit": "mm[Hg]"})]
+    assert map_resource(panel, terms) is None
+    preliminary = obs("58410-2", status="preliminary")
+    preliminary["component"] = [_component(WBC, valueQuantity={"value": 1.5, "unit": "10*9/L"})]
+    assert map_resource(preliminary, terms) is None
+
+
+@pytest.mark.parametrize(
+    "component", [pytest.param("x", id="not-an-object"), pytest.param({}, id="without-a-code")]
+)
+def test_a_malformed_component_raises_naming_the_observation(
+    terms: Terminology, component: Any
+) -> None:
+    panel = obs("58410-2")
+    panel["component"] = [component]
+    with pytest.raises(MappingError, match=f"Observation/{panel['id']}: .*component"):
+        map_resource(panel, terms)
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "expected"),
+    [
+        ("http://terminology.hl7.org/CodeSystem/v2-0078", "H", "positive"),
+        ("http://terminology.hl7.org/CodeSystem/v2-0078", "N", "negative"),
+        ("http://hl7.org/fhir/v2/0078", "A", "positive"),
+        ("http://hl7.org/fhir/v2/0078", "POS", "positive"),
+        ("http://hospital.example.org/flags", "H", None),  # a local table: not read
+    ],
+)
+def test_v2_table_0078_flags_read_as_observation_interpretation(
+    terms: Terminology, system: str, code: str, expected: str | None
+) -> None:
+    """LIS interfaces map OBX-8 abnormal flags to HL7 v2 table 0078 (or its DSTU2 URI), whose
+    codes R4's ObservationInterpretation took over: an HBsAg index flagged by it is read."""
+    resource = obs(HBSAG, 12.5 if expected != "negative" else 0.3, "COI")
+    resource["interpretation"] = [{"coding": [{"system": system, "code": code}]}]
+    assert lab(resource, terms).qualitative == expected
