@@ -232,6 +232,11 @@ def test_food_and_latex_are_not_drug_allergens(terms: Terminology, code: str, di
         ("泰它西普 160mg 皮下注射", "sle_immunosuppressants"),
         ("Saphnelo 300 mg IV", "sle_immunosuppressants"),
         ("阿莫西林克拉维酸钾片", "anti_infectives_systemic"),
+        ("Levaquin 500 mg tablet", "anti_infectives_systemic"),  # brand names, local codes
+        ("Rocephin 1 g IV q24h", "anti_infectives_systemic"),
+        ("注射用哌拉西林钠他唑巴坦钠(特治星)", "anti_infectives_systemic"),
+        ("可乐必妥 左氧氟沙星片 0.5g", "anti_infectives_systemic"),
+        ("奥硝唑氯化钠注射液", "anti_infectives_systemic"),
         ("注射用甲泼尼龙琥珀酸钠 500mg", "glucocorticoids"),
         ("磺胺类药物过敏", "drug_allergen"),
         ("Sulfa allergy - hives", "drug_allergen"),
@@ -248,3 +253,9 @@ def test_review_terms_ignore_lookalikes(terms: Terminology, text: str) -> None:
         "cyclophosphamide",
         "drug_allergen",
     }
+
+
+def test_brand_names_match_whole_words_only(terms: Terminology) -> None:
+    """ "Cipro" names ciprofloxacin tablets; "Ciprodex" (ear drops) is another word."""
+    assert "anti_infectives_systemic" in terms.review_matches("Cipro XR 500 mg")
+    assert "anti_infectives_systemic" not in terms.review_matches("Ciprodex otic suspension")
