@@ -1,8 +1,9 @@
 """`study_participation`: another clinical trial within `within_months` before `as_of`.
 
 From ResearchSubject records. A study other than this trial that was ongoing, ended or started
-inside the window fails; one that ended on an unrecorded date is `unknown`; no record passes
-(confirmed with the patient at screening).
+inside the window fails; one that ended on an unrecorded date is `unknown`; so is one the
+patient is enrolled in but has not started (`pending-on-study`) and one whose status could not
+be read; no record passes (confirmed with the patient at screening).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from service.criteria.common import Context, Findings, add_months, decide, unreadable
 from service.criteria.model import StudyParticipationRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import PatientFacts, StudyParticipation
+from service.facts import PatientFacts, StudyParticipation, status_unread
 
 OFF_STUDY = frozenset({"off-study", "withdrawn"})
+PENDING = "pending-on-study"
 
 
 def evaluate_study_participation(
@@ -24,6 +26,18 @@ def evaluate_study_participation(
         if _is_this_trial(study, ctx.trial_id) or (
             study.start is not None and study.start > ctx.as_of
         ):
+            continue
+        if study.status == PENDING or status_unread(study.status):
+            what = "enrolled, not started" if study.status == PENDING else study.status
+            found.doubt(
+                f"another study, status {what}: {study.study}; review",
+                Evidence(
+                    reference=study.reference,
+                    value=study.study,
+                    date=study.start,
+                    note=f"status {what}",
+                ),
+            )
             continue
         ongoing = study.end is None and study.status not in OFF_STUDY
         evidence = Evidence(

@@ -145,3 +145,30 @@ def test_e12_this_trial_named_anywhere_in_the_study_reference(
 ) -> None:
     result = run([ctms_research_subject(study_ref)], "E12")
     assert result.verdict == expected, result.reason
+
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [
+        ("pending-on-study", "status enrolled, not started"),
+        ("active", "status unread: 'active'"),  # not an R4 code: could be on study
+        (None, "status unread: 'not recorded'"),
+    ],
+)
+def test_e12_another_study_the_record_cannot_place_is_unknown(status: str | None, why: str) -> None:
+    record = study("OTHER-9", status="on-study", start="2026-10-01")
+    if status is None:
+        del record["status"]
+    else:
+        record["status"] = status
+    result = run([record], "E12")
+    assert result.verdict == "unknown"
+    assert why in result.reason
+
+
+def test_e12_status_in_capitals_is_read() -> None:
+    assert run([study("OTHER-9", status="ON-STUDY", start="2026-10-01")], "E12").verdict == "fail"
+
+
+def test_e12_screening_for_another_study_is_not_participation() -> None:
+    assert run([study("OTHER-9", status="screening", start="2026-10-01")], "E12").verdict == "pass"

@@ -46,10 +46,33 @@ def test_enrolled_statuses_are_kept(terms: Terminology, status: str) -> None:
 
 @pytest.mark.parametrize(
     "status",
-    ["candidate", "eligible", "ineligible", "not-registered", "pending-on-study", "screening"],
+    ["candidate", "eligible", "ineligible", "not-registered", "potential-candidate", "screening"],
 )
 def test_never_enrolled_statuses_are_dropped(terms: Terminology, status: str) -> None:
     assert map_resource(study("X", status=status, start="2026-01-01"), terms) is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [("ON-STUDY", "on-study"), ("On Study", "on-study"), ("off_study", "off-study")],
+)
+def test_status_spellings_are_read_as_the_code(terms: Terminology, sent: str, read: str) -> None:
+    assert participation(study("X", status=sent, start="2026-01-01"), terms).status == read
+
+
+def test_enrolled_not_started_is_kept(terms: Terminology) -> None:
+    resource = study("X", status="pending-on-study", start="2026-01-01")
+    assert participation(resource, terms).status == "pending-on-study"
+
+
+@pytest.mark.parametrize("sent", [None, "active", "入组"])
+def test_a_status_missing_or_not_r4_is_kept_unread(terms: Terminology, sent: str | None) -> None:
+    resource = study("X", status="on-study", start="2026-01-01")
+    if sent is None:
+        del resource["status"]
+    else:
+        resource["status"] = sent
+    assert participation(resource, terms).status.startswith("unread: ")
 
 
 @pytest.mark.parametrize(
