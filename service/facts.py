@@ -283,6 +283,9 @@ class Problem:
     # Value sets the unreadable record's codes belong to, when its code could still be read;
     # None when nothing is known (a failed fetch, a record without a readable code).
     concepts: frozenset[str] | None = None
+    # The result's date, when an unreadable Observation still shows one: a lab rule must not
+    # decide on an older result when this one may be newer (criteria/common.newer_problem).
+    day: date | None = None
 
     def concerns(self, concepts: frozenset[str] | set[str] | None) -> bool:
         return self.concepts is None or concepts is None or bool(self.concepts & concepts)

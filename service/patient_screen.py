@@ -52,6 +52,7 @@ from service.criteria.model import TrialDefinition, check_valuesets, load_trial
 from service.criteria.verdict import PatientResult
 from service.facts import PatientFacts, Problem
 from service.mappers import (
+    SUBJECT_FIELD,
     MappingError,
     MedicationTable,
     map_resource,
@@ -249,10 +250,26 @@ def add_records(
     unreadable: list[Unreadable] = []
     ordered = canonical_order(_parse(resources, unreadable))
     table = MedicationTable(parent=medications)
+    patients: list[dict[str, Any]] = []
     for resource, _ in ordered:
         if resource["resourceType"] == "Medication":
             table.add(resource)
+        elif resource["resourceType"] == "Patient":
+            patients.append(resource)
+    owner = _Owner(facts.reference, patients)
     for resource, where in ordered:
+        resource, orphan = owner.claim(resource)
+        if orphan is not None:
+            reference, name = _name(resource, where)
+            unreadable.append(Unreadable(reference, where, orphan))
+            claimed = {
+                **resource,
+                SUBJECT_FIELD[resource["resourceType"]]: {"reference": facts.reference},
+            }
+            mapped = problem_for(claimed, orphan, name, terms)
+            if mapped is not None:
+                facts.add(mapped.fact)
+            continue
         try:
             mapped = map_resource(resource, terms, where, table)
         except MappingError as exc:
@@ -264,6 +281,57 @@ def add_records(
         if mapped is not None and mapped.patient == facts.reference:
             facts.add(mapped.fact)
     return unreadable
+
+
+class _Owner:
+    """Records that name their patient without a literal reference (`subject: {identifier:
+    {system, value}}`, a `display` only, nothing), as some interfaces send them. One whose
+    identifier is one of the Patient's own is this patient's and read as such. Among one
+    patient's records alone (a single Patient resource, this one), any other is reported as an
+    unreadable record of this patient, so the verdicts it could change are `unknown`, not
+    decided without it (unmapped is not absent). Elsewhere it names no patient, as before."""
+
+    def __init__(self, reference: str, patients: list[dict[str, Any]]) -> None:
+        self.reference = reference
+        mine = [p for p in patients if f"Patient/{p.get('id')}" == reference]
+        self.alone = len(patients) == 1 and len(mine) == 1
+        self.identifiers: set[tuple[str | None, str]] = set()
+        for patient in mine:
+            for entry in patient.get("identifier") or ():
+                if isinstance(entry, dict) and isinstance(entry.get("value"), str):
+                    system = entry.get("system")
+                    known = system if isinstance(system, str) else None
+                    self.identifiers.add((known, entry["value"]))
+
+    def claim(self, resource: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The resource to map (its subject made this patient's reference when its
+        identifier is theirs), and why it is this patient's unreadable record, if it is."""
+        field_name = SUBJECT_FIELD.get(resource["resourceType"])
+        if field_name is None:
+            return resource, None
+        subject = resource.get(field_name)
+        if isinstance(subject, dict) and isinstance(subject.get("reference"), str):
+            return resource, None  # a literal reference: read as it says
+        if subject is not None and not isinstance(subject, dict):
+            return resource, None  # malformed: reported as it is
+        if self._names_me(subject):
+            return {**resource, field_name: {"reference": self.reference}}, None
+        if self.alone:
+            how = "by identifier" if (subject or {}).get("identifier") else "by display only"
+            if subject is None:
+                how = "not at all"
+            return resource, f"names its patient {how}, not as {self.reference}; review"
+        return resource, None
+
+    def _names_me(self, subject: dict[str, Any] | None) -> bool:
+        identifier = (subject or {}).get("identifier")
+        if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):
+            return False
+        system = identifier.get("system")
+        value = identifier["value"]
+        if isinstance(system, str):
+            return (system, value) in self.identifiers
+        return any(known == value for _, known in self.identifiers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from service.facts import (
     LabResult,
     MedicationExposure,
     PatientFacts,
+    Problem,
 )
 from service.terminology import Terminology
 
@@ -327,6 +328,33 @@ def unreadable(
 
 
 _FAILED = "fetch failed: "  # how service/fetching.py and service/cds/prefetch.py say it
+
+
+def newer_problem(
+    facts: PatientFacts, lab: str, latest: date | None, as_of: date
+) -> Problem | None:
+    """An unreadable record of this lab that may be newer than the latest readable result
+    (dated on or after it and not after `as_of`, or undated): the older result must not decide
+    in its place. Only records known to be of this lab (their code was read): a failed search
+    leaves no result at all and is reported by `unreadable`."""
+    if not facts.problems:
+        return None
+    for problem in facts.problems_with("Observation", concepts={lab}):
+        if problem.concepts is None:
+            continue
+        if problem.day is None or (
+            problem.day <= as_of and (latest is None or problem.day >= latest)
+        ):
+            return problem
+    return None
+
+
+def newer_problem_reason(name: str, problem: Problem) -> str:
+    when = f"on {problem.day}" if problem.day else "undated"
+    return (
+        f"a {name} record ({problem.where}, {when}) could not be read: {problem.message}; "
+        "an earlier result does not decide"
+    )
 
 
 def _cause(message: str) -> str:

@@ -31,6 +31,8 @@ from service.criteria.common import (
     instant,
     lab_evidence,
     medication_evidence,
+    newer_problem,
+    newer_problem_reason,
     newer_unreadable,
     older_evidence,
     on_or_before,
@@ -108,6 +110,18 @@ def _evaluate_recorded(rule: MeasurementRule, facts: PatientFacts, ctx: Context)
         return _no_result(ctx, rule.lab, days, history, problem)
     used = {id(r.result) for r in readings}
     older = older_evidence([r for r in history if id(r) not in used], None, days)
+    hidden_by = newer_problem(facts, rule.lab, readings[0].day, ctx.as_of)
+    if hidden_by is not None:
+        shown = [
+            lab_evidence(r.result, note="older than an unreadable record")
+            for r in readings
+            if r.result is not None
+        ]
+        return Verdict(
+            "unknown",
+            newer_problem_reason(title(ctx.terms, rule.lab), hidden_by),
+            (*shown, *older),
+        )
     return _combine([_judge(rule, facts, ctx, reading) for reading in readings], older)
 
 

@@ -29,6 +29,8 @@ from service.criteria.common import (
     compare_bounded,
     diagnosis_evidence,
     lab_evidence,
+    newer_problem,
+    newer_problem_reason,
     older_evidence,
     on_or_before,
     same_instant,
@@ -60,6 +62,9 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
         return hidden
     if decided:
         state, why, shown = _latest_state(spec, name, decided, read)
+        hidden_by = newer_problem(facts, spec.lab, decided[0][0].effective, ctx.as_of)
+        if hidden_by is not None and not (state == "positive" and spec.positive_persists):
+            return "unknown", newer_problem_reason(name, hidden_by), shown
         if state == "negative" and spec.diagnosis_valueset is not None:
             # A negative result beside a confirmed diagnosis of the infection: one is wrong.
             found = _diagnosis_state(spec.diagnosis_valueset, name, facts, ctx, days)

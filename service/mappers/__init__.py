@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from service.facts import Fact, LabResult, Problem
@@ -23,6 +24,7 @@ from service.mappers.common import (
     MappingError,
     Resource,
     codes_of,
+    parse_date,
     patient_reference,
     review_of,
 )
@@ -185,4 +187,26 @@ def problem_for(
                 concepts = review_of(terms, resource.get(field), codes)
         except (MappingError, TypeError, AttributeError):
             concepts = None
-    return Mapped(patient, Problem(str(kind), source or "", message, concepts))
+    return Mapped(patient, Problem(str(kind), source or "", message, concepts, _day_of(resource)))
+
+
+def _day_of(resource: dict[str, Any]) -> date | None:
+    """An unreadable Observation's date, if it can still be read (else None: undated)."""
+    if resource.get("resourceType") != "Observation":
+        return None
+    period = resource.get("effectivePeriod")
+    candidates = [
+        resource.get("effectiveDateTime"),
+        resource.get("effectiveInstant"),
+        period.get("start") if isinstance(period, dict) else None,
+        period.get("end") if isinstance(period, dict) else None,
+        resource.get("issued"),
+    ]
+    for value in candidates:
+        if value is None:
+            continue
+        try:
+            return parse_date(value)
+        except MappingError:
+            continue
+    return None

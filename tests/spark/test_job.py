@@ -214,7 +214,7 @@ def test_sweep_engine_spark_is_stored_like_any_sweep(
     assert local.exit_code == 0, local.output
     on_spark = runner.invoke(app, [*args, "--engine", "spark", "--spark-master", "local[2]"])
     assert on_spark.exit_code == 0, on_spark.output
-    assert "18 likely eligible, 17 possibly eligible, 36 ineligible" in on_spark.stdout
+    assert "17 likely eligible, 18 possibly eligible, 36 ineligible" in on_spark.stdout
     assert "Since run 1 (2026-11-20)" in on_spark.stdout
     diff = runner.invoke(app, ["diff", "1", "2", "--format", "json"])
     assert diff.exit_code == 0, diff.output

@@ -35,9 +35,9 @@ def test_sweep_prints_counts_funnel_and_the_change_since_last_time(demo_copy: Pa
     assert "I6.hgb" in first
     assert "E14*" in first
     assert "1 patient(s) excluded before the criteria" in first
-    assert "35 of 71 patients fail no criterion: 18 likely eligible, 17 possibly eligible" in first
+    assert "35 of 71 patients fail no criterion: 17 likely eligible, 18 possibly eligible" in first
     assert "Run 1 of NCT06946485 (v2026-12-03.1" in first
-    assert "18 likely eligible, 17 possibly eligible, 36 ineligible" in first
+    assert "17 likely eligible, 18 possibly eligible, 36 ineligible" in first
     assert "Since run" not in first
 
     set_observation_value(demo_copy, "p01-", "p01-o18", 50.0)
@@ -67,7 +67,7 @@ def test_runs_lists_newest_first_as_table_or_json() -> None:
     table = runner.invoke(app, ["runs"])
     assert table.exit_code == 0
     assert "completed" in table.stdout
-    assert "18/17/36" in table.stdout
+    assert "17/18/36" in table.stdout
     listed = json.loads(runner.invoke(app, ["runs", "--format", "json"]).stdout)["runs"]
     assert [r["id"] for r in listed] == [2, 1]
     assert listed[0]["status"] == "completed"
