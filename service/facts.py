@@ -162,6 +162,9 @@ class Diagnosis:
     # Over on a date not sent: abatementBoolean true, an abatementString that is not a date,
     # abatementAge/abatementRange. Read like a resolved status without an end date.
     abated: bool = False
+    # The last day a partial abatement date ("2021", "2021-11") could mean; `abatement` is its
+    # first. None when the date was sent whole.
+    abatement_last: date | None = None
 
     @property
     def uncertain(self) -> bool:
@@ -201,6 +204,17 @@ class Diagnosis:
         if self.abatement is not None:
             return self.abatement > day
         return not self.abated and self.clinical_status not in RESOLVED_STATUSES
+
+    def maybe_active_on(self, day: date) -> bool:
+        """Over by `day` only as the first day of a partial abatement date reads ("2026-11" for
+        20 November): it may have ended after `day`, so whether it was active then is unsure."""
+        return (
+            self.known_on(day)
+            and self.abatement is not None
+            and self.abatement <= day
+            and self.abatement_last is not None
+            and self.abatement_last > day
+        )
 
 
 @dataclass(slots=True, unsafe_hash=True)

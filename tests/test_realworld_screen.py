@@ -22,7 +22,10 @@ order with refills, and a prednisone timing sent as the code BID; a CBC, a hepat
 and a pre-operative panel whose results are components, statuses "Final", "F" and "unknown",
 an hCG dated by its effectivePeriod's end, an ANC written "0.6 10^9/L"; ALT/AST ranges "0-0"
 and a high of 0, a bilirubin range sent without its unit in mg/dL, and a computed SLEDAI-2K
-whose C3 range came in mg/dL without a unit and anti-dsDNA range as "0-0").
+whose C3 range came in mg/dL without a unit and anti-dsDNA range as "0-0"; personal
+history and status Z-codes (TIA, CNS infection, mental disorder, heart assist device, heart
+transplant), 维持性血液透析 as a problem, dialysis dependence in SNOMED CT, CIN III and a
+pregnancy ended in a month or year that a partial date leaves open).
 `../screen-expected.json` names the verdicts each must get.
 """
 

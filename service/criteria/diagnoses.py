@@ -140,7 +140,18 @@ def _judge_diagnoses(
     seen: set[str] = set()
     for valueset in _searched(rule):
         for dx in facts.diagnoses_for(valueset):
-            if dx.reference in seen or not _counted(dx, rule.active_only, ctx.as_of):
+            if dx.reference in seen:
+                continue
+            if rule.active_only and dx.maybe_active_on(ctx.as_of) and not dx.uncertain:
+                # "ended 2026-11" read as of 20 November: it may still have been current
+                seen.add(dx.reference)
+                note = (
+                    f"{dx.reference}: ended in a month or year that holds {ctx.as_of} "
+                    f"({dx.abatement} to {dx.abatement_last}); confirm whether it was current"
+                )
+                found.doubt(note, diagnosis_evidence(dx, note=note))
+                continue
+            if not _counted(dx, rule.active_only, ctx.as_of):
                 continue
             seen.add(dx.reference)
             outcome = _judge_diagnosis(rule, dx, ctx)
@@ -207,7 +218,7 @@ def _judge_diagnosis(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -
         return (
             "unknown",
             f"{dx.reference}: {title(ctx.terms, limited[0])} does not exclude by itself; "
-            "confirm it is not uncontrolled or systemic",
+            "review (an uncontrolled or systemic infection, a dialysis patient?)",
         )
     return "fail", "matches the exclusion"
 
@@ -283,9 +294,18 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
             "unknown",
             f"{dx.reference}: excepted only if disease-free > {years} years; no end date recorded",
         )
-    if over < add_months(ctx.as_of, -12 * years):
-        return "pass", f"excepted: disease-free since {over} (> {years} years)"
-    return "fail", f"excepted type, but disease-free only since {over} (not > {years} years)"
+    cutoff = add_months(ctx.as_of, -12 * years)
+    last = dx.abatement_last or over
+    if last < cutoff:
+        return "pass", f"excepted: disease-free since {last} (> {years} years)"
+    if over >= cutoff:
+        return "fail", f"excepted type, but disease-free only since {over} (not > {years} years)"
+    # a partial end date ("2021-11") whose month or year holds the cutoff day
+    return (
+        "unknown",
+        f"{dx.reference}: excepted only if over for > {years} years; it ended between {over} "
+        f"and {last}, on either side of {cutoff}",
+    )
 
 
 def _judge_procedures(

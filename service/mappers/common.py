@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -16,6 +16,7 @@ __all__ = [
     "concept_text",
     "parse_date",
     "parse_timestamp",
+    "partial_date_last_day",
     "patient_reference",
     "quantity_of",
     "review_of",
@@ -67,6 +68,21 @@ def parse_date(value: Any) -> date | None:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise MappingError(f"not a FHIR date: {value!r}") from exc
+
+
+def partial_date_last_day(value: Any) -> date | None:
+    """The last day a partial FHIR date means ("2021" -> 2021-12-31, "2021-11" -> 2021-11-30);
+    None for a whole date or none. `parse_date` gives the first: between them lies the day."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if len(text) == 4 and text.isdigit():
+        return date(int(text), 12, 31)
+    if len(text) == 7 and text[:4].isdigit() and text[4] == "-" and text[5:].isdigit():
+        year, month = int(text[:4]), int(text[5:])
+        if 1 <= month <= 12:
+            return date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+    return None
 
 
 def parse_timestamp(value: Any) -> datetime | None:

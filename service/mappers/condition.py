@@ -1,7 +1,9 @@
 """Condition -> Diagnosis.
 
 An abatement[x] without a readable date (abatementBoolean true, abatementString "上周",
-abatementAge) marks the diagnosis over on an unknown date (`Diagnosis.abated`).
+abatementAge) marks the diagnosis over on an unknown date (`Diagnosis.abated`). A partial
+abatement date ("2021-11") is kept with its last day (`Diagnosis.abatement_last`): the
+condition may have lasted until then. An onsetString written as a date is read as one.
 
 A Condition whose codes no value set knows is dropped, unless its text or a display matches a
 value set's review terms (or its ICD code is a category above a value set's rows, e.g. `M32`):
@@ -24,6 +26,7 @@ from service.mappers.common import (
     codes_of,
     concept_text,
     parse_date,
+    partial_date_last_day,
     review_of,
     status_code,
 )
@@ -51,11 +54,11 @@ def map_condition(
         raise MappingError("diagnosis has no code (text only or empty); review it")
     if not concepts and not review:
         return None
-    abatement = parse_date(
-        resource.get("abatementDateTime")
-        or (resource.get("abatementPeriod") or {}).get("end")
-        or (resource.get("abatementPeriod") or {}).get("start")
-    ) or _date_in(resource.get("abatementString"))
+    period = resource.get("abatementPeriod") or {}
+    ended = resource.get("abatementDateTime") or period.get("end") or period.get("start")
+    if ended is None and _date_in(resource.get("abatementString")) is not None:
+        ended = resource["abatementString"].strip()
+    abatement = parse_date(ended)
     return Diagnosis(
         reference=f"Condition/{resource.get('id')}",
         codes=codes,
@@ -66,9 +69,11 @@ def map_condition(
         verification_status=verification,
         onset=parse_date(
             resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
-        ),
+        )
+        or _date_in(resource.get("onsetString")),
         abatement=abatement,
         abated=abatement is None and _abated_without_date(resource),
+        abatement_last=partial_date_last_day(ended),
         recorded=parse_date(resource.get("recordedDate")),
         source=source,
         text=concept_text(concept, codes),

@@ -1242,3 +1242,78 @@ def test_e9_egfr_below_15_is_a_doubt_never_a_fail(
 ) -> None:
     result = judge([lab_patient(), *resources], "E9")
     assert result.verdict == expected, result.reason
+
+
+# ------------------------------------------------- partial end dates, history and status codes
+@pytest.mark.parametrize(
+    ("abatement", "expected"),
+    [
+        pytest.param("2021-11", "unknown", id="month-holding-the-cutoff-unknown"),
+        pytest.param("2021", "unknown", id="year-holding-the-cutoff-unknown"),
+        pytest.param("2021-10", "pass", id="month-before-the-cutoff-pass"),
+        pytest.param("2020", "pass", id="year-before-the-cutoff-pass"),
+        pytest.param("2022", "fail", id="year-after-the-cutoff-fail"),
+    ],
+)
+def test_e8_exception_with_a_partial_end_date(abatement: str, expected: str) -> None:
+    """Disease-free > 5 years as of 2026-11-27: "2021-11" may mean the 30th (not > 5 years)."""
+    dx = condition(BCC, onset="2015", abatement=abatement, clinical="resolved")
+    result = run([dx], "E8")
+    assert result.verdict == expected, result.reason
+
+
+@pytest.mark.parametrize(
+    ("abatement", "expected"),
+    [
+        pytest.param("2026-11", "unknown", id="ended-in-the-month-of-as-of-unknown"),
+        pytest.param("2026-10", "pass", id="ended-the-month-before-pass"),
+        pytest.param("2026-11-20", "pass", id="ended-on-a-day-before-as-of-pass"),
+    ],
+)
+def test_e13_pregnancy_ended_in_a_partial_month(abatement: str, expected: str) -> None:
+    dx = condition(PREGNANCY, onset="2026-03-01", abatement=abatement, clinical="resolved")
+    result = run([dx], "E13")
+    assert result.verdict == expected, result.reason
+
+
+@pytest.mark.parametrize(
+    ("criterion", "code", "system"),
+    [
+        pytest.param("E5", "Z86.73", ICD10CM, id="E5-history-of-tia-and-infarction"),
+        pytest.param("E5", "429993008", SCT_URI, id="E5-history-of-cva-without-deficit"),
+        pytest.param("E6", "Z94.1", ICD10, id="E6-heart-transplant-status-who"),
+        pytest.param("E6", "Z95.812", ICD10CM, id="E6-implantable-artificial-heart"),
+        pytest.param("E6", "Z86.74", ICD10CM, id="E6-history-of-sudden-cardiac-arrest"),
+        pytest.param("E9", "Z91.158", ICD10CM, id="E9-noncompliance-with-dialysis"),
+        pytest.param("E9", "105502003", SCT_URI, id="E9-dependence-on-dialysis"),
+        pytest.param("E11", "Z86.59", ICD10CM, id="E11-history-of-mental-disorder"),
+        pytest.param("E11", "Z86.5", ICD10, id="E11-history-of-mental-disorder-who"),
+    ],
+)
+def test_history_and_status_codes_exclude(criterion: str, code: str, system: str) -> None:
+    result = run([condition(code, system=system)], criterion)
+    assert result.verdict == "fail", result.reason
+
+
+@pytest.mark.parametrize(
+    ("abatement", "expected"),
+    [
+        pytest.param(None, "unknown", id="active-history-code-no-end-unknown"),
+        pytest.param("2015-06-01", "pass", id="over-long-ago-pass"),
+        pytest.param("2025-06-01", "fail", id="over-recently-fail"),
+    ],
+)
+def test_e5_history_of_cns_infection(abatement: str | None, expected: str) -> None:
+    """Z86.61 recorded `active` means the history is current, not the infection."""
+    dx = condition("Z86.61", system=ICD10CM, abatement=abatement)
+    result = run([dx], "E5")
+    assert result.verdict == expected, result.reason
+
+
+def test_e9_dialysis_condition_is_reviewed() -> None:
+    """A problem-list entry coded as haemodialysis (a procedure code) or named so in text."""
+    coded = condition("302497006", clinical="active")
+    assert run([coded], "E9").verdict == "unknown"
+    named = condition("local-hd", system="http://hospital.example/dx")
+    named["code"]["text"] = "维持性血液透析"
+    assert run([named], "E9").verdict == "unknown"

@@ -321,3 +321,38 @@ def test_abatement_boolean_false_is_not_over(terms: Terminology) -> None:
     resource = ehr_condition(coding(ICD10_URI, "J18.9"), clinical=None, onset="2026-11-01")
     resource["abatementBoolean"] = False
     assert diagnosis(resource, terms).active
+
+
+@pytest.mark.parametrize(
+    ("sent", "first", "last"),
+    [
+        pytest.param("2021", date(2021, 1, 1), date(2021, 12, 31), id="year"),
+        pytest.param("2021-12", date(2021, 12, 1), date(2021, 12, 31), id="december"),
+        pytest.param("2024-02", date(2024, 2, 1), date(2024, 2, 29), id="leap-february"),
+        pytest.param("2021-11-05", date(2021, 11, 5), None, id="whole-date"),
+    ],
+)
+def test_partial_abatement_keeps_its_last_day(
+    terms: Terminology, sent: str, first: date, last: date | None
+) -> None:
+    dx = diagnosis(condition(SLE, abatement=sent), terms)
+    assert (dx.abatement, dx.abatement_last) == (first, last)
+
+
+def test_abatement_string_with_a_partial_date(terms: Terminology) -> None:
+    resource = condition(SLE)
+    resource["abatementString"] = "2021-11"
+    dx = diagnosis(resource, terms)
+    assert (dx.abatement, dx.abatement_last, dx.abated) == (
+        date(2021, 11, 1),
+        date(2021, 11, 30),
+        False,
+    )
+
+
+def test_onset_string_written_as_a_date_is_read(terms: Terminology) -> None:
+    resource = condition(PNEUMONIA)
+    resource["onsetString"] = "2026-11-10"
+    assert diagnosis(resource, terms).onset == date(2026, 11, 10)
+    resource["onsetString"] = "两周前"
+    assert diagnosis(resource, terms).onset is None
