@@ -97,7 +97,7 @@ def test_start_follow_and_read_a_sweep(
     assert ranked.status_code == 200
     body = RankedListPublic.model_validate(ranked.json())
     assert [c.rank for c in body.candidates] == list(range(1, 72))
-    assert body.counts.likely_eligible == 18
+    assert body.counts.likely_eligible == 17
 
     table = client.get(f"/sweeps/{started.id}/candidates?format=csv&limit=5", headers=token(READ))
     assert table.headers["content-type"].startswith("text/csv")
