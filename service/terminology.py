@@ -140,12 +140,14 @@ class Terminology:
         interpretation_flags: dict[tuple[str, str], Reading] | None = None,
         case_sensitive_units: frozenset[str] = frozenset(),
         code_systems: CodeSystems | None = None,
+        text_read: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self.valuesets = valuesets
         known = {system for system, _ in members} | {system for system, _ in glucocorticoids}
         known |= {system for system, _ in [*qualitative_codes, *(interpretation_flags or {})]}
         self._code_systems = code_systems or CodeSystems.from_rows((), known)
         self._system_cache: dict[str, str] = {}
+        self._text_read = text_read
         self._covered: frozenset[str] | None = None
         self._of_kind: dict[str, frozenset[str]] = {}
         self._members = {key: frozenset(names) for key, names in members.items()}
@@ -259,6 +261,10 @@ class Terminology:
             version=digest.hexdigest()[:12],
             interpretation_flags=flags,
             case_sensitive_units=exact_units,
+            text_read=frozenset(
+                (row["system"], normalize_code(row["system"], row["code"]))
+                for row in table("text_read_codes.csv")
+            ),
             code_systems=CodeSystems.from_rows(
                 table("code_systems.csv"),
                 {system for system, _ in members} | {system for system, _ in qual_codes},
@@ -281,6 +287,21 @@ class Terminology:
         if self._covered is None:
             self._covered = frozenset(system for system, _ in self._members)
         return self.canonical_system(system) in self._covered
+
+    def reads_text_of(self, system: str, code: str) -> bool:
+        """Whether an ICD code is a broad history or status category whose text names the
+        disease (terminology/text_read_codes.csv: Z86.7 "personal history of diseases of the
+        circulatory system" sent for 陈旧性脑梗死): review terms read its text, as for a local
+        code, where other ICD codes outside the tables are left out on purpose."""
+        system = self.canonical_system(system)
+        shortest = HIERARCHICAL.get(system)
+        if shortest is None or not self._text_read:
+            return False
+        normalized = normalize_code(system, code)
+        return any(
+            (system, normalized[:end].rstrip(".")) in self._text_read
+            for end in range(len(normalized), shortest - 1, -1)
+        )
 
     def valuesets_of_kind(self, kind: str) -> frozenset[str]:
         """The value sets of one kind (`diagnosis`, `medication`, `procedure` ...)."""

@@ -190,3 +190,36 @@ def test_the_clinical_status_system_is_untouched() -> None:
     condition = ehr_condition(coding(SNOMED, "22298006"))
     assert condition["clinicalStatus"]["coding"][0]["system"] == CLINICAL
     assert run_ehr([condition], "E6").verdict == "fail"
+
+
+# ------------------------------------------------------------------ broad history categories
+@pytest.mark.parametrize(
+    ("system", "code", "text", "criterion"),
+    [
+        (ICD10, "Z86.7", "陈旧性脑梗死", "E5"),  # history of circulatory disease: an old stroke
+        (ICD10CM, "Z92.21", "History of chemotherapy for breast cancer", "E8"),
+        (ICD10, "Z86.1", "肺结核病史", "E4"),  # a history of TB kept active on the list
+    ],
+)
+def test_a_broad_history_category_is_reviewed_by_its_text(
+    system: str, code: str, text: str, criterion: str
+) -> None:
+    condition = ehr_condition(coding(system, code), text=text, onset="2019-01-01")
+    result = run_ehr([condition], criterion)
+    assert result.verdict == "unknown", result.reason
+    assert "not in the value set): review" in result.reason
+
+
+def test_a_resolved_history_is_no_active_infection() -> None:
+    condition = ehr_condition(
+        coding(ICD10, "Z86.1"), text="肺结核病史", onset="2019-01-01", clinical="resolved"
+    )
+    assert run_ehr([condition], "E4").verdict == "pass"
+
+
+def test_other_icd_codes_outside_the_tables_are_still_not_read_by_text() -> None:
+    """Old MI I25.2 is left out of severe cardiac disease on purpose, whatever its text."""
+    condition = ehr_condition(coding(ICD10, "I25.2"), text="陈旧性心肌梗死", onset="2019-01-01")
+    assert run_ehr([condition], "E6").verdict == "pass"
+    assert not load_terms().reads_text_of(ICD10, "I25.2")
+    assert load_terms().reads_text_of("urn:oid:2.16.840.1.113883.6.3", "Z867")

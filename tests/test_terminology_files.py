@@ -146,6 +146,12 @@ TABLES = {
     "units/aliases.csv": Table(
         header=("text", "ucum", "case"), key=("text",), required=("text", "ucum")
     ),
+    "text_read_codes.csv": Table(
+        header=("system", "code", "display", "note"),
+        key=("system", "code"),
+        required=("system", "code", "display", "note"),
+        system_column="system",
+    ),
     "code_systems.csv": Table(
         header=("sent", "system", "match", "note"),
         key=("sent",),

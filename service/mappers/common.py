@@ -180,10 +180,13 @@ def review_of(
     be anything of that kind, so it is under review for every value set of that kind."""
     text = concept.get("text") if isinstance(concept, dict) else None
     keys = tuple((c.system, c.code) for c in codes)
-    if any(system in HIERARCHICAL for system, _ in keys):
+    if any(system in HIERARCHICAL for system, _ in keys) and not any(
+        terms.reads_text_of(system, code) for system, code in keys
+    ):
         # ICD-10 and ATC tables list whole categories, so a code they do not reach was left
         # out on purpose (old MI I25.2 is not a severe cardiac disease): its text is not asked.
-        # SNOMED CT, RxNorm and local codes may be deeper than a table: their text is.
+        # SNOMED CT, RxNorm and local codes may be deeper than a table: their text is; so is
+        # a broad history or status category's (Z86.7 for 陈旧性脑梗死: text_read_codes.csv).
         return _review(terms, "", keys)
     words = " | ".join(t for t in [text, *(c.display for c in codes)] if isinstance(t, str))
     found = _review(terms, words, keys)
