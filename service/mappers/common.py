@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
@@ -15,6 +16,7 @@ __all__ = [
     "codes_of",
     "concept_text",
     "parse_date",
+    "parse_date_span",
     "parse_timestamp",
     "patient_reference",
     "quantity_of",
@@ -67,6 +69,17 @@ def parse_date(value: Any) -> date | None:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise MappingError(f"not a FHIR date: {value!r}") from exc
+
+
+def parse_date_span(value: Any) -> tuple[date | None, date | None]:
+    """(first day, last day) of a FHIR date/dateTime/instant: the last day only for a partial
+    date ("2021" ends on 31 December, "2021-06" on 30 June), else None (facts.written)."""
+    first = parse_date(value)
+    if first is None or len(value) >= 10:
+        return first, None  # a full date: most dates
+    if len(value) == 4:
+        return first, date(first.year, 12, 31)
+    return first, date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
 
 
 def parse_timestamp(value: Any) -> datetime | None:
