@@ -22,7 +22,10 @@ order with refills, and a prednisone timing sent as the code BID; a CBC, a hepat
 and a pre-operative panel whose results are components, statuses "Final", "F" and "unknown",
 an hCG dated by its effectivePeriod's end, an ANC written "0.6 10^9/L"; ALT/AST ranges "0-0"
 and a high of 0, a bilirubin range sent without its unit in mg/dL, and a computed SLEDAI-2K
-whose C3 range came in mg/dL without a unit and anti-dsDNA range as "0-0").
+whose C3 range came in mg/dL without a unit and anti-dsDNA range as "0-0"; dates written as a
+year or month: an in situ carcinoma abated "2021", a meningitis abated "2024", another study
+ended "2026-08", a haemoglobin and an HBsAg dated "2026-11", a pneumonia abated "2026-11", a
+death in "2026").
 `../screen-expected.json` names the verdicts each must get.
 """
 
@@ -63,3 +66,15 @@ def test_each_case_gets_its_verdicts(results: dict[str, dict[str, Any]], case: s
     for criterion, expected in EXPECTED[case].items():
         got = result["status"] if criterion == "status" else verdicts[criterion]
         assert got == expected, f"{case} {criterion}: {got}"
+
+
+def test_partial_dates_are_shown_as_written(results: dict[str, dict[str, Any]]) -> None:
+    """A year or month ("2021", "2026-11") is shown as written, never as its first day."""
+    e8 = next(c for c in results["Patient/r80"]["criteria"] if c["id"] == "E8")
+    assert "abated in 2021" in e8["reason"], e8["reason"]
+    dead = results["Patient/r83"]
+    assert "deceased in 2026" in dead["status_reason"], dead["status_reason"]
+    assert "2026-01-01" not in json.dumps(dead)
+    assert dead["patient"]["deceased_date"] is None
+    hgb = next(c for c in results["Patient/r82"]["criteria"] if c["id"] == "I6.hgb")
+    assert "dated 2026-11" in hgb["reason"], hgb["reason"]

@@ -53,29 +53,33 @@ def exposure(
     """
     if med.start is None:
         return None
+    # `start` begins the period; a course counted from the start runs from `anchor`.
     start, recorded_end = med.start, med.end
+    anchor = start
     if med.start_latest is not None or med.end_latest is not None:
         if documented:
-            start = med.start_latest or med.start
-        elif med.end_latest is not None:
-            recorded_end = med.end_latest
+            start = anchor = med.start_latest or med.start
+        else:
+            anchor = med.start_latest or med.start
+            recorded_end = med.end_latest or med.end
     given = start if med.start_latest is None else written(med.start, med.start_latest)
     days = default_course_days(med, terms)
     if recorded_end is not None:
         end, basis = recorded_end, med.end_basis or "recorded end"
         if med.end is not None and med.end_latest is not None:
             basis += f" {written(med.end, med.end_latest)}"
-        course = None if days is None else start + timedelta(days=max(days - 1, 0))
+        course = None if days is None else anchor + timedelta(days=max(days - 1, 0))
         if med.resource_type == "MedicationAdministration" and course is not None and course > end:
             # A dose (or an infusion) given is one of a course, not the course.
             end, basis = course, f"a dose given {given}: default {days}-day course from it"
     elif days is not None:
-        end = start + timedelta(days=max(days - 1, 0))
+        end = anchor + timedelta(days=max(days - 1, 0))
         basis = f"no end recorded: default {days}-day course"
     elif med.status in RUNNING_STATUSES:
         end, basis = day, f"{med.status}, no end recorded: counted up to {day}"
     else:
-        end, basis = start, f"{med.status}, no end recorded: start day only"
+        # "start day only": any day of a partial start's month or year may be it
+        end, basis = anchor, f"{med.status}, no end recorded: start day only"
     return Exposure(start, min(max(end, start), max(day, start)), basis)
 
 
