@@ -28,6 +28,7 @@ from tests.factories import (
     NEGATIVE,
     PNEUMONIA,
     condition,
+    grade,
     medication,
     obs,
     patient,
@@ -113,7 +114,9 @@ def test_e4_infection_abated_in_the_month_of_as_of_is_unknown() -> None:
 
 def test_lactation_abated_in_the_month_of_as_of_is_unknown() -> None:
     dx = condition(LACTATION, onset="2025-06-01", abatement="2026-11", clinical="resolved")
-    assert run([dx], "I7.lactation").verdict == "unknown"
+    result = run([dx], "I7.lactation")
+    assert result.verdict == "unknown"
+    assert "abated in 2026-11: may still be active" in result.reason
 
 
 @pytest.mark.parametrize(
@@ -129,6 +132,8 @@ def test_lactation_without_status_counted_730_days_from_a_partial_onset(
     dx = condition(LACTATION, onset=onset, clinical=None)
     result = run([dx], "I7.lactation")
     assert result.verdict == expected, result.reason
+    if expected == "unknown":  # a manual criterion is unknown anyway: the reason says why
+        assert f"since {onset}, which may be more or fewer than 730 days" in result.reason
 
 
 def test_active_on_and_unsure_on_read_the_whole_month() -> None:
@@ -272,3 +277,13 @@ def test_death_in_a_year_is_shown_as_the_year() -> None:
 def test_age_evidence_shows_a_partial_birth_date_as_written() -> None:
     result = run([patient("1990")], "I5")
     assert result.evidence[0].value == "1990"
+
+
+def test_bilag_grade_dated_the_month_of_as_of_leaves_its_domain_ungraded() -> None:
+    """An earlier grade A of the same domain does not decide in place of a "2026-11" one."""
+    newer = grade("renal", "D")
+    newer["effectiveDateTime"] = "2026-11"
+    earlier = grade("renal", "A", days=40)
+    assert run([patient(), earlier], "I3").verdict == "pass"
+    result = run([patient(), earlier, newer], "I3")
+    assert result.verdict == "unknown", result.reason
