@@ -304,6 +304,7 @@ class Allergy:
     review: frozenset[str] = frozenset()
     clinical_status: str | None = None
     verification_status: str | None = None
+    recorded_latest: date | None = None  # last possible day of a partial date
 
 
 @dataclass(slots=True, unsafe_hash=True)

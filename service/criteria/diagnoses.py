@@ -374,6 +374,10 @@ def _judge_procedures(
         elif proc.performed is None:
             note = f"{name} on an unrecorded date: within {days} days?"
             found.doubt(f"{proc.reference}: {note}", Evidence(proc.reference, code, note=note))
+        elif proc.performed_latest is not None:  # a month wholly inside the window
+            shown = written(proc.performed, proc.performed_latest)
+            note = f"{name} within {days} days (dated {shown})"
+            found.decisive.append(Evidence(proc.reference, code, note=note))
         else:
             note = f"{name} within {days} days"
             found.decisive.append(Evidence(proc.reference, code, date=proc.performed, note=note))

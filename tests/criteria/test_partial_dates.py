@@ -22,16 +22,20 @@ from tests.factories import (
     BCC,
     HBCAB,
     HBSAG,
+    HEMODIALYSIS,
     HGB,
     ICD10,
     LACTATION,
     NEGATIVE,
+    PENICILLIN,
     PNEUMONIA,
+    allergy,
     condition,
     grade,
     medication,
     obs,
     patient,
+    procedure,
     study,
 )
 
@@ -287,3 +291,33 @@ def test_bilag_grade_dated_the_month_of_as_of_leaves_its_domain_ungraded() -> No
     assert run([patient(), earlier], "I3").verdict == "pass"
     result = run([patient(), earlier, newer], "I3")
     assert result.verdict == "unknown", result.reason
+
+
+# ------------------------------------------------------------------ E3 allergies
+def test_severe_allergy_recorded_the_month_of_as_of_is_unknown() -> None:
+    """Recorded "2026-11", screened on 27 November: it may not be on record yet."""
+    record = allergy(PENICILLIN, severity="severe")
+    record["recordedDate"] = "2026-11"
+    result = run([record], "E3")
+    assert result.verdict == "unknown", result.reason
+    assert "recorded 2026-11: may be after 2026-11-27" in result.reason
+    record["recordedDate"] = "2026-10"
+    assert run([record], "E3").verdict == "fail"
+
+
+# ------------------------------------------------------------------ E9 procedures
+@pytest.mark.parametrize(
+    ("performed", "expected"),
+    [
+        pytest.param("2026-08", "unknown", id="month-across-the-90-day-window-unknown"),
+        pytest.param("2026-09", "fail", id="month-inside-the-window-fail"),
+        pytest.param("2026-07", "pass", id="month-before-the-window-pass"),
+    ],
+)
+def test_e9_dialysis_dated_a_month(performed: str, expected: str) -> None:
+    record = procedure(HEMODIALYSIS, days=1)
+    record["performedDateTime"] = performed
+    result = run([record], "E9")
+    assert result.verdict == expected, result.reason
+    if expected != "pass":
+        assert all(e.date is None for e in result.evidence)
