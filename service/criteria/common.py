@@ -272,11 +272,12 @@ def newer_unreadable(
     return newest
 
 
-def unreadable_reason(name: str, result: LabResult) -> str:
-    """Why the latest result of `name` cannot be compared."""
+def unreadable_reason(name: str, result: LabResult, as_of: date | None = None) -> str:
+    """Why the latest result of `name` cannot be compared (`as_of`: the day screened)."""
     where = f"the latest {name} result ({result.reference} {on_day(result)})"
     if result.status == MAYBE_LATER:
-        return f"{where} may be after the day screened; an earlier one does not decide"
+        day = as_of or "the day screened"
+        return f"{where} may be after {day}; an earlier one does not decide"
     if result.status_unread:
         return f"{where} {result.status_phrase}; an earlier one does not decide"
     if result.quantity is None:

@@ -55,7 +55,7 @@ def evaluate_creatinine_clearance(
         # The latest creatinine cannot be read: an older one does not stand in for it.
         return Verdict(
             "unknown",
-            unreadable_reason(title(ctx.terms, rule.creatinine_lab), hidden),
+            unreadable_reason(title(ctx.terms, rule.creatinine_lab), hidden, ctx.as_of),
             (lab_evidence(hidden, note="not compared"), *older_evidence(history, hidden, days)),
         )
     latest = tied_with_first(readable) if first_in_window(readable, ctx.as_of, days) else []

@@ -135,7 +135,7 @@ def _unconvertible_newest(
     )
     return Verdict(
         "unknown",
-        unreadable_reason(title(ctx.terms, rule.lab), newest),
+        unreadable_reason(title(ctx.terms, rule.lab), newest, ctx.as_of),
         (lab_evidence(newest, note=note), *older_evidence(history, newest, days)),
     )
 
