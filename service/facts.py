@@ -36,6 +36,25 @@ def status_unread(status: str | None) -> bool:
     return status is not None and status.startswith(UNREAD_STATUS)
 
 
+# Partial dates. FHIR allows "2021" and "2021-06": such a date is any day of that year or
+# month. A fact keeps its first day in the date field every rule has always read, and its
+# last day in a `*_latest` field only when the date was partial (None for a full date: the
+# common case costs nothing). A rule decides only when every possible day gives the same
+# answer, and shows the date as written (`written`), never an invented first day.
+def written(first: date, last: date | None) -> str:
+    """A date as it was written: "2021", "2021-06", or the full day."""
+    if last is None or last == first:
+        return first.isoformat()
+    if first.month == 1 and last.month == 12:
+        return f"{first.year:04d}"
+    return f"{first.year:04d}-{first.month:02d}"
+
+
+def last_day(first: date | None, last: date | None) -> date | None:
+    """The last day a date may be: its first day unless it was partial."""
+    return first if last is None else last
+
+
 Qualitative = Literal["positive", "negative"]
 
 
@@ -108,8 +127,12 @@ class Demographics:
     deceased_date: date | None = None
     identifiers: tuple[Identifier, ...] = ()
     name: str | None = None  # as a coordinator reads it (mappers/patient.display_name)
+    deceased_date_latest: date | None = None  # last possible day of a partial date of death
 
 
+# The status `criteria.common.on_or_before` gives a result whose partial date ("2026-11")
+# may be after the day screened: kept with no reading, like a status that cannot be read.
+MAYBE_LATER = "dated-partially"
 # FHIR R4 ObservationStatus codes of results final enough to act on.
 COUNTED_RESULT_STATUSES = frozenset({"final", "amended", "corrected"})
 
@@ -131,6 +154,7 @@ class LabResult:
     ref_ranges: tuple[RefRange, ...] = ()
     interpretation: tuple[Code, ...] = ()
     titer: float | None = None  # 1:N dilution as N (valueRatio or "1:160")
+    effective_latest: date | None = None  # last possible day of a partial date ("2026-11")
 
     @property
     def status_unread(self) -> bool:
@@ -141,6 +165,9 @@ class LabResult:
     @property
     def status_phrase(self) -> str:
         """ "has status 'F', not one that counts" (or "has no status, ..."), for reasons."""
+        if self.status == MAYBE_LATER and self.effective is not None:
+            when = written(self.effective, self.effective_latest)
+            return f"is dated {when}, which may be after the day screened"
         sent = f"status {self.status!r}" if self.status else "no status"
         return f"has {sent}, not one that counts"
 
@@ -162,9 +189,10 @@ class Diagnosis:
     # Over on a date not sent: abatementBoolean true, an abatementString that is not a date,
     # abatementAge/abatementRange. Read like a resolved status without an end date.
     abated: bool = False
-    # The last day a partial abatement date ("2021", "2021-11") could mean; `abatement` is its
-    # first. None when the date was sent whole.
-    abatement_last: date | None = None
+    # Last possible days of partial dates ("2021", "2021-06"); None for full dates.
+    onset_latest: date | None = None
+    abatement_latest: date | None = None
+    recorded_latest: date | None = None
 
     @property
     def uncertain(self) -> bool:
@@ -189,12 +217,21 @@ class Diagnosis:
         """The condition existed on `day`: its onset (else, with no onset, its recorded date)
         is not later. A diagnosis recorded only after `day` did not exist yet; one entered later
         with an earlier onset (a history taken afterwards) was already there.
+        A partial onset ("2026-11") counts from its first day: possibly known (`unsure_on`).
         """
         began = self.onset or self.recorded
         return began is None or began <= day
 
+    def began(self) -> tuple[date | None, date | None]:
+        """(first, last) possible day of its onset, else of its recorded date; last is None
+        unless the date was partial."""
+        if self.onset is not None:
+            return self.onset, self.onset_latest
+        return self.recorded, self.recorded_latest
+
     def active_on(self, day: date) -> bool:
-        """Active on `day`: known by then and not yet over.
+        """Active on `day`: known by then and not yet over (possibly so when a partial date
+        leaves it open: `unsure_on` says why).
 
         An abatement date decides when there is one (after `day`: still active then, whatever
         the status says today); without one, a resolved/inactive/remission status means over.
@@ -202,19 +239,24 @@ class Diagnosis:
         if not self.known_on(day):
             return False
         if self.abatement is not None:
-            return self.abatement > day
+            return (self.abatement_latest or self.abatement) > day
         return not self.abated and self.clinical_status not in RESOLVED_STATUSES
 
-    def maybe_active_on(self, day: date) -> bool:
-        """Over by `day` only as the first day of a partial abatement date reads ("2026-11" for
-        20 November): it may have ended after `day`, so whether it was active then is unsure."""
-        return (
-            self.known_on(day)
-            and self.abatement is not None
-            and self.abatement <= day
-            and self.abatement_last is not None
-            and self.abatement_last > day
-        )
+    def unsure_on(self, day: date, active_only: bool) -> str | None:
+        """Why a partial date leaves open whether the record existed (and, `active_only`, was
+        still active) on `day`, or None when every possible day gives the same answer."""
+        if self.onset_latest is None and self.recorded_latest is None:
+            if self.abatement_latest is None:
+                return None  # full dates: the common case
+        first, last = self.began()
+        if first is not None and last is not None and first <= day < last:
+            what = "onset" if self.onset is not None else "recorded"
+            return f"{what} {written(first, last)}: may be after {day}"
+        latest = self.abatement_latest
+        if active_only and self.abatement is not None and latest is not None:
+            if self.abatement <= day < latest:
+                return f"abated in {written(self.abatement, latest)}: may still be active on {day}"
+        return None
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -240,6 +282,9 @@ class MedicationExposure:
     # no codes; unless its display matches review terms (`review`), medication criteria read
     # it as "could be" any drug they look for (service/criteria/common.py: `unidentified`).
     unresolved: str | None = None
+    # Last possible days of partial dates ("2026-08"); None for full dates.
+    start_latest: date | None = None
+    end_latest: date | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -259,6 +304,7 @@ class Allergy:
     review: frozenset[str] = frozenset()
     clinical_status: str | None = None
     verification_status: str | None = None
+    recorded_latest: date | None = None  # last possible day of a partial date
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -272,6 +318,7 @@ class ProcedureRecord:
     text: str | None = None  # CodeableConcept.text, else the first display
     # Value sets whose review terms the text matches, for a record no value set knows.
     review: frozenset[str] = frozenset()
+    performed_latest: date | None = None  # last possible day of a partial date
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -285,6 +332,9 @@ class StudyParticipation:
     # Every name the record gives the study (reference, identifier value, display): the
     # ResearchStudy id is often a server number and the NCT number only in the display.
     names: tuple[str, ...] = ()
+    # Last possible days of partial dates ("2026-08"); None for full dates.
+    start_latest: date | None = None
+    end_latest: date | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)

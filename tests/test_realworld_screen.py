@@ -25,7 +25,10 @@ and a high of 0, a bilirubin range sent without its unit in mg/dL, and a compute
 whose C3 range came in mg/dL without a unit and anti-dsDNA range as "0-0"; personal
 history and status Z-codes (TIA, CNS infection, mental disorder, heart assist device, heart
 transplant), 维持性血液透析 as a problem, dialysis dependence in SNOMED CT, CIN III and a
-pregnancy ended in a month or year that a partial date leaves open).
+pregnancy ended in a month or year that a partial date leaves open; dates written as a year or
+month: an in situ carcinoma abated "2021", a meningitis abated "2024", another study ended
+"2026-08", a haemoglobin and an HBsAg dated "2026-11", a pneumonia abated "2026-11", a death
+in "2026").
 `../screen-expected.json` names the verdicts each must get.
 """
 
@@ -66,3 +69,15 @@ def test_each_case_gets_its_verdicts(results: dict[str, dict[str, Any]], case: s
     for criterion, expected in EXPECTED[case].items():
         got = result["status"] if criterion == "status" else verdicts[criterion]
         assert got == expected, f"{case} {criterion}: {got}"
+
+
+def test_partial_dates_are_shown_as_written(results: dict[str, dict[str, Any]]) -> None:
+    """A year or month ("2021", "2026-11") is shown as written, never as its first day."""
+    e8 = next(c for c in results["Patient/r80"]["criteria"] if c["id"] == "E8")
+    assert "abated in 2021" in e8["reason"], e8["reason"]
+    dead = results["Patient/r83"]
+    assert "deceased in 2026" in dead["status_reason"], dead["status_reason"]
+    assert "2026-01-01" not in json.dumps(dead)
+    assert dead["patient"]["deceased_date"] is None
+    hgb = next(c for c in results["Patient/r82"]["criteria"] if c["id"] == "I6.hgb")
+    assert "dated 2026-11" in hgb["reason"], hgb["reason"]

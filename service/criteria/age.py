@@ -9,7 +9,7 @@ from __future__ import annotations
 from service.criteria.common import Context, Findings, age_missing, age_range, decide
 from service.criteria.model import AgeRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import PatientFacts
+from service.facts import PatientFacts, written
 
 
 def evaluate_age(rule: AgeRule, facts: PatientFacts, ctx: Context) -> Verdict:
@@ -21,17 +21,18 @@ def evaluate_age(rule: AgeRule, facts: PatientFacts, ctx: Context) -> Verdict:
             return Verdict("unknown", why)
         birth = Evidence(
             reference=demographics.reference,
-            value=str(demographics.birth_date),
+            value=written(demographics.birth_date, demographics.birth_date_latest),
             date=ctx.as_of,
             note=why,
         )
         return Verdict("unknown", why, (birth,))
     youngest, oldest = ages
+    assert facts.demographics.birth_date is not None  # age_range found an age
     shown = _ages(youngest, oldest)
     allowed = f"{rule.min_years}-{rule.max_years}"
     evidence = Evidence(
         reference=facts.demographics.reference,
-        value=str(facts.demographics.birth_date),
+        value=written(facts.demographics.birth_date, facts.demographics.birth_date_latest),
         date=ctx.as_of,
         rule=f"age {shown} at {ctx.as_of}, allowed {allowed}",
     )

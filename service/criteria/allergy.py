@@ -27,13 +27,14 @@ from service.criteria.common import (
     Findings,
     decide,
     diagnosis_evidence,
+    partial_note,
     review_reason,
     title,
     unreadable,
 )
 from service.criteria.model import AllergyRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import RESOLVED_STATUSES, Allergy, PatientFacts, status_unread
+from service.facts import RESOLVED_STATUSES, Allergy, PatientFacts, status_unread, written
 
 MEDICATION_SYSTEMS = frozenset(
     {"http://www.nlm.nih.gov/research/umls/rxnorm", "http://www.whocc.no/atc"}
@@ -46,6 +47,18 @@ def evaluate_allergy(rule: AllergyRule, facts: PatientFacts, ctx: Context) -> Ve
     drug_sets = _drug_valuesets(rule, ctx)
     for allergy in facts.allergies:
         if allergy.negated or (allergy.recorded is not None and allergy.recorded > ctx.as_of):
+            continue
+        latest = allergy.recorded_latest
+        if allergy.recorded is not None and latest is not None and latest > ctx.as_of:
+            # Recorded "2026-11", screened on 5 November: it may not exist yet. What it would
+            # decide is a doubt.
+            maybe = Findings()
+            _judge_allergy(rule, allergy, drug_sets, ctx, maybe)
+            why = f"recorded {written(allergy.recorded, latest)}: may be after {ctx.as_of}"
+            for evidence in maybe.decisive:
+                found.doubt(f"{allergy.reference}: {why}", evidence)
+            found.doubts += maybe.doubts
+            found.shown += maybe.shown
             continue
         _judge_allergy(rule, allergy, drug_sets, ctx, found)
     _judge_diagnoses(rule, facts, ctx, found)
@@ -172,9 +185,11 @@ def _allergy_evidence(allergy: Allergy, note: str | None = None) -> Evidence:
     return Evidence(
         reference=allergy.reference,
         code=allergy.codes[0] if allergy.codes else None,
-        date=allergy.recorded,
+        date=allergy.recorded if allergy.recorded_latest is None else None,
         value=allergy.criticality,
         rule=f"criticality {allergy.criticality or 'not recorded'}; reaction severity "
         f"{'/'.join(sorted(allergy.severities)) or 'not recorded'}",
-        note=note,
+        note=note
+        if allergy.recorded is None or allergy.recorded_latest is None
+        else partial_note(f"recorded {written(allergy.recorded, allergy.recorded_latest)}", note),
     )

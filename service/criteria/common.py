@@ -6,13 +6,14 @@ from __future__ import annotations
 import calendar
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, timedelta
 from typing import Literal
 
 from service.criteria.model import Op
 from service.criteria.verdict import Evidence, Verdict, VerdictValue
 from service.facts import (
+    MAYBE_LATER,
     Code,
     Demographics,
     Diagnosis,
@@ -20,6 +21,7 @@ from service.facts import (
     MedicationExposure,
     PatientFacts,
     Problem,
+    written,
 )
 from service.terminology import Terminology
 
@@ -67,14 +69,17 @@ def age_range(demographics: Demographics | None, day: date) -> tuple[int, int] |
     """
     if demographics is None or demographics.birth_date is None:
         return None
+    last_day = day
     if demographics.deceased:
         if demographics.deceased_date is None:
             return None
-        day = min(day, demographics.deceased_date)
+        # A partial date of death ("2026") ends the age on its first or on its last day.
+        died_last = demographics.deceased_date_latest or demographics.deceased_date
+        day, last_day = min(day, demographics.deceased_date), min(day, died_last)
     if day < demographics.birth_date:
         return None
     latest = demographics.birth_date_latest or demographics.birth_date
-    return max(0, age_on(latest, day)), age_on(demographics.birth_date, day)
+    return max(0, age_on(latest, day)), age_on(demographics.birth_date, last_day)
 
 
 NO_BIRTH_DATE = "date of birth not recorded"
@@ -156,23 +161,58 @@ def instant(result: LabResult) -> float | None:
 
 
 def _newest_first(result: LabResult) -> tuple[date, float]:
-    # Date first (effective is the date as recorded), then the instant; a date-only result
-    # sorts after the timed ones of its day. Never the reference: ids carry no time.
+    # Date first (effective is the date as recorded; a partial date by its first day, one
+    # that may be after `as_of` by its last: it comes first), then the instant; a date-only
+    # result sorts after the timed ones of its day. Never the reference: ids carry no time.
     moment = instant(result)
-    return (result.effective or date.min, -math.inf if moment is None else moment)
+    day = result.effective or date.min
+    if result.status == MAYBE_LATER and result.effective_latest is not None:
+        day = result.effective_latest
+    return (day, -math.inf if moment is None else moment)
 
 
 def on_or_before(results: Iterable[LabResult], as_of: date) -> list[LabResult]:
     """Dated results not after `as_of`, newest first (by full timestamp when sent; equal ones
-    keep the order they came in). Later results do not exist yet."""
+    keep the order they came in). Later results do not exist yet.
+
+    A result with a partial date that may be after `as_of` ("2026-11" on 5 November) may be
+    the latest or not exist yet: it is kept with no reading, like a result whose status
+    cannot be read (`LabResult.status_unread`), so no earlier result decides in its place."""
     dated = [r for r in results if r.effective is not None and r.effective <= as_of]
+    for i, result in enumerate(dated):
+        if result.effective_latest is not None and result.effective_latest > as_of:
+            dated[i] = _maybe_later(result)
     dated.sort(key=_newest_first, reverse=True)
     return dated
 
 
+def _maybe_later(result: LabResult) -> LabResult:
+    quantity = result.quantity
+    shown = result.text or (
+        f"{fmt(quantity.value)} {quantity.unit or ''}".strip() if quantity else None
+    )
+    return replace(
+        result,
+        status=MAYBE_LATER,
+        quantity=None,
+        qualitative=None,
+        grade=None,
+        titer=None,
+        interpretation=(),
+        text=shown,
+    )
+
+
 def same_instant(a: LabResult, b: LabResult) -> bool:
     """Whether the record cannot tell which of two results came later: the same date and
-    the same timestamp, or a date without a time on either side."""
+    the same timestamp, or a date without a time on either side; with a partial date, days
+    that overlap."""
+    if a.effective_latest is not None or b.effective_latest is not None:
+        if a.effective is None or b.effective is None:
+            return False
+        return a.effective <= (b.effective_latest or b.effective) and b.effective <= (
+            a.effective_latest or a.effective
+        )
     if a.effective != b.effective:
         return False
     at_a, at_b = instant(a), instant(b)
@@ -222,6 +262,8 @@ def newer_unreadable(
     does not convert, no number at all) and it is later than the newest readable one: it
     hides what the latest value is, so the older one must not decide in its place."""
     newest = first_in_window(history, as_of, days)
+    if newest is not None and newest.status == MAYBE_LATER:
+        return newest  # it may be on any day up to `as_of`: before or after any other
     if (
         newest is None
         or (newest.quantity is not None and newest.quantity.canonical_value is not None)
@@ -231,9 +273,12 @@ def newer_unreadable(
     return newest
 
 
-def unreadable_reason(name: str, result: LabResult) -> str:
-    """Why the latest result of `name` cannot be compared."""
-    where = f"the latest {name} result ({result.reference} on {result.effective})"
+def unreadable_reason(name: str, result: LabResult, as_of: date | None = None) -> str:
+    """Why the latest result of `name` cannot be compared (`as_of`: the day screened)."""
+    where = f"the latest {name} result ({result.reference} {on_day(result)})"
+    if result.status == MAYBE_LATER:
+        day = as_of or "the day screened"
+        return f"{where} may be after {day}; an earlier one does not decide"
     if result.status_unread:
         return f"{where} {result.status_phrase}; an earlier one does not decide"
     if result.quantity is None:
@@ -257,9 +302,9 @@ def lab_evidence(result: LabResult, rule: str | None = None, note: str | None = 
             else None
         ),
         converted_unit=quantity.canonical_unit if quantity else None,
-        date=result.effective,
+        date=result.effective if result.effective_latest is None else None,
         rule=rule,
-        note=note,
+        note=note if result.effective_latest is None else partial_note(on_day(result), note),
     )
 
 
@@ -277,11 +322,31 @@ def older_evidence(
     return shown
 
 
+def on_day(result: LabResult) -> str:
+    """ "on 2026-11-03", or "dated 2026-11" for a partial date: the date as written."""
+    if result.effective is None:
+        return "undated"
+    if result.effective_latest is None:
+        return f"on {result.effective}"
+    return f"dated {written(result.effective, result.effective_latest)}"
+
+
+def partial_note(dated: str, note: str | None) -> str:
+    """An evidence note that carries a partial date as written ("dated 2021"), since the
+    evidence `date` field holds only full days."""
+    return dated if note is None else f"{dated}; {note}"
+
+
 def diagnosis_evidence(dx: Diagnosis, rule: str | None = None, note: str | None = None) -> Evidence:
+    first, last = dx.began()
+    day = first
+    if last is not None and first is not None:
+        what = "onset" if dx.onset is not None else "recorded"
+        day, note = None, partial_note(f"{what} {written(first, last)}", note)
     return Evidence(
         reference=dx.reference,
         code=dx.codes[0] if dx.codes else None,
-        date=dx.onset or dx.recorded,
+        date=day,
         rule=rule,
         note=note,
     )
@@ -295,9 +360,11 @@ def medication_evidence(
         code=med.codes[0] if med.codes else None,
         value=med.dose.value if med.dose else None,
         unit=med.dose.unit if med.dose else None,
-        date=med.start,
+        date=med.start if med.start_latest is None else None,
         rule=rule,
-        note=note,
+        note=note
+        if med.start is None or med.start_latest is None
+        else partial_note(f"started {written(med.start, med.start_latest)}", note),
     )
 
 

@@ -26,6 +26,7 @@ from service.criteria.common import (
     lab_evidence,
     newer_unreadable,
     older_evidence,
+    on_day,
     on_or_before,
     prefer,
     tied_with_first,
@@ -54,7 +55,7 @@ def evaluate_creatinine_clearance(
         # The latest creatinine cannot be read: an older one does not stand in for it.
         return Verdict(
             "unknown",
-            unreadable_reason(title(ctx.terms, rule.creatinine_lab), hidden),
+            unreadable_reason(title(ctx.terms, rule.creatinine_lab), hidden, ctx.as_of),
             (lab_evidence(hidden, note="not compared"), *older_evidence(history, hidden, days)),
         )
     latest = tied_with_first(readable) if first_in_window(readable, ctx.as_of, days) else []
@@ -152,7 +153,7 @@ def _judge_reported(rule: CreatinineClearanceRule, ctx: Context, reported: LabRe
     outcome = compare_bounded(quantity.canonical_value, quantity.comparator, rule.op, limit)
     if outcome is None:
         return Verdict("unknown", f"{test}: the reported bound cannot decide", evidence)
-    return Verdict("pass" if outcome else "fail", f"{test} on {reported.effective}", evidence)
+    return Verdict("pass" if outcome else "fail", f"{test} {on_day(reported)}", evidence)
 
 
 def _weight_near(
@@ -182,7 +183,7 @@ def _cockcroft_gault(
     if weight is None:
         missing.append(
             f"body weight within {rule.weight_lookback_days} days of the creatinine "
-            f"({creatinine.reference} on {creatinine.effective})"
+            f"({creatinine.reference} {on_day(creatinine)})"
         )
     if ages is None:
         why = age_missing(facts.demographics, ctx.as_of)

@@ -43,7 +43,7 @@ from service.criteria.model import (
 from service.criteria.scores import classification_verdict
 from service.criteria.test_results import test_state
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import Diagnosis, MedicationExposure, PatientFacts
+from service.facts import Diagnosis, MedicationExposure, PatientFacts, written
 
 MEDICATION_TYPES = (
     "MedicationStatement",
@@ -79,7 +79,9 @@ def evaluate_diagnosis_required(
     for dx in facts.diagnoses_for(rule.valueset):
         if not dx.known_on(ctx.as_of):
             continue
-        if dx.uncertain:
+        if unsure := dx.unsure_on(ctx.as_of, False):
+            found.doubt(f"{dx.reference}: {unsure}", diagnosis_evidence(dx, note=unsure))
+        elif dx.uncertain:
             found.doubt(
                 f"{name} recorded only as {dx.verification_status}",
                 diagnosis_evidence(dx, note=f"verification: {dx.verification_status}"),
@@ -140,24 +142,16 @@ def _judge_diagnoses(
     seen: set[str] = set()
     for valueset in _searched(rule):
         for dx in facts.diagnoses_for(valueset):
-            if dx.reference in seen:
-                continue
-            if rule.active_only and dx.maybe_active_on(ctx.as_of) and not dx.uncertain:
-                # "ended 2026-11" read as of 20 November: it may still have been current
-                seen.add(dx.reference)
-                note = (
-                    f"{dx.reference}: ended in a month or year that holds {ctx.as_of} "
-                    f"({dx.abatement} to {dx.abatement_last}); confirm whether it was current"
-                )
-                found.doubt(note, diagnosis_evidence(dx, note=note))
-                continue
-            if not _counted(dx, rule.active_only, ctx.as_of):
+            if dx.reference in seen or not _counted(dx, rule.active_only, ctx.as_of):
                 continue
             seen.add(dx.reference)
             outcome = _judge_diagnosis(rule, dx, ctx)
             if outcome is None:
                 continue
             kind, note = outcome
+            if kind == "fail" and (unsure := dx.unsure_on(ctx.as_of, rule.active_only)):
+                # A partial date ("2026-11") that may fall either side of `as_of`.
+                kind, note = "unknown", f"{dx.reference}: {unsure}; confirm"
             evidence = diagnosis_evidence(dx, note=note)
             if kind == "fail":
                 found.decisive.append(evidence)
@@ -233,7 +227,7 @@ def _judge_stale(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Ou
     days = rule.unstated_status_counts_days
     if days is None or dx.abatement is not None or not rule.active_only:
         return None
-    began = dx.onset or dx.recorded
+    began, last = dx.began()
     if began is None:
         if dx.clinical_status is None:
             return (
@@ -243,14 +237,28 @@ def _judge_stale(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Ou
         return None  # recorded active, with nothing to say since when: it counts
     if began + timedelta(days=days) >= ctx.as_of:
         return None
+    if last is not None:
+        shown = written(began, last)
+        if last + timedelta(days=days) >= ctx.as_of:
+            # "2026-08": some of its days are within `days` of `as_of`, some are not.
+            return (
+                "unknown",
+                f"{dx.reference}: {dx.clinical_status or 'no status'} since {shown}, which may "
+                f"be more or fewer than {days} days before {ctx.as_of}; confirm it is current",
+            )
+        began_text = shown
+    else:
+        began_text = str(began)
     if dx.clinical_status is None:
         return (
             "pass",
-            f"no status and no end date; counted for {days} days after {began} only: not current",
+            f"no status and no end date; counted for {days} days after {began_text} only: "
+            "not current",
         )
     return (
         "unknown",
-        f"{dx.reference}: recorded {dx.clinical_status} since {began}, longer than {days} days; "
+        f"{dx.reference}: recorded {dx.clinical_status} since {began_text}, longer than "
+        f"{days} days; "
         "confirm it is current",
     )
 
@@ -263,14 +271,23 @@ def _judge_onset(rule: DiagnosisExcludesRule, dx: Diagnosis, ctx: Context) -> Ou
     """
     if rule.onset_within_days is None:
         return None
-    began = dx.onset or dx.recorded
+    began, last = dx.began()
     if began is None:
         return "unknown", f"{dx.reference}: active, onset date not recorded"
-    if began < ctx.as_of - timedelta(days=rule.onset_within_days):
+    start = ctx.as_of - timedelta(days=rule.onset_within_days)
+    if last is not None and began < start <= last:
         return (
             "unknown",
-            f"{dx.reference}: active since {began} (before the {rule.onset_within_days}-day "
-            "window) and not recorded resolved; confirm whether it is still active",
+            f"{dx.reference}: onset {written(began, last)}, which may be before or within the "
+            f"{rule.onset_within_days}-day window; confirm when it began and whether it is "
+            "still active",
+        )
+    if began < start:
+        return (
+            "unknown",
+            f"{dx.reference}: active since {written(began, last)} (before the "
+            f"{rule.onset_within_days}-day window) and not recorded resolved; confirm whether "
+            "it is still active",
         )
     return None
 
@@ -280,6 +297,9 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
     over for more than N years before `as_of`."""
     years = exception.disease_free_years_more_than
     over = dx.abatement if dx.abatement is not None and dx.abatement <= ctx.as_of else None
+    last = dx.abatement_latest
+    if over is not None and last is not None:
+        return _partial_exception(exception, dx, ctx, over, last)
     if over is None:
         if not dx.active_on(ctx.as_of) or dx.status_unread:
             how = "abated" if dx.abated else dx.clinical_status
@@ -294,17 +314,29 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
             "unknown",
             f"{dx.reference}: excepted only if disease-free > {years} years; no end date recorded",
         )
+    if over < add_months(ctx.as_of, -12 * years):
+        return "pass", f"excepted: disease-free since {over} (> {years} years)"
+    return "fail", f"excepted type, but disease-free only since {over} (not > {years} years)"
+
+
+def _partial_exception(
+    exception: DiseaseFreeException, dx: Diagnosis, ctx: Context, first: date, last: date
+) -> Outcome:
+    """`_judge_exception` for an abatement written as a year or month ("2021"): excepted only
+    when every day it may be is more than N years before `as_of`; not excepted when none is."""
+    years = exception.disease_free_years_more_than
     cutoff = add_months(ctx.as_of, -12 * years)
-    last = dx.abatement_last or over
+    shown = written(first, last)
     if last < cutoff:
-        return "pass", f"excepted: disease-free since {last} (> {years} years)"
-    if over >= cutoff:
-        return "fail", f"excepted type, but disease-free only since {over} (not > {years} years)"
-    # a partial end date ("2021-11") whose month or year holds the cutoff day
+        return "pass", f"excepted: disease-free since {shown} (> {years} years)"
+    if first >= cutoff and last <= ctx.as_of:
+        return "fail", f"excepted type, but disease-free only since {shown} (not > {years} years)"
+    if first >= cutoff and exception.when_unresolved == "fail":
+        return "fail", f"abated in {shown}: not over for > {years} years on {ctx.as_of}"
     return (
         "unknown",
-        f"{dx.reference}: excepted only if over for > {years} years; it ended between {over} "
-        f"and {last}, on either side of {cutoff}",
+        f"{dx.reference}: abated in {shown}: disease-free for more than {years} years cannot "
+        "be confirmed",
     )
 
 
@@ -320,17 +352,32 @@ def _judge_procedures(
     since = ctx.as_of - timedelta(days=days)
     for proc in facts.procedures:
         coded, suggested = valueset in proc.concepts, valueset in proc.review
+        last = proc.performed_latest or proc.performed
         if not (coded or suggested) or (
-            proc.performed and not since <= proc.performed <= ctx.as_of
+            proc.performed and last and (last < since or proc.performed > ctx.as_of)
         ):
             continue
         code = proc.codes[0] if proc.codes else None
-        if suggested:
+        if (
+            proc.performed
+            and proc.performed_latest
+            and not (since <= proc.performed and proc.performed_latest <= ctx.as_of)
+        ):
+            # "2026-08": some of its days are in the window, some are not.
+            shown = written(proc.performed, proc.performed_latest)
+            note = f"{name} dated {shown}: within {days} days before {ctx.as_of}?"
+            found.doubt(f"{proc.reference}: {note}", Evidence(proc.reference, code, note=note))
+        elif suggested:
             reason = review_reason(ctx.terms, valueset, proc.codes, proc.text)
-            found.doubt(reason, Evidence(proc.reference, code, date=proc.performed, note=reason))
+            when = proc.performed if proc.performed_latest is None else None
+            found.doubt(reason, Evidence(proc.reference, code, date=when, note=reason))
         elif proc.performed is None:
             note = f"{name} on an unrecorded date: within {days} days?"
             found.doubt(f"{proc.reference}: {note}", Evidence(proc.reference, code, note=note))
+        elif proc.performed_latest is not None:  # a month wholly inside the window
+            shown = written(proc.performed, proc.performed_latest)
+            note = f"{name} within {days} days (dated {shown})"
+            found.decisive.append(Evidence(proc.reference, code, note=note))
         else:
             note = f"{name} within {days} days"
             found.decisive.append(Evidence(proc.reference, code, date=proc.performed, note=note))

@@ -37,7 +37,7 @@ from service.criteria.verdict import (
     TrialRef,
     Verdict,
 )
-from service.facts import Demographics, PatientFacts
+from service.facts import Demographics, PatientFacts, written
 from service.ranking import rank_fields, result_next_step
 from service.terminology import Terminology
 
@@ -100,6 +100,16 @@ def deceased_reason(demographics: Demographics | None, as_of: date) -> str | Non
         return None
     if demographics.deceased_date is None:
         return "deceased (Patient.deceasedBoolean; date of death not recorded): not a candidate"
+    last = demographics.deceased_date_latest
+    if last is not None and demographics.deceased_date <= as_of:
+        # "2026": the day is not recorded. Like a death without a date, not a candidate, even
+        # if the day may be after `as_of`; the date is shown as written, not as 1 January.
+        when = written(demographics.deceased_date, last)
+        maybe = f", possibly after {as_of}" if last > as_of else ""
+        return (
+            f"deceased in {when} (Patient.deceasedDateTime; day not recorded{maybe}): "
+            "not a candidate"
+        )
     if demographics.deceased_date <= as_of:
         return (
             f"deceased on {demographics.deceased_date} (Patient.deceasedDateTime): not a candidate"
@@ -140,7 +150,10 @@ def evaluate(
             identifiers=identifiers,
             mrn=next((i.value for i in identifiers if i.type == mrn_type), None),
             deceased=deceased is not None,
-            deceased_date=demographics.deceased_date if deceased and demographics else None,
+            # a partial date of death ("2026") is in status_reason as written, not as a day
+            deceased_date=demographics.deceased_date
+            if deceased and demographics and demographics.deceased_date_latest is None
+            else None,
             name=demographics.name if demographics else None,
         ),
         as_of=as_of,

@@ -14,7 +14,7 @@ from service.criteria.common import (
 )
 from service.criteria.model import GradedDomainsRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import PatientFacts
+from service.facts import MAYBE_LATER, PatientFacts
 
 __all__ = ["evaluate_graded_domains"]
 
@@ -25,14 +25,22 @@ def evaluate_graded_domains(rule: GradedDomainsRule, facts: PatientFacts, ctx: C
     conflicting: list[str] = []
     evidence: list[Evidence] = []
     for domain in rule.domains:
-        graded = [r for r in on_or_before(facts.labs_for(domain), ctx.as_of) if r.grade]
+        # A grade dated "2026-11" on 5 November (MAYBE_LATER) may be the latest: it is kept,
+        # with no grade, so an earlier one does not decide in its place.
+        graded = [
+            r
+            for r in on_or_before(facts.labs_for(domain), ctx.as_of)
+            if r.grade or r.status == MAYBE_LATER
+        ]
         if first_in_window(graded, ctx.as_of, days) is None:
             continue
         # Grades the record cannot order (same instant, or dates without a time) that differ
         # leave the domain ungraded: neither counts.
         latest = tied_with_first(graded)
         name = title(ctx.terms, domain)
-        evidence += [lab_evidence(r, rule=f"{name}: grade {r.grade}") for r in latest]
+        evidence += [
+            lab_evidence(r, rule=f"{name}: grade {r.grade}" if r.grade else None) for r in latest
+        ]
         if len({r.grade for r in latest}) > 1:
             conflicting.append(f"{name} ({'/'.join(str(r.grade) for r in latest)})")
         elif latest[0].grade is not None:

@@ -35,6 +35,7 @@ from service.criteria.common import (
     newer_problem_reason,
     newer_unreadable,
     older_evidence,
+    on_day,
     on_or_before,
     tied_with_first,
     title,
@@ -49,7 +50,7 @@ from service.criteria.exposure import exposure, undated
 from service.criteria.model import MeasurementRule
 from service.criteria.scores import activity_verdict
 from service.criteria.verdict import Evidence, Verdict, VerdictValue
-from service.facts import LabResult, PatientFacts, RefRange
+from service.facts import MAYBE_LATER, LabResult, PatientFacts, RefRange
 from service.terminology import UlnInterval
 
 __all__ = ["evaluate_measurement", "usable_ulns"]
@@ -136,16 +137,19 @@ def _unconvertible_newest(
     ("2,1", an interpretation flag only), hides what the latest value is: it is shown, and an
     older readable result does not decide in its place (one of the same instant does)."""
     newest = newer_unreadable(history, readable, ctx.as_of, days)
-    if newest is None or (newest.quantity is None and not readable):
+    maybe_later = newest is not None and newest.status == MAYBE_LATER
+    if newest is None or (newest.quantity is None and not readable and not maybe_later):
         return None  # a result without a number and nothing older to hide: `_no_result`
     note = (
-        "no numeric value; not compared"
+        f"may be after {ctx.as_of}; not compared"
+        if maybe_later
+        else "no numeric value; not compared"
         if newest.quantity is None
         else "unit cannot be converted; not compared"
     )
     return Verdict(
         "unknown",
-        unreadable_reason(title(ctx.terms, rule.lab), newest),
+        unreadable_reason(title(ctx.terms, rule.lab), newest, ctx.as_of),
         (lab_evidence(newest, note=note), *older_evidence(history, newest, days)),
     )
 
@@ -206,7 +210,7 @@ def _no_result(
         # A result sent without a number (an interpretation flag or a text only) is a result:
         # it is shown for what it is, not as an older one.
         first = valueless[0]
-        reason += f" with a number ({first.reference} on {first.effective} sends none we can read)"
+        reason += f" with a number ({first.reference} {on_day(first)} sends none we can read)"
     if problem:
         reason = f"{problem}: {reason}"
     shown = [lab_evidence(r, note="no numeric value; not compared") for r in valueless[:3]]

@@ -61,7 +61,7 @@ from service.criteria.instrument import (
     ScoreSpec,
 )
 from service.criteria.verdict import Evidence, ItemStatus, Score, ScoreItem
-from service.facts import Diagnosis, LabResult, PatientFacts, Quantity
+from service.facts import Diagnosis, LabResult, PatientFacts, Quantity, written
 from service.qualitative import parse_titer
 
 __all__ = ["compute_score"]
@@ -281,6 +281,15 @@ def _window(day: date | None, start: date | None) -> bool:
     return start is None or (day is not None and day >= start)
 
 
+def _straddles(result: LabResult, start: date | None) -> str | None:
+    """Why a result dated as a month or year ("2026-08") may be before or inside the window
+    that opens on `start`, or None: it never counts, nor is it read as outside."""
+    first, last = result.effective, result.effective_latest
+    if start is None or first is None or last is None or not first < start <= last:
+        return None
+    return f"dated {written(first, last)}: may be before or inside the window"
+
+
 def _lab_hit(
     finding: LabFinding,
     result: LabResult,
@@ -291,6 +300,8 @@ def _lab_hit(
 ) -> Hit:
     quantity = result.quantity
     in_window = _window(result.effective, start)
+    if (partial := _straddles(result, start)) is not None:
+        return _hit(result, "undetermined", f"{finding.label}: {partial}", True)
     if quantity is None:
         return _hit(result, "undetermined", f"{finding.label}: no value", in_window)
     for source in finding.limits:
@@ -451,6 +462,8 @@ def _positive_hit(
 ) -> Hit:
     in_window = _window(result.effective, start)
     label = finding.label
+    if (partial := _straddles(result, start)) is not None:
+        return _hit(result, "undetermined", f"{label}: {partial}", True)
     titer = result.titer
     below = parse_titer(result.text) if titer is None and result.text else None
     if finding.min_titer is not None and (titer is not None or below is not None):
@@ -509,11 +522,19 @@ def _coded_hits(
             if dx.reference in seen or not dx.known_on(ctx.as_of):
                 continue
             seen.add(dx.reference)
-            day = dx.onset or dx.recorded
+            day, last = dx.began()
             in_window = _window(day, start)
-            if dx.uncertain:
+            state: State
+            unsure = dx.unsure_on(ctx.as_of, False)
+            if unsure is None and day is not None and last is not None and start is not None:
+                if day < start <= last:
+                    unsure = f"{written(day, last)}: may be before or inside the window"
+            if unsure is not None:
+                why, state = f"{finding.label}: {unsure}", "undetermined"
+                in_window = True
+            elif dx.uncertain:
                 why = f"{finding.label}: recorded as {dx.verification_status}"
-                state: State = "undetermined"
+                state = "undetermined"
             elif start is not None and day is None:
                 why, state = f"{finding.label}: no onset or recorded date", "undetermined"
             else:
@@ -616,7 +637,7 @@ def _competing(
                 began = dx.onset or dx.recorded
                 if began is not None and began > high:
                     continue
-                ended = dx.abatement
+                ended = dx.abatement_latest or dx.abatement  # a partial end: its last day
                 if ended is None and not dx.active and began is not None:
                     ended = began  # resolved on an unrecorded date: taken as over that day
                 if ended is not None and ended < low:

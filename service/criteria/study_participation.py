@@ -11,7 +11,7 @@ from __future__ import annotations
 from service.criteria.common import Context, Findings, add_months, decide, unreadable
 from service.criteria.model import StudyParticipationRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import PatientFacts, StudyParticipation, status_unread
+from service.facts import PatientFacts, StudyParticipation, status_unread, written
 
 OFF_STUDY = frozenset({"off-study", "withdrawn"})
 PENDING = "pending-on-study"
@@ -31,35 +31,41 @@ def evaluate_study_participation(
             what = "enrolled, not started" if study.status == PENDING else study.status
             found.doubt(
                 f"another study, status {what}: {study.study}; review",
-                Evidence(
-                    reference=study.reference,
-                    value=study.study,
-                    date=study.start,
-                    note=f"status {what}",
-                ),
+                _evidence(study, f"status {what}"),
             )
             continue
         ongoing = study.end is None and study.status not in OFF_STUDY
-        evidence = Evidence(
-            reference=study.reference,
-            value=study.study,
-            date=study.start,
-            note=f"status {study.status}, ended {study.end or 'not recorded'}",
-        )
-        if ongoing or (study.end is not None and study.end >= since):
+        ended = "not recorded" if study.end is None else written(study.end, study.end_latest)
+        evidence = _evidence(study, f"status {study.status}, ended {ended}")
+        if study.start_latest is not None and study.start_latest > ctx.as_of:
+            # Started "2026-11", screened on 5 November: it may not have begun yet.
+            found.doubt(
+                f"another study started {_started(study)}, possibly after {ctx.as_of}: "
+                f"{study.study}; review",
+                evidence,
+            )
+        elif ongoing or (study.end is not None and study.end >= since):
             found.decisive.append(evidence)
+        elif study.end is not None and study.end_latest is not None and study.end_latest >= since:
+            # Ended "2026-08" with the window opening on 20 August: either side of it.
+            found.doubt(
+                f"another study ended in {ended}, possibly within the {rule.within_months} "
+                f"months before {ctx.as_of}: {study.study}; review",
+                evidence,
+            )
         elif study.end is None and study.start is not None and study.start >= since:
             found.decisive.append(evidence)  # off study now, but it started inside the window
+        elif study.end is None and study.start_latest is not None and study.start_latest >= since:
+            found.doubt(
+                f"another study started in {_started(study)}, ended on an unrecorded date: "
+                f"{study.study}",
+                _evidence(study, "end date not recorded"),
+            )
         elif study.end is None:
             # Off study on an unrecorded date: it may or may not have been within the window.
             found.doubt(
                 f"another study ended on an unrecorded date: {study.study}",
-                Evidence(
-                    reference=study.reference,
-                    value=study.study,
-                    date=study.start,
-                    note="end date not recorded",
-                ),
+                _evidence(study, "end date not recorded"),
             )
         else:
             found.shown.append(evidence)
@@ -71,6 +77,21 @@ def evaluate_study_participation(
         only_shown=f"studies on record ended before {since}",
         absent="no record of participation in another clinical trial",
     )
+
+
+def _evidence(study: StudyParticipation, note: str) -> Evidence:
+    """The study as evidence, dated by its start as written (a partial one in the note)."""
+    partial = study.start is not None and study.start_latest is not None
+    return Evidence(
+        reference=study.reference,
+        value=study.study,
+        date=None if partial else study.start,
+        note=f"started {_started(study)}; {note}" if partial else note,
+    )
+
+
+def _started(study: StudyParticipation) -> str:
+    return "" if study.start is None else written(study.start, study.start_latest)
 
 
 def _is_this_trial(study: StudyParticipation, trial_id: str) -> bool:

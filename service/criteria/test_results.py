@@ -32,6 +32,7 @@ from service.criteria.common import (
     newer_problem,
     newer_problem_reason,
     older_evidence,
+    on_day,
     on_or_before,
     same_instant,
     title,
@@ -40,7 +41,15 @@ from service.criteria.common import (
 )
 from service.criteria.model import TestResultsRule, TestSpec
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import RESOLVED_STATUSES, Diagnosis, LabResult, PatientFacts, Quantity
+from service.facts import (
+    MAYBE_LATER,
+    RESOLVED_STATUSES,
+    Diagnosis,
+    LabResult,
+    PatientFacts,
+    Quantity,
+    written,
+)
 
 __all__ = ["TestState", "evaluate_test_results", "read_result", "test_state"]
 
@@ -81,13 +90,22 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
             result = older[0]
             return (
                 "positive",
-                f"{name} positive on {result.effective} (a positive {name} does not expire)",
+                f"{name} positive {on_day(result)} (a positive {name} does not expire)",
                 [lab_evidence(result, rule=f"{name} read as positive; still counts")],
             )
     if spec.diagnosis_valueset is not None:
         found = _diagnosis_state(spec.diagnosis_valueset, name, facts, ctx, days)
         if found is not None:
             return found
+    if in_window and in_window[0][0].status == MAYBE_LATER:
+        newest = in_window[0][0]
+        shown = [lab_evidence(newest, note=f"may be after {ctx.as_of}; not read")]
+        return (
+            "unknown",
+            f"{name}: the latest result ({newest.reference} {on_day(newest)}) may be after "
+            f"{ctx.as_of}",
+            shown + older_evidence(history, newest, days),
+        )
     if in_window:
         shown = [
             lab_evidence(r, rule=f"{name}: neither positive nor negative") for r, _ in in_window
@@ -114,15 +132,16 @@ def _newer_unread(
         return None
     newest, reading = in_window[0]
     latest, state = decided[0]
-    if reading is not None or same_instant(newest, latest):
+    if reading is not None or (newest.status != MAYBE_LATER and same_instant(newest, latest)):
         return None
     if state == "positive" and spec.positive_persists:
         return None
     how = newest.status_phrase if newest.status_unread else "reads neither positive nor negative"
+    earlier = written(latest.effective, latest.effective_latest) if latest.effective else None
     return (
         "unknown",
-        f"{name}: the latest result ({newest.reference} on {newest.effective}) {how}; "
-        f"the earlier {state} one ({latest.effective}) no longer decides",
+        f"{name}: the latest result ({newest.reference} {on_day(newest)}) {how}; "
+        f"the earlier {state} one ({earlier}) no longer decides",
         [
             lab_evidence(newest, rule=f"{name}: neither positive nor negative"),
             lab_evidence(latest, rule=f"{name} read as {state}", note="earlier; not used"),
@@ -152,7 +171,7 @@ def _latest_state(
             evidence.append(lab_evidence(earlier, rule=f"earlier {name} read as positive"))
             return (
                 "unknown",
-                f"{name} negative on {latest.effective} after a positive on {earlier.effective}:"
+                f"{name} negative {on_day(latest)} after a positive {on_day(earlier)}:"
                 " review (a positive does not expire)",
                 evidence,
             )
@@ -172,7 +191,7 @@ def _latest_state(
         if confirmed is None:
             return (
                 "unknown",
-                f"{name} negative on {latest.effective} needs a repeat negative "
+                f"{name} negative {on_day(latest)} needs a repeat negative "
                 f"at least {gap} days apart",
                 evidence,
             )
@@ -180,7 +199,7 @@ def _latest_state(
             lab_evidence(confirmed, rule=f"earlier negative, at least {gap} days before")
         )
         return "negative", f"{name} negative, confirmed by a repeat after {gap} days", evidence
-    return state, f"{name} {state} on {latest.effective}", evidence
+    return state, f"{name} {state} {on_day(latest)}", evidence
 
 
 def _before(result: LabResult, than: LabResult) -> bool:
@@ -200,7 +219,11 @@ def _diagnosis_state(
     could not be read -> unknown; resolved ones are not counted (the next result decides)."""
     records = [dx for dx in facts.diagnoses_for(valueset) if _recorded_by(dx, ctx)]
     active = [dx for dx in records if _active_on(dx, ctx)]
-    confirmed = [dx for dx in active if not (dx.uncertain or dx.status_unread)]
+    confirmed = [
+        dx
+        for dx in active
+        if not (dx.uncertain or dx.status_unread or dx.unsure_on(ctx.as_of, True))
+    ]
     label = title(ctx.terms, valueset)
     if confirmed:
         dx = confirmed[0]
@@ -213,7 +236,9 @@ def _diagnosis_state(
         )
     if active:
         dx = active[0]
-        status = dx.verification_status if dx.uncertain else f"status {dx.clinical_status}"
+        status = dx.unsure_on(ctx.as_of, True) or (
+            dx.verification_status if dx.uncertain else f"status {dx.clinical_status}"
+        )
         return (
             "unknown",
             f"possible {label} on record ({dx.reference}, {status}); "
@@ -233,7 +258,8 @@ def _active_on(dx: Diagnosis, ctx: Context) -> bool:
     sent without a date)."""
     if dx.clinical_status in RESOLVED_STATUSES or (dx.abated and dx.abatement is None):
         return False
-    return dx.abatement is None or dx.abatement > ctx.as_of
+    # A partial abatement ("2026-11") that may be after `as_of`: possibly active (`unsure_on`).
+    return dx.abatement is None or (dx.abatement_latest or dx.abatement) > ctx.as_of
 
 
 def read_result(spec: TestSpec, result: LabResult, ctx: Context) -> Reading | None:

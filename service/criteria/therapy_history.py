@@ -28,6 +28,7 @@ given elsewhere), so this rule only ever passes or stays unknown. The policies:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -45,7 +46,7 @@ from service.criteria.common import (
 from service.criteria.exposure import exposure
 from service.criteria.model import TherapyComponent, TherapyHistoryRule
 from service.criteria.verdict import Evidence, Verdict
-from service.facts import LabResult, MedicationExposure, PatientFacts
+from service.facts import LabResult, MedicationExposure, PatientFacts, written
 from service.terminology import Terminology
 
 Outcome = tuple[bool | None, str, list[Evidence]]
@@ -84,7 +85,7 @@ def _doses(meds: list[MedicationExposure], as_of: date, terms: Terminology) -> l
     doses: list[_Dose] = []
     by_day: dict[date, list[MedicationExposure]] = defaultdict(list)
     for med in meds:
-        span = exposure(med, as_of, terms)
+        span = exposure(med, as_of, terms, documented=True)
         if span is None:
             continue
         if med.resource_type == "MedicationAdministration" and span.start == span.end:
@@ -235,7 +236,7 @@ def _courses(
     spans: list[tuple[date, date]] = []
     gap = component.course_gap_days
     for med in meds:
-        span = exposure(med, ctx.as_of, ctx.terms)
+        span = exposure(med, ctx.as_of, ctx.terms, documented=True)
         if span is None:
             continue
         end = span.end
@@ -266,24 +267,50 @@ def _duration_component(
         if component.course_gap_days
         else ""
     )
+    shown = _as_written(meds)
     if longest is not None and longest[1] > add_months(longest[0], months):
-        rule = f"treated {longest[0]} to {longest[1]}: more than {months} months{how}"
-        inside = [m for m in meds if m.start is not None and longest[0] <= m.start <= longest[1]]
+        treated = f"{shown(longest[0])} to {shown(longest[1])}"
+        rule = f"treated {treated}: more than {months} months{how}"
+        inside = [
+            m
+            for m in meds
+            if m.start is not None and longest[0] <= (m.start_latest or m.start) <= longest[1]
+        ]
         return (
             True,
-            f"{component.name}: {longest[0]} to {longest[1]}",
+            f"{component.name}: {treated}",
             [medication_evidence(m, rule=rule) for m in inside[:5]],
         )
     if not meds:
         return None, f"no record of {component.name}", []
     note = (
-        f"longest documented course {longest[0]} to {longest[1]}" if longest else "no dated course"
+        f"longest documented course {shown(longest[0])} to {shown(longest[1])}"
+        if longest
+        else "no dated course"
     )
     return (
         None,
         f"{component.name}: {note}, not more than {months} months",
         [medication_evidence(m, note=note + how) for m in meds[:5]],
     )
+
+
+def _as_written(meds: list[MedicationExposure]) -> Callable[[date], str]:
+    """How to show a course's first or last day: a day that is a partial date's surely
+    covered bound (the last day of a start "2025-03", the first of an end "2025-11") as the
+    date was written, any other as the day."""
+    partial = {
+        bound: written(first, last)
+        for m in meds
+        for bound, first, last in (
+            (m.start_latest, m.start, m.start_latest),
+            (m.end, m.end, m.end_latest),
+        )
+        if bound is not None and first is not None and last is not None
+    }
+    if not partial:
+        return str  # full dates: most records
+    return lambda day: partial.get(day, str(day))
 
 
 def _review_note(

@@ -17,7 +17,7 @@ from service.mappers.common import (
     Resource,
     codes_of,
     concept_text,
-    parse_date,
+    parse_date_span,
     review_of,
     status_code,
 )
@@ -47,6 +47,9 @@ def map_allergy(
             manifestation_codes.extend(found)
             manifestations |= names
     category = resource.get("category") or []
+    recorded, recorded_latest = parse_date_span(
+        resource.get("recordedDate") or resource.get("onsetDateTime")
+    )
     return Allergy(
         reference=f"AllergyIntolerance/{resource.get('id')}",
         codes=codes,
@@ -55,7 +58,8 @@ def map_allergy(
         severities=frozenset(severities),
         manifestations=frozenset(manifestations),
         manifestation_codes=tuple(manifestation_codes),
-        recorded=parse_date(resource.get("recordedDate") or resource.get("onsetDateTime")),
+        recorded=recorded,
+        recorded_latest=recorded_latest,
         negated="no_known_allergy" in concepts,
         source=source,
         concepts=concepts,

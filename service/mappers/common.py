@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+import calendar
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -15,8 +16,8 @@ __all__ = [
     "codes_of",
     "concept_text",
     "parse_date",
+    "parse_date_span",
     "parse_timestamp",
-    "partial_date_last_day",
     "patient_reference",
     "quantity_of",
     "review_of",
@@ -70,19 +71,15 @@ def parse_date(value: Any) -> date | None:
         raise MappingError(f"not a FHIR date: {value!r}") from exc
 
 
-def partial_date_last_day(value: Any) -> date | None:
-    """The last day a partial FHIR date means ("2021" -> 2021-12-31, "2021-11" -> 2021-11-30);
-    None for a whole date or none. `parse_date` gives the first: between them lies the day."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if len(text) == 4 and text.isdigit():
-        return date(int(text), 12, 31)
-    if len(text) == 7 and text[:4].isdigit() and text[4] == "-" and text[5:].isdigit():
-        year, month = int(text[:4]), int(text[5:])
-        if 1 <= month <= 12:
-            return date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
-    return None
+def parse_date_span(value: Any) -> tuple[date | None, date | None]:
+    """(first day, last day) of a FHIR date/dateTime/instant: the last day only for a partial
+    date ("2021" ends on 31 December, "2021-06" on 30 June), else None (facts.written)."""
+    first = parse_date(value)
+    if first is None or len(value) >= 10:
+        return first, None  # a full date: most dates
+    if len(value) == 4:
+        return first, date(first.year, 12, 31)
+    return first, date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
 
 
 def parse_timestamp(value: Any) -> datetime | None:

@@ -25,8 +25,7 @@ from service.mappers.common import (
     Resource,
     codes_of,
     concept_text,
-    parse_date,
-    partial_date_last_day,
+    parse_date_span,
     review_of,
     status_code,
 )
@@ -54,11 +53,19 @@ def map_condition(
         raise MappingError("diagnosis has no code (text only or empty); review it")
     if not concepts and not review:
         return None
-    period = resource.get("abatementPeriod") or {}
-    ended = resource.get("abatementDateTime") or period.get("end") or period.get("start")
-    if ended is None and _date_in(resource.get("abatementString")) is not None:
-        ended = resource["abatementString"].strip()
-    abatement = parse_date(ended)
+    abatement, abatement_latest = parse_date_span(
+        resource.get("abatementDateTime")
+        or (resource.get("abatementPeriod") or {}).get("end")
+        or (resource.get("abatementPeriod") or {}).get("start")
+    )
+    if abatement is None:
+        abatement, abatement_latest = _date_in(resource.get("abatementString"))
+    onset, onset_latest = parse_date_span(
+        resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
+    )
+    recorded_on, recorded_latest = parse_date_span(resource.get("recordedDate"))
+    if onset is None:
+        onset, onset_latest = _date_in(resource.get("onsetString"))
     return Diagnosis(
         reference=f"Condition/{resource.get('id')}",
         codes=codes,
@@ -67,17 +74,16 @@ def map_condition(
             resource.get("clinicalStatus"), CONDITION_CLINICAL, CONDITION_CLINICAL_CODES
         ),
         verification_status=verification,
-        onset=parse_date(
-            resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
-        )
-        or _date_in(resource.get("onsetString")),
+        onset=onset,
         abatement=abatement,
         abated=abatement is None and _abated_without_date(resource),
-        abatement_last=partial_date_last_day(ended),
-        recorded=parse_date(resource.get("recordedDate")),
+        recorded=recorded_on,
         source=source,
         text=concept_text(concept, codes),
         review=review,
+        onset_latest=onset_latest,
+        abatement_latest=abatement_latest,
+        recorded_latest=recorded_latest,
     )
 
 
@@ -92,11 +98,12 @@ def _abated_without_date(resource: Resource) -> bool:
     )
 
 
-def _date_in(text: object) -> date | None:
-    """The date an abatementString holds when it is written as one ("2026-11-10"), else None."""
+def _date_in(text: object) -> tuple[date | None, date | None]:
+    """The date an abatementString holds when it is written as one ("2026-11-10", "2021"),
+    as (first, last) like `parse_date_span`, else (None, None)."""
     if not isinstance(text, str):
-        return None
+        return None, None
     try:
-        return parse_date(text.strip())
+        return parse_date_span(text.strip())
     except MappingError:
-        return None
+        return None, None

@@ -53,6 +53,7 @@ from service.mappers.common import (
     Resource,
     codes_of,
     parse_date,
+    parse_date_span,
     quantity_of,
     review_of,
     status_word,
@@ -164,7 +165,7 @@ def map_medication(
     if any(resource.get(flag) in values for flag, values in NOT_TAKEN_FLAGS):
         return None
     dosage = _dosage(resource, kind)
-    start, end = _period(resource, kind, dosage)
+    (start, start_latest), (end, end_latest) = _period(resource, kind, dosage)
     dose: Quantity | None
     per_day: float | None
     if kind == "MedicationAdministration":
@@ -179,6 +180,9 @@ def map_medication(
         # A supply lasts a known number of days only at a known rate (not "1-2 a day").
         rate = per_day if exact else None
         end, end_basis = _derived_end(resource, kind, dosage, start, dose, rate, terms)
+        if end is not None and start_latest is not None:
+            # Started "2026-11": the derived end is as uncertain as the start.
+            end_latest = _derived_end(resource, kind, dosage, start_latest, dose, rate, terms)[0]
     potency = terms.glucocorticoid_potency(codes)
     return MedicationExposure(
         reference=f"{kind}/{resource.get('id')}",
@@ -198,6 +202,8 @@ def map_medication(
         review=review,
         end_basis=end_basis,
         unresolved=unresolved,
+        start_latest=start_latest,
+        end_latest=end_latest,
     )
 
 
@@ -278,25 +284,31 @@ def _dosage(resource: Resource, kind: str) -> dict[str, Any]:
     return dosages[0] if dosages else {}
 
 
-def _period(resource: Resource, kind: str, dosage: dict[str, Any]) -> tuple[Any, Any]:
-    """(start, end) as the record states them."""
+Span = tuple[date | None, date | None]
+
+
+def _period(resource: Resource, kind: str, dosage: dict[str, Any]) -> tuple[Span, Span]:
+    """(start, end) as the record states them, each as (first, last) possible day: the last
+    only for a partial date ("2026-11"; `parse_date_span`)."""
     if kind in ("MedicationStatement", "MedicationAdministration"):
         if "effectiveDateTime" in resource:
-            day = parse_date(resource["effectiveDateTime"])
+            day = parse_date_span(resource["effectiveDateTime"])
             # "Taking it as of that day": an active statement says nothing of its end.
-            return day, None if _running_statement(resource, kind) else day
+            return day, (None, None) if _running_statement(resource, kind) else day
         if "effectivePeriod" not in resource and _running_statement(resource, kind):
             # No effective[x]: an active statement says the drug was taken when asserted.
-            return parse_date(resource.get("dateAsserted")), None
+            return parse_date_span(resource.get("dateAsserted")), (None, None)
         period = resource.get("effectivePeriod") or {}
-        return parse_date(period.get("start")), parse_date(period.get("end"))
+        return parse_date_span(period.get("start")), parse_date_span(period.get("end"))
     bounds = _repeat(dosage).get("boundsPeriod") or {}
     if kind == "MedicationDispense":
         handed = resource.get("whenHandedOver") or resource.get("whenPrepared")
-        return parse_date(bounds.get("start") or handed), parse_date(bounds.get("end"))
+        return parse_date_span(bounds.get("start") or handed), parse_date_span(bounds.get("end"))
     validity = (resource.get("dispenseRequest") or {}).get("validityPeriod") or {}
-    start = parse_date(bounds.get("start") or validity.get("start") or resource.get("authoredOn"))
-    return start, parse_date(bounds.get("end"))
+    start = parse_date_span(
+        bounds.get("start") or validity.get("start") or resource.get("authoredOn")
+    )
+    return start, parse_date_span(bounds.get("end"))
 
 
 def _running_statement(resource: Resource, kind: str) -> bool:

@@ -46,7 +46,7 @@ from service.mappers.common import (
     MappingError,
     Resource,
     codes_of,
-    parse_date,
+    parse_date_span,
     parse_timestamp,
     quantity_of,
 )
@@ -132,7 +132,7 @@ def _map_one(
         return None  # preliminary, registered, cancelled, entered-in-error
     reference = f"Observation/{resource.get('id')}"
     when = _when(resource)
-    effective = parse_date(when)
+    effective, effective_latest = parse_date_span(when)
     quantity, text, coded, titer = _value(holder)
     interpretation = _interpretation(holder.get("interpretation"))
     if status not in COUNTED_STATUSES:
@@ -149,6 +149,7 @@ def _map_one(
             text=shown,
             source=source,
             effective_at=parse_timestamp(when),
+            effective_latest=effective_latest,
         )
     qualitative = (
         _qualitative(terms, concepts, text, coded, titer, quantity is not None, interpretation)
@@ -188,6 +189,7 @@ def _map_one(
         if interpretation
         else (),
         titer=_titer_value(titer),
+        effective_latest=effective_latest,
     )
 
 

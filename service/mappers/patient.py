@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-import calendar
 from datetime import date
 from typing import Any
 
 from service.facts import Demographics, Identifier, Sex
-from service.mappers.common import MappingError, Resource, codes_of, parse_date
+from service.mappers.common import MappingError, Resource, codes_of, parse_date_span
 
 SEXES: dict[str, Sex] = {"female": "female", "male": "male", "other": "other", "unknown": "unknown"}
 # The identifier type code system (HL7 v2 table 0203: MR, PI, NI ...) is preferred.
@@ -27,27 +26,20 @@ def map_patient(resource: Resource) -> Demographics:
     identifier = resource.get("id")
     if not isinstance(identifier, str) or not identifier:
         raise MappingError("Patient has no id")
-    raw = resource.get("birthDate")
-    earliest = parse_date(raw)
-    latest = earliest
-    if earliest is not None and isinstance(raw, str):
-        # A partial birth date is a range: "1980" is any day of 1980.
-        if len(raw) == 4:
-            latest = date(earliest.year, 12, 31)
-        elif len(raw) == 7:
-            last = calendar.monthrange(earliest.year, earliest.month)[1]
-            latest = date(earliest.year, earliest.month, last)
+    # A partial birth date is a range: "1980" is any day of 1980.
+    earliest, latest = parse_date_span(resource.get("birthDate"))
     gender = resource.get("gender")
-    deceased, deceased_date = _deceased(resource)
+    deceased, deceased_date, deceased_latest = _deceased(resource)
     return Demographics(
         reference=f"Patient/{identifier}",
         birth_date=earliest,
-        birth_date_latest=latest,
+        birth_date_latest=latest or earliest,
         sex=SEXES.get(gender) if isinstance(gender, str) else None,
         deceased=deceased,
         deceased_date=deceased_date,
         identifiers=_identifiers(resource.get("identifier")),
         name=display_name(resource.get("name")),
+        deceased_date_latest=deceased_latest,
     )
 
 
@@ -76,17 +68,18 @@ def display_name(names: Any) -> str | None:
     return line or None
 
 
-def _deceased(resource: Resource) -> tuple[bool, date | None]:
-    """(deceased, date of death): deceasedDateTime wins over deceasedBoolean."""
+def _deceased(resource: Resource) -> tuple[bool, date | None, date | None]:
+    """(deceased, first and last possible day of death): deceasedDateTime wins over
+    deceasedBoolean; the last day only for a partial date ("2026")."""
     when = resource.get("deceasedDateTime")
     if when is not None:
-        return True, parse_date(when)
+        return True, *parse_date_span(when)
     flag = resource.get("deceasedBoolean")
     if flag is None:
-        return False, None
+        return False, None, None
     if not isinstance(flag, bool):
         raise MappingError(f"deceasedBoolean is not a boolean: {flag!r}")
-    return flag, None
+    return flag, None, None
 
 
 def _identifiers(raw: Any) -> tuple[Identifier, ...]:

@@ -10,7 +10,7 @@ dateTime or the period's end (else start); performedString/Age/Range leave it No
 from __future__ import annotations
 
 from service.facts import ProcedureRecord
-from service.mappers.common import Resource, codes_of, concept_text, parse_date, review_of
+from service.mappers.common import Resource, codes_of, concept_text, parse_date_span, review_of
 from service.terminology import Terminology
 
 COUNTED_STATUSES = frozenset({"completed", "in-progress"})
@@ -28,15 +28,17 @@ def map_procedure(
     if not concepts and not review:
         return None
     period = resource.get("performedPeriod") or {}
+    performed, performed_latest = parse_date_span(
+        resource.get("performedDateTime") or period.get("end") or period.get("start")
+    )
     return ProcedureRecord(
         reference=f"Procedure/{resource.get('id')}",
         codes=codes,
         concepts=concepts,
-        performed=parse_date(
-            resource.get("performedDateTime") or period.get("end") or period.get("start")
-        ),
+        performed=performed,
         status=resource["status"],
         source=source,
         text=concept_text(concept, codes),
         review=review,
+        performed_latest=performed_latest,
     )

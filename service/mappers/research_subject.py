@@ -9,7 +9,7 @@ word) are kept: the criterion cannot call them no participation.
 from __future__ import annotations
 
 from service.facts import StudyParticipation, unread_status
-from service.mappers.common import MappingError, Resource, parse_date, status_word
+from service.mappers.common import MappingError, Resource, parse_date_span, status_word
 
 # R4 research-subject-status values that mean the person was enrolled in the study.
 ENROLLED = frozenset(
@@ -53,12 +53,16 @@ def map_research_subject(
         raise MappingError("ResearchSubject.study names no study")
     label = names[0]
     period = resource.get("period") or {}
+    start, start_latest = parse_date_span(period.get("start"))
+    end, end_latest = parse_date_span(period.get("end"))
     return StudyParticipation(
         reference=f"ResearchSubject/{resource.get('id')}",
         study=label,
         status=status,
-        start=parse_date(period.get("start")),
-        end=parse_date(period.get("end")),
+        start=start,
+        end=end,
         source=source,
         names=names,
+        start_latest=start_latest,
+        end_latest=end_latest,
     )

@@ -526,3 +526,28 @@ def test_i2_pyuria_with_a_urinary_infection_is_listed_not_counted() -> None:
     assert item(result, "hematuria").status == "withheld"
     assert score_of(result).total == 2
     assert result.verdict == "unknown"  # never fail
+
+
+@pytest.mark.parametrize(
+    ("when", "status"),
+    [
+        ("2026-10", "undetermined"),  # the 30-day window opens on 28 October: either side
+        ("2026-11", "undetermined"),  # may be after AS_OF (27 November)
+        ("2026-09", "outside_window"),
+    ],
+)
+def test_i2_item_dated_a_month_is_counted_only_when_every_day_is_in_the_window(
+    when: str, status: str
+) -> None:
+    record = urine("13945-1", 12)
+    record["effectiveDateTime"] = when
+    found = item(i2(record), "hematuria")
+    assert found.status == status, found.reason
+
+
+def test_i2_finding_with_a_month_onset_across_the_window_is_undetermined() -> None:
+    record = finding("271807003")
+    record["onsetDateTime"] = "2026-10"
+    found = item(i2(record), "rash")
+    assert found.status == "undetermined", found.reason
+    assert "2026-10" in found.reason

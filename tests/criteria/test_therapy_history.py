@@ -469,7 +469,8 @@ def test_hydroxychloroquine_statement_as_a_chinese_hospital_sends_it() -> None:
     }
     result = run(full(immunosuppressant=[statement]), "I4")
     assert result.verdict == "pass", result.reason
-    assert "2025-03-01 to 2025-11-01" in result.reason
+    # month-precision dates: only the months surely covered, shown as written
+    assert "2025-03 to 2025-11" in result.reason
 
 
 @pytest.mark.parametrize(

@@ -336,14 +336,14 @@ def test_partial_abatement_keeps_its_last_day(
     terms: Terminology, sent: str, first: date, last: date | None
 ) -> None:
     dx = diagnosis(condition(SLE, abatement=sent), terms)
-    assert (dx.abatement, dx.abatement_last) == (first, last)
+    assert (dx.abatement, dx.abatement_latest) == (first, last)
 
 
 def test_abatement_string_with_a_partial_date(terms: Terminology) -> None:
     resource = condition(SLE)
     resource["abatementString"] = "2021-11"
     dx = diagnosis(resource, terms)
-    assert (dx.abatement, dx.abatement_last, dx.abated) == (
+    assert (dx.abatement, dx.abatement_latest, dx.abated) == (
         date(2021, 11, 1),
         date(2021, 11, 30),
         False,
