@@ -1234,7 +1234,10 @@ def egfr(
             "fail",
             id="with-an-esrd-diagnosis-the-diagnosis-fails",
         ),
-        pytest.param([egfr(9, "mL/min")], "unknown", id="unit-not-per-1.73-m2-unread-unknown"),
+        pytest.param([egfr(9, "mL/min")], "unknown", id="bare-mL/min-read-per-1.73-m2-9"),
+        # Synthea writes every MDRD eGFR in a bare mL/min: read, not "indeterminate"
+        pytest.param([egfr(66.5, "mL/min", code="33914-3")], "pass", id="bare-mL/min-66-pass"),
+        pytest.param([egfr(66.5, "mL/min/1.73", code="33914-3")], "pass", id="per-1.73-66-pass"),
     ],
 )
 def test_e9_egfr_below_15_is_a_doubt_never_a_fail(
