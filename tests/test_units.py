@@ -59,6 +59,9 @@ def test_conversion_factor(
         pytest.param("s", "%", None, id="time-to-percent"),
         pytest.param("not a unit", "g/L", None, id="not-ucum"),
         pytest.param("mg/dL", "mL/min", CREATININE, id="molar-mass-does-not-make-flow"),
+        # UCUM has no decimal numbers; its grammar reads "1.73" as 1 x 73 (a clearance x 73)
+        pytest.param("mL/min/1.73", "mL/min", None, id="decimal-number-not-ucum"),
+        pytest.param("mg/1.5", "mg", None, id="decimal-divisor-not-ucum"),
     ],
 )
 def test_incommensurable_units_raise(source: str, target: str, molar_mass: float | None) -> None:
@@ -188,6 +191,10 @@ def test_normalize_unit_spelling_without_aliases() -> None:
         pytest.param("wbc", 4.2, "thou/mm3", 4.2, id="wbc-thou/mm3"),
         pytest.param("hemoglobin", 5.5, "g%", 55.0, id="hgb-g%"),
         pytest.param("creatinine", 1.0, "mg%", 88.40, id="creatinine-mg%"),
+        # eGFR codes are per 1.73 m2: a bare mL/min (Synthea, some LIS) is that value written short
+        pytest.param("egfr", 66.5, "mL/min", 66.5, id="egfr-bare-mL/min"),
+        pytest.param("egfr", 66.5, "mL/min/1.73", 66.5, id="egfr-mL/min/1.73"),
+        pytest.param("egfr", 66.5, "mL/min/{1.73_m2}", 66.5, id="egfr-ucum"),
     ],
 )
 def test_canonical_uses_the_value_set_unit_and_molar_mass(
@@ -207,6 +214,9 @@ def test_canonical_uses_the_value_set_unit_and_molar_mass(
         pytest.param("hemoglobin", None, id="no-unit"),
         pytest.param("hbsag", "{index}", id="value-set-without-canonical-unit"),
         pytest.param("no-such-value-set", "g/L", id="unknown-value-set"),
+        # a clearance is not normalised: the eGFR spellings never convert to it
+        pytest.param("creatinine_clearance", "mL/min/1.73", id="clearance-not-per-1.73-m2"),
+        pytest.param("creatinine_clearance", "mL/min/1.73m2", id="clearance-not-per-1.73m2"),
     ],
 )
 def test_canonical_is_none_when_it_cannot_convert(

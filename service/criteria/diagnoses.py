@@ -309,7 +309,7 @@ def _judge_exception(exception: DiseaseFreeException, dx: Diagnosis, ctx: Contex
                 f"{how} without an end date",
             )
         if exception.when_unresolved == "fail":
-            return "fail", f"excepted only when over for > {years} years; not recorded over"
+            return _unresolved(dx, years, ctx)
         return (
             "unknown",
             f"{dx.reference}: excepted only if disease-free > {years} years; no end date recorded",
@@ -338,6 +338,21 @@ def _partial_exception(
         f"{dx.reference}: abated in {shown}: disease-free for more than {years} years cannot "
         "be confirmed",
     )
+
+
+def _unresolved(dx: Diagnosis, years: int, ctx: Context) -> Outcome:
+    """An excepted kind recorded active with no end (`when_unresolved: fail`): present now,
+    unless it began more than N years ago. Then it may have been over for more than N years
+    (a concussion or meningitis of 2003 whose problem-list entry was never closed, as Synthea
+    and many EHRs leave them): `unknown`, for review, never `fail` on a stale entry."""
+    began = dx.onset or dx.recorded
+    if began is not None and began < add_months(ctx.as_of, -12 * years):
+        return (
+            "unknown",
+            f"{dx.reference}: recorded {dx.clinical_status} since {began} with no end date; "
+            f"excepted if over for > {years} years, which it may be: confirm it is current",
+        )
+    return "fail", f"excepted only when over for > {years} years; not recorded over"
 
 
 def _judge_procedures(

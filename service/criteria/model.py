@@ -216,7 +216,8 @@ class DiseaseFreeException(_Strict):
 
     Over on an unrecorded date (or never recorded over) is `unknown` by default: a
     "history of" code is often recorded active. `when_unresolved: fail` is for value sets
-    whose active record means the disease is present now (a current CNS infection).
+    whose active record means the disease is present now (a current CNS infection); one that
+    began more than N years before stays `unknown` (it may have been over that long).
     """
 
     valueset: str

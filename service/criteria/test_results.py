@@ -70,20 +70,7 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
     if hidden is not None:
         return hidden
     if decided:
-        state, why, shown = _latest_state(spec, name, decided, read)
-        hidden_by = newer_problem(facts, spec.lab, decided[0][0].effective, ctx.as_of)
-        if hidden_by is not None and not (state == "positive" and spec.positive_persists):
-            return "unknown", newer_problem_reason(name, hidden_by), shown
-        if state == "negative" and spec.diagnosis_valueset is not None:
-            # A negative result beside a confirmed diagnosis of the infection: one is wrong.
-            found = _diagnosis_state(spec.diagnosis_valueset, name, facts, ctx, days)
-            if found is not None and found[0] == "positive":
-                return (
-                    "unknown",
-                    f"{why}, but {found[1].split(':')[0]}: review",
-                    shown + found[2],
-                )
-        return state, why, shown
+        return _decided_state(spec, name, facts, ctx, days, decided, read)
     if spec.positive_persists:
         older = next(((r, s) for r, s in read if s == "positive"), None)
         if older is not None:
@@ -116,6 +103,29 @@ def test_state(spec: TestSpec, facts: PatientFacts, ctx: Context, days: int) -> 
     if problem:
         return "unknown", f"{name}: {problem}", shown
     return "unknown", f"{name}: no readable result in the last {days} days", shown
+
+
+def _decided_state(
+    spec: TestSpec,
+    name: str,
+    facts: PatientFacts,
+    ctx: Context,
+    days: int,
+    decided: list[tuple[LabResult, Reading]],
+    read: list[tuple[LabResult, Reading | None]],
+) -> StateWhy:
+    """The state the latest readable results give, unless an unreadable record may be newer
+    (a persisting positive still counts), or a confirmed diagnosis contradicts a negative."""
+    state, why, shown = _latest_state(spec, name, decided, read)
+    hidden_by = newer_problem(facts, spec.lab, decided[0][0].effective, ctx.as_of)
+    if hidden_by is not None and not (state == "positive" and spec.positive_persists):
+        return "unknown", newer_problem_reason(name, hidden_by), shown
+    if state == "negative" and spec.diagnosis_valueset is not None:
+        # A negative result beside a confirmed diagnosis of the infection: one is wrong.
+        found = _diagnosis_state(spec.diagnosis_valueset, name, facts, ctx, days)
+        if found is not None and found[0] == "positive":
+            return "unknown", f"{why}, but {found[1].split(':')[0]}: review", shown + found[2]
+    return state, why, shown
 
 
 def _newer_unread(

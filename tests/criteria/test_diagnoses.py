@@ -673,9 +673,15 @@ def test_e4_unmapped_anti_infective_long_finished_passes() -> None:
             id="metabolic-encephalopathy-resolved-undated-unknown",
         ),
         pytest.param(
-            ehr_condition(coding(ICD10CM_URI, "A87.9"), onset="2012-05-01"),
+            ehr_condition(coding(ICD10CM_URI, "A87.9"), onset="2025-06-01"),
             "fail",
-            id="meningitis-never-recorded-over-fail",
+            id="meningitis-active-since-2025-fail",
+        ),
+        # begun more than 2 years before, never recorded over: it may have been over that long
+        pytest.param(
+            ehr_condition(coding(ICD10CM_URI, "A87.9"), onset="2012-05-01"),
+            "unknown",
+            id="meningitis-active-since-2012-never-recorded-over-unknown",
         ),
         pytest.param(
             ehr_condition(coding(SCT_URI, STROKE), clinical="resolved", abatement="2010-01-01"),
@@ -839,6 +845,9 @@ def test_i7_lactation_stops_counting(resource: dict[str, Any], expected: str) ->
     assert result.verdict == expected, result.reason
 
 
+ONE_DAY = timedelta(days=1)
+
+
 def _coded_only_in(
     valueset: str,
     clinical_status: str = "active",
@@ -875,6 +884,34 @@ def _coded_only_in(
             ),
             "pass",
             id="e5-transient-resolved-long-ago",
+        ),
+        # an event that resolves, recorded active with no end: present now if it began within
+        # the 2 years, else it may have been over for > 2 years (a problem list never closed)
+        pytest.param(
+            "E5",
+            _coded_only_in("cns_transient", onset=date(2003, 4, 13)),
+            "unknown",
+            id="e5-transient-active-since-2003-unknown",
+        ),
+        pytest.param(
+            "E5",
+            _coded_only_in("cns_transient", onset=date(AS_OF.year - 2, AS_OF.month, AS_OF.day)),
+            "fail",
+            id="e5-transient-active-began-2-years-ago-fail",
+        ),
+        pytest.param(
+            "E5",
+            _coded_only_in(
+                "cns_transient", onset=date(AS_OF.year - 2, AS_OF.month, AS_OF.day) - ONE_DAY
+            ),
+            "unknown",
+            id="e5-transient-active-began-2-years-and-a-day-ago-unknown",
+        ),
+        pytest.param(
+            "E5",
+            _coded_only_in("cns_transient", clinical_status="recurrence", onset=date(2003, 1, 1)),
+            "unknown",
+            id="e5-transient-recurrence-since-2003-unknown",
         ),
     ],
 )
@@ -1234,7 +1271,10 @@ def egfr(
             "fail",
             id="with-an-esrd-diagnosis-the-diagnosis-fails",
         ),
-        pytest.param([egfr(9, "mL/min")], "unknown", id="unit-not-per-1.73-m2-unread-unknown"),
+        pytest.param([egfr(9, "mL/min")], "unknown", id="bare-mL/min-read-per-1.73-m2-9"),
+        # Synthea writes every MDRD eGFR in a bare mL/min: read, not "indeterminate"
+        pytest.param([egfr(66.5, "mL/min", code="33914-3")], "pass", id="bare-mL/min-66-pass"),
+        pytest.param([egfr(66.5, "mL/min/1.73", code="33914-3")], "pass", id="per-1.73-66-pass"),
     ],
 )
 def test_e9_egfr_below_15_is_a_doubt_never_a_fail(
