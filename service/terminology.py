@@ -40,6 +40,7 @@ __all__ = [
     "TerminologyError",
     "UlnInterval",
     "ValueSetInfo",
+    "remember",
 ]
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -171,6 +172,8 @@ class Terminology:
         self._under: dict[tuple[str, str], frozenset[str]] | None = None
         # memberships a terminology server taught at run time (service/vocab/runtime.py)
         self._learned: dict[tuple[str, str], frozenset[str]] = {}
+        # name -> a caller's cache of what raw codes read as under these tables (`memo`)
+        self._memos: dict[str, dict[Any, Any]] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -278,7 +281,7 @@ class Terminology:
         found = self._system_cache.get(system)
         if found is None:
             found = self._code_systems.canonical(system)
-            _remember(self._system_cache, system, found)
+            remember(self._system_cache, system, found)
         return found
 
     def covers_system(self, system: str) -> bool:
@@ -337,8 +340,18 @@ class Terminology:
         system = self.canonical_system(system)
         key = (system, normalize_code(system, code))
         known = self._learned.get(key, frozenset())
-        _remember(self._learned, key, known | concepts)
+        remember(self._learned, key, known | concepts)
         self._concept_cache.clear()
+        self._memos.clear()
+
+    def memo(self, name: str) -> dict[Any, Any]:
+        """A cache of `name`'s (a mapper's) pure readings of raw codes under these tables: a
+        population repeats a few hundred codes, read once each. `learn` starts every memo over
+        (what a code means may change); keep it bounded with `remember`."""
+        found = self._memos.get(name)
+        if found is None:
+            found = self._memos[name] = {}
+        return found
 
     def learned(self, system: str, code: str) -> frozenset[str] | None:
         """What the server taught about this code, or None if it was never asked (or the
@@ -429,7 +442,7 @@ class Terminology:
             conversion = self._canonical_cache[key]
         except KeyError:
             conversion = self._canonical_conversion(concept, unit)
-            _remember(self._canonical_cache, key, conversion)
+            remember(self._canonical_cache, key, conversion)
         except TypeError:  # an unhashable unit (not FHIR): fails as it would uncached
             conversion = self._canonical_conversion(concept, unit)
         if conversion is None:
@@ -464,7 +477,7 @@ class Terminology:
             ),
             None,
         )
-        _remember(self._quantity_concept_cache, concepts, found)
+        remember(self._quantity_concept_cache, concepts, found)
         return found
 
     def factor(self, unit: str, target: str, molar_mass: float | None = None) -> float:
@@ -477,7 +490,7 @@ class Terminology:
         except TypeError:  # an unhashable unit (not FHIR): fails as it would uncached
             return conversion_factor(self.ucum(unit), self.ucum(target), molar_mass)
         found = conversion_factor(self.ucum(unit), self.ucum(target), molar_mass)
-        _remember(self._factor_cache, key, found)  # only successes: errors are rare
+        remember(self._factor_cache, key, found)  # only successes: errors are rare
         return found
 
     def warm_up(self) -> None:
@@ -547,7 +560,7 @@ def _rolled_up_potency(
     return found
 
 
-def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+def remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     """Store in a per-instance cache, starting it over when it reaches CACHE_LIMIT keys."""
     if len(cache) >= CACHE_LIMIT:
         cache.clear()

@@ -51,7 +51,7 @@ from service.mappers.common import (
     quantity_of,
 )
 from service.qualitative import Reading, Titer, parse_bounded_value, parse_titer
-from service.terminology import Terminology
+from service.terminology import Terminology, remember
 from service.units import UnitError
 
 LOINC = "http://loinc.org"
@@ -115,18 +115,10 @@ def _map_one(
 ) -> LabResult | None:
     """The result `holder` (the Observation itself, or one of its components) records: its
     code, value, interpretation and ranges; the Observation's status, time and reference."""
-    if isinstance(code, dict) and any(
-        isinstance(c, dict) and not c.get("system") for c in code.get("coding") or ()
-    ):
-        code = _loinc_without_system(code)
-    if not terms.may_match(code):
+    read = _read_code(code, terms)
+    if read is None:
         return None  # most of a real EHR's Observations: dropped before any object is built
-    recorded = codes_of(code, terms)
-    if not recorded:
-        return None
-    codes, concepts = terms.resolve(recorded)
-    if not concepts:
-        return None
+    codes, concepts = read
     status = _status(resource.get("status"))
     if status in NOT_COUNTED_STATUSES:
         return None  # preliminary, registered, cancelled, entered-in-error
@@ -191,6 +183,63 @@ def _map_one(
         titer=_titer_value(titer),
         effective_latest=effective_latest,
     )
+
+
+def _read_code(code: Any, terms: Terminology) -> tuple[tuple[Code, ...], frozenset[str]] | None:
+    """(codes, value sets) of an Observation's (or a component's) `code`, or None when no
+    value set has it. A population repeats a few hundred codes: each is read once (a memo
+    keyed by every field the reading looks at), unless some field is not a plain string."""
+    key = _code_key(code)
+    if key is None:
+        return _read_code_uncached(code, terms)
+    memo = terms.memo("observation.code")
+    try:
+        return memo[key]  # type: ignore[no-any-return]
+    except KeyError:
+        pass
+    found = _read_code_uncached(code, terms)
+    remember(memo, key, found)
+    return found
+
+
+def _code_key(code: Any) -> tuple[tuple[str | None, ...], ...] | None:
+    """What `_read_code_uncached` reads of `code` (each coding's system, code and display),
+    or None when that is not all strings (or absent) and the reading is not memoised."""
+    if type(code) is not dict:
+        return None
+    codings = code.get("coding")
+    if codings is None:
+        return ()
+    if type(codings) is not list:
+        return None
+    key = []
+    for coding in codings:
+        if type(coding) is not dict:
+            return None
+        fields = (coding.get("system"), coding.get("code"), coding.get("display"))
+        for value in fields:
+            if value is not None and type(value) is not str:
+                return None
+        key.append(fields)
+    return tuple(key)
+
+
+def _read_code_uncached(
+    code: Any, terms: Terminology
+) -> tuple[tuple[Code, ...], frozenset[str]] | None:
+    if isinstance(code, dict) and any(
+        isinstance(c, dict) and not c.get("system") for c in code.get("coding") or ()
+    ):
+        code = _loinc_without_system(code)
+    if not terms.may_match(code):
+        return None
+    recorded = codes_of(code, terms)
+    if not recorded:
+        return None
+    codes, concepts = terms.resolve(recorded)
+    if not concepts:
+        return None
+    return codes, concepts
 
 
 def _status(raw: Any) -> str:

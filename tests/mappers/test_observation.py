@@ -907,3 +907,21 @@ def test_v2_table_0078_flags_read_as_observation_interpretation(
     resource = obs(HBSAG, 12.5 if expected != "negative" else 0.3, "COI")
     resource["interpretation"] = [{"coding": [{"system": system, "code": code}]}]
     assert lab(resource, terms).qualitative == expected
+
+
+def test_a_code_read_again_reads_alike_and_learning_starts_over(terms: Terminology) -> None:
+    """The reading of an Observation's code is memoised (a population repeats few codes):
+    the same code reads alike each time, a different display is a different code as sent,
+    and a membership a terminology server teaches (`learn`) is read at once."""
+    first = lab(obs(HGB, 120, "g/L"), terms)
+    again = lab(obs(HGB, 121, "g/L"), terms)
+    assert (again.codes, again.concepts) == (first.codes, first.concepts)
+    shown = obs(HGB, 120, "g/L")
+    shown["code"]["coding"][0]["display"] = "Hb"
+    assert lab(shown, terms).codes[0].display == "Hb"
+    local = obs("x-hb-1", 120, "g/L", system="http://hospital.example.org/lab")
+    assert map_resource(local, terms) is None
+    own = Terminology.load(ROOT / "terminology")
+    assert map_resource(local, own) is None
+    own.learn("http://hospital.example.org/lab", "x-hb-1", frozenset({"hemoglobin"}))
+    assert "hemoglobin" in lab(local, own).concepts
