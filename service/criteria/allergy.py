@@ -146,8 +146,8 @@ def _drug_basis(rule: AllergyRule, allergy: Allergy, drug_sets: frozenset[str]) 
 
 def _drug_valuesets(rule: AllergyRule, ctx: Context) -> frozenset[str]:
     """The rule's allergen value set and every medication value set of the code tables."""
-    names = {name for name, info in ctx.terms.valuesets.items() if info.kind == "medication"}
-    return frozenset(names | ({rule.allergens} if rule.allergens else set()))
+    names = ctx.terms.valuesets_of_kind("medication")  # cached: not a scan per patient
+    return names | {rule.allergens} if rule.allergens else names
 
 
 def _severity(rule: AllergyRule, allergy: Allergy) -> Severity:
