@@ -78,9 +78,12 @@ __all__ = [
 RawResource = Mapping[str, Any] | bytes | str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Record:
-    """A raw resource and where it was read (`file:line`, `file#entry[3]`), if from a file."""
+    """A raw resource and where it was read (`file:line`, `file#entry[3]`), if from a file.
+
+    Treated as immutable, not declared `frozen=True` (one per record of a population: a
+    frozen `__init__` sets each field through `object.__setattr__`, as facts.py says)."""
 
     body: RawResource
     where: str | None = None
@@ -184,17 +187,21 @@ def canonical_order(
     """Parsed records in the canonical order (see the module docstring): by type and id,
     and only records sharing both by their JSON with sorted keys (rare, so the JSON is
     serialised for those alone). Where a record was read never orders it."""
-    ordered = sorted(records, key=lambda record: _sort_key(record[0]))
+    keyed = [(_sort_key(record[0]), record) for record in records]
+    keyed.sort(key=_first)  # stable: the JSON below orders only records with equal keys
+    ordered = [record for _, record in keyed]
     start = 0
-    while start < len(ordered):
-        end = start + 1
-        key = _sort_key(ordered[start][0])
-        while end < len(ordered) and _sort_key(ordered[end][0]) == key:
-            end += 1
+    for end in range(1, len(keyed) + 1):
+        if end < len(keyed) and keyed[end][0] == keyed[start][0]:
+            continue
         if end - start > 1:
             ordered[start:end] = sorted(ordered[start:end], key=lambda r: _canonical_json(r[0]))
         start = end
     return ordered
+
+
+def _first(pair: tuple[tuple[str, str], Any]) -> tuple[str, str]:
+    return pair[0]
 
 
 def _parse(
@@ -205,17 +212,20 @@ def _parse(
     parsed: list[tuple[dict[str, Any], str | None]] = []
     for item in resources:
         body, where = (item.body, item.where) if isinstance(item, Record) else (item, None)
-        if isinstance(body, bytes | str):
+        if type(body) is bytes or isinstance(body, bytes | str):  # `type`: the usual, cheaply
             try:
                 body = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 message = f"not valid JSON ({str(exc).splitlines()[0][:120]})"
                 unreadable.append(Unreadable(None, where, message))
                 continue
-        if not isinstance(body, Mapping) or not isinstance(body.get("resourceType"), str):
+        if type(body) is not dict and not isinstance(body, Mapping):
             unreadable.append(Unreadable(None, where, "not a FHIR resource (no resourceType)"))
             continue
-        resource = body if isinstance(body, dict) else dict(body)
+        if not isinstance(body.get("resourceType"), str):
+            unreadable.append(Unreadable(None, where, "not a FHIR resource (no resourceType)"))
+            continue
+        resource = body if type(body) is dict or isinstance(body, dict) else dict(body)
         if resource["resourceType"] != "Bundle":
             parsed.append((resource, where))
             continue

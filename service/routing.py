@@ -51,9 +51,11 @@ def relevant_codes(terms: Terminology) -> frozenset[tuple[str, str]]:
     return frozenset(terms.codes_in(frozenset(terms.valuesets)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
-    """Where a line goes: its patient, whether a screen reads it, or why it cannot go."""
+    """Where a line goes: its patient, whether a screen reads it, or why it cannot go.
+    Treated as immutable, not declared `frozen=True`: one is built per line of a population,
+    and a frozen `__init__` sets each field through `object.__setattr__`."""
 
     patient: str | None
     relevant: bool
