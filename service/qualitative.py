@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from service.units import superscripts_to_caret
@@ -105,6 +106,12 @@ def parse_titer(text: str | None) -> Titer | None:
     """The titer written in `text` ("1:16", "1：16", "1/160", "Reactive 1:8", "<1:1")."""
     if not text:
         return None
+    return _parse_titer(text) if type(text) is str else _parse_titer.__wrapped__(text)
+
+
+# A population repeats its result texts: each is read once (the results are immutable).
+@lru_cache(maxsize=4096)
+def _parse_titer(text: str) -> Titer | None:
     folded = unicodedata.normalize("NFKC", text).translate(_SIGNS)
     match = _TITER.search(folded)
     if match is None:
@@ -124,6 +131,11 @@ def parse_bounded_value(text: str | None) -> BoundedValue | None:
     """
     if not text:
         return None
+    return _parse_bounded(text) if type(text) is str else _parse_bounded.__wrapped__(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_bounded(text: str) -> BoundedValue | None:
     folded = " ".join(
         unicodedata.normalize("NFKC", superscripts_to_caret(text)).translate(_SIGNS).split()
     )

@@ -167,6 +167,8 @@ class Terminology:
         self._factor_cache: dict[tuple[str, str, float | None], float] = {}
         # concepts of a result -> the one whose canonical unit its value is converted to
         self._quantity_concept_cache: dict[frozenset[str], str | None] = {}
+        # result text -> its qualitative reading (qualitative_of_text)
+        self._qualitative_text_cache: dict[str, Reading | None] = {}
         self._review = _review_patterns(valuesets)
         # (system, ICD/ATC code) -> value sets with rows strictly below it; built on first use
         self._under: dict[tuple[str, str], frozenset[str]] | None = None
@@ -512,8 +514,16 @@ class Terminology:
         return self._qualitative_codes.get((self.canonical_system(system), code))
 
     def qualitative_of_text(self, text: str) -> Reading | None:
-        """Result text as labs write it (service/qualitative.py: "阴性 0.12", "(+)", "POS")."""
-        return read_qualitative(text, self._qualitative_text)
+        """Result text as labs write it (service/qualitative.py: "阴性 0.12", "(+)", "POS").
+        A population repeats its texts: each is read once."""
+        if type(text) is not str:
+            return read_qualitative(text, self._qualitative_text)
+        try:
+            return self._qualitative_text_cache[text]
+        except KeyError:
+            found = read_qualitative(text, self._qualitative_text)
+            remember(self._qualitative_text_cache, text, found)
+            return found
 
     def interpretation_flag(self, system: str, code: str) -> Reading | None:
         """A reference-range flag (H, A, N ...) read as a qualitative result: only for value

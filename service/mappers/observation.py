@@ -33,6 +33,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from service.facts import (
     COUNTED_RESULT_STATUSES,
     Code,
@@ -188,7 +190,7 @@ def _map_one(
 def _read_code(code: Any, terms: Terminology) -> tuple[tuple[Code, ...], frozenset[str]] | None:
     """(codes, value sets) of an Observation's (or a component's) `code`, or None when no
     value set has it. A population repeats a few hundred codes: each is read once (a memo
-    keyed by every field the reading looks at), unless some field is not a plain string."""
+    keyed by the code's JSON)."""
     key = _code_key(code)
     if key is None:
         return _read_code_uncached(code, terms)
@@ -202,26 +204,13 @@ def _read_code(code: Any, terms: Terminology) -> tuple[tuple[Code, ...], frozens
     return found
 
 
-def _code_key(code: Any) -> tuple[tuple[str | None, ...], ...] | None:
-    """What `_read_code_uncached` reads of `code` (each coding's system, code and display),
-    or None when that is not all strings (or absent) and the reading is not memoised."""
-    if type(code) is not dict:
+def _code_key(code: Any) -> bytes | None:
+    """`code` as JSON: every field the reading looks at, exactly as sent (a number is not
+    read as the string of its digits), or None when it is not JSON and is read uncached."""
+    try:
+        return orjson.dumps(code)
+    except TypeError:  # orjson.JSONEncodeError: a caller's own object
         return None
-    codings = code.get("coding")
-    if codings is None:
-        return ()
-    if type(codings) is not list:
-        return None
-    key = []
-    for coding in codings:
-        if type(coding) is not dict:
-            return None
-        fields = (coding.get("system"), coding.get("code"), coding.get("display"))
-        for value in fields:
-            if value is not None and type(value) is not str:
-                return None
-        key.append(fields)
-    return tuple(key)
 
 
 def _read_code_uncached(
