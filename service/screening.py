@@ -223,9 +223,11 @@ class _Routed:
     reading back an empty file for every other partition, per Bundle, cost more than routing
     its resources."""
 
-    def __init__(self, spool: str, index: int) -> None:
-        self.spool, self.index = Path(spool), index
+    def __init__(self, spool: str, index: int, partitions: int) -> None:
+        self.spool, self.index, self.partitions = Path(spool), index, partitions
         self.handles: dict[int | str, BinaryIO] = {}
+        # patient -> its partition file and its part of each line, worked out once per patient
+        self.patients: dict[str, tuple[BinaryIO, bytes]] = {}
 
     def _handle(self, name: int | str) -> BinaryIO:
         handle = self.handles.get(name)
@@ -235,10 +237,14 @@ class _Routed:
             handle = self.handles[name] = open(path, "wb", buffering=1 << 20)
         return handle
 
-    def patient(self, partition: int, where: str, patient: str, body: bytes) -> None:
+    def patient(self, where: str, patient: str, body: bytes) -> None:
         # where, the patient (as JSON: no raw separator in it), the resource
-        line = where.encode() + b"\x1f" + orjson.dumps(patient) + b"\x1f" + body + b"\n"
-        self._handle(partition).write(line)
+        found = self.patients.get(patient)
+        if found is None:
+            handle = self._handle(_partition_of(patient, self.partitions))
+            found = self.patients[patient] = (handle, b"\x1f" + orjson.dumps(patient) + b"\x1f")
+        handle, named = found
+        handle.write(where.encode() + named + body + b"\n")
 
     def shared(self, key: str, body: bytes) -> None:
         """A Medication, for the side table: its `Medication/<id>` and the resource."""
@@ -261,7 +267,7 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
     errors: list[SourceError] = []
     error_count = 0
     resources = 0
-    out = _Routed(job.spool, index)
+    out = _Routed(job.spool, index, job.partitions)
     reader = LineReader(chunk, router.skip)
     try:
         for resource, where, error, line in reader:
@@ -285,9 +291,7 @@ def _route_chunk(job: _Job, index: int, chunk: Chunk) -> tuple[int, list[SourceE
                 continue
             if job.by_reference and isinstance(resource.get("id"), str):
                 where = f"{resource['resourceType']}/{resource['id']}"
-            out.patient(
-                _partition_of(patient, job.partitions), where, patient, _body(line, resource)
-            )
+            out.patient(where, patient, _body(line, resource))
     finally:
         out.close()
     return resources + reader.skipped, errors, error_count

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import orjson
+
 from service.facts import Fact, LabResult, Problem
 from service.mappers.allergy import map_allergy
 from service.mappers.common import (
@@ -35,7 +37,7 @@ from service.mappers.observation import map_observation
 from service.mappers.patient import map_patient
 from service.mappers.procedure import map_procedure
 from service.mappers.research_subject import map_research_subject
-from service.terminology import Terminology
+from service.terminology import Terminology, remember
 
 __all__ = [
     "SHARED_TYPES",
@@ -109,8 +111,23 @@ def relevant(resource: Resource, terms: Terminology) -> bool:
     real EHR's are not)."""
     kind = resource.get("resourceType")
     if kind == "Observation":
-        return terms.may_match(resource.get("code")) or _component_may_match(resource, terms)
+        return _code_may_match(resource.get("code"), terms) or _component_may_match(resource, terms)
     return kind == "Patient" or kind in MAPPERS or kind in SHARED_TYPES
+
+
+def _code_may_match(code: Any, terms: Terminology) -> bool:
+    """`terms.may_match(code)`, read once per distinct code (keyed by its JSON): stage 1 asks
+    it of every Observation line kept, and a population repeats a few hundred codes."""
+    try:
+        key = orjson.dumps(code)
+    except TypeError:  # orjson.JSONEncodeError: a caller's own object
+        return terms.may_match(code)
+    memo = terms.memo("may_match")
+    found = memo.get(key)
+    if found is None:
+        found = terms.may_match(code)
+        remember(memo, key, found)
+    return found
 
 
 def _component_may_match(resource: Resource, terms: Terminology) -> bool:
