@@ -35,7 +35,7 @@ __all__ = ["Exposure", "exposure", "undated"]
 RUNNING_STATUSES = frozenset({"active", "on-hold", "in-progress"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: one per record read (facts.py)
 class Exposure:
     start: date
     end: date

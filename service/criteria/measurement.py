@@ -65,7 +65,7 @@ MEDICATION_TYPES = (
 NORMAL_RANGE_TYPES = frozenset({None, "normal"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: built per reading (see facts.py)
 class Reading:
     """One value that may decide: a result, or a product derived from several."""
 
@@ -218,7 +218,7 @@ def _no_result(
     return Verdict("unknown", reason, tuple(notes[:3]))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: built per reading (see facts.py)
 class Limit:
     """The limits a value is compared with (several when the ULN is not known exactly)."""
 

@@ -84,7 +84,7 @@ MAPPERS: dict[str, Mapper] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: one per record (see facts.py)
 class Mapped:
     patient: str
     fact: Fact | tuple[LabResult, ...]  # a tuple: an Observation's results and its components'
