@@ -338,7 +338,7 @@ def _evaluate_partition(
         mrn_type=job.mrn_type,
         warm_up=False,  # built in the parent before the workers forked (see `screen`)
     )
-    patients: dict[str, list[Record]] = {}
+    by_json: dict[bytes, list[Record]] = {}  # the patient's reference as JSON -> records
     for index in range(chunk_count):
         path = Path(job.spool) / f"routed-{partition}-{index}.jsonl"
         if not path.exists():  # no patient of this partition in that chunk
@@ -347,8 +347,15 @@ def _evaluate_partition(
             for line in handle:
                 raw_where, raw_patient, raw = line.split(b"\x1f", 2)
                 record = Record(raw, raw_where.decode())
-                patients.setdefault(orjson.loads(raw_patient), []).append(record)
+                found = by_json.get(raw_patient)
+                if found is None:
+                    by_json[raw_patient] = [record]
+                else:
+                    found.append(record)
         path.unlink()
+    # decoded once per patient (stage 1 writes each reference's JSON alike)
+    patients: dict[str, list[Record]] = {orjson.loads(k): v for k, v in by_json.items()}
+    del by_json
     medications = _medications(job.spool, chunk_count)
     errors: list[SourceError] = []
     error_count = 0
