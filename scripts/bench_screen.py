@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import csv
 import importlib.util
 import io
 import logging
@@ -234,20 +235,22 @@ WITH valueset AS (
   SELECT list(system || '|' || code) AS codings
   FROM read_csv($valueset, header = true, all_varchar = true)
 ),
+units AS (
+  SELECT unnest($unit_texts) AS unit, unnest($unit_factors) AS factor
+),
 hgb AS (
   SELECT subject.reference AS patient,
          CAST(left(effectiveDateTime, 10) AS DATE) AS day,
          id,
-         CASE lower(coalesce(valueQuantity.code, valueQuantity.unit))
-           WHEN 'g/l' THEN valueQuantity.value
-           WHEN 'g/dl' THEN valueQuantity.value * 10
-         END AS g_per_l
+         valueQuantity.value * units.factor AS g_per_l
   FROM read_json($observations, format = 'newline_delimited', columns = {
     'id': 'VARCHAR', 'status': 'VARCHAR',
     'code': 'STRUCT(coding STRUCT(system VARCHAR, code VARCHAR)[])',
     'subject': 'STRUCT(reference VARCHAR)', 'effectiveDateTime': 'VARCHAR',
     'valueQuantity': 'STRUCT(value DOUBLE, unit VARCHAR, system VARCHAR, code VARCHAR)'
-  }), valueset
+  }) AS observation
+  CROSS JOIN valueset
+  LEFT JOIN units ON units.unit = lower(coalesce(valueQuantity.code, valueQuantity.unit))
   WHERE status IN ('final', 'amended', 'corrected')
     AND len(list_intersect(
       list_transform(code.coding, lambda c: c.system || '|' || c.code), valueset.codings)) > 0
@@ -256,6 +259,18 @@ SELECT patient, id, g_per_l FROM hgb
 WHERE g_per_l IS NOT NULL AND day BETWEEN $as_of - INTERVAL 90 DAY AND $as_of
 QUALIFY row_number() OVER (PARTITION BY patient ORDER BY day DESC, id DESC) = 1
 """
+
+
+def _hemoglobin_units(terminology: Path) -> dict[str, list[Any]]:
+    """Every spelling of g/L and g/dL the code tables read (units/aliases.csv), lower-cased,
+    and its factor to g/L: the units the engine converts are the ones the SQL accepts."""
+    factors = {"g/l": 1.0, "g/dl": 10.0}
+    with (terminology / "units" / "aliases.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            factor = factors.get(row["ucum"].lower())
+            if factor is not None:
+                factors.setdefault(row["text"].lower(), factor)
+    return {"unit_texts": list(factors), "unit_factors": list(factors.values())}
 
 
 def phase_duckdb(data: Path, terminology: Path, as_of: date) -> dict[str, Any]:
@@ -268,6 +283,7 @@ def phase_duckdb(data: Path, terminology: Path, as_of: date) -> dict[str, Any]:
         "observations": str(data / "Observation.ndjson"),
         "valueset": str(terminology / "valuesets" / "hemoglobin.csv"),
         "as_of": as_of,
+        **_hemoglobin_units(terminology),
     }
     rows = connection.execute(HEMOGLOBIN_SQL, parameters).fetchall()
     elapsed = _elapsed(started)
