@@ -69,9 +69,18 @@ def plan_for(trial: TrialDefinition, terms: Terminology) -> FetchPlan:
     }
     codes = sorted(terms.codes_in(wanted))
     return FetchPlan(
-        observation_codes=tuple(f"{system}|{code}" for system, code in codes),
+        observation_codes=tuple(sorted({_token(terms, system, code) for system, code in codes})),
         valuesets=frozenset(valuesets_named(trial)),
     )
+
+
+def _token(terms: Terminology, system: str, code: str) -> str:
+    """A code as a search token. A standard system with other names (LOINC, also sent as
+    urn:oid:2.16.840.1.113883.6.1 or LN: terminology/code_systems.csv) is asked for by its
+    code alone, which FHIR matches in any system, so a record stored under another name of
+    the system is found (and then read by its canonical system); a site's local code keeps its
+    system, which alone gives it meaning."""
+    return code if terms.has_other_names(system) else f"{system}|{code}"
 
 
 @dataclass

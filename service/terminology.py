@@ -286,6 +286,11 @@ class Terminology:
             remember(self._system_cache, system, found)
         return found
 
+    def has_other_names(self, system: str) -> bool:
+        """Whether feeds may name this canonical system otherwise (code_systems.csv lists an
+        OID, a name or a URI variant for it)."""
+        return system in self._code_systems.aliased
+
     def covers_system(self, system: str) -> bool:
         """Whether a value set lists codes of this code system (canonical URI): a code of it
         that no table lists is then known not to be of the tables' sets."""

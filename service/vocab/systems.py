@@ -50,6 +50,8 @@ class CodeSystems:
     names: Mapping[str, str]
     prefixes: tuple[tuple[str, str], ...]
     canonical_systems: frozenset[str]
+    # canonical systems some row names otherwise (an OID, a name, a URI variant)
+    aliased: frozenset[str] = frozenset()
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, str]], known: Iterable[str] = ()) -> CodeSystems:
@@ -70,7 +72,8 @@ class CodeSystems:
             else:
                 exact[_bare(sent)] = system
         prefixes.sort(key=lambda item: -len(item[0]))  # the most specific prefix first
-        return cls(exact, names, tuple(prefixes), frozenset(canonical))
+        aliased = frozenset([*exact.values(), *names.values(), *(c for _, c in prefixes)])
+        return cls(exact, names, tuple(prefixes), frozenset(canonical), aliased)
 
     def canonical(self, system: str) -> str:
         """The canonical URI of the code system `system` names, or `system` unchanged."""

@@ -21,6 +21,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from service.config import Settings
 from tests.conftest import ROOT, app_for
+from tests.fhir_tokens import token_matches
 
 FHIR = "http://fhir.test/fhir"
 ISSUER = "https://idp.hospital.test"
@@ -64,12 +65,7 @@ class FakeFhir:
             )
             found = [r for r in found if r.get(field, {}).get("reference") == params["patient"]]
         if "code" in params:
-            wanted = set(params["code"].split(","))
-            found = [
-                r
-                for r in found
-                if {f"{c['system']}|{c['code']}" for c in r["code"]["coding"]} & wanted
-            ]
+            found = [r for r in found if token_matches(r["code"]["coding"], params["code"])]
         return httpx.Response(
             200,
             json={

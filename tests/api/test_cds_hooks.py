@@ -28,6 +28,7 @@ from service.config import Settings
 from service.fhir.client import RetryPolicy
 from tests.api.conftest import AUDIENCE, FHIR, ISSUER, FakeFhir
 from tests.conftest import app_for
+from tests.fhir_tokens import token_matches
 
 BASE = "https://cohort-match.hospital.test"
 SERVICE = "cohort-match-nct06946485"
@@ -185,12 +186,7 @@ def prefetch_for(
             if r["resourceType"] == kind and _refers_to(r, f"Patient/{params['patient']}")
         ]
         if "code" in params:
-            wanted = set(params["code"].split(","))
-            matches = [
-                r
-                for r in matches
-                if {f"{c['system']}|{c['code']}" for c in r["code"]["coding"]} & wanted
-            ]
+            matches = [r for r in matches if token_matches(r["code"]["coding"], params["code"])]
         found[key] = {
             "resourceType": "Bundle",
             "type": "searchset",
