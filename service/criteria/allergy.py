@@ -95,22 +95,14 @@ def _judge_allergy(
             f"{allergy.reference}: allergy to '{shown_as}' without a category; not known whether "
             "the allergen is a drug: review"
         )
-        evidence = _allergy_evidence(allergy, note=reason)
-        if severity == "mild":
-            found.shown.append(evidence)
-        else:
-            found.doubt(reason, evidence)
+        _doubt_unless_mild(found, severity, reason, _allergy_evidence(allergy, note=reason))
         return
     if basis == "review":
         suggested = sorted(allergy.review & drug_sets)
         if rule.allergens in suggested:  # the rule's own set names the concern best
             suggested.insert(0, rule.allergens)
         reason = review_reason(ctx.terms, suggested[0], allergy.codes, allergy.text)
-        evidence = _allergy_evidence(allergy, note=reason)
-        if severity == "mild":
-            found.shown.append(evidence)
-        else:
-            found.doubt(reason, evidence)
+        _doubt_unless_mild(found, severity, reason, _allergy_evidence(allergy, note=reason))
         return
     if status_unread(allergy.verification_status) and severity != "mild":
         # It may say refuted: neither dropped nor counted (mappers/common.status_code).
@@ -124,6 +116,16 @@ def _judge_allergy(
         found.shown.append(evidence)
     else:
         found.doubt(f"drug allergy of unrecorded severity ({allergy.reference})", evidence)
+
+
+def _doubt_unless_mild(
+    found: Findings, severity: Severity, reason: str, evidence: Evidence
+) -> None:
+    """A record the rule cannot place: shown when mild, else a doubt (`unknown`)."""
+    if severity == "mild":
+        found.shown.append(evidence)
+    else:
+        found.doubt(reason, evidence)
 
 
 def _drug_basis(rule: AllergyRule, allergy: Allergy, drug_sets: frozenset[str]) -> str | None:
