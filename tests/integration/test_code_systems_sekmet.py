@@ -7,6 +7,7 @@ as `http://loinc.org|718-7`, the server returned nothing and I6.hgb could not be
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 
 import httpx
@@ -18,6 +19,7 @@ from service.fetching import fetch_patient, plan_for
 from service.fhir import FhirClient
 from service.terminology import Terminology
 from tests.conftest import TRIAL_PATH
+from tests.integration.conftest import running_server
 
 pytestmark = pytest.mark.integration
 AS_OF = date(2026, 11, 20)
@@ -49,10 +51,17 @@ def records() -> list[dict[str, object]]:
     ]
 
 
-async def test_results_stored_under_other_names_of_loinc_are_fetched_and_read(
-    fhir_server: str, terms: Terminology
-) -> None:
-    async with httpx.AsyncClient(base_url=fhir_server) as client:
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[str]:
+    """A server of this module's own: the session's is counted patient by patient by the
+    other tests, and a deletion would stay in its history."""
+    with running_server() as port:
+        yield f"http://127.0.0.1:{port}/fhir"
+
+
+@pytest.fixture
+async def stored(own_server: str) -> str:
+    async with httpx.AsyncClient(base_url=own_server) as client:
         for resource in records():
             response = await client.put(
                 f"/{resource['resourceType']}/{resource['id']}",
@@ -60,10 +69,16 @@ async def test_results_stored_under_other_names_of_loinc_are_fetched_and_read(
                 headers={"Content-Type": "application/fhir+json"},
             )
             assert response.status_code in (200, 201), response.text
+    return own_server
+
+
+async def test_results_stored_under_other_names_of_loinc_are_fetched_and_read(
+    stored: str, terms: Terminology
+) -> None:
     trial = load_trial(TRIAL_PATH)
     plan = plan_for(trial, terms)
     assert "718-7" in plan.observation_codes  # asked for in any system
-    async with FhirClient(fhir_server) as fhir:
+    async with FhirClient(stored) as fhir:
         fetched = await fetch_patient(fhir, PATIENT, plan, terms)
     assert fetched.problems == []
     (hemoglobin,) = fetched.facts.labs_for("hemoglobin")
