@@ -96,6 +96,7 @@ VALUESET_KEYS = frozenset(
         "severe_manifestations",
         "allergens",
         "non_drug_allergens",
+        "review_procedures",
         "diagnoses",
         "at_most_unknown",
     }

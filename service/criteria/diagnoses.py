@@ -121,6 +121,7 @@ def evaluate_diagnosis_excludes(
     _judge_diagnoses(rule, facts, ctx, found)
     _review_doubts(facts, _searched(rule), rule.active_only, ctx, found)
     _judge_procedures(rule, facts, ctx, found)
+    _review_procedures(rule, facts, ctx, found)
     _judge_tests(rule, facts, ctx, found)
     if not found.decisive:
         _judge_suspect_medications(rule, facts, ctx, found)
@@ -355,6 +356,24 @@ def _unresolved(dx: Diagnosis, years: int, ctx: Context) -> Outcome:
     return "fail", f"excepted only when over for > {years} years; not recorded over"
 
 
+def _review_procedures(
+    rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
+) -> None:
+    """A procedure that suggests the disease (`review_procedures`: a CABG for E6), by code or
+    by its text, on record on or before as_of (or undated): `unknown` for review."""
+    for proc in facts.procedures:
+        hits = [v for v in rule.review_procedures if v in proc.concepts or v in proc.review]
+        if not hits or (proc.performed is not None and proc.performed > ctx.as_of):
+            continue
+        when = f" on {written(proc.performed, proc.performed_latest)}" if proc.performed else ""
+        note = (
+            f"{title(ctx.terms, hits[0])}{when}: not an exclusion by itself; review whether it "
+            f"was for {title(ctx.terms, rule.valuesets[0]).lower()}"
+        )
+        code = proc.codes[0] if proc.codes else None
+        found.doubt(f"{proc.reference}: {note}", Evidence(proc.reference, code, note=note))
+
+
 def _judge_procedures(
     rule: DiagnosisExcludesRule, facts: PatientFacts, ctx: Context, found: Findings
 ) -> None:
@@ -479,7 +498,7 @@ def _taken_on(med: MedicationExposure, ctx: Context) -> str | None:
 
 
 def _types_read(rule: DiagnosisExcludesRule) -> list[str]:
-    types = ["Condition"] + (["Procedure"] if rule.procedures else [])
+    types = ["Condition"] + (["Procedure"] if rule.procedures or rule.review_procedures else [])
     types += ["Observation"] if rule.positive_tests else []
     return types + (list(MEDICATION_TYPES) if rule.suspect_if_medication_active else [])
 

@@ -247,6 +247,9 @@ class DiagnosisExcludesRule(_Strict):
     # Value sets whose records never exclude on their own: at most `unknown` (superficial
     # infections under "uncontrolled infections requiring treatment").
     at_most_unknown: list[str] = Field(default_factory=list)
+    # Procedures that never exclude by themselves but suggest the disease (a CABG for E6): one
+    # on record on or before as_of, whenever, is `unknown` for review.
+    review_procedures: list[str] = Field(default_factory=list)
     # A record with no clinical status and no end date stops counting this many days after
     # its onset (or recorded date): a pregnancy or lactation entry nobody closed.
     unstated_status_counts_days: int | None = None
@@ -362,6 +365,7 @@ VALUESET_KEYS = frozenset(
         "severe_manifestations",
         "allergens",
         "non_drug_allergens",
+        "review_procedures",
         "diagnoses",
         "at_most_unknown",
         "medications",

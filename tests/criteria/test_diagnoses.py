@@ -1357,3 +1357,44 @@ def test_e9_dialysis_condition_is_reviewed() -> None:
     named = condition("local-hd", system="http://hospital.example/dx")
     named["code"]["text"] = "维持性血液透析"
     assert run([named], "E9").verdict == "unknown"
+
+
+# ================================================================== procedures that suggest it
+@pytest.mark.parametrize(
+    ("code", "text", "performed", "expected"),
+    [
+        pytest.param("232717009", None, "2025-05-10", "unknown", id="cabg-unknown"),
+        pytest.param("415070008", None, None, "unknown", id="undated-pci-unknown"),
+        pytest.param(None, "冠脉支架植入术", "2024-01-03", "unknown", id="stent-by-text-unknown"),
+        pytest.param("232717009", None, "2030-01-01", "pass", id="after-as-of-pass"),
+        pytest.param("80146002", None, "2025-05-10", "pass", id="appendectomy-pass"),
+    ],
+)
+def test_e6_a_revascularisation_is_reviewed_not_passed(
+    code: str | None, text: str | None, performed: str | None, expected: str
+) -> None:
+    procedure = ehr_procedure_record(code, text, performed)
+    result = run_ehr([procedure], "E6")
+    assert result.verdict == expected, result.reason
+    if expected == "unknown":
+        assert "review whether it was for severe cardiac diseases" in result.reason
+
+
+def ehr_procedure_record(
+    code: str | None, text: str | None, performed: str | None
+) -> dict[str, object]:
+    concept: dict[str, object] = {}
+    if code:
+        concept["coding"] = [{"system": "http://snomed.info/sct", "code": code}]
+    if text:
+        concept["text"] = text
+    procedure: dict[str, object] = {
+        "resourceType": "Procedure",
+        "id": "ehr-proc-e6",
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "code": concept,
+    }
+    if performed:
+        procedure["performedDateTime"] = performed
+    return procedure
