@@ -29,7 +29,7 @@ transplant), 维持性血液透析 as a problem, dialysis dependence in SNOMED C
 pregnancy ended in a month or year that a partial date leaves open; dates written as a year or
 month: an in situ carcinoma abated "2021", a meningitis abated "2024", another study ended
 "2026-08", a haemoglobin and an HBsAg dated "2026-11", a pneumonia abated "2026-11", a death
-in "2026").
+in "2026"; a coronary bypass without a severe cardiac diagnosis).
 `../screen-expected.json` names the verdicts each must get.
 """
 
