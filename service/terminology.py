@@ -88,6 +88,9 @@ class ValueSetInfo:
     default_course_days: int | None = None
     # words that suggest the concept in a record no value set knows (English, Chinese ...)
     review_terms: tuple[str, ...] = ()
+    # words that say a text is not about the concept now ("history of", "not pregnant",
+    # 既往): a text holding one is no review match of this set
+    review_exclude_terms: tuple[str, ...] = ()
     # labs judged against a multiple of the ULN: the ULNs labs use (criteria/measurement.py)
     uln_interval: UlnInterval | None = None
     # what the CSV is the expansion of (service/vocab/definition.py); None where not yet written
@@ -205,6 +208,7 @@ class Terminology:
                 or None,
                 default_course_days=_optional_int(meta.get("default_course_days")),
                 review_terms=_review_terms(meta.get("review_terms"), meta_path),
+                review_exclude_terms=_review_terms(meta.get("review_exclude_terms"), meta_path),
                 uln_interval=_uln_interval(meta.get("uln_interval"), meta_path),
                 definition=_definition(meta.get("definition"), meta_path),
                 interpretation_decides=_flag(meta, "interpretation_decides", meta_path),
@@ -401,7 +405,11 @@ class Terminology:
         if not text or not self._review:
             return frozenset()
         folded = normalize_text(text)
-        return frozenset(name for name, pattern in self._review if pattern.search(folded))
+        return frozenset(
+            name
+            for name, pattern, excluded in self._review
+            if pattern.search(folded) and not (excluded and excluded.search(folded))
+        )
 
     def concepts_under(self, system: str, code: str) -> frozenset[str]:
         """Value sets with rows below this ICD-10/ICD-10-CM/ATC code (a category such as `M32`
@@ -608,17 +616,25 @@ def _review_terms(raw: Any, where: Path) -> tuple[str, ...]:
     return tuple(normalize_text(term) for terms in raw.values() for term in terms)
 
 
-def _review_patterns(valuesets: dict[str, ValueSetInfo]) -> list[tuple[str, re.Pattern[str]]]:
+def _review_patterns(
+    valuesets: dict[str, ValueSetInfo],
+) -> list[tuple[str, re.Pattern[str], re.Pattern[str] | None]]:
+    """Per value set with review terms: the pattern of its terms and of its exclusions."""
     patterns = []
     for name, info in sorted(valuesets.items()):
         if not info.review_terms:
             continue
-        parts = [
-            rf"(?<!\w){re.escape(term)}(?!\w)" if term.isascii() else re.escape(term)
-            for term in info.review_terms
-        ]
-        patterns.append((name, re.compile("|".join(parts))))
+        excluded = _terms_pattern(info.review_exclude_terms) if info.review_exclude_terms else None
+        patterns.append((name, _terms_pattern(info.review_terms), excluded))
     return patterns
+
+
+def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+    """Terms in Latin script as whole words, others (Chinese) as substrings."""
+    parts = [
+        rf"(?<!\w){re.escape(term)}(?!\w)" if term.isascii() else re.escape(term) for term in terms
+    ]
+    return re.compile("|".join(parts))
 
 
 def _uln_interval(raw: Any, where: Path) -> UlnInterval | None:

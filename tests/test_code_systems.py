@@ -223,3 +223,20 @@ def test_other_icd_codes_outside_the_tables_are_still_not_read_by_text() -> None
     assert run_ehr([condition], "E6").verdict == "pass"
     assert not load_terms().reads_text_of(ICD10, "I25.2")
     assert load_terms().reads_text_of("urn:oid:2.16.840.1.113883.6.3", "Z867")
+
+
+# ------------------------------------------------------------------ review exclusions
+@pytest.mark.parametrize(
+    ("text", "reviewed"),
+    [
+        ("Past pregnancy history of miscarriage (situation)", False),  # Synthea's situation
+        ("Not pregnant", False),
+        ("否认妊娠", False),
+        ("既往妊娠史 G2P1", False),
+        ("Pregnancy with history of preterm labour", True),  # a current pregnancy
+        ("妊娠合并既往剖宫产史", True),
+        ("Pregnant, 12 weeks", True),
+    ],
+)
+def test_pregnancy_review_terms_skip_past_and_denied_pregnancies(text: str, reviewed: bool) -> None:
+    assert ("pregnancy" in load_terms().review_matches(text)) is reviewed
