@@ -240,3 +240,37 @@ def test_other_icd_codes_outside_the_tables_are_still_not_read_by_text() -> None
 )
 def test_pregnancy_review_terms_skip_past_and_denied_pregnancies(text: str, reviewed: bool) -> None:
     assert ("pregnancy" in load_terms().review_matches(text)) is reviewed
+
+
+# ------------------------------------------------------------------ text of unlisted codes
+@pytest.mark.parametrize(
+    ("display", "criterion"),
+    [
+        ("Primary adenocarcinoma of colon", "E8"),  # one word: "carcinoma" alone missed it
+        ("Glioblastoma multiforme of frontal lobe", "E8"),
+        ("左侧颞叶胶质母细胞瘤", "E8"),
+    ],
+)
+def test_compound_tumour_names_are_reviewed(display: str, criterion: str) -> None:
+    condition = ehr_condition(coding(SNOMED, "1234567001", display), onset="2020-03-01")
+    assert run_ehr([condition], criterion).verdict == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("loinc", "display", "criterion"),
+    [
+        ("5196-1", "Chronic hepatitis B virus infection with HBeAg positive", "E10.hbv"),
+        ("56888-1", "Human immunodeficiency virus infection with tuberculosis", "E10.hiv"),
+    ],
+)
+def test_a_negative_test_beside_a_diagnosis_named_only_in_text_is_reviewed(
+    loinc: str, display: str, criterion: str
+) -> None:
+    """A coded chronic infection beside a negative test is `unknown` (one is wrong); one that
+    only its text names must be too, not a pass on the negative test."""
+    negative = coding(SNOMED, "260385009")
+    day = (AS_OF - timedelta(days=10)).isoformat()
+    condition = ehr_condition(coding(SNOMED, "1234567001", display), onset="2019-01-01")
+    result = run_ehr([ehr_observation(loinc, negative, effective=day), condition], criterion)
+    assert result.verdict == "unknown", result.reason
+    assert "but possible" in result.reason

@@ -34,6 +34,7 @@ from service.criteria.common import (
     older_evidence,
     on_day,
     on_or_before,
+    review_reason,
     same_instant,
     title,
     unreadable,
@@ -125,6 +126,20 @@ def _decided_state(
         found = _diagnosis_state(spec.diagnosis_valueset, name, facts, ctx, days)
         if found is not None and found[0] == "positive":
             return "unknown", f"{why}, but {found[1].split(':')[0]}: review", shown + found[2]
+        # ... or beside one only its text names (a local code: "慢性乙型肝炎"): review as well
+        named = next(
+            (
+                dx
+                for dx in facts.diagnoses
+                if spec.diagnosis_valueset in dx.review and _recorded_by(dx, ctx)
+                if _active_on(dx, ctx)
+            ),
+            None,
+        )
+        if named is not None:
+            reason = review_reason(ctx.terms, spec.diagnosis_valueset, named.codes, named.text)
+            evidence = diagnosis_evidence(named, note=reason)
+            return "unknown", f"{why}, but {reason}", [*shown, evidence]
     return state, why, shown
 
 
