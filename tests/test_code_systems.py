@@ -274,3 +274,20 @@ def test_a_negative_test_beside_a_diagnosis_named_only_in_text_is_reviewed(
     result = run_ehr([ehr_observation(loinc, negative, effective=day), condition], criterion)
     assert result.verdict == "unknown", result.reason
     assert "but possible" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "valueset"),
+    [
+        ("Severe aortic stenosis", "cardiac_severe"),  # valve disease with its severity stated
+        ("重度二尖瓣狭窄", "cardiac_severe"),
+        ("焦虑状态", "psychiatric_severe"),
+        ("宫内孕8周", "pregnancy"),
+    ],
+)
+def test_review_terms_read_these_texts(text: str, valueset: str) -> None:
+    assert valueset in load_terms().review_matches(text)
+
+
+def test_valve_disease_of_unstated_severity_is_not_reviewed_as_severe() -> None:
+    assert "cardiac_severe" not in load_terms().review_matches("Aortic stenosis, mild")
