@@ -228,6 +228,9 @@ def test_food_and_latex_are_not_drug_allergens(terms: Terminology, code: str, di
     [
         ("重组人粒细胞刺激因子注射液\uff08瑞白\uff09", "gcsf"),  # full-width brackets
         ("Neulasta Onpro kit", "gcsf"),
+        ("特尔津 150ug 皮下注射", "gcsf"),  # brands sent as a local code's text
+        ("注射用重组人粒细胞巨噬细胞刺激因子", "gcsf"),
+        ("赛可平 0.5g bid", "sle_immunosuppressants"),
         ("注射用环磷酰胺 0.4g 静滴", "cyclophosphamide"),
         ("泰它西普 160mg 皮下注射", "sle_immunosuppressants"),
         ("Saphnelo 300 mg IV", "sle_immunosuppressants"),
