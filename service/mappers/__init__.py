@@ -33,7 +33,7 @@ from service.mappers.common import (
 from service.mappers.condition import map_condition
 from service.mappers.medication import map_medication
 from service.mappers.medication_table import MedicationTable
-from service.mappers.observation import map_observation
+from service.mappers.observation import map_observation, observation_time
 from service.mappers.patient import map_patient
 from service.mappers.procedure import map_procedure
 from service.mappers.research_subject import map_research_subject
@@ -208,8 +208,13 @@ def problem_for(
 
 
 def _day_of(resource: dict[str, Any]) -> date | None:
-    """An unreadable Observation's date, if it can still be read (else None: undated)."""
+    """An unreadable Observation's date, read as the mapper reads a result's time, if it can
+    still be read (else None: undated)."""
     if resource.get("resourceType") != "Observation":
+        return None
+    try:
+        return parse_date(observation_time(resource))
+    except MappingError:
         return None
     period = resource.get("effectivePeriod")
     candidates = [

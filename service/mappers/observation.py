@@ -125,7 +125,7 @@ def _map_one(
     if status in NOT_COUNTED_STATUSES:
         return None  # preliminary, registered, cancelled, entered-in-error
     reference = f"Observation/{resource.get('id')}"
-    when = _when(resource)
+    when = observation_time(resource)
     effective, effective_latest = parse_date_span(when)
     quantity, text, coded, titer = _value(holder)
     interpretation = _interpretation(holder.get("interpretation"))
@@ -243,7 +243,7 @@ def _status(raw: Any) -> str:
     return folded if known else raw
 
 
-def _when(resource: Resource) -> Any:
+def observation_time(resource: Resource) -> Any:
     """When the result was taken: effectiveDateTime, the start of effectivePeriod (its end when
     only that was sent), effectiveInstant, else when it was issued."""
     period = resource.get("effectivePeriod")
