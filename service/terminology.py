@@ -313,8 +313,8 @@ class Terminology:
             return False
         normalized = normalize_code(system, code)
         return any(
-            (system, normalized[:end].rstrip(".")) in self._text_read
-            for end in range(len(normalized), shortest - 1, -1)
+            (system, level) in self._text_read
+            for level in (normalized, *_levels_above(normalized, shortest))
         )
 
     def valuesets_of_kind(self, kind: str) -> frozenset[str]:
@@ -337,9 +337,8 @@ class Terminology:
         found |= self._learned.get((system, normalized), frozenset())
         shortest = HIERARCHICAL.get(system)
         if shortest is not None:
-            for end in range(len(normalized) - 1, shortest - 1, -1):
-                prefix = normalized[:end].rstrip(".")
-                found |= self._members.get((system, prefix), frozenset())
+            for level in _levels_above(normalized, shortest):
+                found |= self._members.get((system, level), frozenset())
         result = frozenset(found)
         self._concept_cache[key] = result
         return result
@@ -665,11 +664,16 @@ def _rows_under(
         shortest = HIERARCHICAL.get(system)
         if shortest is None:
             continue
-        for end in range(len(code) - 1, shortest - 1, -1):
-            prefix = code[:end].rstrip(".")
-            if len(prefix) >= shortest:
-                under.setdefault((system, prefix), set()).update(names)
+        for level in _levels_above(code, shortest):
+            if len(level) >= shortest:
+                under.setdefault((system, level), set()).update(names)
     return {key: frozenset(names) for key, names in under.items()}
+
+
+def _levels_above(code: str, shortest: int) -> list[str]:
+    """The shorter prefixes of a normalised ICD/ATC code, longest first, down to `shortest`
+    characters, without a trailing dot (`M32.14` -> `M32.1`, `M32`)."""
+    return [code[:end].rstrip(".") for end in range(len(code) - 1, shortest - 1, -1)]
 
 
 def _definition(raw: Any, where: Path) -> ValueSetDefinition | None:
