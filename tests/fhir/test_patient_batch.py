@@ -18,6 +18,7 @@ from service.fhir.client import FhirClient, RetryPolicy
 from service.fhir.plan import FetchPlan
 from service.terminology import Terminology
 from tests import factories as f
+from tests.fhir_tokens import token_matches
 
 BASE = "http://fhir.test/fhir"
 HEMOGLOBIN = "http://loinc.org|718-7"
@@ -93,12 +94,7 @@ class FakeServer:
             match = [r for r in found if r["id"] == ident]
             return ok(match[0]) if match else failed("404 Not Found")
         if "code" in url.params:
-            wanted = set(url.params["code"].split(","))
-            found = [
-                r
-                for r in found
-                if {f"{c['system']}|{c['code']}" for c in r["code"]["coding"]} & wanted
-            ]
+            found = [r for r in found if token_matches(r["code"]["coding"], url.params["code"])]
         return ok(searchset(found))
 
     def get(self, request: httpx.Request) -> httpx.Response:
