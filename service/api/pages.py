@@ -292,6 +292,19 @@ async def _patient_body(
 
 
 # ---------------------------------------------------------------- the cohort page
+def _cohort_signed_in(
+    audit: AuditEntry, smart: SmartRuntime, session: SmartSession | None, request: Request
+) -> SmartSession | Response:
+    """The session, recorded as the audit row's subject, when it is fit for the cohort page;
+    else the refusal to send (its outcome recorded)."""
+    refused = _cohort_refusal(smart, session, request)
+    if refused is not None:
+        return _refused(audit, refused)
+    assert session is not None
+    _signed_in(audit, smart, session)
+    return session
+
+
 def _cohort_refusal(
     smart: SmartRuntime, session: SmartSession | None, request: Request
 ) -> Response | None:
@@ -419,11 +432,10 @@ async def cohort_page(
     ticket: str | None = None,
 ) -> Response:
     session, from_ticket = await page_session(request, smart, ticket)
-    refused = _cohort_refusal(smart, session, request)
-    if refused is not None:
-        return _refused(audit, refused)
-    assert session is not None
-    _signed_in(audit, smart, session)
+    signed = _cohort_signed_in(audit, smart, session, request)
+    if isinstance(signed, Response):
+        return signed
+    session = signed
     try:
         chosen = _trial(state, trial)
         audit.trial_id = chosen.id
@@ -617,11 +629,10 @@ async def report_csv_page(
 ) -> Response:
     """The recruitment report as CSV, from the page session (the cohort page's link)."""
     session, _ = await page_session(request, smart, None)
-    refused = _cohort_refusal(smart, session, request)
-    if refused is not None:
-        return _refused(audit, refused)
-    assert session is not None
-    _signed_in(audit, smart, session)
+    signed = _cohort_signed_in(audit, smart, session, request)
+    if isinstance(signed, Response):
+        return signed
+    session = signed
     try:
         chosen = _trial(state, trial)
         audit.trial_id = chosen.id
@@ -750,11 +761,10 @@ async def cohort_csv(
     sweep: str | None = None,
 ) -> Response:
     session, _ = await page_session(request, smart, None)
-    refused = _cohort_refusal(smart, session, request)
-    if refused is not None:
-        return _refused(audit, refused)
-    assert session is not None
-    _signed_in(audit, smart, session)
+    signed = _cohort_signed_in(audit, smart, session, request)
+    if isinstance(signed, Response):
+        return signed
+    session = signed
     try:
         chosen = _trial(state, trial)
         audit.trial_id = chosen.id
